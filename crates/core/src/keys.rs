@@ -1,0 +1,300 @@
+//! The etcd key layout of DESIGN.md, in one place. `docs/etcd-layout.md` documents every key.
+//!
+//! Every key lives under one prefix (default `/capstan`). Each key family has exactly one writer
+//! role; see the table in the docs.
+
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "/capstan";
+
+/// A key family: one kind of object, with one writer role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `clusters/<cluster>` (users).
+    Clusters,
+    /// `taskdefinitions/<family>/<revision>` (users).
+    TaskDefinitions,
+    /// `services/<cluster>/<service>` (users).
+    Services,
+    /// `deployments/<cluster>/<service>/<deploymentId>` (deployer).
+    Deployments,
+    /// `status/services/<cluster>/<service>` (deployer).
+    ServiceStatus,
+    /// `events/<cluster>/<service>/<eventId>` (any controller).
+    Events,
+    /// `tasks/<cluster>/<taskId>` (scheduler).
+    Tasks,
+    /// `containerinstances/<cluster>/<id>` (agents).
+    ContainerInstances,
+    /// `capacityproviders/<name>` (users).
+    CapacityProviders,
+    /// `status/capacityproviders/<name>` (scaler).
+    CapacityProviderStatus,
+    /// `targetgroups/<name>` (users).
+    TargetGroups,
+    /// `listeners/<name>` (users).
+    Listeners,
+    /// `status/targetgroups/<name>` (registrar).
+    TargetGroupStatus,
+    /// `requests/runtask/<cluster>/<requestId>` (users; consumed by the scheduler).
+    RunTaskRequests,
+    /// `requests/stoptask/<cluster>/<taskId>` (users; consumed by the scheduler).
+    StopTaskRequests,
+    /// `requests/continuedeployment/<cluster>/<service>/<deploymentId>` (users; consumed by the
+    /// deployer).
+    ContinueDeploymentRequests,
+    /// `elections/<controller>` (controllers).
+    Elections,
+}
+
+impl Family {
+    /// Path segment(s) after the prefix.
+    pub fn segment(self) -> &'static str {
+        match self {
+            Family::Clusters => "clusters",
+            Family::TaskDefinitions => "taskdefinitions",
+            Family::Services => "services",
+            Family::Deployments => "deployments",
+            Family::ServiceStatus => "status/services",
+            Family::Events => "events",
+            Family::Tasks => "tasks",
+            Family::ContainerInstances => "containerinstances",
+            Family::CapacityProviders => "capacityproviders",
+            Family::CapacityProviderStatus => "status/capacityproviders",
+            Family::TargetGroups => "targetgroups",
+            Family::Listeners => "listeners",
+            Family::TargetGroupStatus => "status/targetgroups",
+            Family::RunTaskRequests => "requests/runtask",
+            Family::StopTaskRequests => "requests/stoptask",
+            Family::ContinueDeploymentRequests => "requests/continuedeployment",
+            Family::Elections => "elections",
+        }
+    }
+
+    /// How many name segments follow the family segment.
+    pub fn arity(self) -> usize {
+        match self {
+            Family::Clusters
+            | Family::CapacityProviders
+            | Family::CapacityProviderStatus
+            | Family::TargetGroups
+            | Family::Listeners
+            | Family::TargetGroupStatus
+            | Family::Elections => 1,
+            Family::TaskDefinitions
+            | Family::Services
+            | Family::ServiceStatus
+            | Family::Tasks
+            | Family::ContainerInstances
+            | Family::RunTaskRequests
+            | Family::StopTaskRequests => 2,
+            Family::Deployments | Family::Events | Family::ContinueDeploymentRequests => 3,
+        }
+    }
+
+    /// Every family, longest segment first so that `status/…` matches before shorter ones.
+    pub const ALL: [Family; 17] = [
+        Family::ContinueDeploymentRequests,
+        Family::CapacityProviderStatus,
+        Family::TargetGroupStatus,
+        Family::ServiceStatus,
+        Family::RunTaskRequests,
+        Family::StopTaskRequests,
+        Family::ContainerInstances,
+        Family::CapacityProviders,
+        Family::TaskDefinitions,
+        Family::TargetGroups,
+        Family::Deployments,
+        Family::Listeners,
+        Family::Elections,
+        Family::Clusters,
+        Family::Services,
+        Family::Events,
+        Family::Tasks,
+    ];
+}
+
+/// A key split into its family and name segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedKey {
+    /// Which family.
+    pub family: Family,
+    /// The name segments (cluster, service, id, …).
+    pub parts: Vec<String>,
+}
+
+/// Builds and parses keys under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self::new(DEFAULT_PREFIX)
+    }
+}
+
+impl Keys {
+    /// Keys under `prefix` (a trailing `/` is ignored).
+    pub fn new(prefix: &str) -> Self {
+        let trimmed = prefix.trim_end_matches('/');
+        let prefix = if trimmed.starts_with('/') {
+            trimmed.to_string()
+        } else {
+            format!("/{trimmed}")
+        };
+        Self { prefix }
+    }
+
+    /// The prefix, without a trailing `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key of one object: `<prefix>/<family>/<parts…>`.
+    pub fn key(&self, family: Family, parts: &[&str]) -> String {
+        debug_assert_eq!(parts.len(), family.arity(), "{family:?} key parts");
+        let mut k = format!("{}/{}", self.prefix, family.segment());
+        for p in parts {
+            k.push('/');
+            k.push_str(p);
+        }
+        k
+    }
+
+    /// A listing prefix: `<prefix>/<family>/<parts…>/` (parts may be fewer than the arity).
+    pub fn list(&self, family: Family, parts: &[&str]) -> String {
+        let mut k = format!("{}/{}/", self.prefix, family.segment());
+        for p in parts {
+            k.push_str(p);
+            k.push('/');
+        }
+        k
+    }
+
+    /// Splits a key back into its family and parts; `None` if it is not a well-formed key.
+    pub fn parse(&self, key: &str) -> Option<ParsedKey> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        for family in Family::ALL {
+            if let Some(tail) = rest
+                .strip_prefix(family.segment())
+                .and_then(|t| t.strip_prefix('/'))
+            {
+                let parts: Vec<String> = tail.split('/').map(str::to_string).collect();
+                if parts.len() == family.arity() && parts.iter().all(|p| !p.is_empty()) {
+                    return Some(ParsedKey { family, parts });
+                }
+                return None;
+            }
+        }
+        None
+    }
+
+    /// `clusters/<cluster>`.
+    pub fn cluster(&self, cluster: &str) -> String {
+        self.key(Family::Clusters, &[cluster])
+    }
+
+    /// `taskdefinitions/<family>/<revision>`.
+    pub fn task_definition(&self, family: &str, revision: u32) -> String {
+        self.key(Family::TaskDefinitions, &[family, &revision.to_string()])
+    }
+
+    /// `services/<cluster>/<service>`.
+    pub fn service(&self, cluster: &str, service: &str) -> String {
+        self.key(Family::Services, &[cluster, service])
+    }
+
+    /// `deployments/<cluster>/<service>/<deploymentId>`; `/` in ids is written as `-`.
+    pub fn deployment(&self, cluster: &str, service: &str, id: &str) -> String {
+        self.key(
+            Family::Deployments,
+            &[cluster, service, &id.replace('/', "-")],
+        )
+    }
+
+    /// `status/services/<cluster>/<service>`.
+    pub fn service_status(&self, cluster: &str, service: &str) -> String {
+        self.key(Family::ServiceStatus, &[cluster, service])
+    }
+
+    /// `events/<cluster>/<service>/<eventId>`.
+    pub fn event(&self, cluster: &str, service: &str, id: &str) -> String {
+        self.key(Family::Events, &[cluster, service, id])
+    }
+
+    /// `tasks/<cluster>/<taskId>`.
+    pub fn task(&self, cluster: &str, task_id: &str) -> String {
+        self.key(Family::Tasks, &[cluster, task_id])
+    }
+
+    /// `containerinstances/<cluster>/<id>`.
+    pub fn container_instance(&self, cluster: &str, id: &str) -> String {
+        self.key(Family::ContainerInstances, &[cluster, id])
+    }
+
+    /// `capacityproviders/<name>`.
+    pub fn capacity_provider(&self, name: &str) -> String {
+        self.key(Family::CapacityProviders, &[name])
+    }
+
+    /// `targetgroups/<name>`.
+    pub fn target_group(&self, name: &str) -> String {
+        self.key(Family::TargetGroups, &[name])
+    }
+
+    /// `listeners/<name>`.
+    pub fn listener(&self, name: &str) -> String {
+        self.key(Family::Listeners, &[name])
+    }
+
+    /// `elections/<controller>`: the election name for a controller.
+    pub fn election(&self, controller: &str) -> String {
+        self.key(Family::Elections, &[controller])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let k = Keys::new("/capstan/");
+        assert_eq!(k.task("default", "abc"), "/capstan/tasks/default/abc");
+        assert_eq!(
+            k.service_status("default", "web"),
+            "/capstan/status/services/default/web"
+        );
+        let p = k
+            .parse("/capstan/status/services/default/web")
+            .expect("parses");
+        assert_eq!(p.family, Family::ServiceStatus);
+        assert_eq!(p.parts, vec!["default", "web"]);
+        let p = k
+            .parse("/capstan/deployments/default/web/ecs-svc-1")
+            .expect("parses");
+        assert_eq!(p.family, Family::Deployments);
+        assert!(k.parse("/capstan/tasks/default").is_none());
+        assert!(k.parse("/other/tasks/default/x").is_none());
+        assert_eq!(k.list(Family::Tasks, &["default"]), "/capstan/tasks/default/");
+    }
+
+    #[test]
+    fn every_family_parses_its_own_keys() {
+        let k = Keys::default();
+        for f in Family::ALL {
+            let parts: Vec<String> = (0..f.arity()).map(|i| format!("p{i}")).collect();
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            let key = k.key(f, &refs);
+            let parsed = k.parse(&key).expect("parses");
+            assert_eq!(parsed.family, f, "{key}");
+            assert_eq!(parsed.parts, parts);
+        }
+    }
+
+    #[test]
+    fn prefix_without_leading_slash_is_normalised() {
+        assert_eq!(Keys::new("x").cluster("c"), "/x/clusters/c");
+    }
+}

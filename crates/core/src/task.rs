@@ -1,0 +1,298 @@
+//! Tasks in the shape of ECS's `Task` (written by the scheduler), and RunTask overrides.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::taskdef::Protocol;
+use crate::{KeyValuePair, Tag, Timestamp};
+
+/// Task and container `lastStatus`, in lifecycle order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskStatus {
+    /// Waiting for capacity or set-up before launch.
+    #[default]
+    Provisioning,
+    /// Sent to an agent, not yet running.
+    Pending,
+    /// Started; registering with load balancers.
+    Activating,
+    /// Running.
+    Running,
+    /// Deregistering from load balancers before the stop.
+    Deactivating,
+    /// The agent is stopping it.
+    Stopping,
+    /// Cleaning up after the stop.
+    Deprovisioning,
+    /// Stopped.
+    Stopped,
+}
+
+impl TaskStatus {
+    /// ECS's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Provisioning => "PROVISIONING",
+            TaskStatus::Pending => "PENDING",
+            TaskStatus::Activating => "ACTIVATING",
+            TaskStatus::Running => "RUNNING",
+            TaskStatus::Deactivating => "DEACTIVATING",
+            TaskStatus::Stopping => "STOPPING",
+            TaskStatus::Deprovisioning => "DEPROVISIONING",
+            TaskStatus::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// Task `desiredStatus`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DesiredStatus {
+    /// Keep it running.
+    #[default]
+    Running,
+    /// Only ever a lastStatus in ECS; accepted for completeness.
+    Pending,
+    /// Stop it.
+    Stopped,
+}
+
+/// Container and task health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HealthStatus {
+    /// Passed its checks.
+    Healthy,
+    /// Failed its checks.
+    Unhealthy,
+    /// Being evaluated, or no check defined.
+    #[default]
+    Unknown,
+}
+
+/// Why a task stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StopCode {
+    /// It never reached RUNNING.
+    TaskFailedToStart,
+    /// An essential container exited.
+    EssentialContainerExited,
+    /// A user called StopTask.
+    UserInitiated,
+    /// The service scheduler stopped it.
+    ServiceSchedulerInitiated,
+    /// Spot interruption.
+    SpotInterruption,
+    /// Termination notice.
+    TerminationNotice,
+    /// The host failed or was lost.
+    InfrastructureHealth,
+}
+
+/// A port binding of a running container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkBinding {
+    /// Host address the port is bound on.
+    #[serde(default, rename = "bindIP")]
+    pub bind_ip: String,
+    /// Container port.
+    pub container_port: u32,
+    /// Host port.
+    pub host_port: u32,
+    /// tcp or udp.
+    #[serde(default = "tcp")]
+    pub protocol: Protocol,
+}
+
+fn tcp() -> Protocol {
+    Protocol::Tcp
+}
+
+/// One container of a task (ECS `Container`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Container {
+    /// Container name from the task definition.
+    pub name: String,
+    /// Image.
+    pub image: String,
+    /// Container status.
+    pub last_status: TaskStatus,
+    /// Exit code once stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why it stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Port bindings.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub network_bindings: Vec<NetworkBinding>,
+    /// Health from its health check.
+    pub health_status: HealthStatus,
+    /// Docker container id or process id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
+}
+
+/// A task: what the scheduler records under `/capstan/tasks/<cluster>/<taskId>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Task {
+    /// `arn:capstan:ecs:local:000000000000:task/<cluster>/<id>`.
+    pub task_arn: String,
+    /// Cluster ARN.
+    pub cluster_arn: String,
+    /// `family:revision` the task runs.
+    pub task_definition_arn: String,
+    /// Container instance id it was placed on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_instance_arn: Option<String>,
+    /// Current status.
+    pub last_status: TaskStatus,
+    /// RUNNING or STOPPED.
+    pub desired_status: DesiredStatus,
+    /// From the essential containers' health.
+    pub health_status: HealthStatus,
+    /// CPU units reserved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// MiB reserved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Per-container state.
+    pub containers: Vec<Container>,
+    /// Service tasks: the deployment id; RunTask: the caller's value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    /// `service:<name>` or `family:<family>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Bumped on every change.
+    pub version: u64,
+    /// Why it stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_code: Option<StopCode>,
+    /// Free-text reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+    /// RunTask overrides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<TaskOverride>,
+    /// Capacity provider it runs on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_provider_name: Option<String>,
+    /// Zone of its instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    /// Entered PROVISIONING/PENDING.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Timestamp>,
+    /// Reached RUNNING.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// Began stopping.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopping_at: Option<Timestamp>,
+    /// Reached STOPPED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<Timestamp>,
+    /// Tags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+}
+
+/// RunTask / StartTask overrides (ECS `TaskOverride`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TaskOverride {
+    /// Per-container overrides.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub container_overrides: Vec<ContainerOverride>,
+    /// Task-level CPU units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Task-level memory, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Not acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_role_arn: Option<Value>,
+    /// Not acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_role_arn: Option<Value>,
+    /// Not acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ephemeral_storage: Option<Value>,
+}
+
+/// One container's overrides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ContainerOverride {
+    /// Container to override.
+    pub name: String,
+    /// Replaces the command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Added to (and replacing same-named) environment variables.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub environment: Vec<KeyValuePair>,
+    /// CPU units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u32>,
+    /// Hard memory limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u32>,
+    /// Soft memory limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_reservation: Option<u32>,
+    /// Not acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment_files: Option<Value>,
+    /// Not acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_requirements: Option<Value>,
+}
+
+/// Task health from container health: UNHEALTHY if any essential container is, else UNKNOWN if
+/// any essential container is, else HEALTHY (ECS §1.8).
+pub fn task_health<'a>(essential: impl IntoIterator<Item = &'a HealthStatus>) -> HealthStatus {
+    let mut result = HealthStatus::Healthy;
+    for h in essential {
+        match h {
+            HealthStatus::Unhealthy => return HealthStatus::Unhealthy,
+            HealthStatus::Unknown => result = HealthStatus::Unknown,
+            HealthStatus::Healthy => {}
+        }
+    }
+    result
+}
+
+impl Task {
+    /// The task id: the last segment of the ARN.
+    pub fn id(&self) -> &str {
+        self.task_arn.rsplit('/').next().unwrap_or(&self.task_arn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_health_uses_ecs_priority() {
+        use HealthStatus::*;
+        assert_eq!(task_health(&[Healthy, Healthy]), Healthy);
+        assert_eq!(task_health(&[Healthy, Unknown]), Unknown);
+        assert_eq!(task_health(&[Unknown, Unhealthy]), Unhealthy);
+        assert_eq!(task_health(&[]), Healthy);
+    }
+
+    #[test]
+    fn statuses_order_like_the_lifecycle() {
+        assert!(TaskStatus::Pending < TaskStatus::Running);
+        assert!(TaskStatus::Deactivating < TaskStatus::Stopped);
+    }
+}
