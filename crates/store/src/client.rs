@@ -1,0 +1,468 @@
+//! The etcd client: typed reads, paginated listings, and transactional (optionally fenced) writes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use capstan_core::Keys;
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::election::Claim;
+use crate::error::{Result, StoreError, is_unavailable};
+
+/// Default timeout of one attempt of a call. A call sent as the raft leader dies can hang for
+/// seconds; the timeout bounds it and the call is retried (to another member when one is down).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Keys fetched per page when listing, so large families stay under gRPC message limits.
+pub const LIST_PAGE: i64 = 1000;
+
+/// Client TLS files for etcd.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// CA bundle that signed the etcd members' certificates.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (mutual TLS).
+    pub cert: Option<PathBuf>,
+    /// Client key (mutual TLS).
+    pub key: Option<PathBuf>,
+}
+
+/// How to reach etcd.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Client URLs, e.g. `http://127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Key prefix, e.g. `/capstan`.
+    pub prefix: String,
+    /// User name and password, when etcd auth is on.
+    pub credentials: Option<(String, String)>,
+    /// TLS, when etcd serves https.
+    pub tls: Option<TlsFiles>,
+    /// Per-call timeout.
+    pub call_timeout: Duration,
+}
+
+impl StoreConfig {
+    /// Plain-text config for `endpoints` under `prefix`.
+    pub fn new(endpoints: Vec<String>, prefix: &str) -> Self {
+        Self {
+            endpoints,
+            prefix: prefix.to_string(),
+            credentials: None,
+            tls: None,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+}
+
+/// One stored key and its revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key.
+    pub key: String,
+    /// The raw value.
+    pub value: Vec<u8>,
+    /// Revision that created the key.
+    pub create_revision: i64,
+    /// Revision of the last change.
+    pub mod_revision: i64,
+    /// Lease the key is bound to (0 = none).
+    pub lease: i64,
+}
+
+impl KeyValue {
+    fn from_etcd(kv: &etcd_client::KeyValue) -> Self {
+        Self {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
+        }
+    }
+
+    /// Decodes the value as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.value).map_err(|e| StoreError::Decode {
+            key: self.key.clone(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A decoded value with the revision it was read at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// Revision of its last change: compare against it to write safely.
+    pub mod_revision: i64,
+}
+
+/// Every key under a prefix, read at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Keys in order.
+    pub kvs: Vec<KeyValue>,
+    /// The store revision the listing is consistent at.
+    pub revision: i64,
+}
+
+/// A transaction: compares that must all hold, then writes applied atomically.
+#[derive(Debug, Default)]
+pub struct Write {
+    compares: Vec<Compare>,
+    ops: Vec<TxnOp>,
+    keys: Vec<String>,
+    encode_error: Option<StoreError>,
+}
+
+impl Write {
+    /// An empty transaction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Puts raw bytes.
+    pub fn put(mut self, key: &str, value: Vec<u8>) -> Self {
+        self.ops.push(TxnOp::put(key, value, None));
+        self
+    }
+
+    /// Puts raw bytes bound to a lease.
+    pub fn put_with_lease(mut self, key: &str, value: Vec<u8>, lease: i64) -> Self {
+        self.ops
+            .push(TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease))));
+        self
+    }
+
+    /// Puts a value as JSON.
+    pub fn put_json<T: Serialize>(self, key: &str, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(bytes) => self.put(key, bytes),
+            Err(source) => self.fail(StoreError::Encode {
+                key: key.into(),
+                source,
+            }),
+        }
+    }
+
+    /// Puts a value as JSON, bound to a lease.
+    pub fn put_json_with_lease<T: Serialize>(self, key: &str, value: &T, lease: i64) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(bytes) => self.put_with_lease(key, bytes, lease),
+            Err(source) => self.fail(StoreError::Encode {
+                key: key.into(),
+                source,
+            }),
+        }
+    }
+
+    /// Deletes a key.
+    pub fn delete(mut self, key: &str) -> Self {
+        self.ops.push(TxnOp::delete(key, None));
+        self
+    }
+
+    /// Requires `key` to be unchanged since `mod_revision` (0 = must not exist).
+    pub fn if_unchanged(mut self, key: &str, mod_revision: i64) -> Self {
+        self.compares
+            .push(Compare::mod_revision(key, CompareOp::Equal, mod_revision));
+        self.keys.push(key.to_string());
+        self
+    }
+
+    /// Requires `key` not to exist.
+    pub fn if_absent(self, key: &str) -> Self {
+        self.if_unchanged(key, 0)
+    }
+
+    /// Number of write operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether it writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    fn fail(mut self, e: StoreError) -> Self {
+        self.encode_error.get_or_insert(e);
+        self
+    }
+}
+
+/// Handle to etcd for one Capstan installation (one prefix). Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    keys: Keys,
+    call_timeout: Duration,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("prefix", &self.keys.prefix()).finish()
+    }
+}
+
+fn read_file(path: &PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| StoreError::Tls {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn retry_policy() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(1))
+        .with_max_times(6)
+        .with_jitter()
+}
+
+impl Store {
+    /// Connects to etcd.
+    pub async fn connect(cfg: &StoreConfig) -> Result<Self> {
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            // Detect dead members quickly so the balancer stops using them.
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true)
+            // A member cut off from the quorum must not serve (stale) watches.
+            .with_require_leader(true);
+        if let Some((user, password)) = &cfg.credentials {
+            opts = opts.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &cfg.tls {
+            let mut t = etcd_client::TlsOptions::new();
+            if let Some(ca) = &tls.ca {
+                t = t.ca_certificate(etcd_client::Certificate::from_pem(read_file(ca)?));
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+                t = t.identity(etcd_client::Identity::from_pem(
+                    read_file(cert)?,
+                    read_file(key)?,
+                ));
+            }
+            opts = opts.with_tls(t);
+        }
+        let client = Client::connect(cfg.endpoints.clone(), Some(opts))
+            .await
+            .map_err(|source| StoreError::Connect {
+                endpoints: cfg.endpoints.join(","),
+                source,
+            })?;
+        Ok(Self {
+            client,
+            keys: Keys::new(&cfg.prefix),
+            call_timeout: cfg.call_timeout,
+        })
+    }
+
+    /// The key layout under this store's prefix.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The underlying etcd client, for calls this type does not wrap.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The per-call timeout.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// Runs one etcd call with the per-call timeout, retrying while members are unreachable.
+    pub(crate) async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let timeout = self.call_timeout;
+        let attempt = || {
+            let fut = f(self.client.clone());
+            async move {
+                match tokio::time::timeout(timeout, fut).await {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(source)) => Err(StoreError::Etcd { op, source }),
+                    Err(_) => Err(StoreError::Timeout { op, after: timeout }),
+                }
+            }
+        };
+        attempt
+            .retry(retry_policy())
+            // A timed-out attempt may still apply. Retrying is safe for `Write`s: their values
+            // are fixed, so a replay either writes the same thing again or fails its compares.
+            .when(|e| match e {
+                StoreError::Etcd { source, .. } => is_unavailable(source),
+                StoreError::Timeout { .. } => true,
+                _ => false,
+            })
+            .notify(|e, d| tracing::debug!(error = %e, retry_in = ?d, "etcd call failed; retrying"))
+            .await
+    }
+
+    /// Reads one key.
+    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let resp = self
+            .call("get", |mut c| {
+                let key = key.to_string();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        Ok(resp.kvs().first().map(KeyValue::from_etcd))
+    }
+
+    /// Reads one key as JSON.
+    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Versioned<T>>> {
+        match self.get(key).await? {
+            Some(kv) => Ok(Some(Versioned {
+                value: kv.json()?,
+                mod_revision: kv.mod_revision,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    /// Lists every key under `prefix` at one revision, a page at a time.
+    pub async fn list(&self, prefix: &str) -> Result<Listing> {
+        let end = prefix_end(prefix.as_bytes());
+        let mut listing = Listing::default();
+        let mut from = prefix.as_bytes().to_vec();
+        loop {
+            let revision = listing.revision;
+            let resp = self
+                .call("list", |mut c| {
+                    let from = from.clone();
+                    let end = end.clone();
+                    async move {
+                        let mut opts = GetOptions::new().with_range(end).with_limit(LIST_PAGE);
+                        if revision > 0 {
+                            opts = opts.with_revision(revision);
+                        }
+                        c.get(from, Some(opts)).await
+                    }
+                })
+                .await?;
+            if listing.revision == 0 {
+                listing.revision = resp.header().map_or(0, |h| h.revision());
+            }
+            listing.kvs.extend(resp.kvs().iter().map(KeyValue::from_etcd));
+            match (resp.more(), resp.kvs().last()) {
+                (true, Some(last)) => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(listing),
+            }
+        }
+    }
+
+    /// The store's current revision.
+    pub async fn revision(&self) -> Result<i64> {
+        let resp = self
+            .call("revision", |mut c| async move {
+                c.get("\0", Some(GetOptions::new().with_count_only())).await
+            })
+            .await?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Puts raw bytes unconditionally; returns the new revision.
+    pub async fn put(&self, key: &str, value: Vec<u8>) -> Result<i64> {
+        self.commit(Write::new().put(key, value), None).await
+    }
+
+    /// Puts JSON unconditionally; returns the new revision.
+    pub async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<i64> {
+        self.commit(Write::new().put_json(key, value), None).await
+    }
+
+    /// Deletes a key unconditionally; returns the new revision.
+    pub async fn delete(&self, key: &str) -> Result<i64> {
+        self.commit(Write::new().delete(key), None).await
+    }
+
+    /// Commits a transaction: every compare must hold and, when `fence` is given, the claim's
+    /// leader key must still exist with the revision it was won at. Returns the new revision.
+    ///
+    /// # Errors
+    /// [`StoreError::NotLeader`] when the fence fails, [`StoreError::Conflict`] when another
+    /// compare fails, [`StoreError::Timeout`] when the outcome is unknown.
+    pub async fn commit(&self, write: Write, fence: Option<&Claim>) -> Result<i64> {
+        if let Some(e) = write.encode_error {
+            return Err(e);
+        }
+        let mut compares = write.compares.clone();
+        if let Some(claim) = fence {
+            compares.push(claim.compare());
+        }
+        let ops = write.ops;
+        let resp = self
+            .call("txn", |mut c| {
+                let txn = Txn::new().when(compares.clone()).and_then(ops.clone());
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        if resp.succeeded() {
+            return Ok(revision);
+        }
+        if let Some(claim) = fence
+            && !self.holds(claim).await?
+        {
+            return Err(StoreError::NotLeader {
+                election: claim.election.clone(),
+            });
+        }
+        Err(StoreError::Conflict {
+            keys: write.keys.join(", "),
+        })
+    }
+
+    /// Whether `claim`'s leader key still exists with the revision it was won at.
+    pub async fn holds(&self, claim: &Claim) -> Result<bool> {
+        let kv = self.get(&claim.key).await?;
+        Ok(kv.is_some_and(|kv| kv.create_revision == claim.revision))
+    }
+
+    /// Compacts history up to `revision` (tests and maintenance).
+    pub async fn compact(&self, revision: i64) -> Result<()> {
+        self.call("compact", |mut c| async move {
+            c.compact(revision, Some(etcd_client::CompactionOptions::new().with_physical()))
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// The end of the key range that holds every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_last_byte() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
+        assert_eq!(prefix_end(&[b'a', 0xff]), b"b".to_vec());
+        assert_eq!(prefix_end(&[0xff]), vec![0]);
+    }
+}
