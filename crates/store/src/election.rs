@@ -83,6 +83,12 @@ impl Leadership {
         let (_tx, rx) = watch::channel(None);
         Self { rx }
     }
+
+    /// A leadership that holds `claim` for as long as the returned sender lives (tests, tools).
+    pub fn fixed(claim: Claim) -> (Self, watch::Sender<Option<Arc<Claim>>>) {
+        let (tx, rx) = watch::channel(Some(Arc::new(claim)));
+        (Self { rx }, tx)
+    }
 }
 
 /// Settings for one candidate.

@@ -1,0 +1,123 @@
+//! Command-line arguments every Capstan binary shares.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use capstan_store::{StoreConfig, TlsFiles};
+
+use crate::telemetry::LogFormat;
+
+/// Default etcd endpoint.
+pub const ETCD_ENDPOINTS_DEFAULT: &str = "http://127.0.0.1:2379";
+/// Default election TTL, seconds.
+pub const ELECTION_TTL_DEFAULT: u64 = 5;
+
+/// Arguments shared by every binary; flatten into each binary's own `Args`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// etcd client URLs, comma-separated.
+    #[arg(long, env = "CAPSTAN_ETCD_ENDPOINTS", default_value = ETCD_ENDPOINTS_DEFAULT, value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix of this installation; several installations can share one etcd.
+    #[arg(long, env = "CAPSTAN_PREFIX", default_value = capstan_core::keys::DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// Address of the admin server (/metrics, /healthz, /readyz); port 0 picks a free port.
+    #[arg(long, env = "CAPSTAN_ADMIN_ADDR", default_value = "127.0.0.1:0")]
+    pub admin_addr: SocketAddr,
+    /// Leader election lease TTL in whole seconds (at least 2).
+    #[arg(long, env = "CAPSTAN_ELECTION_TTL", default_value_t = ELECTION_TTL_DEFAULT, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub election_ttl: u64,
+    /// Replica identity, stored in the election value; default `<hostname>-<pid>`.
+    #[arg(long, env = "CAPSTAN_ID")]
+    pub id: Option<String>,
+    /// Log format.
+    #[arg(long, env = "CAPSTAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// CA certificate that signed etcd's server certificates (enables TLS to etcd).
+    #[arg(long, env = "CAPSTAN_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate for etcd (mutual TLS).
+    #[arg(long, env = "CAPSTAN_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Client key for etcd (mutual TLS).
+    #[arg(long, env = "CAPSTAN_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user name (etcd auth).
+    #[arg(long, env = "CAPSTAN_ETCD_USER", requires = "etcd_password")]
+    pub etcd_user: Option<String>,
+    /// etcd password (etcd auth).
+    #[arg(long, env = "CAPSTAN_ETCD_PASSWORD", hide_env_values = true, requires = "etcd_user")]
+    pub etcd_password: Option<String>,
+}
+
+impl CommonArgs {
+    /// The store configuration these arguments describe.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut cfg = StoreConfig::new(self.etcd_endpoints.clone(), &self.prefix);
+        if let (Some(u), Some(p)) = (&self.etcd_user, &self.etcd_password) {
+            cfg.credentials = Some((u.clone(), p.clone()));
+        }
+        if self.etcd_ca.is_some() || self.etcd_cert.is_some() {
+            cfg.tls = Some(TlsFiles {
+                ca: self.etcd_ca.clone(),
+                cert: self.etcd_cert.clone(),
+                key: self.etcd_key.clone(),
+            });
+        }
+        cfg
+    }
+
+    /// This replica's identity.
+    pub fn replica_id(&self) -> String {
+        self.id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "capstan".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    /// The election TTL.
+    pub fn election_ttl(&self) -> Duration {
+        Duration::from_secs(self.election_ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    #[test]
+    fn defaults_and_lists_parse() {
+        let a = Args::try_parse_from(["x"]).expect("defaults");
+        assert_eq!(a.common.etcd_endpoints, vec![ETCD_ENDPOINTS_DEFAULT]);
+        assert_eq!(a.common.prefix, "/capstan");
+        assert_eq!(a.common.election_ttl, 5);
+        let a = Args::try_parse_from([
+            "x",
+            "--etcd-endpoints",
+            "http://a:1,http://b:2",
+            "--election-ttl",
+            "2",
+            "--id",
+            "r1",
+        ])
+        .expect("parses");
+        assert_eq!(a.common.etcd_endpoints, vec!["http://a:1", "http://b:2"]);
+        assert_eq!(a.common.replica_id(), "r1");
+        assert!(a.common.store_config().tls.is_none());
+        assert!(Args::try_parse_from(["x", "--election-ttl", "1"]).is_err());
+        assert!(Args::try_parse_from(["x", "--etcd-user", "u"]).is_err());
+    }
+}

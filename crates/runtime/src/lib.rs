@@ -1,0 +1,149 @@
+//! What every Capstan controller binary shares.
+//!
+//! - [`WorkQueue`]: keys, deduplicated, one reconcile per key at a time, per-key backoff;
+//! - [`Controller::run`]: reconcile while leading, followers keep caches warm;
+//! - [`Runtime`]: connects to etcd, serves the admin endpoints, campaigns for leadership and
+//!   turns SIGTERM/SIGINT into a graceful shutdown that resigns;
+//! - [`CommonArgs`], [`telemetry::init`].
+
+pub mod admin;
+pub mod args;
+pub mod controller;
+pub mod queue;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use capstan_core::keys::Family;
+use capstan_store::{Cache, Candidate, Decoder, Leadership, Store, StoreError, campaign};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use admin::Readiness;
+pub use args::CommonArgs;
+pub use controller::{Action, Controller, ControllerConfig};
+pub use queue::{BackoffConfig, WorkQueue};
+pub use telemetry::{LogFormat, TelemetryGuard};
+
+/// Why a controller process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// etcd could not be reached.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The admin server could not bind.
+    #[error("cannot serve the admin endpoints on {addr}: {source}")]
+    Admin {
+        /// Requested address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running controller process: store, leadership, admin server and shutdown signal.
+pub struct Runtime {
+    /// The store.
+    pub store: Store,
+    /// This replica's leadership.
+    pub leadership: Leadership,
+    /// Cancelled on SIGTERM/SIGINT or [`Runtime::shutdown`].
+    pub cancel: CancellationToken,
+    /// Readiness checks served on `/readyz`.
+    pub readiness: Readiness,
+    /// Where the admin server listens.
+    pub admin_addr: SocketAddr,
+    /// This replica's identity.
+    pub id: String,
+    election: JoinHandle<()>,
+    admin: JoinHandle<()>,
+}
+
+impl Runtime {
+    /// Connects to etcd, serves the admin endpoints and starts campaigning for `controller`.
+    pub async fn start(controller: &str, args: &CommonArgs) -> Result<Self, RuntimeError> {
+        let cancel = CancellationToken::new();
+        spawn_signal_handler(cancel.clone());
+        let store = Store::connect(&args.store_config()).await?;
+        let readiness = Readiness::default();
+        let (admin_addr, admin) =
+            admin::serve(args.admin_addr, readiness.clone(), cancel.clone())
+                .await
+                .map_err(|source| RuntimeError::Admin {
+                    addr: args.admin_addr,
+                    source,
+                })?;
+        let id = args.replica_id();
+        tracing::info!(%controller, %id, admin = %admin_addr, "started");
+        let (leadership, election) = campaign(
+            store.clone(),
+            Candidate {
+                election: store.keys().election(controller),
+                id: id.clone(),
+                ttl_secs: i64::try_from(args.election_ttl).unwrap_or(5),
+            },
+            cancel.clone(),
+        );
+        Ok(Self {
+            store,
+            leadership,
+            cancel,
+            readiness,
+            admin_addr,
+            id,
+            election,
+            admin,
+        })
+    }
+
+    /// Starts a watch cache of one key family and makes `/readyz` wait for its first list.
+    pub fn cache<T: Send + Sync + 'static>(
+        &self,
+        family: Family,
+        decode: Decoder<T>,
+        resync: Duration,
+    ) -> Cache<T> {
+        let prefix = self.store.keys().list(family, &[]);
+        let (cache, _task) = Cache::spawn(
+            self.store.clone(),
+            prefix.clone(),
+            decode,
+            resync,
+            self.cancel.clone(),
+        );
+        let c = cache.clone();
+        self.readiness.add(&format!("cache {prefix}"), move || c.is_ready());
+        cache
+    }
+
+    /// Stops: resigns leadership and stops the admin server.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.election.await;
+        let _ = self.admin.await;
+        tracing::info!(id = %self.id, "stopped");
+    }
+}
+
+/// Cancels `cancel` on SIGTERM or SIGINT.
+pub fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::info!("shutdown signal received");
+        cancel.cancel();
+    });
+}
