@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{Issue, Report, ValidationError, check_name, join};
 use crate::Tag;
+use crate::validate::{Issue, Report, ValidationError, check_name, join};
 
 /// Most items in one capacity provider strategy.
 pub const MAX_STRATEGY_ITEMS: usize = 20;
@@ -30,7 +30,10 @@ pub fn validate_capacity_provider_strategy(
     items: &[CapacityProviderStrategyItem],
 ) {
     if items.len() > MAX_STRATEGY_ITEMS {
-        r.error(path, format!("at most {MAX_STRATEGY_ITEMS} capacity providers per strategy"));
+        r.error(
+            path,
+            format!("at most {MAX_STRATEGY_ITEMS} capacity providers per strategy"),
+        );
     }
     let mut bases = 0;
     for (i, item) in items.iter().enumerate() {
@@ -47,10 +50,16 @@ pub fn validate_capacity_provider_strategy(
         }
     }
     if bases > 1 {
-        r.error(path, "only one capacity provider in a strategy may have a base");
+        r.error(
+            path,
+            "only one capacity provider in a strategy may have a base",
+        );
     }
     if !items.is_empty() && items.iter().all(|i| i.weight.unwrap_or(0) == 0) {
-        r.error(path, "at least one capacity provider needs a weight greater than 0");
+        r.error(
+            path,
+            "at least one capacity provider needs a weight greater than 0",
+        );
     }
 }
 
@@ -126,7 +135,10 @@ impl CapacityProvider {
         let mut r = Report::default();
         check_name(&mut r, "name", &self.name);
         let lower = self.name.to_ascii_lowercase();
-        if ["aws", "ecs", "fargate"].iter().any(|p| lower.starts_with(p)) {
+        if ["aws", "ecs", "fargate"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+        {
             r.error("name", "must not start with aws, ecs or fargate");
         }
         let ng = &self.node_group_provider;
@@ -137,7 +149,11 @@ impl CapacityProvider {
         if ng.group_id.is_empty() {
             r.error(join(base, "groupId"), "groupId is required");
         }
-        check_enabled(&mut r, &join(base, "managedTerminationProtection"), &ng.managed_termination_protection);
+        check_enabled(
+            &mut r,
+            &join(base, "managedTerminationProtection"),
+            &ng.managed_termination_protection,
+        );
         check_enabled(&mut r, &join(base, "managedDraining"), &ng.managed_draining);
         if let Some(ms) = &ng.managed_scaling {
             let p = join(base, "managedScaling");
@@ -151,10 +167,14 @@ impl CapacityProvider {
             if let Some(v) = ms.maximum_scaling_step_size {
                 r.range(&join(&p, "maximumScalingStepSize"), v, 1, 10_000);
             }
-            if let (Some(lo), Some(hi)) = (ms.minimum_scaling_step_size, ms.maximum_scaling_step_size)
+            if let (Some(lo), Some(hi)) =
+                (ms.minimum_scaling_step_size, ms.maximum_scaling_step_size)
                 && lo > hi
             {
-                r.error(&p, "minimumScalingStepSize must not exceed maximumScalingStepSize");
+                r.error(
+                    &p,
+                    "minimumScalingStepSize must not exceed maximumScalingStepSize",
+                );
             }
             if let Some(v) = ms.instance_warmup_period {
                 r.range(&join(&p, "instanceWarmupPeriod"), v, 0, 10_000);
@@ -164,7 +184,11 @@ impl CapacityProvider {
             }
         }
         if ng.managed_termination_protection.as_deref() == Some("ENABLED")
-            && ng.managed_scaling.as_ref().and_then(|m| m.status.as_deref()) == Some("DISABLED")
+            && ng
+                .managed_scaling
+                .as_ref()
+                .and_then(|m| m.status.as_deref())
+                == Some("DISABLED")
         {
             r.error(
                 join(base, "managedTerminationProtection"),

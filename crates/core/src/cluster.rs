@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::Tag;
 use crate::capacity::{CapacityProviderStrategyItem, validate_capacity_provider_strategy};
 use crate::validate::{Issue, Report, ValidationError, check_name, index};
-use crate::Tag;
 
 /// Most capacity providers one cluster may list.
 pub const MAX_CAPACITY_PROVIDERS: usize = 20;
@@ -76,7 +76,10 @@ impl Cluster {
         }
         r.ignored("settings", self.settings.is_some());
         r.ignored("configuration", self.configuration.is_some());
-        r.ignored("serviceConnectDefaults", self.service_connect_defaults.is_some());
+        r.ignored(
+            "serviceConnectDefaults",
+            self.service_connect_defaults.is_some(),
+        );
         r.finish()
     }
 }

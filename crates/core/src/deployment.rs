@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Timestamp;
 use crate::capacity::CapacityProviderStrategyItem;
 use crate::service::{DeploymentStrategy, LifecycleStage};
-use crate::Timestamp;
 
 /// PRIMARY (newest), ACTIVE (old, still has tasks), INACTIVE (replaced).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

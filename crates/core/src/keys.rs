@@ -277,7 +277,10 @@ mod tests {
         assert_eq!(p.family, Family::Deployments);
         assert!(k.parse("/capstan/tasks/default").is_none());
         assert!(k.parse("/other/tasks/default/x").is_none());
-        assert_eq!(k.list(Family::Tasks, &["default"]), "/capstan/tasks/default/");
+        assert_eq!(
+            k.list(Family::Tasks, &["default"]),
+            "/capstan/tasks/default/"
+        );
     }
 
     #[test]

@@ -193,13 +193,19 @@ impl TargetGroup {
             if let Some(p) = &hc.path
                 && (p.is_empty() || p.len() > 1024 || !p.starts_with('/'))
             {
-                r.error(join(b, "path"), "must start with / and have at most 1024 characters");
+                r.error(
+                    join(b, "path"),
+                    "must start with / and have at most 1024 characters",
+                );
             }
             if let Some(p) = &hc.port
                 && p != "traffic-port"
                 && p.parse::<u16>().map_or(true, |n| n == 0)
             {
-                r.error(join(b, "port"), "must be traffic-port or a port number 1-65535");
+                r.error(
+                    join(b, "port"),
+                    "must be traffic-port or a port number 1-65535",
+                );
             }
             if let Some(v) = hc.interval_seconds {
                 r.range(&join(b, "intervalSeconds"), v, 5, 300);
@@ -210,7 +216,10 @@ impl TargetGroup {
             if let (Some(t), Some(i)) = (hc.timeout_seconds, hc.interval_seconds)
                 && t >= i
             {
-                r.error(join(b, "timeoutSeconds"), "must be less than intervalSeconds");
+                r.error(
+                    join(b, "timeoutSeconds"),
+                    "must be less than intervalSeconds",
+                );
             }
             if let Some(v) = hc.healthy_threshold_count {
                 r.range(&join(b, "healthyThresholdCount"), v, 2, 10);
@@ -220,7 +229,10 @@ impl TargetGroup {
             }
             if let Some(m) = &hc.matcher {
                 match m.ranges() {
-                    Some(rs) if rs.iter().all(|(lo, hi)| lo <= hi && *lo >= 200 && *hi <= 499) => {}
+                    Some(rs)
+                        if rs
+                            .iter()
+                            .all(|(lo, hi)| lo <= hi && *lo >= 200 && *hi <= 499) => {}
                     _ => r.error(
                         join(b, "matcher.httpCode"),
                         "use codes 200-499 as 200, 200,202 or 200-299",
@@ -232,16 +244,23 @@ impl TargetGroup {
             let p = index("", "attributes", i);
             let n: Option<u32> = a.value.parse().ok();
             match (a.key.as_str(), n) {
-                ("deregistration_delay.timeout_seconds", Some(v)) => r.range(&join(&p, "value"), v, 0, 3600),
+                ("deregistration_delay.timeout_seconds", Some(v)) => {
+                    r.range(&join(&p, "value"), v, 0, 3600)
+                }
                 ("slow_start.duration_seconds", Some(v)) => {
                     if v != 0 {
                         r.range(&join(&p, "value"), v, 30, 900)
                     }
                 }
-                ("deregistration_delay.timeout_seconds" | "slow_start.duration_seconds", None) => {
-                    r.error(join(&p, "value"), format!("{:?} is not a number of seconds", a.value))
-                }
-                (k, _) => r.error(join(&p, "key"), format!("unknown target group attribute {k:?}")),
+                ("deregistration_delay.timeout_seconds" | "slow_start.duration_seconds", None) => r
+                    .error(
+                        join(&p, "value"),
+                        format!("{:?} is not a number of seconds", a.value),
+                    ),
+                (k, _) => r.error(
+                    join(&p, "key"),
+                    format!("unknown target group attribute {k:?}"),
+                ),
             }
         }
         r.finish()
@@ -290,7 +309,12 @@ impl Action {
             (None, Some(fc)) => fc
                 .target_groups
                 .iter()
-                .map(|t| (crate::service::lb_object_name(&t.target_group_arn).to_string(), t.weight.unwrap_or(1)))
+                .map(|t| {
+                    (
+                        crate::service::lb_object_name(&t.target_group_arn).to_string(),
+                        t.weight.unwrap_or(1),
+                    )
+                })
                 .collect(),
             (None, None) => Vec::new(),
         }
@@ -340,24 +364,38 @@ impl Listener {
         for (i, a) in self.default_actions.iter().enumerate() {
             let p = index("", "defaultActions", i);
             if a.kind != "forward" {
-                r.error(join(&p, "type"), format!("only forward actions are supported, got {:?}", a.kind));
+                r.error(
+                    join(&p, "type"),
+                    format!("only forward actions are supported, got {:?}", a.kind),
+                );
             }
             match (&a.target_group_arn, &a.forward_config) {
                 (Some(_), Some(_)) => r.error(&p, "give targetGroupArn or forwardConfig, not both"),
                 (None, None) => r.error(&p, "give targetGroupArn or forwardConfig"),
                 (None, Some(fc)) => {
                     if fc.target_groups.is_empty() || fc.target_groups.len() > 5 {
-                        r.error(join(&p, "forwardConfig.targetGroups"), "give 1 to 5 target groups");
+                        r.error(
+                            join(&p, "forwardConfig.targetGroups"),
+                            "give 1 to 5 target groups",
+                        );
                     }
                     for (j, t) in fc.target_groups.iter().enumerate() {
                         let tp = index(&join(&p, "forwardConfig"), "targetGroups", j);
-                        check_lb_name(&mut r, &join(&tp, "targetGroupArn"), crate::service::lb_object_name(&t.target_group_arn));
+                        check_lb_name(
+                            &mut r,
+                            &join(&tp, "targetGroupArn"),
+                            crate::service::lb_object_name(&t.target_group_arn),
+                        );
                         if let Some(w) = t.weight {
                             r.range(&join(&tp, "weight"), w, 0, 999);
                         }
                     }
                 }
-                (Some(tg), None) => check_lb_name(&mut r, &join(&p, "targetGroupArn"), crate::service::lb_object_name(tg)),
+                (Some(tg), None) => check_lb_name(
+                    &mut r,
+                    &join(&p, "targetGroupArn"),
+                    crate::service::lb_object_name(tg),
+                ),
             }
         }
         r.finish()
@@ -370,7 +408,9 @@ mod tests {
 
     #[test]
     fn matcher_accepts_lists_and_ranges() {
-        let m = Matcher { http_code: "200,202-204".into() };
+        let m = Matcher {
+            http_code: "200,202-204".into(),
+        };
         assert!(m.matches(200));
         assert!(m.matches(203));
         assert!(!m.matches(201));

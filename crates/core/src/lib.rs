@@ -21,7 +21,9 @@ pub mod validate;
 
 use serde::{Deserialize, Serialize};
 
-pub use capacity::{CapacityProvider, CapacityProviderStrategyItem, validate_capacity_provider_strategy};
+pub use capacity::{
+    CapacityProvider, CapacityProviderStrategyItem, validate_capacity_provider_strategy,
+};
 pub use cluster::Cluster;
 pub use deployment::Deployment;
 pub use instance::ContainerInstance;

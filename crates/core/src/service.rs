@@ -107,7 +107,10 @@ pub struct Service {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_registries: Option<Value>,
     /// Not acted on.
-    #[serde(rename = "enableECSManagedTags", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_ecs_managed_tags: Option<Value>,
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -225,10 +228,12 @@ pub struct ThresholdConfiguration {
 impl DeploymentCircuitBreaker {
     /// Failures at which the breaker trips, for `desired` tasks (ECS §4.2).
     pub fn threshold(&self, desired: u32) -> u32 {
-        let cfg = self.threshold_configuration.unwrap_or(ThresholdConfiguration {
-            kind: ThresholdType::BoundedPercent,
-            value: 50,
-        });
+        let cfg = self
+            .threshold_configuration
+            .unwrap_or(ThresholdConfiguration {
+                kind: ThresholdType::BoundedPercent,
+                value: 50,
+            });
         let pct = (u64::from(desired) * u64::from(cfg.value)).div_ceil(100);
         let pct = u32::try_from(pct).unwrap_or(u32::MAX);
         match cfg.kind {
@@ -504,9 +509,10 @@ impl Service {
         }
         let strategy = self.scheduling_strategy();
         match (strategy, self.desired_count) {
-            (SchedulingStrategy::Replica, None) => {
-                r.error("desiredCount", "desiredCount is required for REPLICA services")
-            }
+            (SchedulingStrategy::Replica, None) => r.error(
+                "desiredCount",
+                "desiredCount is required for REPLICA services",
+            ),
             (SchedulingStrategy::Replica, Some(d)) => r.range("desiredCount", d, 0, 5000),
             (SchedulingStrategy::Daemon, _) => {}
         }
@@ -556,9 +562,15 @@ impl Service {
         r.ignored("role", self.role.is_some());
         r.ignored("networkConfiguration", self.network_configuration.is_some());
         r.ignored("serviceRegistries", self.service_registries.is_some());
-        r.ignored("enableECSManagedTags", self.enable_ecs_managed_tags.is_some());
+        r.ignored(
+            "enableECSManagedTags",
+            self.enable_ecs_managed_tags.is_some(),
+        );
         r.ignored("propagateTags", self.propagate_tags.is_some());
-        r.ignored("enableExecuteCommand", self.enable_execute_command.is_some());
+        r.ignored(
+            "enableExecuteCommand",
+            self.enable_execute_command.is_some(),
+        );
         r.ignored(
             "serviceConnectConfiguration",
             self.service_connect_configuration.is_some(),
@@ -595,7 +607,10 @@ impl Service {
         if let Some(cb) = &cfg.deployment_circuit_breaker
             && let Some(t) = cb.threshold_configuration
         {
-            let p = join(base, "deploymentCircuitBreaker.thresholdConfiguration.value");
+            let p = join(
+                base,
+                "deploymentCircuitBreaker.thresholdConfiguration.value",
+            );
             match t.kind {
                 ThresholdType::Count => r.range(&p, t.value, 1, 10_000),
                 _ => r.range(&p, t.value, 1, 100),
@@ -698,7 +713,8 @@ pub fn validate_constraint(r: &mut Report, path: &str, c: &PlacementConstraint) 
             join(path, "expression"),
             "distinctInstance takes no expression",
         ),
-        (PlacementConstraintType::MemberOf, Some(e)) if !e.trim().is_empty() && e.len() <= 2000 => {}
+        (PlacementConstraintType::MemberOf, Some(e)) if !e.trim().is_empty() && e.len() <= 2000 => {
+        }
         (PlacementConstraintType::MemberOf, _) => r.error(
             join(path, "expression"),
             "memberOf needs an expression of 1-2000 characters",
@@ -757,10 +773,7 @@ fn validate_hook(r: &mut Report, path: &str, hook: &LifecycleHook) {
     for (i, stage) in hook.lifecycle_stages.iter().enumerate() {
         let sp = index(path, "lifecycleStages", i);
         if !stage.is_hookable() {
-            r.error(
-                &sp,
-                "hooks cannot run at SCALE_UP, BAKE_TIME or CLEAN_UP",
-            );
+            r.error(&sp, "hooks cannot run at SCALE_UP, BAKE_TIME or CLEAN_UP");
         }
         if hook.target_type == HookTargetType::Pause
             && matches!(
@@ -809,7 +822,10 @@ mod tests {
         assert_eq!(default.threshold(400), 200);
         assert_eq!(default.threshold(1000), 200);
         assert_eq!(breaker(ThresholdType::Count, 7).threshold(100), 7);
-        assert_eq!(breaker(ThresholdType::UnboundedPercent, 50).threshold(1000), 500);
+        assert_eq!(
+            breaker(ThresholdType::UnboundedPercent, 50).threshold(1000),
+            500
+        );
         assert_eq!(breaker(ThresholdType::UnboundedPercent, 10).threshold(1), 1);
     }
 

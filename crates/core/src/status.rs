@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Timestamp;
 use crate::deployment::Deployment;
 use crate::service::ServiceStatus;
-use crate::Timestamp;
 
 /// `/capstan/status/services/<cluster>/<service>`: what DescribeServices reports beyond the spec.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,9 @@ use crate::taskdef::Protocol;
 use crate::{KeyValuePair, Tag, Timestamp};
 
 /// Task and container `lastStatus`, in lifecycle order.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskStatus {
     /// Waiting for capacity or set-up before launch.

@@ -539,7 +539,10 @@ impl TaskDefinition {
             r.range("cpu", cpu, TASK_CPU_RANGE.0, TASK_CPU_RANGE.1);
         }
 
-        if self.requires_compatibilities.contains(&Compatibility::Fargate) {
+        if self
+            .requires_compatibilities
+            .contains(&Compatibility::Fargate)
+        {
             self.validate_fargate(&mut r, task_cpu, task_mem);
         }
         if self.network_mode() == NetworkMode::Awsvpc {
@@ -633,7 +636,10 @@ impl TaskDefinition {
         );
         r.ignored("ephemeralStorage", self.ephemeral_storage.is_some());
         r.ignored("runtimePlatform", self.runtime_platform.is_some());
-        r.ignored("enableFaultInjection", self.enable_fault_injection.is_some());
+        r.ignored(
+            "enableFaultInjection",
+            self.enable_fault_injection.is_some(),
+        );
         r.finish()
     }
 
@@ -652,7 +658,10 @@ impl TaskDefinition {
             } else {
                 "\"512\" or \"1 GB\""
             };
-            r.error(path, format!("{q:?} is not a valid amount; use e.g. {example}"));
+            r.error(
+                path,
+                format!("{q:?} is not a valid amount; use e.g. {example}"),
+            );
         }
         parsed
     }
@@ -684,7 +693,13 @@ impl TaskDefinition {
         }
     }
 
-    fn validate_container(&self, r: &mut Report, path: &str, c: &ContainerDefinition, task_mem: bool) {
+    fn validate_container(
+        &self,
+        r: &mut Report,
+        path: &str,
+        c: &ContainerDefinition,
+        task_mem: bool,
+    ) {
         if c.name.is_empty() {
             r.error(
                 join(path, "name"),
@@ -753,7 +768,10 @@ impl TaskDefinition {
             ("user", c.user.is_some()),
             ("disableNetworking", c.disable_networking.is_some()),
             ("privileged", c.privileged.is_some()),
-            ("readonlyRootFilesystem", c.readonly_root_filesystem.is_some()),
+            (
+                "readonlyRootFilesystem",
+                c.readonly_root_filesystem.is_some(),
+            ),
             ("dnsServers", c.dns_servers.is_some()),
             ("dnsSearchDomains", c.dns_search_domains.is_some()),
             ("extraHosts", c.extra_hosts.is_some()),
@@ -824,12 +842,18 @@ impl TaskDefinition {
             else {
                 r.error(
                     join(&dp, "containerName"),
-                    format!("no container named {:?} in this task definition", d.container_name),
+                    format!(
+                        "no container named {:?} in this task definition",
+                        d.container_name
+                    ),
                 );
                 continue;
             };
             if target.name == c.name {
-                r.error(join(&dp, "containerName"), "a container cannot depend on itself");
+                r.error(
+                    join(&dp, "containerName"),
+                    "a container cannot depend on itself",
+                );
             }
             match d.condition {
                 DependencyCondition::Complete | DependencyCondition::Success
@@ -847,10 +871,7 @@ impl TaskDefinition {
                 DependencyCondition::Healthy if target.health_check.is_none() => {
                     r.error(
                         join(&dp, "condition"),
-                        format!(
-                            "HEALTHY needs a healthCheck on container {:?}",
-                            target.name
-                        ),
+                        format!("HEALTHY needs a healthCheck on container {:?}", target.name),
                     );
                 }
                 _ => {}

@@ -100,7 +100,13 @@ impl Report {
     }
 
     /// Checks `lo <= value <= hi`.
-    pub fn range<T: PartialOrd + fmt::Display + Copy>(&mut self, path: &str, value: T, lo: T, hi: T) {
+    pub fn range<T: PartialOrd + fmt::Display + Copy>(
+        &mut self,
+        path: &str,
+        value: T,
+        lo: T,
+        hi: T,
+    ) {
         if value < lo || value > hi {
             self.error(path, format!("must be between {lo} and {hi}, got {value}"));
         }

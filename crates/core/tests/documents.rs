@@ -23,7 +23,10 @@ fn ecs_sample_fargate_registers_unchanged() {
     assert_eq!(td.reserved_memory(), 512);
     let c = &td.container_definitions[0];
     assert_eq!(c.name, "fargate-app");
-    assert_eq!(c.entry_point.as_deref(), Some(&["sh".to_string(), "-c".to_string()][..]));
+    assert_eq!(
+        c.entry_point.as_deref(),
+        Some(&["sh".to_string(), "-c".to_string()][..])
+    );
     assert_eq!(c.port_mappings[0].container_port, Some(80));
     assert!(c.is_essential());
 
@@ -40,7 +43,10 @@ fn unknown_task_definition_field_is_named_with_its_path() {
     let err = accept::<TaskDefinition>(doc.to_string().as_bytes()).expect_err("unknown field");
     let (path, message) = parse_error(err);
     assert_eq!(path, "containerDefinitions[0].imagePullPolicy");
-    assert!(message.contains("unknown field `imagePullPolicy`"), "{message}");
+    assert!(
+        message.contains("unknown field `imagePullPolicy`"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -107,7 +113,10 @@ fn task_definition_rules_name_their_fields() {
     ];
     for (doc, expected) in cases {
         let err = accept::<TaskDefinition>(doc.to_string().as_bytes()).expect_err("invalid");
-        assert!(err.to_string().contains(expected), "{doc}\n  got: {err}\n  want: {expected}");
+        assert!(
+            err.to_string().contains(expected),
+            "{doc}\n  got: {err}\n  want: {expected}"
+        );
     }
     let eleven: Vec<Value> = (0..11)
         .map(|i| json!({"name": format!("c{i}"), "image": "i", "memory": 64}))
@@ -121,7 +130,9 @@ fn task_definition_rules_name_their_fields() {
 fn task_level_units_accept_ecs_spellings() {
     let doc = json!({"family": "a", "cpu": "1 vCPU", "memory": "2 GB",
         "containerDefinitions": [{"name": "c", "image": "i"}]});
-    let td = accept::<TaskDefinition>(doc.to_string().as_bytes()).expect("valid").value;
+    let td = accept::<TaskDefinition>(doc.to_string().as_bytes())
+        .expect("valid")
+        .value;
     assert_eq!(td.reserved_cpu(), 1024);
     assert_eq!(td.reserved_memory(), 2048);
 }
@@ -167,8 +178,14 @@ fn service_defaults_are_ecs() {
 #[test]
 fn service_rules_name_their_fields() {
     let cases = [
-        (service(json!({"taskDefinition": "web:0"})), "taskDefinition: Invalid revision number. Number: 0"),
-        (service(json!({"desiredCount": null})), "desiredCount: desiredCount is required"),
+        (
+            service(json!({"taskDefinition": "web:0"})),
+            "taskDefinition: Invalid revision number. Number: 0",
+        ),
+        (
+            service(json!({"desiredCount": null})),
+            "desiredCount: desiredCount is required",
+        ),
         (
             service(json!({"deploymentConfiguration": {"minimumHealthyPercent": 101}})),
             "deploymentConfiguration.minimumHealthyPercent: must be between 0 and 100",
@@ -178,20 +195,28 @@ fn service_rules_name_their_fields() {
             "placementStrategy[0].field: binpack needs field cpu or memory",
         ),
         (
-            service(json!({"placementConstraints": [{"type": "distinctInstance", "expression": "x"}]})),
+            service(
+                json!({"placementConstraints": [{"type": "distinctInstance", "expression": "x"}]}),
+            ),
             "placementConstraints[0].expression: distinctInstance takes no expression",
         ),
         (
-            service(json!({"launchType": "EC2", "capacityProviderStrategy": [{"capacityProvider": "a", "weight": 1}]})),
+            service(
+                json!({"launchType": "EC2", "capacityProviderStrategy": [{"capacityProvider": "a", "weight": 1}]}),
+            ),
             "Specify either Launch Type or Capacity Provider Strategy, but not both.",
         ),
         (
-            service(json!({"capacityProviderStrategy": [{"capacityProvider": "a", "base": 1, "weight": 1}, {"capacityProvider": "b", "base": 2, "weight": 1}]})),
+            service(
+                json!({"capacityProviderStrategy": [{"capacityProvider": "a", "base": 1, "weight": 1}, {"capacityProvider": "b", "base": 2, "weight": 1}]}),
+            ),
             "only one capacity provider in a strategy may have a base",
         ),
         (
-            service(json!({"deploymentConfiguration": {"strategy": "BLUE_GREEN", "lifecycleHooks": [
-                {"targetType": "PAUSE", "lifecycleStages": ["PRODUCTION_TRAFFIC_SHIFT"]}]}})),
+            service(
+                json!({"deploymentConfiguration": {"strategy": "BLUE_GREEN", "lifecycleHooks": [
+                {"targetType": "PAUSE", "lifecycleStages": ["PRODUCTION_TRAFFIC_SHIFT"]}]}}),
+            ),
             "deploymentConfiguration.lifecycleHooks[0].lifecycleStages[0]: PAUSE hooks cannot run",
         ),
         (
@@ -201,13 +226,17 @@ fn service_rules_name_their_fields() {
     ];
     for (doc, expected) in cases {
         let err = accept::<Service>(doc.to_string().as_bytes()).expect_err("invalid");
-        assert!(err.to_string().contains(expected), "{doc}\n  got: {err}\n  want: {expected}");
+        assert!(
+            err.to_string().contains(expected),
+            "{doc}\n  got: {err}\n  want: {expected}"
+        );
     }
 }
 
 #[test]
 fn service_unknown_nested_field_is_named() {
     let doc = service(json!({"deploymentConfiguration": {"maxSurge": 1}}));
-    let (path, _) = parse_error(accept::<Service>(doc.to_string().as_bytes()).expect_err("unknown"));
+    let (path, _) =
+        parse_error(accept::<Service>(doc.to_string().as_bytes()).expect_err("unknown"));
     assert_eq!(path, "deploymentConfiguration.maxSurge");
 }

@@ -71,7 +71,10 @@ pub async fn serve(
         readiness,
     };
     let app = Router::new()
-        .route("/metrics", get(|State(s): State<AdminState>| async move { s.metrics.render() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<AdminState>| async move { s.metrics.render() }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",

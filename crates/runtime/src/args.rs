@@ -47,7 +47,12 @@ pub struct CommonArgs {
     #[arg(long, env = "CAPSTAN_ETCD_USER", requires = "etcd_password")]
     pub etcd_user: Option<String>,
     /// etcd password (etcd auth).
-    #[arg(long, env = "CAPSTAN_ETCD_PASSWORD", hide_env_values = true, requires = "etcd_user")]
+    #[arg(
+        long,
+        env = "CAPSTAN_ETCD_PASSWORD",
+        hide_env_values = true,
+        requires = "etcd_user"
+    )]
     pub etcd_password: Option<String>,
 }
 

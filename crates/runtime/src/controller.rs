@@ -272,7 +272,8 @@ async fn worker<K, C, E, R, P>(
                 queue.add_rate_limited(key);
             }
         }
-        metrics::gauge!("capstan_queue_depth", "controller" => name.clone()).set(queue.len() as f64);
+        metrics::gauge!("capstan_queue_depth", "controller" => name.clone())
+            .set(queue.len() as f64);
     }
 }
 
@@ -337,12 +338,17 @@ mod tests {
             .await
             .expect("finishes")
             .expect("joins");
-        let v = attempts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let v = attempts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         assert_eq!(v.len(), 6);
         let gaps: Vec<Duration> = v.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(gaps[0] >= Duration::from_secs(1), "{gaps:?}");
         assert!(gaps[3] > gaps[0], "{gaps:?}");
-        assert!(gaps.iter().all(|g| *g <= Duration::from_secs(8)), "{gaps:?}");
+        assert!(
+            gaps.iter().all(|g| *g <= Duration::from_secs(8)),
+            "{gaps:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

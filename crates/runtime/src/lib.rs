@@ -68,13 +68,12 @@ impl Runtime {
         spawn_signal_handler(cancel.clone());
         let store = Store::connect(&args.store_config()).await?;
         let readiness = Readiness::default();
-        let (admin_addr, admin) =
-            admin::serve(args.admin_addr, readiness.clone(), cancel.clone())
-                .await
-                .map_err(|source| RuntimeError::Admin {
-                    addr: args.admin_addr,
-                    source,
-                })?;
+        let (admin_addr, admin) = admin::serve(args.admin_addr, readiness.clone(), cancel.clone())
+            .await
+            .map_err(|source| RuntimeError::Admin {
+                addr: args.admin_addr,
+                source,
+            })?;
         let id = args.replica_id();
         tracing::info!(%controller, %id, admin = %admin_addr, "started");
         let (leadership, election) = campaign(
@@ -114,7 +113,8 @@ impl Runtime {
             self.cancel.clone(),
         );
         let c = cache.clone();
-        self.readiness.add(&format!("cache {prefix}"), move || c.is_ready());
+        self.readiness
+            .add(&format!("cache {prefix}"), move || c.is_ready());
         cache
     }
 

@@ -274,7 +274,11 @@ mod tests {
         q.done(&"a");
         assert_eq!(q.next().await, Some("a"));
         q.done(&"a");
-        assert!(tokio::time::timeout(Duration::from_secs(5), q.next()).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), q.next())
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -299,15 +303,24 @@ mod tests {
             assert_eq!(q.next().await, Some("a"));
             let waited = Instant::now() - start;
             // Tokio's timer has millisecond granularity.
-            assert!(waited >= planned && waited - planned < Duration::from_millis(2), "{waited:?} vs {planned:?}");
+            assert!(
+                waited >= planned && waited - planned < Duration::from_millis(2),
+                "{waited:?} vs {planned:?}"
+            );
             q.done(&"a");
             delays.push(waited);
         }
         // Grows from the base, jittered by at most one more base step…
-        assert!(delays[0] >= Duration::from_secs(1) && delays[0] < Duration::from_secs(3), "{delays:?}");
+        assert!(
+            delays[0] >= Duration::from_secs(1) && delays[0] < Duration::from_secs(3),
+            "{delays:?}"
+        );
         assert!(delays[4] > delays[0], "{delays:?}");
         // …never exceeds the cap, and never stops.
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(30_002)), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_millis(30_002)),
+            "{delays:?}"
+        );
         assert!(delays[39] >= Duration::from_secs(30), "{delays:?}");
         // Success resets it.
         q.forget(&"a");

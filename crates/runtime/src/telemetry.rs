@@ -40,7 +40,11 @@ pub fn init(service: &str, format: LogFormat) -> anyhow::Result<TelemetryGuard> 
     let ansi = std::io::stderr().is_terminal();
     let (json, text) = match format {
         LogFormat::Json => (
-            Some(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)),
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            ),
             None,
         ),
         LogFormat::Text => (
@@ -60,7 +64,11 @@ pub fn init(service: &str, format: LogFormat) -> anyhow::Result<TelemetryGuard> 
             Some(
                 SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
-                    .with_resource(Resource::builder().with_service_name(service.to_string()).build())
+                    .with_resource(
+                        Resource::builder()
+                            .with_service_name(service.to_string())
+                            .build(),
+                    )
                     .build(),
             )
         }

@@ -63,7 +63,9 @@ async fn replica(endpoints: &[String], id: &str) -> Replica {
         "--id",
         id,
     ]);
-    let runtime = Runtime::start("mirror", &args.common).await.expect("runtime");
+    let runtime = Runtime::start("mirror", &args.common)
+        .await
+        .expect("runtime");
     let clusters = runtime.cache(Family::Clusters, json_decoder(), Duration::from_secs(300));
     let reconciles = Arc::new(AtomicUsize::new(0));
     let ctx = Arc::new(Ctx {
@@ -73,9 +75,13 @@ async fn replica(endpoints: &[String], id: &str) -> Replica {
         reconciles: reconciles.clone(),
     });
     let keys = runtime.store.keys().clone();
-    let controller = Controller::new(ControllerConfig::new("mirror")).watches(&clusters, move |k| {
-        keys.parse(k).map(|p| p.parts[0].clone()).into_iter().collect()
-    });
+    let controller =
+        Controller::new(ControllerConfig::new("mirror")).watches(&clusters, move |k| {
+            keys.parse(k)
+                .map(|p| p.parts[0].clone())
+                .into_iter()
+                .collect()
+        });
     tokio::spawn(controller.run(
         runtime.leadership.clone(),
         ctx,
@@ -97,13 +103,18 @@ async fn mirrored_by(store: &Store, name: &str, id: &str) {
         {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{name} not mirrored by {id}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} not mirrored by {id}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect admin");
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .expect("write");
@@ -125,13 +136,20 @@ async fn only_the_leader_reconciles_and_the_follower_takes_over_at_once() {
 
     for name in ["one", "two"] {
         store
-            .put(&store.keys().cluster(name), format!(r#"{{"clusterName":"{name}"}}"#).into_bytes())
+            .put(
+                &store.keys().cluster(name),
+                format!(r#"{{"clusterName":"{name}"}}"#).into_bytes(),
+            )
             .await
             .expect("put cluster");
     }
     mirrored_by(&store, "one", "a").await;
     mirrored_by(&store, "two", "a").await;
-    assert_eq!(b.reconciles.load(Ordering::SeqCst), 0, "a follower reconciled");
+    assert_eq!(
+        b.reconciles.load(Ordering::SeqCst),
+        0,
+        "a follower reconciled"
+    );
     assert!(a.reconciles.load(Ordering::SeqCst) >= 2);
 
     let ready = http_get(b.runtime.admin_addr, "/readyz").await;
@@ -151,14 +169,23 @@ async fn only_the_leader_reconciles_and_the_follower_takes_over_at_once() {
     // b's first sweep takes over every key, and it acts on new changes.
     mirrored_by(&store, "one", "b").await;
     store
-        .put(&store.keys().cluster("three"), br#"{"clusterName":"three"}"#.to_vec())
+        .put(
+            &store.keys().cluster("three"),
+            br#"{"clusterName":"three"}"#.to_vec(),
+        )
         .await
         .expect("put");
     mirrored_by(&store, "three", "b").await;
-    store.delete(&store.keys().cluster("two")).await.expect("delete");
+    store
+        .delete(&store.keys().cluster("two"))
+        .await
+        .expect("delete");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while store.get(&mirror_key("two")).await.expect("get").is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "mirror of a deleted cluster kept");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mirror of a deleted cluster kept"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     b.runtime.shutdown().await;

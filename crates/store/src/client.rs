@@ -133,8 +133,11 @@ impl Write {
 
     /// Puts raw bytes bound to a lease.
     pub fn put_with_lease(mut self, key: &str, value: Vec<u8>, lease: i64) -> Self {
-        self.ops
-            .push(TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease))));
+        self.ops.push(TxnOp::put(
+            key,
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        ));
         self
     }
 
@@ -205,7 +208,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("prefix", &self.keys.prefix()).finish()
+        f.debug_struct("Store")
+            .field("prefix", &self.keys.prefix())
+            .finish()
     }
 }
 
@@ -353,7 +358,9 @@ impl Store {
             if listing.revision == 0 {
                 listing.revision = resp.header().map_or(0, |h| h.revision());
             }
-            listing.kvs.extend(resp.kvs().iter().map(KeyValue::from_etcd));
+            listing
+                .kvs
+                .extend(resp.kvs().iter().map(KeyValue::from_etcd));
             match (resp.more(), resp.kvs().last()) {
                 (true, Some(last)) => {
                     from = last.key().to_vec();
@@ -432,11 +439,31 @@ impl Store {
         Ok(kv.is_some_and(|kv| kv.create_revision == claim.revision))
     }
 
+    /// Deletes every key under `prefix`; returns how many were deleted.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<i64> {
+        let resp = self
+            .call("delete", |mut c| {
+                let prefix = prefix.to_string();
+                async move {
+                    c.delete(
+                        prefix,
+                        Some(etcd_client::DeleteOptions::new().with_prefix()),
+                    )
+                    .await
+                }
+            })
+            .await?;
+        Ok(resp.deleted())
+    }
+
     /// Compacts history up to `revision` (tests and maintenance).
     pub async fn compact(&self, revision: i64) -> Result<()> {
         self.call("compact", |mut c| async move {
-            c.compact(revision, Some(etcd_client::CompactionOptions::new().with_physical()))
-                .await
+            c.compact(
+                revision,
+                Some(etcd_client::CompactionOptions::new().with_physical()),
+            )
+            .await
         })
         .await?;
         Ok(())

@@ -67,10 +67,7 @@ impl Leadership {
 
     /// Waits until this process no longer holds `claim`.
     pub async fn lost(&mut self, claim: &Claim) {
-        let _ = self
-            .rx
-            .wait_for(|c| c.as_deref() != Some(claim))
-            .await;
+        let _ = self.rx.wait_for(|c| c.as_deref() != Some(claim)).await;
     }
 
     /// A receiver that sees every change.
@@ -271,21 +268,16 @@ async fn key_deleted(store: &Store, claim: &Claim) {
         let mut client = store.client();
         let opts = WatchOptions::new().with_start_revision(claim.revision);
         if let Ok(mut stream) = client.watch(claim.key.as_str(), Some(opts)).await {
-            loop {
-                match stream.message().await {
-                    Ok(Some(resp)) => {
-                        if resp
-                            .events()
-                            .iter()
-                            .any(|e| e.event_type() == EventType::Delete)
-                        {
-                            return;
-                        }
-                        if resp.canceled() {
-                            break;
-                        }
-                    }
-                    _ => break,
+            while let Ok(Some(resp)) = stream.message().await {
+                if resp
+                    .events()
+                    .iter()
+                    .any(|e| e.event_type() == EventType::Delete)
+                {
+                    return;
+                }
+                if resp.canceled() {
+                    break;
                 }
             }
         }

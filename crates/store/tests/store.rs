@@ -62,44 +62,65 @@ async fn typed_reads_writes_and_optimistic_concurrency() {
 
     assert!(s.get_json::<Doc>(&key).await.expect("get").is_none());
     let rev = s
-        .commit(Write::new().put_json(&key, &Doc { n: 1 }).if_absent(&key), None)
+        .commit(
+            Write::new().put_json(&key, &Doc { n: 1 }).if_absent(&key),
+            None,
+        )
         .await
         .expect("create");
-    let got = s.get_json::<Doc>(&key).await.expect("get").expect("present");
+    let got = s
+        .get_json::<Doc>(&key)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(got.value, Doc { n: 1 });
     assert_eq!(got.mod_revision, rev);
 
     // Creating again fails: the key exists.
     let err = s
-        .commit(Write::new().put_json(&key, &Doc { n: 9 }).if_absent(&key), None)
+        .commit(
+            Write::new().put_json(&key, &Doc { n: 9 }).if_absent(&key),
+            None,
+        )
         .await
         .expect_err("exists");
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
 
     // A write based on the revision we read succeeds once; the stale second one conflicts.
     s.commit(
-        Write::new().put_json(&key, &Doc { n: 2 }).if_unchanged(&key, rev),
+        Write::new()
+            .put_json(&key, &Doc { n: 2 })
+            .if_unchanged(&key, rev),
         None,
     )
     .await
     .expect("update at read revision");
     let err = s
         .commit(
-            Write::new().put_json(&key, &Doc { n: 3 }).if_unchanged(&key, rev),
+            Write::new()
+                .put_json(&key, &Doc { n: 3 })
+                .if_unchanged(&key, rev),
             None,
         )
         .await
         .expect_err("stale revision");
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
     assert_eq!(
-        s.get_json::<Doc>(&key).await.expect("get").expect("present").value,
+        s.get_json::<Doc>(&key)
+            .await
+            .expect("get")
+            .expect("present")
+            .value,
         Doc { n: 2 }
     );
 
     // Bad JSON is a decode error naming the key, not a panic.
     s.put(&key, b"{not json".to_vec()).await.expect("put raw");
     let err = s.get_json::<Doc>(&key).await.expect_err("bad json");
-    assert!(err.to_string().starts_with("/capstan/clusters/default:"), "{err}");
+    assert!(
+        err.to_string().starts_with("/capstan/clusters/default:"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -110,7 +131,10 @@ async fn listing_pages_through_more_keys_than_one_page() {
     for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
         let mut w = Write::new();
         for i in chunk {
-            w = w.put_json(&s.keys().task("default", &format!("t{i:05}")), &Doc { n: *i });
+            w = w.put_json(
+                &s.keys().task("default", &format!("t{i:05}")),
+                &Doc { n: *i },
+            );
         }
         s.commit(w, None).await.expect("batch");
     }
@@ -125,7 +149,15 @@ async fn listing_pages_through_more_keys_than_one_page() {
         .map(|kv| kv.json::<Doc>().expect("decodes").n)
         .collect();
     assert_eq!(ns, (0..total).collect::<Vec<_>>());
-    assert!(listing.revision >= listing.kvs.iter().map(|k| k.mod_revision).max().unwrap_or(0));
+    assert!(
+        listing.revision
+            >= listing
+                .kvs
+                .iter()
+                .map(|k| k.mod_revision)
+                .max()
+                .unwrap_or(0)
+    );
 }
 
 #[tokio::test]
@@ -150,16 +182,28 @@ async fn watch_cache_sees_every_put_and_delete_in_order() {
     // The initial list reports what it found.
     assert_eq!(
         next_changes(&mut rx, 1).await,
-        vec![Change::Put { key: k("a"), revision: before }]
+        vec![Change::Put {
+            key: k("a"),
+            revision: before
+        }]
     );
 
     let mut expected = Vec::new();
     let r = s.put_json(&k("b"), &Doc { n: 1 }).await.expect("put b");
-    expected.push(Change::Put { key: k("b"), revision: r });
+    expected.push(Change::Put {
+        key: k("b"),
+        revision: r,
+    });
     let r = s.put_json(&k("a"), &Doc { n: 2 }).await.expect("update a");
-    expected.push(Change::Put { key: k("a"), revision: r });
+    expected.push(Change::Put {
+        key: k("a"),
+        revision: r,
+    });
     let r = s.delete(&k("b")).await.expect("delete b");
-    expected.push(Change::Delete { key: k("b"), revision: r });
+    expected.push(Change::Delete {
+        key: k("b"),
+        revision: r,
+    });
     let r = s
         .commit(
             Write::new()
@@ -170,19 +214,37 @@ async fn watch_cache_sees_every_put_and_delete_in_order() {
         )
         .await
         .expect("txn");
-    expected.push(Change::Put { key: k("c"), revision: r });
-    expected.push(Change::Put { key: k("d"), revision: r });
-    expected.push(Change::Delete { key: k("a"), revision: r });
+    expected.push(Change::Put {
+        key: k("c"),
+        revision: r,
+    });
+    expected.push(Change::Put {
+        key: k("d"),
+        revision: r,
+    });
+    expected.push(Change::Delete {
+        key: k("a"),
+        revision: r,
+    });
     // A malformed document is cached with its error, not dropped and not fatal.
     let r = s.put(&k("e"), b"{oops".to_vec()).await.expect("bad doc");
-    expected.push(Change::Put { key: k("e"), revision: r });
+    expected.push(Change::Put {
+        key: k("e"),
+        revision: r,
+    });
 
     assert_eq!(next_changes(&mut rx, expected.len()).await, expected);
     cache.wait_revision(r).await;
     assert_eq!(cache.keys(), vec![k("c"), k("d"), k("e")]);
     assert_eq!(cache.get(&k("d")).expect("d").value, Ok(Doc { n: 4 }));
     let bad = cache.get(&k("e")).expect("e");
-    assert!(bad.value.as_ref().is_err_and(|e| e.contains("key must be a string")), "{:?}", bad.value);
+    assert!(
+        bad.value
+            .as_ref()
+            .is_err_and(|e| e.contains("key must be a string")),
+        "{:?}",
+        bad.value
+    );
     cancel.cancel();
 }
 
@@ -193,7 +255,10 @@ async fn watch_cache_relists_after_compaction_while_disconnected() {
     let cached = store(vec![etcd.endpoint(0)]).await;
     let writer = store(vec![etcd.endpoint(1), etcd.endpoint(2)]).await;
     let k = |n: &str| writer.keys().task("default", n);
-    writer.put_json(&k("gone"), &Doc { n: 1 }).await.expect("seed");
+    writer
+        .put_json(&k("gone"), &Doc { n: 1 })
+        .await
+        .expect("seed");
 
     let cancel = CancellationToken::new();
     let (cache, _task) = Cache::<Doc>::spawn(
@@ -209,9 +274,18 @@ async fn watch_cache_relists_after_compaction_while_disconnected() {
     let lists_before = cache.stats().lists;
 
     etcd.kill(0);
-    writer.put_json(&k("new"), &Doc { n: 2 }).await.expect("put while disconnected");
-    writer.delete(&k("gone")).await.expect("delete while disconnected");
-    let last = writer.put_json(&k("newer"), &Doc { n: 3 }).await.expect("put");
+    writer
+        .put_json(&k("new"), &Doc { n: 2 })
+        .await
+        .expect("put while disconnected");
+    writer
+        .delete(&k("gone"))
+        .await
+        .expect("delete while disconnected");
+    let last = writer
+        .put_json(&k("newer"), &Doc { n: 3 })
+        .await
+        .expect("put");
     writer.compact(last).await.expect("compact");
     etcd.restart(0).await.expect("member 0 back");
 
@@ -220,9 +294,18 @@ async fn watch_cache_relists_after_compaction_while_disconnected() {
     assert_eq!(
         changes,
         vec![
-            Change::Delete { key: k("gone"), revision: last },
-            Change::Put { key: k("new"), revision: last - 2 },
-            Change::Put { key: k("newer"), revision: last },
+            Change::Delete {
+                key: k("gone"),
+                revision: last
+            },
+            Change::Put {
+                key: k("new"),
+                revision: last - 2
+            },
+            Change::Put {
+                key: k("newer"),
+                revision: last
+            },
         ]
     );
     assert_eq!(cache.keys(), vec![k("new"), k("newer")]);
@@ -263,7 +346,14 @@ async fn revoking_the_leaders_lease_hands_over_and_fences_the_old_leader() {
     s.commit(Write::new().put_json(&key, &Doc { n: 3 }), Some(&claim_b))
         .await
         .expect("new leader writes");
-    assert_eq!(s.get_json::<Doc>(&key).await.expect("get").expect("some").value, Doc { n: 3 });
+    assert_eq!(
+        s.get_json::<Doc>(&key)
+            .await
+            .expect("get")
+            .expect("some")
+            .value,
+        Doc { n: 3 }
+    );
     cancel.cancel();
 }
 
@@ -314,7 +404,11 @@ async fn killing_the_leader_process_hands_over_within_ttl() {
     let cancel = CancellationToken::new();
     let (mut b, _hb) = campaign(s.clone(), candidate("b"), cancel.clone());
     // b is queued behind the child.
-    assert!(timeout(Duration::from_millis(500), b.acquired()).await.is_err());
+    assert!(
+        timeout(Duration::from_millis(500), b.acquired())
+            .await
+            .is_err()
+    );
 
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
@@ -336,12 +430,23 @@ async fn three_members_with_one_stopped_keep_store_and_election_working() {
     let mut etcd = EtcdCluster::three().await.expect("etcd");
     let s = store(etcd.endpoints()).await;
     let key = s.keys().service("default", "web");
-    s.put_json(&key, &Doc { n: 1 }).await.expect("put with 3 members");
+    s.put_json(&key, &Doc { n: 1 })
+        .await
+        .expect("put with 3 members");
 
     etcd.kill(0);
     for n in 2..12 {
-        s.put_json(&key, &Doc { n }).await.expect("put with 2 members");
-        assert_eq!(s.get_json::<Doc>(&key).await.expect("get").expect("some").value, Doc { n });
+        s.put_json(&key, &Doc { n })
+            .await
+            .expect("put with 2 members");
+        assert_eq!(
+            s.get_json::<Doc>(&key)
+                .await
+                .expect("get")
+                .expect("some")
+                .value,
+            Doc { n }
+        );
     }
     let cancel = CancellationToken::new();
     let (mut a, _h) = campaign(s.clone(), candidate("a"), cancel.clone());
@@ -349,7 +454,10 @@ async fn three_members_with_one_stopped_keep_store_and_election_working() {
     s.commit(Write::new().put_json(&key, &Doc { n: 100 }), Some(&claim))
         .await
         .expect("fenced write with 2 members");
-    let listing = s.list("/capstan/services/").await.expect("list with 2 members");
+    let listing = s
+        .list("/capstan/services/")
+        .await
+        .expect("list with 2 members");
     assert_eq!(listing.kvs.len(), 1);
 
     // Leadership survives the member coming back.

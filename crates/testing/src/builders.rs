@@ -1,6 +1,6 @@
 //! Builders for resources in tests: short, readable, and valid by construction.
 
-use capstan_core::service::{DeploymentConfiguration, DeploymentCircuitBreaker};
+use capstan_core::service::{DeploymentCircuitBreaker, DeploymentConfiguration};
 use capstan_core::taskdef::{ContainerDefinition, PortMapping};
 use capstan_core::{KeyValuePair, Service, TaskDefinition};
 
@@ -112,7 +112,9 @@ mod tests {
             .with_env("A", "b")
             .with_resources(256, 128);
         td.validate().expect("valid task definition");
-        let svc = service("web", "web:1", 3).with_percents(50, 100).with_breaker(true);
+        let svc = service("web", "web:1", 3)
+            .with_percents(50, 100)
+            .with_breaker(true);
         svc.validate().expect("valid service");
     }
 }

@@ -17,7 +17,9 @@ use crate::free_port;
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     /// The etcd binary is missing.
-    #[error("cannot run {bin:?}: {source}; install it with `apt-get install -y etcd-server` or set CAPSTAN_ETCD_BIN")]
+    #[error(
+        "cannot run {bin:?}: {source}; install it with `apt-get install -y etcd-server` or set CAPSTAN_ETCD_BIN"
+    )]
     Spawn {
         /// Binary that was tried.
         bin: String,
@@ -92,7 +94,9 @@ impl EtcdCluster {
 
     /// Starts `n` members with their data dirs under `root`.
     pub async fn start_in(n: usize, root: &Path) -> Result<Self, EtcdError> {
-        let dir = tempfile::Builder::new().prefix("capstan-etcd-").tempdir_in(root)?;
+        let dir = tempfile::Builder::new()
+            .prefix("capstan-etcd-")
+            .tempdir_in(root)?;
         let mut members = Vec::with_capacity(n);
         for i in 0..n {
             let name = format!("m{i}");

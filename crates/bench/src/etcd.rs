@@ -1,0 +1,105 @@
+//! Raw etcd put throughput: puts/s for several batch sizes (one transaction per batch) and
+//! concurrencies. This is the physical limit later benchmarks are measured against.
+
+use std::time::{Duration, Instant};
+
+use capstan_store::{Store, StoreError, Write};
+
+/// One measured combination.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Puts per transaction.
+    pub batch: usize,
+    /// Concurrent writers.
+    pub concurrency: usize,
+    /// Transactions committed.
+    pub txns: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Median transaction latency.
+    pub p50: Duration,
+    /// 99th percentile transaction latency.
+    pub p99: Duration,
+}
+
+impl Row {
+    /// Puts per second.
+    pub fn puts_per_sec(&self) -> f64 {
+        (self.txns as f64 * self.batch as f64) / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Measures `batch` puts per txn from `concurrency` writers for `duration`; each value has
+/// `value_size` bytes (a task document is about this big).
+pub async fn measure(
+    store: &Store,
+    batch: usize,
+    concurrency: usize,
+    duration: Duration,
+    value_size: usize,
+) -> Result<Row, StoreError> {
+    let value = vec![b'x'; value_size];
+    let started = Instant::now();
+    let deadline = started + duration;
+    let writers = (0..concurrency).map(|w| {
+        let store = store.clone();
+        let value = value.clone();
+        async move {
+            let mut latencies = Vec::new();
+            let mut seq = 0u64;
+            while Instant::now() < deadline {
+                let mut write = Write::new();
+                for _ in 0..batch {
+                    seq += 1;
+                    write = write.put(
+                        &format!("/capstan-bench/b{batch}c{concurrency}/w{w}/{seq}"),
+                        value.clone(),
+                    );
+                }
+                let t = Instant::now();
+                store.commit(write, None).await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, StoreError>(latencies)
+        }
+    });
+    let results = futures::future::try_join_all(writers).await?;
+    let elapsed = started.elapsed();
+    let mut all: Vec<Duration> = results.into_iter().flatten().collect();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let row = Row {
+        batch,
+        concurrency,
+        txns: all.len() as u64,
+        elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    };
+    // Leave nothing behind: the next combination starts from the same store size.
+    store.delete_prefix("/capstan-bench/").await?;
+    Ok(row)
+}
+
+/// Prints rows as a table.
+pub fn print_table(rows: &[Row]) {
+    println!(
+        "{:>6} {:>12} {:>10} {:>12} {:>10} {:>10}",
+        "batch", "concurrency", "txns/s", "puts/s", "p50 ms", "p99 ms"
+    );
+    for r in rows {
+        println!(
+            "{:>6} {:>12} {:>10.0} {:>12.0} {:>10.2} {:>10.2}",
+            r.batch,
+            r.concurrency,
+            r.txns as f64 / r.elapsed.as_secs_f64(),
+            r.puts_per_sec(),
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
+        );
+    }
+}

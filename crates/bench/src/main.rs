@@ -1,0 +1,75 @@
+//! `capstan-bench`: benchmarks that print figures.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use capstan_bench::etcd;
+use capstan_store::{Store, StoreConfig};
+use capstan_testing::EtcdCluster;
+use clap::{Parser, Subcommand};
+
+/// Capstan benchmarks; each prints a table.
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Raw etcd puts/s for batch sizes 1, 16, 128 (one txn per batch) at concurrency 1 and 8.
+    EtcdPut {
+        /// Use this etcd instead of starting one (comma-separated client URLs).
+        #[arg(long, value_delimiter = ',')]
+        endpoints: Vec<String>,
+        /// Where the started etcd keeps its data (a disk, to measure this machine's fsync).
+        #[arg(long, default_value = "/var/tmp")]
+        data_root: PathBuf,
+        /// Seconds per combination.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 512)]
+        value_size: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::EtcdPut {
+            endpoints,
+            data_root,
+            seconds,
+            value_size,
+        } => {
+            let (_etcd, endpoints) = if endpoints.is_empty() {
+                let etcd = EtcdCluster::start_in(1, &data_root).await?;
+                let eps = etcd.endpoints();
+                println!("started etcd (data under {})", data_root.display());
+                (Some(etcd), eps)
+            } else {
+                (None, endpoints)
+            };
+            let store = Store::connect(&StoreConfig::new(endpoints, "/capstan-bench")).await?;
+            let mut rows = Vec::new();
+            for batch in [1, 16, 128] {
+                for concurrency in [1, 8] {
+                    rows.push(
+                        etcd::measure(
+                            &store,
+                            batch,
+                            concurrency,
+                            Duration::from_secs(seconds),
+                            value_size,
+                        )
+                        .await?,
+                    );
+                }
+            }
+            println!("etcd put throughput, {value_size}-byte values, {seconds} s per row");
+            etcd::print_table(&rows);
+        }
+    }
+    Ok(())
+}

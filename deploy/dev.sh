@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Starts a local Capstan on this machine: installs what is missing (Debian), builds, and runs a
+# single etcd member on 127.0.0.1:2379 with its data in .capstan-dev/. Ctrl-C stops everything.
+#
+# The controllers, agents and API join this script as their issues land (see README.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+cargo build --release --locked
+data="${CAPSTAN_DEV_DIR:-.capstan-dev}"
+mkdir -p "$data"
+etcd --name capstan-dev --data-dir "$data/etcd" \
+  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+  --initial-cluster capstan-dev=http://127.0.0.1:2380 >"$data/etcd.log" 2>&1 &
+etcd_pid=$!
+trap 'kill $etcd_pid 2>/dev/null; wait $etcd_pid 2>/dev/null; echo "stopped"' EXIT INT TERM
+for _ in $(seq 100); do
+  etcdctl --endpoints=http://127.0.0.1:2379 endpoint health >/dev/null 2>&1 && break
+  sleep 0.1
+done
+etcdctl --endpoints=http://127.0.0.1:2379 put /capstan/clusters/default '{"clusterName":"default"}' >/dev/null
+cat <<MSG
+Capstan dev: etcd on http://127.0.0.1:2379 (data in $data, log in $data/etcd.log)
+
+  Register a task definition and watch tasks (docs/etcd-layout.md has every key):
+    etcdctl put /capstan/taskdefinitions/web/1 "\$(cat crates/core/tests/fixtures/sample-fargate.json)"
+    etcdctl watch --prefix /capstan/
+
+  Measure this machine's etcd baseline:
+    ./target/release/capstan-bench etcd-put --endpoints http://127.0.0.1:2379
+
+The scheduler, deployer, scaler, registrar, agents and API arrive issue by issue; see README.md.
+Ctrl-C stops.
+MSG
+wait $etcd_pid
