@@ -32,3 +32,4 @@ pub mod nodegroup {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("capstan_descriptor");
 
 pub mod convert;
+pub mod tls;

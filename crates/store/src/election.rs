@@ -12,10 +12,10 @@ use std::time::Duration;
 use etcd_client::{Compare, CompareOp, EventType, ResignOptions, WatchOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Store;
+use crate::lease::KeptLease;
 
 /// Smallest lease TTL etcd grants with its default election timeout.
 pub const MIN_TTL_SECS: i64 = 2;
@@ -119,37 +119,29 @@ async fn run(
     let ttl = cand.ttl_secs.max(MIN_TTL_SECS);
     let pause = Duration::from_millis(200);
     while !cancel.is_cancelled() {
-        let mut client = store.client();
-        let lease = match client.lease_grant(ttl, None).await {
-            Ok(l) => l.id(),
+        let lease = match KeptLease::grant(&store, ttl, &cancel).await {
+            Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "election: cannot grant lease; retrying");
                 sleep_or_cancel(pause, &cancel).await;
                 continue;
             }
         };
-        let lease_lost = CancellationToken::new();
-        let keeper = tokio::spawn(keep_alive(
-            store.clone(),
-            lease,
-            ttl,
-            lease_lost.clone(),
-            cancel.clone(),
-        ));
+        let lease_lost = lease.lost.clone();
 
         let claim = loop {
             let mut c = store.client();
             tokio::select! {
                 _ = cancel.cancelled() => break None,
                 _ = lease_lost.cancelled() => break None,
-                r = c.campaign(cand.election.as_str(), cand.id.as_str(), lease) => match r {
+                r = c.campaign(cand.election.as_str(), cand.id.as_str(), lease.id) => match r {
                     Ok(resp) => match resp.leader() {
                         Some(l) => break Some(Claim {
                             election: cand.election.clone(),
                             holder: cand.id.clone(),
                             key: String::from_utf8_lossy(l.key()).into_owned(),
                             revision: l.rev(),
-                            lease,
+                            lease: lease.id,
                         }),
                         None => tracing::warn!("election: campaign answered without a leader key"),
                     },
@@ -175,7 +167,7 @@ async fn run(
                     .with_name(claim.election.as_str())
                     .with_key(claim.key.as_str())
                     .with_rev(claim.revision)
-                    .with_lease(lease);
+                    .with_lease(lease.id);
                 let mut c = store.client();
                 let _ = tokio::time::timeout(
                     store.call_timeout(),
@@ -184,11 +176,8 @@ async fn run(
                 .await;
             }
         }
-        lease_lost.cancel();
-        keeper.abort();
         // Revoking drops our candidate key at once, so the next leader need not wait for the TTL.
-        let mut c = store.client();
-        let _ = tokio::time::timeout(store.call_timeout(), c.lease_revoke(lease)).await;
+        lease.revoke(&store).await;
     }
     tx.send_replace(None);
 }
@@ -198,68 +187,6 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {
         _ = cancel.cancelled() => {}
         _ = tokio::time::sleep(d) => {}
     }
-}
-
-/// Keeps `lease` alive; cancels `lost` once it may have expired (no refresh within its TTL) or
-/// etcd says it is gone.
-async fn keep_alive(
-    store: Store,
-    lease: i64,
-    ttl: i64,
-    lost: CancellationToken,
-    cancel: CancellationToken,
-) {
-    let period = Duration::from_millis(u64::try_from(ttl * 1000 / 3).unwrap_or(500));
-    // Until etcd confirms a refresh, the lease is only known to last `ttl` from the grant.
-    let mut expires = Instant::now() + Duration::from_secs(u64::try_from(ttl).unwrap_or(2));
-    let margin = period / 4;
-    'reopen: while !lost.is_cancelled() && !cancel.is_cancelled() {
-        let mut client = store.client();
-        let opened = tokio::time::timeout(period, client.lease_keep_alive(lease)).await;
-        let (mut keeper, mut stream) = match opened {
-            Ok(Ok(pair)) => pair,
-            _ => {
-                if Instant::now() + margin >= expires {
-                    break 'reopen;
-                }
-                tokio::time::sleep(period / 4).await;
-                continue 'reopen;
-            }
-        };
-        loop {
-            let sent = Instant::now();
-            let ok = async {
-                keeper.keep_alive().await.ok()?;
-                stream.message().await.ok().flatten()
-            };
-            match tokio::time::timeout(period, ok).await {
-                Ok(Some(resp)) if resp.ttl() > 0 => {
-                    expires = sent + Duration::from_secs(u64::try_from(resp.ttl()).unwrap_or(0));
-                }
-                Ok(Some(_)) => {
-                    tracing::warn!(lease, "election: lease expired or revoked");
-                    break 'reopen;
-                }
-                _ => {
-                    if Instant::now() + margin >= expires {
-                        break 'reopen;
-                    }
-                    continue 'reopen;
-                }
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(period) => {}
-            }
-            if Instant::now() + margin >= expires {
-                break 'reopen;
-            }
-        }
-    }
-    if !cancel.is_cancelled() {
-        tracing::warn!(lease, "election: lease lost; stepping down");
-    }
-    lost.cancel();
 }
 
 /// Resolves once the leader key is deleted (lease revoked or expired, or the key removed by hand).

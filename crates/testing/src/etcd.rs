@@ -29,8 +29,10 @@ pub enum EtcdError {
     /// Temp dirs, ports or log files.
     #[error("etcd test setup: {0}")]
     Io(#[from] std::io::Error),
-    /// A member did not answer in time.
-    #[error("etcd member {name} did not become healthy within {secs} s; last log lines:\n{log}")]
+    /// A member exited or did not answer in time.
+    #[error(
+        "etcd member {name} exited or did not become healthy within {secs} s; last log lines:\n{log}"
+    )]
     NotHealthy {
         /// Member name.
         name: String,
@@ -94,6 +96,23 @@ impl EtcdCluster {
 
     /// Starts `n` members with their data dirs under `root`.
     pub async fn start_in(n: usize, root: &Path) -> Result<Self, EtcdError> {
+        // Free ports are found by binding port 0 and releasing it, so a parallel test can grab the
+        // same port first; such a start fails with "address already in use" and is retried.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(n, root).await {
+                Err(EtcdError::NotHealthy { log, .. })
+                    if attempt < 4 && log.contains("address already in use") =>
+                {
+                    tracing::warn!("etcd port clash; retrying with new ports");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_start(n: usize, root: &Path) -> Result<Self, EtcdError> {
         let dir = tempfile::Builder::new()
             .prefix("capstan-etcd-")
             .tempdir_in(root)?;
@@ -172,11 +191,12 @@ impl EtcdCluster {
         Ok(())
     }
 
-    async fn wait_healthy(&self, i: usize) -> Result<(), EtcdError> {
-        const SECS: u64 = 30;
-        let m = &self.members[i];
+    async fn wait_healthy(&mut self, i: usize) -> Result<(), EtcdError> {
+        // Generous: on a loaded 2-core machine a 3-member cluster can take a while to elect.
+        const SECS: u64 = 60;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(SECS);
         loop {
+            let m = &mut self.members[i];
             let opts = etcd_client::ConnectOptions::new()
                 .with_connect_timeout(Duration::from_millis(500))
                 .with_timeout(Duration::from_secs(1));
@@ -186,7 +206,11 @@ impl EtcdCluster {
             {
                 return Ok(());
             }
-            if tokio::time::Instant::now() > deadline {
+            let exited = m
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || tokio::time::Instant::now() > deadline {
                 return Err(EtcdError::NotHealthy {
                     name: m.name.clone(),
                     secs: SECS,

@@ -1,0 +1,725 @@
+//! The agent's core: the task table, fencing, and one supervisor per task that drives ECS's task
+//! state machine (PENDING → ACTIVATING → RUNNING → STOPPING → STOPPED) through a runtime.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use capstan_core::task::{DesiredStatus, HealthStatus, StopCode, TaskStatus, task_health};
+use capstan_core::taskdef::{DependencyCondition, HealthCheck};
+use capstan_proto::agent::v1 as pb;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::model::{Handle, TaskRecord, now};
+use crate::runtime::{ContainerRuntime, ContainerSpec, Exit};
+use crate::state::StateDir;
+
+/// How long a container waits for its dependencies when the task definition sets no
+/// `startTimeout` (ECS agent's `ECS_CONTAINER_START_TIMEOUT`).
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(180);
+/// ECS's reason for a task whose essential container exited.
+pub const ESSENTIAL_EXITED: &str = "Essential container in task exited";
+
+/// Why the agent refused a call.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The caller's fencing token is stale: it is not the current leader.
+    #[error(
+        "fencing token {got} is lower than {highest}, the highest this agent has seen: the caller is no longer the leader"
+    )]
+    Fenced {
+        /// Token of the call.
+        got: u64,
+        /// Highest token seen.
+        highest: u64,
+    },
+    /// No such task.
+    #[error("task {0} is not known to this agent")]
+    NotFound(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The state dir could not be written.
+    #[error("cannot write the agent's state dir: {0}")]
+    State(#[from] std::io::Error),
+}
+
+impl From<AgentError> for tonic::Status {
+    fn from(e: AgentError) -> Self {
+        match &e {
+            AgentError::Fenced { .. } => tonic::Status::failed_precondition(e.to_string()),
+            AgentError::NotFound(_) => tonic::Status::not_found(e.to_string()),
+            AgentError::Invalid(_) => tonic::Status::invalid_argument(e.to_string()),
+            AgentError::State(_) => tonic::Status::internal(e.to_string()),
+        }
+    }
+}
+
+struct Slot {
+    record: TaskRecord,
+    stop: watch::Sender<bool>,
+}
+
+/// A stop asked for by StopTask.
+#[derive(Debug, Clone)]
+pub struct StopRequest {
+    /// Free-text reason, recorded as stoppedReason.
+    pub reason: String,
+    /// Stop code; UserInitiated when absent.
+    pub code: Option<StopCode>,
+    /// SIGTERM → SIGKILL grace; each container's stopTimeout when absent.
+    pub timeout: Option<Duration>,
+}
+
+/// The agent: its runtime, its tasks and the highest fencing token it has seen.
+pub struct Agent {
+    runtime: Arc<dyn ContainerRuntime>,
+    state: StateDir,
+    cluster: String,
+    tasks: Mutex<HashMap<String, Slot>>,
+    updates: broadcast::Sender<pb::TaskState>,
+    fencing: Mutex<u64>,
+    changed: Notify,
+}
+
+fn valid_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 255
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Agent {
+    /// An agent over `runtime`, keeping its state in `state`.
+    pub fn new(runtime: Arc<dyn ContainerRuntime>, state: StateDir, cluster: String) -> Arc<Self> {
+        let (updates, _) = broadcast::channel(4096);
+        let fencing = state.fencing_token();
+        Arc::new(Self {
+            runtime,
+            state,
+            cluster,
+            tasks: Mutex::new(HashMap::new()),
+            updates,
+            fencing: Mutex::new(fencing),
+            changed: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Arc<dyn ContainerRuntime> {
+        &self.runtime
+    }
+
+    /// The cluster this agent serves.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Highest fencing token seen.
+    pub fn fencing_token(&self) -> u64 {
+        *self
+            .fencing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Refuses `token` if lower than the highest seen; records it durably if higher.
+    pub fn check_fencing(&self, token: u64) -> Result<(), AgentError> {
+        let mut highest = self
+            .fencing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if token < *highest {
+            return Err(AgentError::Fenced {
+                got: token,
+                highest: *highest,
+            });
+        }
+        if token > *highest {
+            self.state.set_fencing_token(token)?;
+            *highest = token;
+        }
+        Ok(())
+    }
+
+    /// Resolves when the task table changes (for the registration's counts).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Every change of any task, as it happens.
+    pub fn subscribe(&self) -> broadcast::Receiver<pb::TaskState> {
+        self.updates.subscribe()
+    }
+
+    /// Every task's state.
+    pub fn list(&self) -> Vec<pb::TaskState> {
+        let mut v: Vec<pb::TaskState> = self.lock().values().map(|s| s.record.to_proto()).collect();
+        v.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        v
+    }
+
+    /// Every task record (for resource accounting).
+    pub fn records(&self) -> Vec<TaskRecord> {
+        self.lock().values().map(|s| s.record.clone()).collect()
+    }
+
+    /// One task's state.
+    pub fn get(&self, task_id: &str) -> Option<pb::TaskState> {
+        self.lock().get(task_id).map(|s| s.record.to_proto())
+    }
+
+    /// Starts a task; for a task id it already has, returns the current state and starts nothing.
+    pub fn start_task(
+        self: &Arc<Self>,
+        req: &pb::StartTaskRequest,
+    ) -> Result<pb::TaskState, AgentError> {
+        self.check_fencing(req.fencing_token)?;
+        if !valid_task_id(&req.task_id) {
+            return Err(AgentError::Invalid(format!(
+                "task id {:?} must be 1-255 letters, digits, hyphens or underscores",
+                req.task_id
+            )));
+        }
+        if let Some(existing) = self.get(&req.task_id) {
+            return Ok(existing);
+        }
+        let td = req
+            .task_definition()
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let overrides = req
+            .overrides()
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let arn = if req.task_definition_arn.is_empty() {
+            td.family_revision()
+        } else {
+            req.task_definition_arn.clone()
+        };
+        let cluster = if req.cluster.is_empty() {
+            self.cluster.clone()
+        } else {
+            req.cluster.clone()
+        };
+        let record = TaskRecord::new(req.task_id.clone(), cluster, arn, td, overrides);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        {
+            let mut tasks = self.lock();
+            // Checked again under the lock: two concurrent StartTasks must not both start.
+            if let Some(existing) = tasks.get(&req.task_id) {
+                return Ok(existing.record.to_proto());
+            }
+            self.state.save_task(&record)?;
+            tasks.insert(
+                req.task_id.clone(),
+                Slot {
+                    record: record.clone(),
+                    stop: stop_tx,
+                },
+            );
+        }
+        let state = record.to_proto();
+        let _ = self.updates.send(state.clone());
+        self.changed.notify_waiters();
+        tracing::info!(task = %req.task_id, task_definition = %record.task_definition_arn, "task accepted");
+        tokio::spawn(self.clone().supervise(req.task_id.clone(), stop_rx));
+        Ok(state)
+    }
+
+    /// Asks a task to stop; a second call, or a call for a stopped task, changes nothing.
+    pub fn stop_task(
+        &self,
+        task_id: &str,
+        stop: StopRequest,
+        token: u64,
+    ) -> Result<pb::TaskState, AgentError> {
+        self.check_fencing(token)?;
+        let state = {
+            let mut tasks = self.lock();
+            let slot = tasks
+                .get_mut(task_id)
+                .ok_or_else(|| AgentError::NotFound(task_id.to_string()))?;
+            if slot.record.desired_status == DesiredStatus::Stopped || slot.record.is_stopped() {
+                return Ok(slot.record.to_proto());
+            }
+            let r = &mut slot.record;
+            r.desired_status = DesiredStatus::Stopped;
+            r.stop_code = Some(stop.code.unwrap_or(StopCode::UserInitiated));
+            r.stopped_reason = Some(if stop.reason.is_empty() {
+                "Task stopped by the caller".into()
+            } else {
+                stop.reason
+            });
+            r.stop_timeout_secs = stop.timeout.map(|t| t.as_secs());
+            r.version += 1;
+            self.state.save_task(r)?;
+            let _ = slot.stop.send(true);
+            r.to_proto()
+        };
+        let _ = self.updates.send(state.clone());
+        Ok(state)
+    }
+
+    /// Applies `f` to a task's record, then persists and publishes it.
+    fn update(&self, task_id: &str, f: impl FnOnce(&mut TaskRecord)) -> Option<TaskRecord> {
+        let rec = {
+            let mut tasks = self.lock();
+            let slot = tasks.get_mut(task_id)?;
+            f(&mut slot.record);
+            slot.record.version += 1;
+            slot.record.health_status = task_health(
+                slot.record
+                    .containers
+                    .iter()
+                    .filter(|c| c.essential)
+                    .map(|c| &c.health_status),
+            );
+            if let Err(e) = self.state.save_task(&slot.record) {
+                tracing::error!(task = %task_id, error = %e, "cannot persist task record");
+            }
+            slot.record.clone()
+        };
+        let _ = self.updates.send(rec.to_proto());
+        self.changed.notify_waiters();
+        Some(rec)
+    }
+
+    fn record(&self, task_id: &str) -> Option<TaskRecord> {
+        self.lock().get(task_id).map(|s| s.record.clone())
+    }
+
+    /// Loads the tasks of a previous run from the state dir and re-adopts the ones not stopped:
+    /// live containers are watched again, dead ones are reported, nothing is started twice.
+    pub fn adopt(self: &Arc<Self>) -> usize {
+        let mut adopted = 0;
+        for record in self.state.load_tasks() {
+            let id = record.task_id.clone();
+            let stopped = record.is_stopped();
+            let (stop_tx, stop_rx) =
+                watch::channel(record.desired_status == DesiredStatus::Stopped);
+            self.lock().insert(
+                id.clone(),
+                Slot {
+                    record,
+                    stop: stop_tx,
+                },
+            );
+            if !stopped {
+                adopted += 1;
+                tracing::info!(task = %id, "re-adopting task");
+                tokio::spawn(self.clone().supervise(id, stop_rx));
+            }
+        }
+        adopted
+    }
+
+    /// Removes stopped tasks older than `retention`, and what the runtime kept of them.
+    pub async fn clean_up(&self, retention: Duration) {
+        let cutoff = now() - retention.as_secs_f64();
+        let old: Vec<TaskRecord> = {
+            let tasks = self.lock();
+            tasks
+                .values()
+                .filter(|s| {
+                    s.record.is_stopped() && s.record.stopped_at.is_some_and(|t| t < cutoff)
+                })
+                .map(|s| s.record.clone())
+                .collect()
+        };
+        for rec in old {
+            for c in &rec.containers {
+                if let Some(h) = &c.handle {
+                    self.runtime.remove(h).await;
+                }
+            }
+            self.state.remove_task(&rec.task_id);
+            self.lock().remove(&rec.task_id);
+        }
+    }
+
+    fn spec(&self, rec: &TaskRecord, i: usize) -> ContainerSpec {
+        let c = &rec.task_definition.container_definitions[i];
+        let ov = rec
+            .overrides
+            .as_ref()
+            .and_then(|o| o.container_overrides.iter().find(|o| o.name == c.name));
+        let mut env: Vec<(String, String)> = c
+            .environment
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect();
+        if let Some(ov) = ov {
+            for e in &ov.environment {
+                env.retain(|(k, _)| *k != e.name);
+                env.push((e.name.clone(), e.value.clone()));
+            }
+        }
+        // A re-adopted process keeps the ports it was given; its health check needs them again.
+        let bindings = &rec.containers[i].bindings;
+        if let Some(first) = bindings.first() {
+            env.push(("PORT".into(), first.host_port.to_string()));
+        }
+        for b in bindings {
+            env.push((
+                format!("CAPSTAN_PORT_{}", b.container_port),
+                b.host_port.to_string(),
+            ));
+        }
+        ContainerSpec {
+            task_id: rec.task_id.clone(),
+            cluster: rec.cluster.clone(),
+            name: c.name.clone(),
+            image: c.image.clone(),
+            entry_point: c.entry_point.clone().unwrap_or_default(),
+            command: ov
+                .and_then(|o| o.command.clone())
+                .or_else(|| c.command.clone())
+                .unwrap_or_default(),
+            env,
+            ports: c.port_mappings.clone(),
+            cpu: ov.and_then(|o| o.cpu).or(c.cpu),
+            memory: ov.and_then(|o| o.memory).or(c.memory),
+            memory_reservation: ov
+                .and_then(|o| o.memory_reservation)
+                .or(c.memory_reservation),
+            working_directory: c.working_directory.clone(),
+            health_check: c.health_check.clone(),
+            log_path: self
+                .state
+                .task_dir(&rec.task_id)
+                .join(format!("{}.log", c.name)),
+            labels: c
+                .docker_labels
+                .as_ref()
+                .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Drives one task from where its record stands to STOPPED.
+    async fn supervise(self: Arc<Self>, task_id: String, mut stop_rx: watch::Receiver<bool>) {
+        let Some(rec) = self.record(&task_id) else {
+            return;
+        };
+        let defs = rec.task_definition.container_definitions.clone();
+        let n = defs.len();
+        let specs: Vec<ContainerSpec> = (0..n).map(|i| self.spec(&rec, i)).collect();
+        let mut handles: Vec<Option<Handle>> =
+            rec.containers.iter().map(|c| c.handle.clone()).collect();
+        // Some(code) once a container has exited (the code itself may be unknown).
+        let mut exited: Vec<Option<Option<i32>>> = vec![None; n];
+        let mut health: Vec<HealthStatus> =
+            rec.containers.iter().map(|c| c.health_status).collect();
+        let mut start_order: Vec<usize> = Vec::new();
+        let mut exits = FuturesUnordered::new();
+        let (health_tx, mut health_rx) = mpsc::unbounded_channel::<(usize, HealthStatus)>();
+        let mut checkers = JoinSet::new();
+        let mut failure: Option<(StopCode, String)> = None;
+
+        // Re-adoption: watch live containers again; report the ones that died meanwhile.
+        for i in 0..n {
+            let c = &rec.containers[i];
+            if c.last_status == TaskStatus::Stopped {
+                exited[i] = Some(c.exit_code);
+                continue;
+            }
+            let Some(h) = handles[i].clone() else {
+                continue;
+            };
+            start_order.push(i);
+            if self.runtime.alive(&h).await {
+                let wait = self.runtime.wait(&h);
+                exits.push(async move { (i, wait.await) }.boxed());
+                if let Some(check) = specs[i].health_check.clone() {
+                    checkers.spawn(health_loop(
+                        self.runtime.clone(),
+                        h,
+                        specs[i].clone(),
+                        check,
+                        i,
+                        health_tx.clone(),
+                    ));
+                }
+            } else {
+                exited[i] = Some(None);
+                let reason =
+                    "exited while the agent was not running; exit code unknown".to_string();
+                self.update(&task_id, |r| {
+                    r.containers[i].last_status = TaskStatus::Stopped;
+                    r.containers[i].reason = Some(reason);
+                });
+                if defs[i].is_essential() {
+                    failure.get_or_insert((
+                        StopCode::EssentialContainerExited,
+                        ESSENTIAL_EXITED.into(),
+                    ));
+                }
+            }
+        }
+        if rec.last_status < TaskStatus::Activating {
+            self.update(&task_id, |r| r.last_status = TaskStatus::Activating);
+        }
+        let waiting_since = Instant::now();
+
+        while !*stop_rx.borrow() && failure.is_none() {
+            // Start every container whose dependencies are met, in definition order.
+            let mut deadline: Option<Instant> = None;
+            for i in 0..n {
+                if handles[i].is_some() || exited[i].is_some() {
+                    continue;
+                }
+                match dependencies(&defs, i, &handles, &exited, &health) {
+                    Deps::Wait => {
+                        let t = defs[i]
+                            .start_timeout
+                            .map_or(DEFAULT_START_TIMEOUT, |s| Duration::from_secs(u64::from(s)));
+                        let at = waiting_since + t;
+                        if Instant::now() >= at {
+                            failure = Some((
+                                StopCode::TaskFailedToStart,
+                                format!(
+                                    "container {} gave up waiting for its dependencies after {}s",
+                                    defs[i].name,
+                                    t.as_secs()
+                                ),
+                            ));
+                            break;
+                        }
+                        deadline = Some(deadline.map_or(at, |d: Instant| d.min(at)));
+                    }
+                    Deps::Blocked(reason) => {
+                        failure = Some((StopCode::TaskFailedToStart, reason));
+                        break;
+                    }
+                    Deps::Ready => match self.runtime.start(&specs[i]).await {
+                        Ok(started) => {
+                            let h = started.handle.clone();
+                            handles[i] = Some(h.clone());
+                            start_order.push(i);
+                            self.update(&task_id, |r| {
+                                let c = &mut r.containers[i];
+                                c.last_status = TaskStatus::Running;
+                                c.handle = Some(started.handle);
+                                c.bindings = started.bindings;
+                            });
+                            let wait = self.runtime.wait(&h);
+                            exits.push(async move { (i, wait.await) }.boxed());
+                            if let Some(check) = specs[i].health_check.clone() {
+                                checkers.spawn(health_loop(
+                                    self.runtime.clone(),
+                                    h,
+                                    specs[i].clone(),
+                                    check,
+                                    i,
+                                    health_tx.clone(),
+                                ));
+                            }
+                        }
+                        Err(e) => {
+                            let reason = format!("CannotStartContainerError: {e}");
+                            tracing::warn!(task = %task_id, container = %defs[i].name, error = %e, "container failed to start");
+                            self.update(&task_id, |r| {
+                                r.containers[i].last_status = TaskStatus::Stopped;
+                                r.containers[i].reason = Some(reason.clone());
+                            });
+                            exited[i] = Some(None);
+                            failure = Some((StopCode::TaskFailedToStart, reason));
+                            break;
+                        }
+                    },
+                }
+            }
+            if failure.is_some() {
+                break;
+            }
+            let all_started = (0..n).all(|i| handles[i].is_some() || exited[i].is_some());
+            if all_started {
+                self.update(&task_id, |r| {
+                    if r.last_status < TaskStatus::Running {
+                        r.last_status = TaskStatus::Running;
+                        r.started_at = Some(now());
+                    }
+                });
+            }
+            tokio::select! {
+                _ = stop_rx.changed() => {}
+                Some((i, exit)) = exits.next() => {
+                    exited[i] = Some(exit.code());
+                    let reason = match &exit { Exit::Unknown(r) => Some(r.clone()), Exit::Code(_) => None };
+                    self.update(&task_id, |r| {
+                        let c = &mut r.containers[i];
+                        c.last_status = TaskStatus::Stopped;
+                        c.exit_code = exit.code();
+                        c.reason = reason;
+                    });
+                    if defs[i].is_essential() {
+                        failure = Some((StopCode::EssentialContainerExited, ESSENTIAL_EXITED.into()));
+                    }
+                }
+                Some((i, h)) = health_rx.recv() => {
+                    health[i] = h;
+                    self.update(&task_id, |r| r.containers[i].health_status = h);
+                }
+                _ = sleep_until_opt(deadline) => {}
+            }
+        }
+
+        // Stop: every running container, in reverse start order (dependents before dependencies).
+        let fail = failure.clone();
+        let rec = self.update(&task_id, |r| {
+            r.desired_status = DesiredStatus::Stopped;
+            r.last_status = TaskStatus::Stopping;
+            if let Some((code, reason)) = fail
+                && r.stop_code.is_none()
+            {
+                r.stop_code = Some(code);
+                r.stopped_reason = Some(reason);
+            }
+        });
+        let requested = rec
+            .as_ref()
+            .and_then(|r| r.stop_timeout_secs)
+            .map(Duration::from_secs);
+        for &i in start_order.iter().rev() {
+            if exited[i].is_some() {
+                continue;
+            }
+            let Some(h) = handles[i].clone() else {
+                continue;
+            };
+            let timeout = requested
+                .unwrap_or_else(|| Duration::from_secs(u64::from(defs[i].stop_timeout_secs())));
+            self.runtime.stop(&h, timeout).await;
+            let exit = tokio::time::timeout(Duration::from_secs(5), self.runtime.wait(&h))
+                .await
+                .unwrap_or(Exit::Unknown("did not report its exit".into()));
+            exited[i] = Some(exit.code());
+            self.update(&task_id, |r| {
+                let c = &mut r.containers[i];
+                c.last_status = TaskStatus::Stopped;
+                c.exit_code = exit.code();
+            });
+        }
+        checkers.abort_all();
+        self.update(&task_id, |r| {
+            for c in &mut r.containers {
+                if c.last_status != TaskStatus::Stopped {
+                    c.last_status = TaskStatus::Stopped;
+                    c.reason
+                        .get_or_insert_with(|| "not started: the task stopped first".into());
+                }
+            }
+            r.last_status = TaskStatus::Stopped;
+            r.stopped_at = Some(now());
+        });
+        tracing::info!(task = %task_id, "task stopped");
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+enum Deps {
+    Ready,
+    Wait,
+    Blocked(String),
+}
+
+fn dependencies(
+    defs: &[capstan_core::taskdef::ContainerDefinition],
+    i: usize,
+    handles: &[Option<Handle>],
+    exited: &[Option<Option<i32>>],
+    health: &[HealthStatus],
+) -> Deps {
+    for d in &defs[i].depends_on {
+        let Some(j) = defs.iter().position(|c| c.name == d.container_name) else {
+            return Deps::Blocked(format!("dependency {} does not exist", d.container_name));
+        };
+        let met = match d.condition {
+            DependencyCondition::Start => handles[j].is_some() || exited[j].is_some(),
+            DependencyCondition::Complete => exited[j].is_some(),
+            DependencyCondition::Success => match exited[j] {
+                Some(Some(0)) => true,
+                Some(code) => {
+                    return Deps::Blocked(format!(
+                        "dependency {} of container {} exited with {} instead of succeeding",
+                        d.container_name,
+                        defs[i].name,
+                        code.map_or("an unknown code".to_string(), |c| format!("code {c}"))
+                    ));
+                }
+                None => false,
+            },
+            DependencyCondition::Healthy => {
+                if health[j] == HealthStatus::Healthy {
+                    true
+                } else if exited[j].is_some() {
+                    return Deps::Blocked(format!(
+                        "dependency {} of container {} exited before it was healthy",
+                        d.container_name, defs[i].name
+                    ));
+                } else {
+                    false
+                }
+            }
+        };
+        if !met {
+            return Deps::Wait;
+        }
+    }
+    Deps::Ready
+}
+
+/// Runs a container's health check every interval and reports each change: HEALTHY on a pass,
+/// UNHEALTHY after `retries` consecutive failures outside the start period.
+async fn health_loop(
+    runtime: Arc<dyn ContainerRuntime>,
+    handle: Handle,
+    spec: ContainerSpec,
+    check: HealthCheck,
+    idx: usize,
+    tx: mpsc::UnboundedSender<(usize, HealthStatus)>,
+) {
+    let interval = Duration::from_secs(u64::from(check.interval_secs()));
+    let start_period = Duration::from_secs(u64::from(check.start_period_secs()));
+    let started = Instant::now();
+    let mut failures = 0;
+    let mut status = HealthStatus::Unknown;
+    loop {
+        tokio::time::sleep(interval).await;
+        let next = if runtime.check(&handle, &spec, &check).await {
+            failures = 0;
+            HealthStatus::Healthy
+        } else if started.elapsed() < start_period {
+            continue;
+        } else {
+            failures += 1;
+            if failures >= check.retries() {
+                HealthStatus::Unhealthy
+            } else {
+                status
+            }
+        };
+        if next != status {
+            status = next;
+            if tx.send((idx, status)).is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Command-line arguments of `capstan-agent`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use capstan_runtime::CommonArgs;
+
+/// Which runtime runs the containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// Docker Engine API.
+    Docker,
+    /// Plain child processes (entryPoint + command).
+    Process,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not key=value"))?;
+    if k.is_empty() || k.len() > 128 || v.is_empty() || v.len() > 128 {
+        return Err(format!(
+            "attribute {s:?}: name and value must have 1-128 characters"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// capstan-agent: runs tasks on this machine for the Capstan control plane.
+#[derive(Debug, clap::Parser)]
+#[command(name = "capstan-agent", version)]
+pub struct AgentArgs {
+    /// etcd, prefix, admin address and logging.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Cluster this instance joins.
+    #[arg(long, env = "CAPSTAN_CLUSTER", default_value = "default")]
+    pub cluster: String,
+    /// How containers run.
+    #[arg(long, env = "CAPSTAN_AGENT_RUNTIME", value_enum, default_value_t = RuntimeKind::Docker)]
+    pub runtime: RuntimeKind,
+    /// gRPC listen address; port 0 picks a free port.
+    #[arg(long, env = "CAPSTAN_AGENT_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Address controllers dial (host:port); the bound address by default.
+    #[arg(long, env = "CAPSTAN_AGENT_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// CPU units offered; 1024 per core by default.
+    #[arg(long, env = "CAPSTAN_AGENT_CPU")]
+    pub cpu: Option<i64>,
+    /// MiB offered; the machine's memory by default.
+    #[arg(long, env = "CAPSTAN_AGENT_MEMORY")]
+    pub memory: Option<i64>,
+    /// Instance attribute, e.g. `ecs.availability-zone=zone-a` (repeatable).
+    #[arg(long = "attribute", value_parser = key_value)]
+    pub attributes: Vec<(String, String)>,
+    /// Where the agent keeps its identity, fencing token, task records and logs.
+    #[arg(
+        long,
+        env = "CAPSTAN_AGENT_STATE_DIR",
+        default_value = "/var/lib/capstan-agent"
+    )]
+    pub state_dir: PathBuf,
+    /// Docker engine address (`unix:///var/run/docker.sock` by default).
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// Pull images that are not present locally (`false`: fail the task instead).
+    #[arg(long, env = "CAPSTAN_AGENT_DOCKER_PULL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub docker_pull: bool,
+    /// TTL of the registration lease, seconds: the instance disappears this long after the
+    /// agent dies.
+    #[arg(long, env = "CAPSTAN_AGENT_LEASE_TTL", default_value_t = 10, value_parser = clap::value_parser!(i64).range(2..=600))]
+    pub lease_ttl: i64,
+    /// How long stopped tasks stay visible (and their containers kept) before clean-up.
+    #[arg(long, env = "CAPSTAN_AGENT_TASK_RETENTION", default_value = "1h")]
+    pub task_retention: humantime::Duration,
+    /// Server certificate (PEM); with --tls-key and --tls-ca turns on mutual TLS.
+    #[arg(long, env = "CAPSTAN_AGENT_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Server key (PEM).
+    #[arg(long, env = "CAPSTAN_AGENT_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that must have signed every caller's client certificate.
+    #[arg(long, env = "CAPSTAN_AGENT_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+}

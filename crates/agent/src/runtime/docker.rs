@@ -1,0 +1,353 @@
+//! The `docker` runtime: one container per container definition through the Docker Engine API
+//! (bollard), labelled with its task so it can be found again after an agent restart.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, RemoveContainerOptions, StopContainerOptions,
+};
+use capstan_core::task::NetworkBinding;
+use capstan_core::taskdef::{HealthCheck, Protocol};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+
+use super::{ContainerRuntime, ContainerSpec, Exit, RuntimeError, Started};
+use crate::model::Handle;
+
+/// Label holding the task id.
+pub const LABEL_TASK: &str = "capstan.task-id";
+/// Label holding the container name.
+pub const LABEL_CONTAINER: &str = "capstan.container-name";
+/// Label holding the cluster.
+pub const LABEL_CLUSTER: &str = "capstan.cluster";
+
+/// Runs containers through a Docker engine.
+pub struct DockerRuntime {
+    docker: Docker,
+    version: String,
+    pull: bool,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine at `host` (`unix:///…`), or the local default, and negotiates the
+    /// API version (Debian's Docker 20.10 rejects bollard's default).
+    pub async fn connect(host: Option<&str>, pull: bool) -> Result<Self, RuntimeError> {
+        let docker = match host {
+            Some(h) if h.starts_with("unix://") || h.starts_with('/') => {
+                Docker::connect_with_unix(h, 120, bollard::API_DEFAULT_VERSION)?
+            }
+            Some(h) => Docker::connect_with_http(h, 120, bollard::API_DEFAULT_VERSION)?,
+            None => Docker::connect_with_local_defaults()?,
+        };
+        let docker = docker.negotiate_version().await?;
+        let version = docker
+            .version()
+            .await?
+            .version
+            .unwrap_or_else(|| "unknown".into());
+        Ok(Self {
+            docker,
+            version,
+            pull,
+        })
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        if self.docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        if !self.pull {
+            return Err(RuntimeError::Invalid(format!(
+                "CannotPullContainerError: image {image} is not present on this instance and pulling is off (--docker-pull=false)"
+            )));
+        }
+        let opts = CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        };
+        let mut stream = self.docker.create_image(Some(opts), None, None);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                return Err(RuntimeError::Invalid(format!(
+                    "CannotPullContainerError: image {image} is not present on this instance and pulling it failed: {e}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
+        self.ensure_image(&spec.image).await?;
+        let mut labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
+        labels.insert(LABEL_TASK.into(), spec.task_id.clone());
+        labels.insert(LABEL_CONTAINER.into(), spec.name.clone());
+        labels.insert(LABEL_CLUSTER.into(), spec.cluster.clone());
+        let mut exposed = Vec::new();
+        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for pm in &spec.ports {
+            let Some(cp) = pm.container_port else {
+                continue;
+            };
+            let key = format!("{cp}/{}", proto_name(pm.protocol()));
+            exposed.push(key.clone());
+            bindings.insert(
+                key,
+                Some(vec![PortBinding {
+                    host_ip: Some("0.0.0.0".into()),
+                    // Empty: Docker picks a free host port (ECS's hostPort 0).
+                    host_port: Some(
+                        pm.static_host_port()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default(),
+                    ),
+                }]),
+            );
+        }
+        let mib = |m: u32| i64::from(m) * 1024 * 1024;
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: (!spec.entry_point.is_empty()).then(|| spec.entry_point.clone()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            working_dir: spec.working_directory.clone(),
+            labels: Some(labels),
+            exposed_ports: Some(exposed),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                memory: spec.memory.map(mib),
+                memory_reservation: spec.memory_reservation.map(mib),
+                // ECS passes cpu units as CPU shares, with 2 as the floor.
+                cpu_shares: Some(i64::from(spec.cpu.unwrap_or(0).max(2))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = format!("capstan-{}-{}", spec.task_id, spec.name);
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await?;
+        let id = created.id;
+        if let Err(e) = self.docker.start_container(&id, None).await {
+            let _ = self.remove_container(&id).await;
+            return Err(e.into());
+        }
+        let info = self.docker.inspect_container(&id, None).await?;
+        let ports = info
+            .network_settings
+            .and_then(|n| n.ports)
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for pm in &spec.ports {
+            let Some(cp) = pm.container_port else {
+                continue;
+            };
+            let key = format!("{cp}/{}", proto_name(pm.protocol()));
+            let host_port = ports.get(&key).and_then(|b| b.as_ref()).and_then(|b| {
+                b.iter()
+                    .find_map(|b| b.host_port.as_ref()?.parse::<u32>().ok())
+            });
+            if let Some(hp) = host_port {
+                out.push(NetworkBinding {
+                    bind_ip: "0.0.0.0".into(),
+                    container_port: cp,
+                    host_port: hp,
+                    protocol: pm.protocol(),
+                });
+            }
+        }
+        Ok(Started {
+            handle: Handle::Docker { id },
+            bindings: out,
+        })
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), bollard::errors::Error> {
+        self.docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+    }
+
+    async fn exit_code(docker: &Docker, id: &str) -> Exit {
+        match docker.inspect_container(id, None).await {
+            Ok(info) => match info.state.and_then(|s| s.exit_code) {
+                Some(c) => Exit::Code(i32::try_from(c).unwrap_or(-1)),
+                None => Exit::Unknown("docker reported no exit code".into()),
+            },
+            Err(e) => Exit::Unknown(format!("container is gone: {e}")),
+        }
+    }
+
+    async fn exec_check(&self, id: &str, spec: &ContainerSpec, check: &HealthCheck) -> bool {
+        let cmd: Vec<String> = match check.command.split_first() {
+            Some((kind, rest)) if kind == "CMD-SHELL" => {
+                vec!["sh".into(), "-c".into(), rest.join(" ")]
+            }
+            Some((kind, rest)) if kind == "CMD" => rest.to_vec(),
+            _ => return false,
+        };
+        let run = async {
+            let exec = self
+                .docker
+                .create_exec(
+                    id,
+                    CreateExecOptions {
+                        cmd: Some(cmd),
+                        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .ok()?;
+            if let Ok(StartExecResults::Attached { mut output, .. }) = self
+                .docker
+                .start_exec(&exec.id, Some(StartExecOptions::default()))
+                .await
+            {
+                while output.next().await.is_some() {}
+            }
+            self.docker.inspect_exec(&exec.id).await.ok()?.exit_code
+        };
+        let timeout = Duration::from_secs(u64::from(check.timeout_secs()));
+        matches!(tokio::time::timeout(timeout, run).await, Ok(Some(0)))
+    }
+}
+
+fn proto_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+impl ContainerRuntime for DockerRuntime {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    fn version(&self) -> String {
+        format!("docker {}", self.version)
+    }
+
+    fn start<'a>(
+        &'a self,
+        spec: &'a ContainerSpec,
+    ) -> BoxFuture<'a, Result<Started, RuntimeError>> {
+        self.create(spec).boxed()
+    }
+
+    fn wait(&self, handle: &Handle) -> BoxFuture<'static, Exit> {
+        let docker = self.docker.clone();
+        let id = match handle {
+            Handle::Docker { id } => id.clone(),
+            Handle::Process { .. } => {
+                return async { Exit::Unknown("not a container".into()) }.boxed();
+            }
+        };
+        async move {
+            loop {
+                let mut stream = docker.wait_container(&id, None);
+                match stream.next().await {
+                    Some(Ok(_)) | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {
+                        return Self::exit_code(&docker, &id).await;
+                    }
+                    Some(Err(e)) => {
+                        // The engine may be restarting: if the container still runs, wait again.
+                        match docker.inspect_container(&id, None).await {
+                            Ok(info) if info.state.as_ref().and_then(|s| s.running) == Some(true) => {
+                                tracing::debug!(%id, error = %e, "docker wait broke; waiting again");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                            _ => return Self::exit_code(&docker, &id).await,
+                        }
+                    }
+                    None => return Self::exit_code(&docker, &id).await,
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn stop<'a>(&'a self, handle: &'a Handle, timeout: Duration) -> BoxFuture<'a, ()> {
+        async move {
+            let Handle::Docker { id } = handle else {
+                return;
+            };
+            let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+            if let Err(e) = self
+                .docker
+                .stop_container(
+                    id,
+                    Some(StopContainerOptions {
+                        t: Some(t),
+                        signal: None,
+                    }),
+                )
+                .await
+            {
+                tracing::debug!(%id, error = %e, "docker stop");
+            }
+            let _ =
+                tokio::time::timeout(timeout + Duration::from_secs(10), self.wait(handle)).await;
+        }
+        .boxed()
+    }
+
+    fn check<'a>(
+        &'a self,
+        handle: &'a Handle,
+        spec: &'a ContainerSpec,
+        check: &'a HealthCheck,
+    ) -> BoxFuture<'a, bool> {
+        async move {
+            match handle {
+                Handle::Docker { id } => self.exec_check(id, spec, check).await,
+                Handle::Process { .. } => false,
+            }
+        }
+        .boxed()
+    }
+
+    fn alive<'a>(&'a self, handle: &'a Handle) -> BoxFuture<'a, bool> {
+        async move {
+            let Handle::Docker { id } = handle else {
+                return false;
+            };
+            matches!(
+                self.docker.inspect_container(id, None).await,
+                Ok(info) if info.state.as_ref().and_then(|s| s.running) == Some(true)
+            )
+        }
+        .boxed()
+    }
+
+    fn remove<'a>(&'a self, handle: &'a Handle) -> BoxFuture<'a, ()> {
+        async move {
+            if let Handle::Docker { id } = handle
+                && let Err(e) = self.remove_container(id).await
+            {
+                tracing::debug!(%id, error = %e, "docker remove");
+            }
+        }
+        .boxed()
+    }
+}

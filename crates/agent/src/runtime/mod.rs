@@ -1,0 +1,122 @@
+//! Container runtimes: how a container of a task is started, watched, health-checked and stopped.
+
+pub mod docker;
+pub mod process;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use capstan_core::task::NetworkBinding;
+use capstan_core::taskdef::{HealthCheck, PortMapping};
+use futures::future::BoxFuture;
+
+use crate::model::Handle;
+
+/// Everything a runtime needs to start one container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// Task id.
+    pub task_id: String,
+    /// Cluster.
+    pub cluster: String,
+    /// Container name.
+    pub name: String,
+    /// Image (Docker) — recorded, unused by the process runtime.
+    pub image: String,
+    /// ECS `entryPoint`.
+    pub entry_point: Vec<String>,
+    /// ECS `command` (after overrides).
+    pub command: Vec<String>,
+    /// Environment (after overrides).
+    pub env: Vec<(String, String)>,
+    /// Port mappings.
+    pub ports: Vec<PortMapping>,
+    /// CPU units.
+    pub cpu: Option<u32>,
+    /// Hard memory limit, MiB.
+    pub memory: Option<u32>,
+    /// Soft memory limit, MiB.
+    pub memory_reservation: Option<u32>,
+    /// Working directory.
+    pub working_directory: Option<String>,
+    /// Health check, if any.
+    pub health_check: Option<HealthCheck>,
+    /// Where stdout and stderr go (process runtime).
+    pub log_path: PathBuf,
+    /// Docker labels from the task definition.
+    pub labels: Vec<(String, String)>,
+}
+
+/// A started container.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// How to find it again.
+    pub handle: Handle,
+    /// Host ports it got.
+    pub bindings: Vec<NetworkBinding>,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Its exit code (128 + n when killed by signal n).
+    Code(i32),
+    /// It is gone, but its exit code could not be learnt.
+    Unknown(String),
+}
+
+impl Exit {
+    /// The code, if known.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            Exit::Code(c) => Some(*c),
+            Exit::Unknown(_) => None,
+        }
+    }
+}
+
+/// Why a container could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The container's definition cannot run here (no command, missing image, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// The OS refused (spawn failed, no port left).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Docker engine refused.
+    #[error("docker: {0}")]
+    Docker(#[from] bollard::errors::Error),
+}
+
+/// A container runtime.
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// `docker` or `process`.
+    fn kind(&self) -> &'static str;
+    /// Runtime version for the container instance's versionInfo.
+    fn version(&self) -> String;
+    /// Starts a container.
+    fn start<'a>(&'a self, spec: &'a ContainerSpec)
+    -> BoxFuture<'a, Result<Started, RuntimeError>>;
+    /// Resolves when the container has exited.
+    fn wait(&self, handle: &Handle) -> BoxFuture<'static, Exit>;
+    /// SIGTERM, then SIGKILL after `timeout`; resolves once it has exited.
+    fn stop<'a>(&'a self, handle: &'a Handle, timeout: Duration) -> BoxFuture<'a, ()>;
+    /// Runs the container's health check command once; true if it passed.
+    fn check<'a>(
+        &'a self,
+        handle: &'a Handle,
+        spec: &'a ContainerSpec,
+        check: &'a HealthCheck,
+    ) -> BoxFuture<'a, bool>;
+    /// Whether the container still runs (re-adoption after an agent restart).
+    fn alive<'a>(&'a self, handle: &'a Handle) -> BoxFuture<'a, bool>;
+    /// Removes what is left of a stopped container.
+    fn remove<'a>(&'a self, handle: &'a Handle) -> BoxFuture<'a, ()>;
+}

@@ -1,0 +1,349 @@
+//! The `process` runtime: each container's `entryPoint` + `command` runs as a child process in its
+//! own process group, with its environment; host ports are chosen by the agent and handed over as
+//! `PORT` (first mapping) and `CAPSTAN_PORT_<containerPort>` (each mapping), as Nomad's raw_exec
+//! does. stdout and stderr go to a log file per container.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use capstan_core::task::NetworkBinding;
+use capstan_core::taskdef::HealthCheck;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+use super::{ContainerRuntime, ContainerSpec, Exit, RuntimeError, Started};
+use crate::model::Handle;
+
+/// How often an adopted process (one this agent did not spawn) is checked for exit.
+const ADOPTED_POLL: Duration = Duration::from_millis(250);
+
+/// A process this agent spawned.
+struct Spawned {
+    /// Its exit status, once it has exited.
+    exit: watch::Receiver<Option<Exit>>,
+    /// Port variables it was given, so its health checks see them too.
+    port_env: Vec<(String, String)>,
+}
+
+/// Runs containers as processes.
+#[derive(Default)]
+pub struct ProcessRuntime {
+    /// Processes this agent spawned, by pid.
+    spawned: Mutex<HashMap<i32, Spawned>>,
+}
+
+/// `state` and `starttime` of a process from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+fn running(pid: i32, start_time: u64) -> bool {
+    matches!(proc_stat(pid), Some((state, start)) if start == start_time && state != 'Z' && state != 'X')
+}
+
+fn signal_group(pid: i32, sig: Signal) {
+    // ESRCH: already gone, which is what we want.
+    let _ = killpg(Pid::from_raw(pid), sig);
+}
+
+fn exit_of(status: std::process::ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => Exit::Code(c),
+        (None, Some(s)) => Exit::Code(128 + s),
+        (None, None) => Exit::Unknown("no exit status".into()),
+    }
+}
+
+/// A free TCP port on this host, for a dynamic mapping.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("0.0.0.0:0")?
+        .local_addr()?
+        .port())
+}
+
+impl ProcessRuntime {
+    /// A process runtime.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Spawned>> {
+        self.spawned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn spawn(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
+        let argv: Vec<&String> = spec.entry_point.iter().chain(spec.command.iter()).collect();
+        let Some((program, args)) = argv.split_first() else {
+            return Err(RuntimeError::Invalid(format!(
+                "container {} has neither entryPoint nor command; the process runtime needs one",
+                spec.name
+            )));
+        };
+        let mut bindings = Vec::new();
+        let mut env: Vec<(String, String)> = Vec::new();
+        for pm in &spec.ports {
+            let Some(cp) = pm.container_port else {
+                continue;
+            };
+            let hp = match pm.static_host_port() {
+                Some(p) => p,
+                None => u32::from(free_port().map_err(|source| RuntimeError::Io {
+                    context: "no free host port".into(),
+                    source,
+                })?),
+            };
+            if bindings.is_empty() {
+                env.push(("PORT".into(), hp.to_string()));
+            }
+            env.push((format!("CAPSTAN_PORT_{cp}"), hp.to_string()));
+            bindings.push(NetworkBinding {
+                bind_ip: "0.0.0.0".into(),
+                container_port: cp,
+                host_port: hp,
+                protocol: pm.protocol(),
+            });
+        }
+        if let Some(dir) = spec.log_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io {
+                context: format!("cannot create {}", dir.display()),
+                source,
+            })?;
+        }
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&spec.log_path)
+            .map_err(|source| RuntimeError::Io {
+                context: format!("cannot open log {}", spec.log_path.display()),
+                source,
+            })?;
+        let log_err = log.try_clone().map_err(|source| RuntimeError::Io {
+            context: "cannot duplicate log handle".into(),
+            source,
+        })?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            )
+            .envs(spec.env.iter().cloned())
+            .envs(env.iter().cloned())
+            .env("CAPSTAN_TASK_ID", &spec.task_id)
+            .env("CAPSTAN_CONTAINER_NAME", &spec.name)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .kill_on_drop(false);
+        match &spec.working_directory {
+            Some(dir) => {
+                cmd.current_dir(dir);
+            }
+            None => {
+                if let Some(dir) = spec.log_path.parent() {
+                    cmd.current_dir(dir);
+                }
+            }
+        }
+        let mut child = cmd.spawn().map_err(|source| RuntimeError::Io {
+            context: format!("cannot start {program:?} for container {}", spec.name),
+            source,
+        })?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| RuntimeError::Invalid("process exited before it got a pid".into()))?;
+        let start_time = proc_stat(pid).map_or(0, |(_, s)| s);
+        let (tx, rx) = watch::channel(None);
+        self.lock().insert(
+            pid,
+            Spawned {
+                exit: rx,
+                port_env: env,
+            },
+        );
+        tokio::spawn(async move {
+            let exit = match child.wait().await {
+                Ok(status) => exit_of(status),
+                Err(e) => Exit::Unknown(format!("wait failed: {e}")),
+            };
+            let _ = tx.send(Some(exit));
+        });
+        Ok(Started {
+            handle: Handle::Process { pid, start_time },
+            bindings,
+        })
+    }
+}
+
+impl ContainerRuntime for ProcessRuntime {
+    fn kind(&self) -> &'static str {
+        "process"
+    }
+
+    fn version(&self) -> String {
+        "process".into()
+    }
+
+    fn start<'a>(
+        &'a self,
+        spec: &'a ContainerSpec,
+    ) -> BoxFuture<'a, Result<Started, RuntimeError>> {
+        async move { self.spawn(spec) }.boxed()
+    }
+
+    fn wait(&self, handle: &Handle) -> BoxFuture<'static, Exit> {
+        let Handle::Process { pid, start_time } = *handle else {
+            return async { Exit::Unknown("not a process".into()) }.boxed();
+        };
+        let rx = self.lock().get(&pid).map(|s| s.exit.clone());
+        async move {
+            match rx {
+                Some(mut rx) => match rx.wait_for(Option::is_some).await {
+                    Ok(exit) => exit
+                        .clone()
+                        .unwrap_or(Exit::Unknown("no exit status".into())),
+                    Err(_) => Exit::Unknown("exit watcher ended".into()),
+                },
+                // Adopted after an agent restart: we are not its parent, so only its disappearance
+                // can be seen.
+                None => {
+                    while running(pid, start_time) {
+                        tokio::time::sleep(ADOPTED_POLL).await;
+                    }
+                    Exit::Unknown(
+                        "exited while not a child of this agent; exit code unknown".into(),
+                    )
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn stop<'a>(&'a self, handle: &'a Handle, timeout: Duration) -> BoxFuture<'a, ()> {
+        async move {
+            let Handle::Process { pid, start_time } = *handle else {
+                return;
+            };
+            if !running(pid, start_time) {
+                return;
+            }
+            signal_group(pid, Signal::SIGTERM);
+            if tokio::time::timeout(timeout, self.wait(handle))
+                .await
+                .is_err()
+            {
+                tracing::info!(pid, ?timeout, "process ignored SIGTERM; sending SIGKILL");
+                signal_group(pid, Signal::SIGKILL);
+                let _ = tokio::time::timeout(Duration::from_secs(10), self.wait(handle)).await;
+            }
+            // Children that outlived the leader are part of the container: end them too.
+            signal_group(pid, Signal::SIGKILL);
+        }
+        .boxed()
+    }
+
+    fn check<'a>(
+        &'a self,
+        handle: &'a Handle,
+        spec: &'a ContainerSpec,
+        check: &'a HealthCheck,
+    ) -> BoxFuture<'a, bool> {
+        async move {
+            let argv: Vec<String> = match check.command.split_first() {
+                Some((kind, rest)) if kind == "CMD-SHELL" => {
+                    vec!["sh".into(), "-c".into(), rest.join(" ")]
+                }
+                Some((kind, rest)) if kind == "CMD" => rest.to_vec(),
+                _ => return false,
+            };
+            let Some((program, args)) = argv.split_first() else {
+                return false;
+            };
+            let ports = match handle {
+                Handle::Process { pid, .. } => self
+                    .lock()
+                    .get(pid)
+                    .map(|s| s.port_env.clone())
+                    .unwrap_or_default(),
+                Handle::Docker { .. } => Vec::new(),
+            };
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(args)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .envs(spec.env.iter().cloned())
+                .envs(ports)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .kill_on_drop(true);
+            let Ok(mut child) = cmd.spawn() else {
+                return false;
+            };
+            let pid = child.id().and_then(|p| i32::try_from(p).ok());
+            let timeout = Duration::from_secs(u64::from(check.timeout_secs()));
+            match tokio::time::timeout(timeout, child.wait()).await {
+                Ok(Ok(status)) => status.success(),
+                _ => {
+                    if let Some(pid) = pid {
+                        signal_group(pid, Signal::SIGKILL);
+                    }
+                    false
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn alive<'a>(&'a self, handle: &'a Handle) -> BoxFuture<'a, bool> {
+        async move {
+            match *handle {
+                Handle::Process { pid, start_time } => running(pid, start_time),
+                Handle::Docker { .. } => false,
+            }
+        }
+        .boxed()
+    }
+
+    fn remove<'a>(&'a self, handle: &'a Handle) -> BoxFuture<'a, ()> {
+        async move {
+            if let Handle::Process { pid, .. } = handle {
+                self.lock().remove(pid);
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_reads_this_process() {
+        let pid = i32::try_from(std::process::id()).expect("pid fits");
+        let (state, start) = proc_stat(pid).expect("own stat");
+        assert!(state == 'R' || state == 'S', "{state}");
+        assert!(start > 0);
+        assert!(running(pid, start));
+        assert!(!running(pid, start + 1), "a reused pid is told apart");
+    }
+}
