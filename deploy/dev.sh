@@ -14,14 +14,31 @@ etcd --name capstan-dev --data-dir "$data/etcd" \
   --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
   --initial-cluster capstan-dev=http://127.0.0.1:2380 >"$data/etcd.log" 2>&1 &
 etcd_pid=$!
-trap 'kill $etcd_pid 2>/dev/null; wait $etcd_pid 2>/dev/null; echo "stopped"' EXIT INT TERM
+pids=($etcd_pid)
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; echo "stopped"' EXIT INT TERM
 for _ in $(seq 100); do
   etcdctl --endpoints=http://127.0.0.1:2379 endpoint health >/dev/null 2>&1 && break
   sleep 0.1
 done
 etcdctl --endpoints=http://127.0.0.1:2379 put /capstan/clusters/default '{"clusterName":"default"}' >/dev/null
+agents=""
+for zone in a b; do
+  ./target/release/capstan-agent --runtime process --state-dir "$data/agent-$zone" \
+    --attribute "ecs.availability-zone=zone-$zone" --lease-ttl 5 \
+    >"$data/agent-$zone.out" 2>"$data/agent-$zone.log" &
+  pids+=($!)
+done
+for zone in a b; do
+  for _ in $(seq 100); do grep -q '^capstan-agent ' "$data/agent-$zone.out" 2>/dev/null && break; sleep 0.1; done
+  agents="$agents
+    zone-$zone: $(head -1 "$data/agent-$zone.out")"
+done
 cat <<MSG
 Capstan dev: etcd on http://127.0.0.1:2379 (data in $data, log in $data/etcd.log)
+  agents (process runtime):$agents
+
+  Registered container instances:
+    etcdctl get --prefix --print-value-only /capstan/containerinstances/default/ | jq -c '{containerInstanceArn, agentEndpoint, status}'
 
   Register a task definition and watch tasks (docs/etcd-layout.md has every key):
     etcdctl put /capstan/taskdefinitions/web/1 "\$(cat crates/core/tests/fixtures/sample-fargate.json)"
@@ -30,7 +47,7 @@ Capstan dev: etcd on http://127.0.0.1:2379 (data in $data, log in $data/etcd.log
   Measure this machine's etcd baseline:
     ./target/release/capstan-bench etcd-put --endpoints http://127.0.0.1:2379
 
-The scheduler, deployer, scaler, registrar, agents and API arrive issue by issue; see README.md.
+The scheduler, deployer, scaler, registrar and API arrive issue by issue; see README.md.
 Ctrl-C stops.
 MSG
 wait $etcd_pid

@@ -433,6 +433,14 @@ impl Agent {
                 exited[i] = Some(c.exit_code);
                 continue;
             }
+            if handles[i].is_none() && rec.last_status > TaskStatus::Pending {
+                // Started but not recorded before a crash: find it rather than start it twice.
+                if let Some(h) = self.runtime.find(&task_id, &c.name).await {
+                    tracing::info!(task = %task_id, container = %c.name, "found an unrecorded container by label");
+                    handles[i] = Some(h.clone());
+                    self.update(&task_id, |r| r.containers[i].handle = Some(h));
+                }
+            }
             let Some(h) = handles[i].clone() else {
                 continue;
             };
@@ -451,11 +459,22 @@ impl Agent {
                     ));
                 }
             } else {
-                exited[i] = Some(None);
-                let reason =
-                    "exited while the agent was not running; exit code unknown".to_string();
+                // Docker still knows the exit code of a dead container; a process's is lost.
+                let exit = tokio::time::timeout(Duration::from_secs(5), self.runtime.wait(&h))
+                    .await
+                    .unwrap_or(Exit::Unknown(String::new()));
+                exited[i] = Some(exit.code());
+                let reason = format!(
+                    "exited while the agent was not running{}",
+                    if exit.code().is_some() {
+                        ""
+                    } else {
+                        "; exit code unknown"
+                    }
+                );
                 self.update(&task_id, |r| {
                     r.containers[i].last_status = TaskStatus::Stopped;
+                    r.containers[i].exit_code = exit.code();
                     r.containers[i].reason = Some(reason);
                 });
                 if defs[i].is_essential() {

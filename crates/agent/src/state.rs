@@ -1,6 +1,8 @@
 //! The agent's state dir: its instance id, the highest fencing token seen, and one file per task.
-//! Every write goes to a temporary file that is synced and renamed, so a crash leaves the old or
-//! the new content, never a torn one.
+//! Every write goes to a temporary file that is renamed into place, so a crash leaves the old or
+//! the new content, never a torn one. The identity and the fencing token are also synced to disk;
+//! task records are not: they only need to survive a crash of the agent (the page cache does),
+//! since a power loss takes the tasks' processes with it.
 
 use std::fs;
 use std::io::Write as _;
@@ -14,15 +16,17 @@ pub struct StateDir {
     root: PathBuf,
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
     }
     fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
+    if durable && let Some(dir) = path.parent() {
         fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
@@ -49,7 +53,7 @@ impl StateDir {
             Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
             _ => {
                 let id = uuid::Uuid::new_v4().simple().to_string();
-                write_atomic(&path, id.as_bytes())?;
+                write_atomic(&path, id.as_bytes(), true)?;
                 Ok(id)
             }
         }
@@ -68,6 +72,7 @@ impl StateDir {
         write_atomic(
             &self.root.join("fencing-token"),
             token.to_string().as_bytes(),
+            true,
         )
     }
 
@@ -85,6 +90,7 @@ impl StateDir {
                 .join("tasks")
                 .join(format!("{}.json", rec.task_id)),
             &bytes,
+            false,
         )
     }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use capstan_bench::etcd;
+
 use capstan_store::{Store, StoreConfig};
 use capstan_testing::EtcdCluster;
 use clap::{Parser, Subcommand};
@@ -31,6 +32,18 @@ enum Command {
         /// Bytes per value.
         #[arg(long, default_value_t = 512)]
         value_size: usize,
+    },
+    /// Node agent: StartTask -> RUNNING latency (process runtime) and RSS with many tasks.
+    Agent {
+        /// The capstan-agent binary; by default the one beside this bench.
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+        /// Tasks started one at a time for the latency figures.
+        #[arg(long, default_value_t = 200)]
+        sequential: usize,
+        /// Tasks running when memory is read.
+        #[arg(long, default_value_t = 500)]
+        total: usize,
     },
 }
 
@@ -69,6 +82,27 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("etcd put throughput, {value_size}-byte values, {seconds} s per row");
             etcd::print_table(&rows);
+        }
+        Command::Agent {
+            agent_bin,
+            sequential,
+            total,
+        } => {
+            let bin = match agent_bin {
+                Some(b) => b,
+                None => std::env::current_exe()?.with_file_name("capstan-agent"),
+            };
+            let etcd = EtcdCluster::single().await?;
+            let state = tempfile::tempdir()?;
+            let figures = capstan_bench::agent::measure(
+                &bin,
+                &etcd.endpoints(),
+                state.path(),
+                sequential,
+                total.max(sequential),
+            )
+            .await?;
+            capstan_bench::agent::print(&figures);
         }
     }
     Ok(())

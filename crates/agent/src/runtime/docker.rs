@@ -8,7 +8,8 @@ use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
+    StopContainerOptions,
 };
 use capstan_core::task::NetworkBinding;
 use capstan_core::taskdef::{HealthCheck, Protocol};
@@ -126,7 +127,9 @@ impl DockerRuntime {
             }),
             ..Default::default()
         };
-        let name = format!("capstan-{}-{}", spec.task_id, spec.name);
+        // Unique even if a container of an older task with the same id is still around.
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("capstan-{}-{}-{}", spec.task_id, spec.name, &suffix[..8]);
         let created = self
             .docker
             .create_container(
@@ -336,6 +339,30 @@ impl ContainerRuntime for DockerRuntime {
                 self.docker.inspect_container(id, None).await,
                 Ok(info) if info.state.as_ref().and_then(|s| s.running) == Some(true)
             )
+        }
+        .boxed()
+    }
+
+    fn find<'a>(&'a self, task_id: &'a str, container: &'a str) -> BoxFuture<'a, Option<Handle>> {
+        async move {
+            let filters = HashMap::from([(
+                "label".to_string(),
+                vec![
+                    format!("{LABEL_TASK}={task_id}"),
+                    format!("{LABEL_CONTAINER}={container}"),
+                ],
+            )]);
+            let found = self
+                .docker
+                .list_containers(Some(ListContainersOptions {
+                    all: true,
+                    filters: Some(filters),
+                    ..Default::default()
+                }))
+                .await
+                .ok()?;
+            let id = found.into_iter().find_map(|c| c.id)?;
+            Some(Handle::Docker { id })
         }
         .boxed()
     }

@@ -117,6 +117,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> BoxFuture<'a, bool>;
     /// Whether the container still runs (re-adoption after an agent restart).
     fn alive<'a>(&'a self, handle: &'a Handle) -> BoxFuture<'a, bool>;
+    /// Finds a container of the task that the agent started but did not get to record (a crash
+    /// between start and save); docker finds it by label, the process runtime cannot.
+    fn find<'a>(&'a self, task_id: &'a str, container: &'a str) -> BoxFuture<'a, Option<Handle>>;
     /// Removes what is left of a stopped container.
     fn remove<'a>(&'a self, handle: &'a Handle) -> BoxFuture<'a, ()>;
 }

@@ -323,6 +323,10 @@ impl ContainerRuntime for ProcessRuntime {
         .boxed()
     }
 
+    fn find<'a>(&'a self, _task_id: &'a str, _container: &'a str) -> BoxFuture<'a, Option<Handle>> {
+        async { None }.boxed()
+    }
+
     fn remove<'a>(&'a self, handle: &'a Handle) -> BoxFuture<'a, ()> {
         async move {
             if let Handle::Process { pid, .. } = handle {

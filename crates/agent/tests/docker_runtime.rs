@@ -1,0 +1,266 @@
+//! The real agent with the docker runtime against the machine's Docker engine, whenever
+//! `docker info` succeeds. No registry is reachable, so the test image is built locally by
+//! `docker import` of a root filesystem holding Debian's busybox-static.
+
+mod support;
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use capstan_proto::agent::v1 as pb;
+use capstan_testing::EtcdCluster;
+use serde_json::json;
+use support::*;
+
+const IMAGE: &str = "capstan-test/busybox:1";
+
+/// Builds the test image once; `None` (test skipped) when there is no Docker engine.
+fn image() -> Option<&'static str> {
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    let ok = *BUILT.get_or_init(|| {
+        let info = Command::new("docker").arg("info").output();
+        if !info.is_ok_and(|o| o.status.success()) {
+            eprintln!("docker info failed: skipping docker runtime tests");
+            return false;
+        }
+        let script = format!(
+            r#"set -e
+d=$(mktemp -d)
+mkdir -p "$d/bin" "$d/www"
+cp "$(command -v busybox)" "$d/bin/busybox"
+for a in sh sleep httpd cat echo true; do ln -s busybox "$d/bin/$a"; done
+echo hello-from-capstan > "$d/www/index.html"
+tar -C "$d" -c . | docker import - {IMAGE} >/dev/null
+rm -rf "$d""#
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "building the test image failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        true
+    });
+    ok.then_some(IMAGE)
+}
+
+fn container(name: &str, command: &[&str]) -> serde_json::Value {
+    json!({"name": name, "image": IMAGE, "memory": 64, "cpu": 128, "command": command})
+}
+
+fn containers_of(task: &str) -> usize {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=capstan.task-id={task}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// A task id unique to this run, so leftovers of earlier runs never interfere.
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Removes every container of `task`, whatever its state.
+fn remove_containers(task: &str) {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=capstan.task-id={task}"),
+        ])
+        .output()
+        .expect("docker ps");
+    for id in String::from_utf8_lossy(&out.stdout).lines() {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
+}
+
+fn docker_args() -> Vec<&'static str> {
+    vec!["--runtime", "docker", "--docker-pull", "false"]
+}
+
+#[tokio::test]
+async fn a_container_with_a_dynamic_host_port_serves_http_and_stops_within_its_timeout() {
+    if image().is_none() {
+        return;
+    }
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent = AgentProc::start(&etcd.endpoints(), &dir.path().join("agent"), &docker_args());
+    let mut c = agent.client().await;
+    let (dweb, dstub) = (unique("dweb"), unique("dstub"));
+
+    let mut web = container("web", &["httpd", "-f", "-p", "8080", "-h", "/www"]);
+    web["portMappings"] = json!([{"containerPort": 8080, "hostPort": 0}]);
+    web["healthCheck"] =
+        json!({"command": ["CMD-SHELL", "test -f /www/index.html"], "interval": 5, "retries": 2});
+    c.start_task(start_request(&dweb, 1, web))
+        .await
+        .expect("start");
+    let t = wait_for(
+        &mut c,
+        &dweb,
+        Duration::from_secs(30),
+        "RUNNING and HEALTHY",
+        |t| status(t) == pb::TaskStatus::Running && health(t) == pb::HealthStatus::Healthy,
+    )
+    .await;
+    let b = &t.containers[0].network_bindings[0];
+    assert_eq!(b.container_port, 8080);
+    assert!(b.host_port > 0);
+    let reply = http_get(b.host_port)
+        .await
+        .expect("http through the dynamic port");
+    assert!(
+        reply.contains("200") && reply.contains("hello-from-capstan"),
+        "{reply}"
+    );
+
+    // Ignores SIGTERM (PID 1 without a handler): killed after its 2 s stopTimeout.
+    let mut stubborn = container(
+        "app",
+        &["sh", "-c", "trap '' TERM; while true; do sleep 1; done"],
+    );
+    stubborn["stopTimeout"] = json!(2);
+    c.start_task(start_request(&dstub, 1, stubborn))
+        .await
+        .expect("start");
+    wait_for(&mut c, &dstub, Duration::from_secs(30), "RUNNING", |t| {
+        status(t) == pb::TaskStatus::Running
+    })
+    .await;
+    let t0 = Instant::now();
+    for id in [&dstub, &dweb] {
+        c.stop_task(pb::StopTaskRequest {
+            task_id: id.clone(),
+            fencing_token: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("stop");
+    }
+    let stub = wait_for(&mut c, &dstub, Duration::from_secs(30), "STOPPED", |t| {
+        status(t) == pb::TaskStatus::Stopped
+    })
+    .await;
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "stopped before its stopTimeout"
+    );
+    assert_eq!(stub.containers[0].exit_code, Some(137));
+    let web = wait_for(&mut c, &dweb, Duration::from_secs(40), "STOPPED", |t| {
+        status(t) == pb::TaskStatus::Stopped
+    })
+    .await;
+    assert!(web.containers[0].exit_code.is_some());
+    assert_eq!(
+        containers_of(&dweb) + containers_of(&dstub),
+        0,
+        "nothing left running"
+    );
+    remove_containers(&dweb);
+    remove_containers(&dstub);
+}
+
+#[tokio::test]
+async fn a_restarted_agent_readopts_its_containers_by_label() {
+    if image().is_none() {
+        return;
+    }
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("agent");
+    let mut agent = AgentProc::start(&etcd.endpoints(), &state, &docker_args());
+    let mut c = agent.client().await;
+    let dkeep = unique("dkeep");
+    c.start_task(start_request(
+        &dkeep,
+        1,
+        container("app", &["sleep", "600"]),
+    ))
+    .await
+    .expect("start");
+    let t = wait_for(&mut c, &dkeep, Duration::from_secs(30), "RUNNING", |t| {
+        status(t) == pb::TaskStatus::Running
+    })
+    .await;
+    let id = t.containers[0].runtime_id.clone();
+
+    agent.kill();
+    let agent = AgentProc::start(&etcd.endpoints(), &state, &docker_args());
+    let mut c = agent.client().await;
+    let again = c
+        .start_task(start_request(
+            &dkeep,
+            1,
+            container("app", &["sleep", "600"]),
+        ))
+        .await
+        .expect("start again");
+    let again = again.into_inner().task.expect("state");
+    assert_eq!(status(&again), pb::TaskStatus::Running);
+    assert_eq!(
+        again.containers[0].runtime_id, id,
+        "the same container, re-adopted"
+    );
+    assert_eq!(containers_of(&dkeep), 1, "nothing started twice");
+
+    c.stop_task(pb::StopTaskRequest {
+        task_id: dkeep.clone(),
+        fencing_token: 1,
+        timeout: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("stop");
+    wait_for(&mut c, &dkeep, Duration::from_secs(30), "STOPPED", |t| {
+        status(t) == pb::TaskStatus::Stopped
+    })
+    .await;
+    remove_containers(&dkeep);
+}
+
+#[tokio::test]
+async fn a_missing_image_fails_the_task_naming_the_image() {
+    if image().is_none() {
+        return;
+    }
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent = AgentProc::start(&etcd.endpoints(), &dir.path().join("agent"), &docker_args());
+    let mut c = agent.client().await;
+    let mut missing = container("app", &["true"]);
+    missing["image"] = json!("capstan-test/not-there:9");
+    let dmissing = unique("dmissing");
+    c.start_task(start_request(&dmissing, 1, missing))
+        .await
+        .expect("accepted");
+    let t = wait_for(&mut c, &dmissing, Duration::from_secs(30), "STOPPED", |t| {
+        status(t) == pb::TaskStatus::Stopped
+    })
+    .await;
+    assert_eq!(t.stop_code, pb::StopCode::TaskFailedToStart as i32);
+    assert!(
+        t.stopped_reason.contains("capstan-test/not-there:9"),
+        "{}",
+        t.stopped_reason
+    );
+}

@@ -1,0 +1,270 @@
+//! The agent's container instance in etcd: documented fields, lease-bound, DRAINING kept, and
+//! mutual TLS on its gRPC endpoint.
+
+mod support;
+
+use std::time::Duration;
+
+use capstan_core::instance::{ContainerInstance, InstanceStatus};
+use capstan_proto::agent::v1 as pb;
+use capstan_proto::tls::TlsFiles;
+use capstan_store::{Store, StoreConfig, Write};
+use capstan_testing::EtcdCluster;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use support::*;
+
+async fn store(etcd: &EtcdCluster) -> Store {
+    Store::connect(&StoreConfig::new(etcd.endpoints(), "/capstan"))
+        .await
+        .expect("store")
+}
+
+async fn registration(
+    s: &Store,
+    id: &str,
+    within: Duration,
+    pred: impl Fn(&ContainerInstance) -> bool,
+) -> ContainerInstance {
+    let key = s.keys().container_instance("default", id);
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = s.get_json::<ContainerInstance>(&key).await.expect("get")
+            && pred(&v.value)
+        {
+            return v.value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "registration of {id} not as expected within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn registration_has_the_documented_fields_and_vanishes_within_the_ttl_after_a_kill() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let s = store(&etcd).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut agent = AgentProc::start(
+        &etcd.endpoints(),
+        &dir.path().join("agent"),
+        &[
+            "--attribute",
+            "ecs.availability-zone=zone-a",
+            "--cpu",
+            "2048",
+            "--memory",
+            "4096",
+        ],
+    );
+    let ci = registration(&s, &agent.instance, Duration::from_secs(10), |_| true).await;
+    assert_eq!(ci.id(), agent.instance);
+    assert_eq!(ci.agent_endpoint, agent.endpoint);
+    assert_eq!(ci.status, InstanceStatus::Active);
+    assert!(ci.agent_connected);
+    assert_eq!(ci.registered("CPU"), Some(2048));
+    assert_eq!(ci.registered("MEMORY"), Some(4096));
+    assert!(
+        ci.registered_resources
+            .iter()
+            .any(|r| r.name == "PORTS" && r.string_set_value.contains(&"22".to_string()))
+    );
+    assert_eq!(ci.attribute("ecs.availability-zone"), Some("zone-a"));
+    assert_eq!(ci.attribute("ecs.os-type"), Some("linux"));
+    assert!(ci.attribute("ecs.cpu-architecture").is_some());
+    assert!(!ci.version_info.agent_version.is_empty());
+    assert_eq!(ci.running_tasks_count, 0);
+
+    // Running a task is reflected in the counts and remaining resources.
+    let mut c = agent.client().await;
+    c.start_task(start_request("t1", 1, sh("app", "exec sleep 600")))
+        .await
+        .expect("start");
+    let ci = registration(&s, &agent.instance, Duration::from_secs(5), |ci| {
+        ci.running_tasks_count == 1
+    })
+    .await;
+    let remaining_cpu = ci
+        .remaining_resources
+        .iter()
+        .find(|r| r.name == "CPU")
+        .and_then(|r| r.integer_value);
+    assert_eq!(remaining_cpu, Some(2048 - 128));
+
+    // The id survives a restart.
+    let state = agent.state_dir.clone();
+    agent.kill();
+    let key = s.keys().container_instance("default", &agent.instance);
+    let killed = tokio::time::Instant::now();
+    while s.get(&key).await.expect("get").is_some() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "registration outlived TTL + 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = AgentProc::start(&etcd.endpoints(), &state, &[]);
+    assert_eq!(again.instance, agent.instance);
+    registration(&s, &again.instance, Duration::from_secs(10), |ci| {
+        ci.running_tasks_count == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_draining_status_set_by_others_is_never_overwritten() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let s = store(&etcd).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent = AgentProc::start(&etcd.endpoints(), &dir.path().join("agent"), &[]);
+    registration(&s, &agent.instance, Duration::from_secs(10), |_| true).await;
+
+    let key = s.keys().container_instance("default", &agent.instance);
+    let kv = s.get(&key).await.expect("get").expect("registered");
+    let mut ci: ContainerInstance = kv.json().expect("decodes");
+    ci.status = InstanceStatus::Draining;
+    // Keep the agent's lease: a user edit with etcdctl would use --ignore-lease.
+    s.commit(
+        Write::new()
+            .put_json_with_lease(&key, &ci, kv.lease)
+            .if_unchanged(&key, kv.mod_revision),
+        None,
+    )
+    .await
+    .expect("drain");
+
+    // The agent rewrites its registration when its tasks change: the status stays DRAINING.
+    let mut c = agent.client().await;
+    c.start_task(start_request("t1", 1, sh("app", "exec sleep 600")))
+        .await
+        .expect("start");
+    let ci = registration(&s, &agent.instance, Duration::from_secs(5), |ci| {
+        ci.running_tasks_count == 1
+    })
+    .await;
+    assert_eq!(ci.status, InstanceStatus::Draining);
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+        let issuer = Issuer::new(ca_params, ca_key);
+        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).expect("write");
+        for (name, sans) in [
+            (
+                "server",
+                vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            ),
+            ("client", vec!["scheduler".to_string()]),
+        ] {
+            let key = KeyPair::generate().expect("key");
+            let cert = CertificateParams::new(sans)
+                .expect("params")
+                .signed_by(&key, &issuer)
+                .expect("sign");
+            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).expect("write");
+            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem())
+                .expect("write");
+        }
+        // A client certificate from another CA.
+        let rogue_key = KeyPair::generate().expect("key");
+        let mut rogue_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        rogue_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let rogue_issuer = Issuer::new(rogue_params, rogue_key);
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec!["intruder".to_string()])
+            .expect("params")
+            .signed_by(&key, &rogue_issuer)
+            .expect("sign");
+        std::fs::write(dir.path().join("rogue.pem"), cert.pem()).expect("write");
+        std::fs::write(dir.path().join("rogue.key"), key.serialize_pem()).expect("write");
+        Self { dir }
+    }
+
+    fn path(&self, f: &str) -> String {
+        self.dir.path().join(f).display().to_string()
+    }
+
+    fn files(&self, who: &str) -> TlsFiles {
+        TlsFiles {
+            cert: self.dir.path().join(format!("{who}.pem")),
+            key: self.dir.path().join(format!("{who}.key")),
+            ca: self.dir.path().join("ca.pem"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_tls_only_callers_with_a_ca_signed_certificate_get_in() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = Pki::new();
+    let agent = AgentProc::start(
+        &etcd.endpoints(),
+        &dir.path().join("agent"),
+        &[
+            "--tls-cert",
+            &pki.path("server.pem"),
+            "--tls-key",
+            &pki.path("server.key"),
+            "--tls-ca",
+            &pki.path("ca.pem"),
+        ],
+    );
+    assert!(agent.endpoint.starts_with("https://"), "{}", agent.endpoint);
+    let endpoint = agent.endpoint.replace("127.0.0.1", "localhost");
+
+    // With a CA-signed client certificate: works.
+    let mut ok = client(&endpoint, Some(&pki.files("client"))).await;
+    ok.describe(pb::DescribeRequest {})
+        .await
+        .expect("mTLS call");
+
+    // Without a client certificate, with one from another CA, or in plain text: refused.
+    let no_cert = tonic::transport::Endpoint::from_shared(endpoint.clone())
+        .expect("endpoint")
+        .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(
+            tonic::transport::Certificate::from_pem(std::fs::read(pki.path("ca.pem")).expect("ca")),
+        ))
+        .expect("tls");
+    let refused = match no_cert.connect().await {
+        Ok(ch) => pb::agent_client::AgentClient::new(ch)
+            .describe(pb::DescribeRequest {})
+            .await
+            .is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a caller without a client certificate got in");
+
+    let rogue = TlsFiles {
+        ca: pki.files("client").ca,
+        ..pki.files("rogue")
+    };
+    let refused = match capstan_proto::tls::connect(&endpoint, Some(&rogue)).await {
+        Ok(ch) => pb::agent_client::AgentClient::new(ch)
+            .describe(pb::DescribeRequest {})
+            .await
+            .is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a certificate from another CA got in");
+
+    let plain = endpoint.replace("https://", "http://");
+    let refused = match capstan_proto::tls::connect(&plain, None).await {
+        Ok(ch) => pb::agent_client::AgentClient::new(ch)
+            .describe(pb::DescribeRequest {})
+            .await
+            .is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a plain-text caller got in");
+}
