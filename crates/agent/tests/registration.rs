@@ -268,3 +268,40 @@ async fn with_tls_only_callers_with_a_ca_signed_certificate_get_in() {
     };
     assert!(refused, "a plain-text caller got in");
 }
+
+#[tokio::test]
+async fn the_agent_registers_again_after_losing_its_lease_or_etcd() {
+    let mut etcd = EtcdCluster::single().await.expect("etcd");
+    let s = store(&etcd).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent = AgentProc::start(&etcd.endpoints(), &dir.path().join("agent"), &[]);
+    registration(&s, &agent.instance, Duration::from_secs(10), |_| true).await;
+    let key = s.keys().container_instance("default", &agent.instance);
+
+    // The lease is revoked (as if it had expired): the key goes, and comes back on a new lease.
+    let lease = s.get(&key).await.expect("get").expect("registered").lease;
+    s.client().lease_revoke(lease).await.expect("revoke");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(kv) = s.get(&key).await.expect("get")
+            && kv.lease != lease
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not registered again after losing its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // etcd goes away for longer than the lease TTL, then comes back: the agent is registered.
+    etcd.kill(0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    etcd.restart(0).await.expect("etcd back");
+    let s = store(&etcd).await;
+    registration(&s, &agent.instance, Duration::from_secs(15), |ci| {
+        ci.agent_connected
+    })
+    .await;
+}
