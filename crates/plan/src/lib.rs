@@ -1,0 +1,6 @@
+//! Capstan's pure planners: functions from a snapshot (and `now`, and a seeded RNG) to a plan.
+//! No async, no IO: the controllers gather snapshots and execute plans; the logic and most of
+//! the tests live here.
+
+pub mod placement;
+pub mod query;
