@@ -4,3 +4,4 @@
 
 pub mod placement;
 pub mod query;
+pub mod scheduling;

@@ -1,0 +1,376 @@
+//! The service scheduler's planner: given a service's deployments (each with its own desired
+//! count), its tasks and the cluster's instances, which tasks to launch where and which to stop.
+//!
+//! Rules: each deployment converges to its own `desiredCount`; tasks that are UNHEALTHY, or on a
+//! DRAINING instance, are replaced — replacement first while the service stays within
+//! `maximumPercent`, else stopped first; extra tasks are stopped by the placement strategies in
+//! reverse; tasks of deployments that no longer exist are stopped.
+
+use std::collections::BTreeMap;
+
+use capstan_core::task::{DesiredStatus, HealthStatus, TaskStatus};
+use rand::Rng;
+
+use crate::placement::{self, Constraint, Demand, Failure, Instance, Strategy, Victim};
+
+/// One deployment the scheduler converges.
+#[derive(Debug, Clone)]
+pub struct DeploymentInput {
+    /// Deployment id (tasks carry it in `startedBy`).
+    pub id: String,
+    /// Tasks it should have.
+    pub desired: u32,
+    /// What one of its tasks needs; `None` when its task definition is unknown (no launches).
+    pub demand: Option<Demand>,
+    /// Whether it may launch tasks (a FAILED deployment launches none).
+    pub may_launch: bool,
+}
+
+/// One task of the service.
+#[derive(Debug, Clone)]
+pub struct TaskInput {
+    /// Task id.
+    pub id: String,
+    /// Deployment id from `startedBy`.
+    pub deployment: String,
+    /// Instance it is placed on.
+    pub instance: Option<String>,
+    /// Status.
+    pub last_status: TaskStatus,
+    /// Desired status.
+    pub desired_status: DesiredStatus,
+    /// Health.
+    pub health: HealthStatus,
+}
+
+impl TaskInput {
+    fn live(&self) -> bool {
+        self.desired_status == DesiredStatus::Running && self.last_status != TaskStatus::Stopped
+    }
+}
+
+/// Everything the planner needs about one service.
+#[derive(Debug, Clone)]
+pub struct ServiceInput {
+    /// Task group, `service:<name>`.
+    pub group: String,
+    /// Deployments, PRIMARY first.
+    pub deployments: Vec<DeploymentInput>,
+    /// Its tasks.
+    pub tasks: Vec<TaskInput>,
+    /// The cluster's instances, with what is placed on them.
+    pub instances: Vec<Instance>,
+    /// Placement constraints.
+    pub constraints: Vec<Constraint>,
+    /// Placement strategies.
+    pub strategies: Vec<Strategy>,
+    /// Most PENDING + RUNNING tasks over all deployments: floor(D × maximumPercent / 100).
+    pub max_tasks: u32,
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start a task of `deployment` on `instance`.
+    Launch {
+        /// Deployment id.
+        deployment: String,
+        /// Instance id.
+        instance: String,
+    },
+    /// Stop a task.
+    Stop {
+        /// Task id.
+        task: String,
+        /// stoppedReason.
+        reason: String,
+    },
+}
+
+/// The plan for one service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Actions, launches before stops.
+    pub actions: Vec<Action>,
+    /// Why tasks could not be placed, if some could not.
+    pub failure: Option<Failure>,
+}
+
+/// Why a live task must be replaced, if it must.
+fn doomed(t: &TaskInput, instances: &BTreeMap<&str, &Instance>) -> Option<&'static str> {
+    if t.health == HealthStatus::Unhealthy {
+        return Some("Task failed container health checks");
+    }
+    match t.instance.as_deref().and_then(|i| instances.get(i)) {
+        Some(i) if !i.active => Some("Task stopped during instance draining"),
+        _ => None,
+    }
+}
+
+/// Plans one service.
+pub fn plan<R: Rng + ?Sized>(input: &ServiceInput, rng: &mut R) -> Plan {
+    let mut out = Plan::default();
+    let mut instances = input.instances.clone();
+    let by_id: BTreeMap<&str, &Instance> =
+        input.instances.iter().map(|i| (i.id.as_str(), i)).collect();
+    let live: Vec<&TaskInput> = input.tasks.iter().filter(|t| t.live()).collect();
+    let mut total_live = live.len() as u32;
+
+    for t in &live {
+        if !input.deployments.iter().any(|d| d.id == t.deployment) {
+            out.actions.push(Action::Stop {
+                task: t.id.clone(),
+                reason: format!(
+                    "Scaling activity initiated by (deployment {})",
+                    t.deployment
+                ),
+            });
+            total_live -= 1;
+        }
+    }
+
+    for d in &input.deployments {
+        let mine: Vec<&&TaskInput> = live.iter().filter(|t| t.deployment == d.id).collect();
+        let (bad, good): (Vec<&&TaskInput>, Vec<&&TaskInput>) =
+            mine.iter().partition(|t| doomed(t, &by_id).is_some());
+        let good_n = good.len() as u32;
+        let running_good = good
+            .iter()
+            .filter(|t| t.last_status == TaskStatus::Running)
+            .count() as u32;
+
+        if good_n < d.desired
+            && d.may_launch
+            && let Some(demand) = &d.demand
+        {
+            let want = d.desired - good_n;
+            let room = input.max_tasks.saturating_sub(total_live);
+            let n = want.min(room.max(if bad.is_empty() { want } else { 0 }));
+            let p = placement::place(
+                &mut instances,
+                demand,
+                n as usize,
+                &input.constraints,
+                &input.strategies,
+                rng,
+            );
+            total_live += p.placed.len() as u32;
+            for instance in p.placed {
+                out.actions.push(Action::Launch {
+                    deployment: d.id.clone(),
+                    instance,
+                });
+            }
+            if p.failure.is_some() {
+                out.failure = p.failure;
+            }
+        }
+        // Doomed tasks go once their replacements run, or at once when no replacement can start
+        // first (the service is at maximumPercent, or nothing can be launched).
+        let replaced = running_good >= d.desired;
+        let blocked = total_live >= input.max_tasks || !d.may_launch || d.demand.is_none();
+        for t in &bad {
+            if replaced || blocked {
+                out.actions.push(Action::Stop {
+                    task: t.id.clone(),
+                    reason: doomed(t, &by_id).unwrap_or_default().to_string(),
+                });
+                total_live = total_live.saturating_sub(1);
+            }
+        }
+        if good_n > d.desired {
+            let victims: Vec<Victim> = good
+                .iter()
+                .map(|t| Victim {
+                    task_id: t.id.clone(),
+                    instance: t.instance.clone().unwrap_or_default(),
+                    preference: u8::from(t.last_status == TaskStatus::Running),
+                })
+                .collect();
+            for task in placement::choose_victims(
+                &victims,
+                (good_n - d.desired) as usize,
+                &instances,
+                &input.group,
+                &input.strategies,
+                rng,
+            ) {
+                out.actions.push(Action::Stop {
+                    task,
+                    reason: format!("Scaling activity initiated by (deployment {})", d.id),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::placement::default_strategies;
+
+    fn inst(id: &str, zone: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            active: true,
+            agent_connected: true,
+            attributes: BTreeMap::from([("ecs.availability-zone".into(), zone.into())]),
+            remaining_cpu: 4096,
+            remaining_memory: 4096,
+            ..Default::default()
+        }
+    }
+
+    fn task(id: &str, dep: &str, instance: &str, status: TaskStatus) -> TaskInput {
+        TaskInput {
+            id: id.into(),
+            deployment: dep.into(),
+            instance: Some(instance.into()),
+            last_status: status,
+            desired_status: DesiredStatus::Running,
+            health: HealthStatus::Unknown,
+        }
+    }
+
+    fn input(desired: u32, tasks: Vec<TaskInput>) -> ServiceInput {
+        ServiceInput {
+            group: "service:web".into(),
+            deployments: vec![DeploymentInput {
+                id: "d1".into(),
+                desired,
+                demand: Some(Demand {
+                    cpu: 128,
+                    memory: 64,
+                    ports: vec![],
+                    group: "service:web".into(),
+                }),
+                may_launch: true,
+            }],
+            tasks,
+            instances: vec![inst("a", "za"), inst("b", "zb"), inst("c", "zc")],
+            constraints: vec![],
+            strategies: default_strategies(),
+            max_tasks: desired * 2,
+        }
+    }
+
+    fn launches(p: &Plan) -> Vec<String> {
+        let mut v: Vec<String> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Launch { instance, .. } => Some(instance.clone()),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn stops(p: &Plan) -> Vec<String> {
+        p.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stop { task, .. } => Some(task.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn missing_tasks_are_launched_across_zones() {
+        let p = plan(&input(3, vec![]), &mut StdRng::seed_from_u64(1));
+        assert_eq!(launches(&p), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_stopped_task_is_replaced_and_extra_tasks_are_stopped() {
+        let mut t = task("t1", "d1", "a", TaskStatus::Stopped);
+        t.desired_status = DesiredStatus::Stopped;
+        let p = plan(
+            &input(2, vec![t, task("t2", "d1", "b", TaskStatus::Running)]),
+            &mut StdRng::seed_from_u64(1),
+        );
+        assert_eq!(launches(&p).len(), 1);
+        let p = plan(
+            &input(
+                1,
+                vec![
+                    task("t1", "d1", "a", TaskStatus::Running),
+                    task("t2", "d1", "a", TaskStatus::Pending),
+                ],
+            ),
+            &mut StdRng::seed_from_u64(1),
+        );
+        assert_eq!(stops(&p), vec!["t2"], "a task not yet running goes first");
+    }
+
+    #[test]
+    fn unhealthy_and_draining_tasks_are_replaced_first_within_maximum_percent() {
+        let mut sick = task("t1", "d1", "a", TaskStatus::Running);
+        sick.health = HealthStatus::Unhealthy;
+        let tasks = vec![sick, task("t2", "d1", "b", TaskStatus::Running)];
+        let p = plan(&input(2, tasks.clone()), &mut StdRng::seed_from_u64(1));
+        assert_eq!(launches(&p).len(), 1, "replacement first");
+        assert!(
+            stops(&p).is_empty(),
+            "the sick task waits for its replacement"
+        );
+        // At maximumPercent 100 there is no room: stop first.
+        let mut i = input(2, tasks);
+        i.max_tasks = 2;
+        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        assert_eq!(stops(&p), vec!["t1"]);
+        // Once the replacement runs, the sick task goes.
+        let mut sick = task("t1", "d1", "a", TaskStatus::Running);
+        sick.health = HealthStatus::Unhealthy;
+        let p = plan(
+            &input(
+                2,
+                vec![
+                    sick,
+                    task("t2", "d1", "b", TaskStatus::Running),
+                    task("t3", "d1", "c", TaskStatus::Running),
+                ],
+            ),
+            &mut StdRng::seed_from_u64(1),
+        );
+        assert_eq!(stops(&p), vec!["t1"]);
+        assert!(launches(&p).is_empty());
+
+        let mut i = input(1, vec![task("t1", "d1", "a", TaskStatus::Running)]);
+        i.instances[0].active = false;
+        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        assert_eq!(launches(&p).len(), 1);
+        assert_ne!(
+            launches(&p),
+            vec!["a"],
+            "nothing new on a draining instance"
+        );
+    }
+
+    #[test]
+    fn tasks_of_unknown_deployments_are_stopped() {
+        let p = plan(
+            &input(0, vec![task("old", "d0", "a", TaskStatus::Running)]),
+            &mut StdRng::seed_from_u64(1),
+        );
+        assert_eq!(stops(&p), vec!["old"]);
+    }
+
+    #[test]
+    fn no_room_reports_the_closest_instance() {
+        let mut i = input(1, vec![]);
+        for inst in &mut i.instances {
+            inst.remaining_memory = 10;
+        }
+        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        assert!(launches(&p).is_empty());
+        let msg = p.failure.expect("failure").message("web");
+        assert!(msg.contains("has insufficient memory available."), "{msg}");
+    }
+}

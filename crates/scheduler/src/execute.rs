@@ -1,0 +1,450 @@
+//! The scheduler's IO: fenced writes of task records, agent calls, and the agents' task streams.
+//! It decides nothing; the plan does.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use capstan_core::Keys;
+use capstan_core::instance::ContainerInstance;
+use capstan_core::task::{Container, DesiredStatus, StopCode, Task, TaskStatus};
+use capstan_core::{TaskDefinition, Timestamp};
+use capstan_proto::agent::v1 as pb;
+use capstan_proto::agent::v1::agent_client::AgentClient;
+use capstan_proto::tls::TlsFiles;
+use capstan_store::{Claim, Store, StoreError, Write};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::snapshot::{Caches, ServiceKey, last_segment};
+
+/// Timeout of one unary agent call.
+pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most operations in one etcd transaction (etcd's default `--max-txn-ops` is 128).
+pub const TXN_OPS: usize = 100;
+
+/// Seconds since the epoch.
+pub fn now() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Why an agent call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentCallError {
+    /// The endpoint is malformed or TLS files are unreadable.
+    #[error("cannot reach agent {endpoint}: {message}")]
+    Connect {
+        /// Endpoint.
+        endpoint: String,
+        /// Why.
+        message: String,
+    },
+    /// The agent answered with an error.
+    #[error("agent {endpoint}: {status}")]
+    Status {
+        /// Endpoint.
+        endpoint: String,
+        /// The gRPC status.
+        status: tonic::Status,
+    },
+    /// The agent did not answer in time.
+    #[error("agent {endpoint} did not answer within {AGENT_CALL_TIMEOUT:?}")]
+    Timeout {
+        /// Endpoint.
+        endpoint: String,
+    },
+}
+
+/// gRPC clients of the agents, one channel per endpoint.
+pub struct Agents {
+    clients: Mutex<HashMap<String, AgentClient<Channel>>>,
+    tls: Option<TlsFiles>,
+}
+
+impl Agents {
+    /// A pool; with `tls`, calls use mutual TLS.
+    pub fn new(tls: Option<TlsFiles>) -> Self {
+        Self {
+            clients: Mutex::new(HashMap::new()),
+            tls,
+        }
+    }
+
+    /// The client for `endpoint` (connected lazily).
+    pub fn client(&self, endpoint: &str) -> Result<AgentClient<Channel>, AgentCallError> {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = clients.get(endpoint) {
+            return Ok(c.clone());
+        }
+        let err = |m: String| AgentCallError::Connect {
+            endpoint: endpoint.to_string(),
+            message: m,
+        };
+        let mut ep = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| err(e.to_string()))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            ep = ep
+                .tls_config(tls.client().map_err(|e| err(e.to_string()))?)
+                .map_err(|e| err(e.to_string()))?;
+        }
+        let client = AgentClient::new(ep.connect_lazy());
+        clients.insert(endpoint.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Starts a task on the agent at `endpoint`.
+    pub async fn start(
+        &self,
+        endpoint: &str,
+        req: pb::StartTaskRequest,
+    ) -> Result<pb::TaskState, AgentCallError> {
+        let mut c = self.client(endpoint)?;
+        match tokio::time::timeout(AGENT_CALL_TIMEOUT, c.start_task(req)).await {
+            Ok(Ok(r)) => Ok(r.into_inner().task.unwrap_or_default()),
+            Ok(Err(status)) => Err(AgentCallError::Status {
+                endpoint: endpoint.into(),
+                status,
+            }),
+            Err(_) => Err(AgentCallError::Timeout {
+                endpoint: endpoint.into(),
+            }),
+        }
+    }
+
+    /// Stops a task on the agent at `endpoint`.
+    pub async fn stop(
+        &self,
+        endpoint: &str,
+        req: pb::StopTaskRequest,
+    ) -> Result<(), AgentCallError> {
+        let mut c = self.client(endpoint)?;
+        match tokio::time::timeout(AGENT_CALL_TIMEOUT, c.stop_task(req)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) if status.code() == tonic::Code::NotFound => Ok(()),
+            Ok(Err(status)) => Err(AgentCallError::Status {
+                endpoint: endpoint.into(),
+                status,
+            }),
+            Err(_) => Err(AgentCallError::Timeout {
+                endpoint: endpoint.into(),
+            }),
+        }
+    }
+}
+
+/// The scheduler's writer and caller.
+pub struct Executor {
+    /// The store.
+    pub store: Store,
+    /// Key layout.
+    pub keys: Keys,
+    /// Agent clients.
+    pub agents: Agents,
+    /// Caches (to read current records).
+    pub caches: Caches,
+}
+
+fn arn(kind: &str, cluster: &str, id: &str) -> String {
+    format!("arn:capstan:ecs:local:000000000000:{kind}/{cluster}/{id}")
+}
+
+/// A new task record for a deployment's task placed on `instance`.
+pub fn new_task(
+    key: &ServiceKey,
+    deployment: &str,
+    td: &TaskDefinition,
+    instance: &ContainerInstance,
+    instance_id: &str,
+) -> Task {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    Task {
+        task_arn: arn("task", &key.cluster, &id),
+        cluster_arn: format!("arn:capstan:ecs:local:000000000000:cluster/{}", key.cluster),
+        task_definition_arn: td.family_revision(),
+        container_instance_arn: Some(instance_id.to_string()),
+        last_status: TaskStatus::Pending,
+        desired_status: DesiredStatus::Running,
+        cpu: Some(td.reserved_cpu().to_string()),
+        memory: Some(td.reserved_memory().to_string()),
+        containers: td
+            .container_definitions
+            .iter()
+            .map(|c| Container {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                last_status: TaskStatus::Pending,
+                ..Default::default()
+            })
+            .collect(),
+        started_by: Some(deployment.to_string()),
+        group: Some(key.group()),
+        version: 1,
+        availability_zone: instance
+            .attribute("ecs.availability-zone")
+            .map(str::to_string),
+        capacity_provider_name: instance.capacity_provider_name.clone(),
+        created_at: Some(now()),
+        ..Default::default()
+    }
+}
+
+impl Executor {
+    /// Writes new task records (fenced, in batches) and asks their agents to start them. Tasks
+    /// an agent refuses are recorded STOPPED with the reason, to be replaced.
+    pub async fn launch(
+        &self,
+        claim: &Claim,
+        tasks: Vec<(Task, TaskDefinition, String)>,
+    ) -> Result<Vec<String>, StoreError> {
+        for chunk in tasks.chunks(TXN_OPS) {
+            let mut w = Write::new();
+            for (t, _, _) in chunk {
+                let key = self.task_key(t);
+                w = w.put_json(&key, t).if_absent(&key);
+            }
+            self.store.commit(w, Some(claim)).await?;
+        }
+        let token = claim.fencing_token();
+        let calls = tasks.iter().map(|(t, td, endpoint)| async move {
+            let req = pb::StartTaskRequest {
+                task_id: t.id().to_string(),
+                cluster: last_segment(&t.cluster_arn).to_string(),
+                task_definition_arn: t.task_definition_arn.clone(),
+                task_definition_json: serde_json::to_string(td).unwrap_or_default(),
+                overrides_json: t
+                    .overrides
+                    .as_ref()
+                    .and_then(|o| serde_json::to_string(o).ok())
+                    .unwrap_or_default(),
+                fencing_token: token,
+            };
+            (t, self.agents.start(endpoint, req).await)
+        });
+        let results = futures::future::join_all(calls).await;
+        let mut started = Vec::new();
+        for (t, r) in results {
+            match r {
+                Ok(_) => started.push(t.id().to_string()),
+                Err(e) => {
+                    tracing::warn!(task = %t.id(), error = %e, "StartTask failed");
+                    let reason = format!("TaskFailedToStart: {e}");
+                    self.mark_stopped(
+                        claim,
+                        t.id(),
+                        last_segment(&t.cluster_arn),
+                        StopCode::TaskFailedToStart,
+                        &reason,
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    fn task_key(&self, t: &Task) -> String {
+        self.keys.task(last_segment(&t.cluster_arn), t.id())
+    }
+
+    /// Read-modify-write of one task record, fenced; retried on conflicts with fresh reads.
+    pub async fn update_task(
+        &self,
+        claim: &Claim,
+        cluster: &str,
+        task_id: &str,
+        f: impl Fn(&mut Task) -> bool,
+    ) -> Result<Option<Task>, StoreError> {
+        let key = self.keys.task(cluster, task_id);
+        for _ in 0..5 {
+            let Some(kv) = self.store.get(&key).await? else {
+                return Ok(None);
+            };
+            let mut t: Task = kv.json()?;
+            if !f(&mut t) {
+                return Ok(Some(t));
+            }
+            t.version += 1;
+            match self
+                .store
+                .commit(
+                    Write::new()
+                        .put_json(&key, &t)
+                        .if_unchanged(&key, kv.mod_revision),
+                    Some(claim),
+                )
+                .await
+            {
+                Ok(_) => return Ok(Some(t)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict { keys: key })
+    }
+
+    /// Records a task STOPPED without asking an agent (it never ran, or its host is gone).
+    pub async fn mark_stopped(
+        &self,
+        claim: &Claim,
+        task_id: &str,
+        cluster: &str,
+        code: StopCode,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.update_task(claim, cluster, task_id, |t| {
+            if t.last_status == TaskStatus::Stopped {
+                return false;
+            }
+            t.desired_status = DesiredStatus::Stopped;
+            t.last_status = TaskStatus::Stopped;
+            t.stop_code.get_or_insert(code);
+            t.stopped_reason.get_or_insert_with(|| reason.to_string());
+            t.stopped_at = Some(now());
+            for c in &mut t.containers {
+                c.last_status = TaskStatus::Stopped;
+            }
+            true
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Stops a task: desired STOPPED (DEACTIVATING), then StopTask on its agent.
+    pub async fn stop(
+        &self,
+        claim: &Claim,
+        cluster: &str,
+        task_id: &str,
+        reason: &str,
+        instances: &BTreeMap<String, ContainerInstance>,
+    ) -> Result<(), StoreError> {
+        let Some(t) = self
+            .update_task(claim, cluster, task_id, |t| {
+                if t.desired_status == DesiredStatus::Stopped {
+                    return false;
+                }
+                t.desired_status = DesiredStatus::Stopped;
+                if t.last_status >= TaskStatus::Activating
+                    && t.last_status < TaskStatus::Deactivating
+                {
+                    t.last_status = TaskStatus::Deactivating;
+                }
+                t.stop_code = Some(StopCode::ServiceSchedulerInitiated);
+                t.stopped_reason = Some(reason.to_string());
+                t.stopping_at = Some(now());
+                true
+            })
+            .await?
+        else {
+            return Ok(());
+        };
+        self.send_stop(claim, &t, instances).await
+    }
+
+    /// Asks the task's agent to stop it (idempotent). A task whose instance is unknown and that
+    /// never reached RUNNING is recorded STOPPED at once.
+    pub async fn send_stop(
+        &self,
+        claim: &Claim,
+        t: &Task,
+        instances: &BTreeMap<String, ContainerInstance>,
+    ) -> Result<(), StoreError> {
+        let cluster = last_segment(&t.cluster_arn).to_string();
+        let instance = t.container_instance_arn.as_deref().map(last_segment);
+        let Some(ci) = instance.and_then(|i| instances.get(i)) else {
+            if t.last_status <= TaskStatus::Pending {
+                let reason = t.stopped_reason.clone().unwrap_or_default();
+                self.mark_stopped(
+                    claim,
+                    t.id(),
+                    &cluster,
+                    StopCode::ServiceSchedulerInitiated,
+                    &reason,
+                )
+                .await?;
+            }
+            return Ok(());
+        };
+        let req = pb::StopTaskRequest {
+            task_id: t.id().to_string(),
+            reason: t.stopped_reason.clone().unwrap_or_default(),
+            timeout: None,
+            fencing_token: claim.fencing_token(),
+            stop_code: pb::StopCode::from(
+                t.stop_code.unwrap_or(StopCode::ServiceSchedulerInitiated),
+            ) as i32,
+        };
+        if let Err(e) = self.agents.stop(&ci.agent_endpoint, req).await {
+            tracing::warn!(task = %t.id(), error = %e, "StopTask failed; will retry");
+        }
+        Ok(())
+    }
+
+    /// Applies one agent report to its task record. Returns the task ids the agent runs that it
+    /// must not (unknown to the scheduler, or recorded STOPPED).
+    pub async fn apply_report(
+        &self,
+        claim: &Claim,
+        cluster: &str,
+        state: &pb::TaskState,
+    ) -> Result<Option<String>, StoreError> {
+        let key = self.keys.task(cluster, &state.task_id);
+        let agent_status =
+            capstan_proto::convert::task_status("last_status", state.last_status).ok();
+        let Some(current) = self.caches.tasks.get(&key) else {
+            // Not a task of ours (or its record was removed): it must not run.
+            return Ok((agent_status != Some(TaskStatus::Stopped)).then(|| state.task_id.clone()));
+        };
+        if let Ok(t) = &current.value
+            && t.last_status == TaskStatus::Stopped
+        {
+            return Ok((agent_status != Some(TaskStatus::Stopped)).then(|| state.task_id.clone()));
+        }
+        self.update_task(claim, cluster, &state.task_id, |t| {
+            let mut next = t.clone();
+            if state.apply_to(&mut next).is_err() {
+                return false;
+            }
+            // Never move backwards: DEACTIVATING (ours) outranks RUNNING (the agent's).
+            next.last_status = next.last_status.max(t.last_status);
+            if next == *t {
+                return false;
+            }
+            *t = next;
+            true
+        })
+        .await?;
+        Ok(None)
+    }
+}
+
+/// Task ids recorded on `instance` in PENDING that the agent's snapshot does not know: their
+/// StartTask was lost (a leader died between the write and the call), so it is sent again.
+pub fn unacknowledged(
+    caches: &Caches,
+    keys: &Keys,
+    cluster: &str,
+    instance: &str,
+    known: &HashSet<String>,
+) -> Vec<Task> {
+    caches
+        .tasks
+        .list_prefix(&keys.list(capstan_core::keys::Family::Tasks, &[cluster]))
+        .iter()
+        .filter_map(|e| e.value.as_ref().ok())
+        .filter(|t| {
+            t.container_instance_arn.as_deref().map(last_segment) == Some(instance)
+                && t.last_status == TaskStatus::Pending
+                && t.desired_status == DesiredStatus::Running
+                && !known.contains(t.id())
+        })
+        .cloned()
+        .collect()
+}

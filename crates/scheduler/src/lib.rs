@@ -1,0 +1,544 @@
+//! The Capstan service scheduler: converges each deployment to its own task count, places tasks
+//! with ECS's filters and strategies, starts and stops them through the agents, follows the
+//! agents' task streams, replaces failed tasks and tasks lost with their host.
+//!
+//! It is the only writer of `/capstan/tasks/…` and the only caller of StartTask/StopTask.
+
+pub mod execute;
+pub mod snapshot;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use capstan_core::keys::Family;
+use capstan_core::task::{StopCode, TaskStatus};
+use capstan_plan::scheduling::{self, Action as PlanAction};
+use capstan_proto::agent::v1 as pb;
+use capstan_proto::tls::TlsFiles;
+use capstan_runtime::{Action, CommonArgs, Controller, ControllerConfig, Runtime, RuntimeError};
+use capstan_store::{Claim, Leadership, StoreError, Write};
+use futures::FutureExt;
+use rand::SeedableRng;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::execute::{Agents, Executor, new_task, now, unacknowledged};
+use crate::snapshot::{
+    Caches, ServiceKey, gather, last_segment, spec_decoder, status_decoder, stop_pending,
+};
+
+/// Command-line arguments of `capstan-scheduler`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "capstan-scheduler", version)]
+pub struct SchedulerArgs {
+    /// etcd, prefix, admin address, election and logging.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// How long an instance may be missing before its tasks are recorded STOPPED and replaced;
+    /// the election TTL by default.
+    #[arg(long, env = "CAPSTAN_NODE_LOSS_GRACE")]
+    pub node_loss_grace: Option<humantime::Duration>,
+    /// Reconciles at once.
+    #[arg(long, env = "CAPSTAN_SCHEDULER_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Client certificate for agents (mutual TLS, with --agent-tls-key and --agent-tls-ca).
+    #[arg(long, env = "CAPSTAN_AGENT_CLIENT_CERT", requires_all = ["agent_tls_key", "agent_tls_ca"])]
+    pub agent_tls_cert: Option<std::path::PathBuf>,
+    /// Client key for agents.
+    #[arg(long, env = "CAPSTAN_AGENT_CLIENT_KEY", requires_all = ["agent_tls_cert", "agent_tls_ca"])]
+    pub agent_tls_key: Option<std::path::PathBuf>,
+    /// CA that signed the agents' certificates.
+    #[arg(long, env = "CAPSTAN_AGENT_CA", requires_all = ["agent_tls_cert", "agent_tls_key"])]
+    pub agent_tls_ca: Option<std::path::PathBuf>,
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// etcd.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Shared state of the scheduler's reconcilers.
+pub struct Ctx {
+    exec: Executor,
+    grace: Duration,
+    /// When each missing instance was first seen missing.
+    missing_since: Mutex<HashMap<String, Instant>>,
+    /// The last placement-failure event per service, to avoid repeating it.
+    last_event: Mutex<HashMap<ServiceKey, String>>,
+}
+
+fn caches_ready(c: &Caches) -> bool {
+    c.services.is_ready()
+        && c.deployments.is_ready()
+        && c.taskdefs.is_ready()
+        && c.tasks.is_ready()
+        && c.instances.is_ready()
+}
+
+impl Ctx {
+    /// Records a service event (`/capstan/events/<cluster>/<service>/<id>`), keeping the last 100.
+    async fn event(
+        &self,
+        claim: &Claim,
+        key: &ServiceKey,
+        message: String,
+    ) -> Result<(), StoreError> {
+        {
+            let mut last = self
+                .last_event
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.get(key) == Some(&message) {
+                return Ok(());
+            }
+            last.insert(key.clone(), message.clone());
+        }
+        let micros = (now() * 1e6) as u64;
+        let id = format!(
+            "{micros:020}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let ev = capstan_core::ServiceEvent {
+            id: id.clone(),
+            created_at: now(),
+            message,
+        };
+        let store = &self.exec.store;
+        store
+            .commit(
+                Write::new().put_json(&store.keys().event(&key.cluster, &key.service, &id), &ev),
+                Some(claim),
+            )
+            .await?;
+        let prefix = store
+            .keys()
+            .list(Family::Events, &[&key.cluster, &key.service]);
+        let listing = store.list(&prefix).await?;
+        if listing.kvs.len() > 100 {
+            let mut w = Write::new();
+            for kv in &listing.kvs[..listing.kvs.len() - 100] {
+                w = w.delete(&kv.key);
+            }
+            store.commit(w, Some(claim)).await?;
+        }
+        Ok(())
+    }
+
+    /// Tasks on instances missing for longer than the grace period: recorded STOPPED. Returns how
+    /// many were, and when to look again for tasks still within their grace.
+    async fn handle_lost(
+        &self,
+        claim: &Claim,
+        key: &ServiceKey,
+        ctx: &snapshot::Context,
+    ) -> Result<(usize, Option<Duration>), StoreError> {
+        let mut lost = Vec::new();
+        let mut recheck: Option<Duration> = None;
+        {
+            let mut since = self
+                .missing_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            since.retain(|id, _| !ctx.instances.contains_key(id));
+            for e in ctx.tasks.values() {
+                let Ok(t) = &e.value else { continue };
+                if t.last_status == TaskStatus::Stopped {
+                    continue;
+                }
+                let Some(inst) = t.container_instance_arn.as_deref().map(last_segment) else {
+                    continue;
+                };
+                if ctx.instances.contains_key(inst) {
+                    continue;
+                }
+                let first = *since.entry(inst.to_string()).or_insert_with(Instant::now);
+                if first.elapsed() >= self.grace {
+                    lost.push((t.id().to_string(), inst.to_string()));
+                } else {
+                    let left = self.grace - first.elapsed();
+                    recheck = Some(recheck.map_or(left, |r| r.min(left)));
+                }
+            }
+        }
+        for (task, inst) in &lost {
+            let reason =
+                format!("Task stopped because its host (container instance {inst}) was lost");
+            self.exec
+                .mark_stopped(
+                    claim,
+                    task,
+                    &key.cluster,
+                    StopCode::InfrastructureHealth,
+                    &reason,
+                )
+                .await?;
+        }
+        Ok((lost.len(), recheck))
+    }
+}
+
+async fn reconcile(key: ServiceKey, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let caches = &ctx.exec.caches;
+    if !caches_ready(caches) {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    let keys = ctx.exec.keys.clone();
+    let (input, snap) = gather(caches, &keys, &key);
+    let (lost, recheck) = ctx.handle_lost(&claim, &key, &snap).await?;
+    if lost > 0 {
+        return Ok(Action::requeue(Duration::ZERO));
+    }
+    // Tasks whose instance is missing (within the grace) are neither live nor replaceable yet.
+    let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+    let plan = scheduling::plan(&input, &mut rng);
+
+    let mut launches = Vec::new();
+    let mut stops = Vec::new();
+    for a in plan.actions {
+        match a {
+            PlanAction::Launch {
+                deployment,
+                instance,
+            } => {
+                let (Some((_, Some(td))), Some(ci)) = (
+                    snap.deployments.get(&deployment),
+                    snap.instances.get(&instance),
+                ) else {
+                    continue;
+                };
+                let t = new_task(&key, &deployment, td, ci, &instance);
+                launches.push((t, td.clone(), ci.agent_endpoint.clone()));
+            }
+            PlanAction::Stop { task, reason } => stops.push((task, reason)),
+        }
+    }
+    if !launches.is_empty() {
+        let ids: Vec<String> = launches
+            .iter()
+            .map(|(t, _, _)| t.id().to_string())
+            .collect();
+        let n = ids.len();
+        ctx.exec.launch(&claim, launches).await?;
+        metrics::counter!("capstan_scheduler_tasks_launched_total").increment(n as u64);
+        ctx.event(
+            &claim,
+            &key,
+            format!(
+                "service ({}) has started {n} tasks: {}.",
+                key.service,
+                ids.iter()
+                    .map(|i| format!("(task {i})"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        )
+        .await?;
+    }
+    for (task, reason) in &stops {
+        ctx.exec
+            .stop(&claim, &key.cluster, task, reason, &snap.instances)
+            .await?;
+    }
+    if !stops.is_empty() {
+        ctx.event(
+            &claim,
+            &key,
+            format!(
+                "service ({}) has stopped {} running tasks: {}.",
+                key.service,
+                stops.len(),
+                stops
+                    .iter()
+                    .map(|(i, _)| format!("(task {i})"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        )
+        .await?;
+    }
+    // StopTask calls that did not get through are sent again.
+    for e in snap.tasks.values() {
+        if let Ok(t) = &e.value
+            && stop_pending(t)
+            && !stops.iter().any(|(id, _)| id == t.id())
+        {
+            ctx.exec.send_stop(&claim, t, &snap.instances).await?;
+        }
+    }
+    if let Some(f) = plan.failure {
+        ctx.event(&claim, &key, f.message(&key.service)).await?;
+    }
+    let resync = Duration::from_secs(30);
+    Ok(Action::requeue(recheck.map_or(resync, |r| {
+        r.min(resync) + Duration::from_millis(50)
+    })))
+}
+
+/// Follows one agent's task stream while this replica leads.
+async fn watch_agent(
+    ctx: Arc<Ctx>,
+    claim: Arc<Claim>,
+    cluster: String,
+    instance: String,
+    endpoint: String,
+    stop: CancellationToken,
+) {
+    let backoff = Duration::from_millis(500);
+    while !stop.is_cancelled() {
+        let stream = match ctx.exec.agents.client(&endpoint) {
+            Ok(mut c) => c
+                .watch_tasks(pb::WatchTasksRequest {})
+                .await
+                .map(|r| r.into_inner()),
+            Err(e) => {
+                tracing::warn!(%endpoint, error = %e, "agent client");
+                tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => continue }
+            }
+        };
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(status) => {
+                tracing::debug!(%endpoint, %status, "WatchTasks failed; retrying");
+                tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => continue }
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = stream.message() => m,
+            };
+            let Ok(Some(ev)) = msg else { break };
+            let (states, snapshot) = match ev.event {
+                Some(pb::task_event::Event::Snapshot(s)) => (s.tasks, true),
+                Some(pb::task_event::Event::Update(t)) => (vec![t], false),
+                None => continue,
+            };
+            let mut intruders = Vec::new();
+            for s in &states {
+                match ctx.exec.apply_report(&claim, &cluster, s).await {
+                    Ok(Some(id)) => intruders.push(id),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(task = %s.task_id, error = %e, "cannot record agent report")
+                    }
+                }
+            }
+            // A task id never runs twice: tasks the scheduler did not place there, or recorded
+            // STOPPED (their host was declared lost), are stopped.
+            for id in intruders {
+                let req = pb::StopTaskRequest {
+                    task_id: id.clone(),
+                    reason: "Task is not expected on this container instance".into(),
+                    timeout: None,
+                    fencing_token: claim.fencing_token(),
+                    stop_code: pb::StopCode::ServiceSchedulerInitiated as i32,
+                };
+                if let Err(e) = ctx.exec.agents.stop(&endpoint, req).await {
+                    tracing::warn!(task = %id, error = %e, "cannot stop an unexpected task");
+                }
+            }
+            if snapshot {
+                let known: HashSet<String> = states.iter().map(|s| s.task_id.clone()).collect();
+                let lost = unacknowledged(
+                    &ctx.exec.caches,
+                    &ctx.exec.keys,
+                    &cluster,
+                    &instance,
+                    &known,
+                );
+                for t in lost {
+                    let td = snapshot::task_definition(
+                        &ctx.exec.caches,
+                        &ctx.exec.keys,
+                        &t.task_definition_arn,
+                    );
+                    let Some(td) = td else { continue };
+                    tracing::info!(task = %t.id(), %instance, "re-sending StartTask the agent never got");
+                    let req = pb::StartTaskRequest {
+                        task_id: t.id().to_string(),
+                        cluster: cluster.clone(),
+                        task_definition_arn: t.task_definition_arn.clone(),
+                        task_definition_json: serde_json::to_string(&td).unwrap_or_default(),
+                        overrides_json: String::new(),
+                        fencing_token: claim.fencing_token(),
+                    };
+                    if let Err(e) = ctx.exec.agents.start(&endpoint, req).await {
+                        tracing::warn!(task = %t.id(), error = %e, "StartTask failed");
+                    }
+                }
+            }
+        }
+        tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => {} }
+    }
+}
+
+/// Runs one watcher per registered instance while this replica leads.
+async fn manage_agents(ctx: Arc<Ctx>, mut leadership: Leadership, cancel: CancellationToken) {
+    loop {
+        let claim = tokio::select! {
+            _ = cancel.cancelled() => return,
+            c = leadership.acquired() => match c { Some(c) => c, None => return },
+        };
+        let term = cancel.child_token();
+        let mut watchers: BTreeMap<String, (String, CancellationToken)> = BTreeMap::new();
+        let keys = ctx.exec.keys.clone();
+        loop {
+            let mut seen = HashSet::new();
+            for e in ctx.exec.caches.instances.list() {
+                let Ok(ci) = &e.value else { continue };
+                let Some(p) = keys.parse(&e.key) else {
+                    continue;
+                };
+                let (cluster, instance) = (p.parts[0].clone(), p.parts[1].clone());
+                seen.insert(e.key.clone());
+                let fresh = watchers
+                    .get(&e.key)
+                    .is_none_or(|(ep, _)| *ep != ci.agent_endpoint);
+                if fresh {
+                    if let Some((_, old)) = watchers.remove(&e.key) {
+                        old.cancel();
+                    }
+                    let stop = term.child_token();
+                    tokio::spawn(watch_agent(
+                        ctx.clone(),
+                        claim.clone(),
+                        cluster,
+                        instance,
+                        ci.agent_endpoint.clone(),
+                        stop.clone(),
+                    ));
+                    watchers.insert(e.key.clone(), (ci.agent_endpoint.clone(), stop));
+                }
+            }
+            watchers.retain(|k, (_, stop)| {
+                let keep = seen.contains(k);
+                if !keep {
+                    stop.cancel();
+                }
+                keep
+            });
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = leadership.lost(&claim) => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        term.cancel();
+    }
+}
+
+/// Runs the scheduler until SIGTERM/SIGINT.
+pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
+    let rt = Runtime::start("scheduler", &args.common).await?;
+    let resync = Duration::from_secs(300);
+    let caches = Caches {
+        services: rt.cache(Family::Services, spec_decoder(), resync),
+        deployments: rt.cache(Family::Deployments, status_decoder(), resync),
+        taskdefs: rt.cache(Family::TaskDefinitions, spec_decoder(), resync),
+        tasks: rt.cache(Family::Tasks, status_decoder(), resync),
+        instances: rt.cache(Family::ContainerInstances, status_decoder(), resync),
+    };
+    let tls = match (
+        &args.agent_tls_cert,
+        &args.agent_tls_key,
+        &args.agent_tls_ca,
+    ) {
+        (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        }),
+        _ => None,
+    };
+    let grace = args
+        .node_loss_grace
+        .map_or_else(|| args.common.election_ttl(), Into::into);
+    let keys = rt.store.keys().clone();
+    let ctx = Arc::new(Ctx {
+        exec: Executor {
+            store: rt.store.clone(),
+            keys: keys.clone(),
+            agents: Agents::new(tls),
+            caches: caches.clone(),
+        },
+        grace,
+        missing_since: Mutex::new(HashMap::new()),
+        last_event: Mutex::new(HashMap::new()),
+    });
+
+    let service_of = |keys: &capstan_core::Keys, k: &str| -> Vec<ServiceKey> {
+        keys.parse(k)
+            .map(|p| ServiceKey {
+                cluster: p.parts[0].clone(),
+                service: p.parts[1].clone(),
+            })
+            .into_iter()
+            .collect()
+    };
+    let mut config = ControllerConfig::new("scheduler");
+    config.concurrency = args.concurrency;
+    let k1 = keys.clone();
+    let k2 = keys.clone();
+    let k3 = keys.clone();
+    let tasks = caches.tasks.clone();
+    let all = caches.clone();
+    let k4 = keys.clone();
+    let controller = Controller::new(config)
+        .watches(&caches.deployments, move |k| service_of(&k1, k))
+        .watches(&caches.services, move |k| service_of(&k2, k))
+        .watches(&caches.tasks, move |k| {
+            let Some(p) = k3.parse(k) else { return vec![] };
+            tasks
+                .get(k)
+                .and_then(|e| e.value.as_ref().ok().and_then(|t| t.group.clone()))
+                .and_then(|g| g.strip_prefix("service:").map(str::to_string))
+                .map(|service| ServiceKey {
+                    cluster: p.parts[0].clone(),
+                    service,
+                })
+                .into_iter()
+                .collect()
+        })
+        .watches(&caches.instances, move |k| {
+            // An instance came, went or changed: every service of its cluster may move.
+            let Some(p) = k4.parse(k) else { return vec![] };
+            let cluster = p.parts[0].clone();
+            let mut out: Vec<ServiceKey> = all
+                .deployments
+                .list_prefix(&k4.list(Family::Deployments, &[&cluster]))
+                .iter()
+                .filter_map(|e| k4.parse(&e.key))
+                .map(|p| ServiceKey {
+                    cluster: cluster.clone(),
+                    service: p.parts[1].clone(),
+                })
+                .collect();
+            out.dedup();
+            out
+        });
+    tokio::spawn(manage_agents(
+        ctx.clone(),
+        rt.leadership.clone(),
+        rt.cancel.clone(),
+    ));
+    controller
+        .run(
+            rt.leadership.clone(),
+            ctx,
+            |k, c, x| reconcile(k, c, x).boxed(),
+            |_k, e: &Error, _c| match e {
+                Error::Store(StoreError::Conflict { .. }) => {
+                    Action::requeue(Duration::from_millis(50))
+                }
+                _ => Action::Backoff,
+            },
+            rt.cancel.clone(),
+        )
+        .await;
+    rt.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! From the watch caches to the planner's input for one service.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use capstan_core::deployment::RolloutState;
+use capstan_core::instance::{ContainerInstance, InstanceStatus};
+use capstan_core::keys::Family;
+use capstan_core::task::{DesiredStatus, Task, TaskStatus};
+use capstan_core::taskdef::TaskDefinitionRef;
+use capstan_core::{Deployment, Keys, Service, TaskDefinition, accept};
+use capstan_plan::placement::{self, Demand, Instance};
+use capstan_plan::scheduling::{DeploymentInput, ServiceInput, TaskInput};
+use capstan_store::{Cache, Decoder, Entry, json_decoder};
+
+/// The caches the scheduler reads.
+#[derive(Clone)]
+pub struct Caches {
+    /// Service specs (validated).
+    pub services: Cache<Service>,
+    /// Deployments.
+    pub deployments: Cache<Deployment>,
+    /// Task definitions (validated).
+    pub taskdefs: Cache<TaskDefinition>,
+    /// Tasks.
+    pub tasks: Cache<Task>,
+    /// Container instances.
+    pub instances: Cache<ContainerInstance>,
+}
+
+/// Decoder for spec documents: the same strict parse and validation as the API.
+pub fn spec_decoder<T: capstan_core::Spec + Send + Sync + 'static>() -> Decoder<T> {
+    Arc::new(|_key, bytes| {
+        accept::<T>(bytes)
+            .map(|a| a.value)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Decoder for controller-written documents.
+pub fn status_decoder<T: serde::de::DeserializeOwned + Send + Sync + 'static>() -> Decoder<T> {
+    json_decoder()
+}
+
+/// A service, by cluster and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Cluster.
+    pub cluster: String,
+    /// Service name.
+    pub service: String,
+}
+
+impl ServiceKey {
+    /// Its task group.
+    pub fn group(&self) -> String {
+        format!("service:{}", self.service)
+    }
+}
+
+/// What the executor needs besides the plan.
+pub struct Context {
+    /// Deployments by id, with their resolved task definitions.
+    pub deployments: BTreeMap<String, (Deployment, Option<TaskDefinition>)>,
+    /// The service's tasks by id.
+    pub tasks: BTreeMap<String, Arc<Entry<Task>>>,
+    /// The cluster's instances by id.
+    pub instances: BTreeMap<String, ContainerInstance>,
+}
+
+/// The id at the end of a key or ARN.
+pub fn last_segment(s: &str) -> &str {
+    s.rsplit('/').next().unwrap_or(s)
+}
+
+/// What a task of `td` needs from an instance.
+pub fn demand(td: &TaskDefinition, group: &str) -> Demand {
+    Demand {
+        cpu: i64::from(td.reserved_cpu()),
+        memory: i64::from(td.reserved_memory()),
+        ports: td
+            .container_definitions
+            .iter()
+            .flat_map(|c| c.port_mappings.iter().filter_map(|p| p.static_host_port()))
+            .collect(),
+        group: group.to_string(),
+    }
+}
+
+/// A task counts against its instance until it has stopped.
+fn holds_resources(t: &Task) -> bool {
+    t.last_status != TaskStatus::Stopped
+}
+
+/// The cluster's instances as placement sees them, with every live task's reservation applied.
+pub fn instances(
+    caches: &Caches,
+    keys: &Keys,
+    cluster: &str,
+) -> (Vec<Instance>, BTreeMap<String, ContainerInstance>) {
+    let mut out = BTreeMap::new();
+    let mut docs = BTreeMap::new();
+    for e in caches
+        .instances
+        .list_prefix(&keys.list(Family::ContainerInstances, &[cluster]))
+    {
+        let Ok(ci) = &e.value else { continue };
+        let id = last_segment(&e.key).to_string();
+        let ports = ci
+            .registered_resources
+            .iter()
+            .find(|r| r.name == "PORTS")
+            .map(|r| {
+                r.string_set_value
+                    .iter()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.insert(
+            id.clone(),
+            Instance {
+                id: id.clone(),
+                active: ci.status == InstanceStatus::Active,
+                agent_connected: ci.agent_connected,
+                attributes: ci
+                    .attributes
+                    .iter()
+                    .map(|a| (a.name.clone(), a.value.clone().unwrap_or_default()))
+                    .collect(),
+                agent_version: ci.version_info.agent_version.clone(),
+                registered_at: ci.registered_at,
+                remaining_cpu: ci.registered("CPU").unwrap_or(0),
+                remaining_memory: ci.registered("MEMORY").unwrap_or(0),
+                used_ports: ports,
+                groups: Vec::new(),
+            },
+        );
+        docs.insert(id, ci.clone());
+    }
+    for e in caches
+        .tasks
+        .list_prefix(&keys.list(Family::Tasks, &[cluster]))
+    {
+        let Ok(t) = &e.value else { continue };
+        if !holds_resources(t) {
+            continue;
+        }
+        let Some(inst) = t
+            .container_instance_arn
+            .as_deref()
+            .and_then(|i| out.get_mut(last_segment(i)))
+        else {
+            continue;
+        };
+        inst.remaining_cpu -= t
+            .cpu
+            .as_deref()
+            .and_then(|c| c.parse::<i64>().ok())
+            .unwrap_or(0);
+        inst.remaining_memory -= t
+            .memory
+            .as_deref()
+            .and_then(|c| c.parse::<i64>().ok())
+            .unwrap_or(0);
+        if let Some(g) = &t.group {
+            inst.groups.push(g.clone());
+        }
+        if let Some(td) = task_definition(caches, keys, &t.task_definition_arn) {
+            inst.used_ports.extend(demand(&td, "").ports);
+        }
+    }
+    (out.into_values().collect(), docs)
+}
+
+/// Resolves a deployment's `family:revision` in the task definition cache.
+pub fn task_definition(caches: &Caches, keys: &Keys, reference: &str) -> Option<TaskDefinition> {
+    let r = TaskDefinitionRef::parse(reference).ok()?;
+    let key = keys.task_definition(&r.family, r.revision?);
+    caches.taskdefs.get(&key)?.value.as_ref().ok().cloned()
+}
+
+/// Builds the planner input for one service.
+pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, Context) {
+    let group = key.group();
+    let spec = caches
+        .services
+        .get(&keys.service(&key.cluster, &key.service))
+        .and_then(|e| e.value.as_ref().ok().cloned());
+    let mut deployments = BTreeMap::new();
+    let mut inputs = Vec::new();
+    for e in caches
+        .deployments
+        .list_prefix(&keys.list(Family::Deployments, &[&key.cluster, &key.service]))
+    {
+        let Ok(d) = &e.value else { continue };
+        let td = task_definition(caches, keys, &d.task_definition);
+        inputs.push(DeploymentInput {
+            id: d.id.clone(),
+            desired: d.desired_count,
+            demand: td.as_ref().map(|td| demand(td, &group)),
+            may_launch: d.rollout_state != RolloutState::Failed,
+        });
+        deployments.insert(d.id.clone(), (d.clone(), td));
+    }
+    // PRIMARY first, so its launches win placement.
+    inputs.sort_by_key(|d| {
+        deployments
+            .get(&d.id)
+            .map(|(dep, _)| dep.status != capstan_core::deployment::DeploymentStatus::Primary)
+    });
+    let mut tasks = BTreeMap::new();
+    let mut task_inputs = Vec::new();
+    for e in caches
+        .tasks
+        .list_prefix(&keys.list(Family::Tasks, &[&key.cluster]))
+    {
+        let Ok(t) = &e.value else { continue };
+        if t.group.as_deref() != Some(group.as_str()) {
+            continue;
+        }
+        task_inputs.push(TaskInput {
+            id: t.id().to_string(),
+            deployment: t.started_by.clone().unwrap_or_default(),
+            instance: t
+                .container_instance_arn
+                .as_deref()
+                .map(|i| last_segment(i).to_string()),
+            last_status: t.last_status,
+            desired_status: t.desired_status,
+            health: t.health_status,
+        });
+        tasks.insert(t.id().to_string(), e.clone());
+    }
+    let (instances, instance_docs) = instances(caches, keys, &key.cluster);
+    let (constraints, strategies, max_tasks) = match &spec {
+        Some(s) => {
+            let td_constraints = deployments
+                .values()
+                .find_map(|(_, td)| td.as_ref().map(|t| t.placement_constraints.clone()))
+                .unwrap_or_default();
+            let constraints = placement::constraints(&s.placement_constraints, &td_constraints)
+                .unwrap_or_default();
+            let desired = s.desired_count.unwrap_or(0);
+            let max = (u64::from(desired) * u64::from(s.maximum_percent()) / 100) as u32;
+            (
+                constraints,
+                placement::strategies(&s.placement_strategy),
+                max,
+            )
+        }
+        None => (Vec::new(), placement::default_strategies(), u32::MAX),
+    };
+    (
+        ServiceInput {
+            group,
+            deployments: inputs,
+            tasks: task_inputs,
+            instances,
+            constraints,
+            strategies,
+            max_tasks,
+        },
+        Context {
+            deployments,
+            tasks,
+            instances: instance_docs,
+        },
+    )
+}
+
+/// Whether a task still has to be stopped by its agent.
+pub fn stop_pending(t: &Task) -> bool {
+    t.desired_status == DesiredStatus::Stopped && t.last_status != TaskStatus::Stopped
+}

@@ -1,0 +1,245 @@
+//! Helpers for end-to-end tests: locate (or build) the workspace's binaries, run them as real
+//! processes, and read the cluster's state back from etcd.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use capstan_core::task::{Task, TaskStatus};
+use capstan_store::{Store, StoreConfig};
+
+/// The path of a workspace binary, building the workspace's binaries once if it is missing.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target/debug"));
+    let path = dir.join(name);
+    if !path.exists() {
+        BUILT.get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--bins", "--workspace"])
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "cargo build --bins failed");
+        });
+    }
+    path
+}
+
+/// A process of one of our binaries, killed (SIGKILL) on drop.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// Fields of the line it printed on start (`key=value`), if asked to wait for one.
+    pub fields: Vec<(String, String)>,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `bin` with `args`, logging to `log`; if `ready_prefix` is given, waits for a stdout
+    /// line starting with it and keeps its `key=value` fields.
+    pub fn start(bin: &str, args: &[String], log: &Path, ready_prefix: Option<&str>) -> Self {
+        let logf = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let mut child = Command::new(binary(bin))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(logf)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        let mut fields = Vec::new();
+        if let Some(prefix) = ready_prefix {
+            let stdout = child.stdout.take().expect("stdout");
+            let line = BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{bin} did not start; log:\n{}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    )
+                });
+            fields = line
+                .split_whitespace()
+                .filter_map(|f| {
+                    f.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                })
+                .collect();
+        }
+        Self {
+            child,
+            fields,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// A field of the start line.
+    pub fn field(&self, name: &str) -> &str {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A process-runtime agent in zone `zone`, state under `dir`.
+pub fn agent(etcd: &[String], dir: &Path, zone: &str) -> Proc {
+    let state = dir.join(format!("agent-{zone}"));
+    let args: Vec<String> = [
+        "--etcd-endpoints",
+        &etcd.join(","),
+        "--runtime",
+        "process",
+        "--state-dir",
+        &state.display().to_string(),
+        "--lease-ttl",
+        "2",
+        "--attribute",
+        &format!("ecs.availability-zone={zone}"),
+        "--cpu",
+        "4096",
+        "--memory",
+        "4096",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Proc::start(
+        "capstan-agent",
+        &args,
+        &dir.join(format!("agent-{zone}.log")),
+        Some("capstan-agent "),
+    )
+}
+
+/// A scheduler replica named `id`.
+pub fn scheduler(etcd: &[String], dir: &Path, id: &str) -> Proc {
+    let args: Vec<String> = [
+        "--etcd-endpoints",
+        &etcd.join(","),
+        "--election-ttl",
+        "2",
+        "--node-loss-grace",
+        "2s",
+        "--id",
+        id,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Proc::start(
+        "capstan-scheduler",
+        &args,
+        &dir.join(format!("scheduler-{id}.log")),
+        None,
+    )
+}
+
+/// A store client.
+pub async fn store(etcd: &[String]) -> Store {
+    Store::connect(&StoreConfig::new(etcd.to_vec(), "/capstan"))
+        .await
+        .expect("store")
+}
+
+/// Every task of the cluster.
+pub async fn tasks(store: &Store, cluster: &str) -> Vec<Task> {
+    store
+        .list(
+            &store
+                .keys()
+                .list(capstan_core::keys::Family::Tasks, &[cluster]),
+        )
+        .await
+        .expect("list tasks")
+        .kvs
+        .iter()
+        .filter_map(|kv| kv.json::<Task>().ok())
+        .collect()
+}
+
+/// Tasks RUNNING (and desired RUNNING).
+pub fn running(tasks: &[Task]) -> Vec<&Task> {
+    tasks
+        .iter()
+        .filter(|t| {
+            t.last_status == TaskStatus::Running
+                && t.desired_status == capstan_core::task::DesiredStatus::Running
+        })
+        .collect()
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Kills every task process recorded in agent state dirs under `dir` (tests leave nothing).
+pub fn kill_task_processes(dir: &Path) {
+    let Ok(agents) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for a in agents.flatten() {
+        let Ok(tasks) = std::fs::read_dir(a.path().join("tasks")) else {
+            continue;
+        };
+        for e in tasks.flatten() {
+            let Ok(bytes) = std::fs::read(e.path()) else {
+                continue;
+            };
+            let Ok(rec) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            for c in rec["containers"].as_array().into_iter().flatten() {
+                if let Some(pid) = c["handle"]["pid"]
+                    .as_i64()
+                    .and_then(|p| i32::try_from(p).ok())
+                {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+}

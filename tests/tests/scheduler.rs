@@ -1,0 +1,315 @@
+//! The scheduler end to end: real etcd, real `capstan-agent`s running real processes in three
+//! zones, the real `capstan-scheduler` binary. Deployment keys are written directly, as the
+//! deployment controller would.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use capstan_core::Deployment;
+use capstan_core::deployment::DeploymentStatus;
+use capstan_core::instance::{ContainerInstance, InstanceStatus};
+use capstan_core::task::{StopCode, TaskStatus};
+use capstan_e2e::*;
+use capstan_store::{Store, Write};
+use capstan_testing::EtcdCluster;
+use serde_json::json;
+
+struct Cluster {
+    _etcd: EtcdCluster,
+    endpoints: Vec<String>,
+    dir: tempfile::TempDir,
+    store: Store,
+    agents: Vec<Proc>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            a.kill();
+        }
+        kill_task_processes(self.dir.path());
+    }
+}
+
+async fn cluster(zones: &[&str]) -> Cluster {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let endpoints = etcd.endpoints();
+    let dir = tempfile::tempdir().expect("tmp");
+    let agents = zones
+        .iter()
+        .map(|z| agent(&endpoints, dir.path(), z))
+        .collect();
+    let store = store(&endpoints).await;
+    Cluster {
+        _etcd: etcd,
+        endpoints,
+        dir,
+        store,
+        agents,
+    }
+}
+
+async fn deploy(s: &Store, service: &str, desired: u32) {
+    let td = json!({
+        "family": service, "revision": 1, "status": "ACTIVE",
+        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 128, "memory": 64,
+            "entryPoint": ["sh", "-c"], "command": ["exec sleep 600"], "stopTimeout": 2}]
+    });
+    s.put(
+        &s.keys().task_definition(service, 1),
+        td.to_string().into_bytes(),
+    )
+    .await
+    .expect("taskdef");
+    let svc = json!({"serviceName": service, "taskDefinition": format!("{service}:1"), "desiredCount": desired});
+    s.put(
+        &s.keys().service("default", service),
+        svc.to_string().into_bytes(),
+    )
+    .await
+    .expect("service");
+    set_desired(s, service, desired).await;
+}
+
+async fn set_desired(s: &Store, service: &str, desired: u32) {
+    let d = Deployment {
+        id: "ecs-svc/1".into(),
+        status: DeploymentStatus::Primary,
+        task_definition: format!("{service}:1"),
+        desired_count: desired,
+        ..Default::default()
+    };
+    s.put_json(&s.keys().deployment("default", service, &d.id), &d)
+        .await
+        .expect("deployment");
+}
+
+fn zones_of(ts: &[&capstan_core::Task]) -> Vec<String> {
+    let mut z: Vec<String> = ts
+        .iter()
+        .filter_map(|t| t.availability_zone.clone())
+        .collect();
+    z.sort();
+    z
+}
+
+#[tokio::test]
+async fn tasks_are_spread_replaced_moved_off_lost_and_draining_instances() {
+    let mut c = cluster(&["zone-a", "zone-b", "zone-c"]).await;
+    let _scheduler = scheduler(&c.endpoints, c.dir.path(), "s1");
+    deploy(&c.store, "web", 3).await;
+
+    // desiredCount 3 → 3 running processes, one per zone.
+    let s = c.store.clone();
+    let first = eventually(Duration::from_secs(30), "3 tasks RUNNING", || {
+        let s = s.clone();
+        async move {
+            let ts = tasks(&s, "default").await;
+            let r: Vec<_> = running(&ts).into_iter().cloned().collect();
+            (r.len() == 3).then_some(r)
+        }
+    })
+    .await;
+    let refs: Vec<&capstan_core::Task> = first.iter().collect();
+    assert_eq!(zones_of(&refs), vec!["zone-a", "zone-b", "zone-c"]);
+    for t in &first {
+        assert_eq!(t.group.as_deref(), Some("service:web"));
+        assert_eq!(t.started_by.as_deref(), Some("ecs-svc/1"));
+        let pid: i32 = t.containers[0]
+            .runtime_id
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .expect("pid");
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "task process runs"
+        );
+    }
+
+    // Kill one task's process: it is recorded STOPPED with its exit code and replaced.
+    let victim = &first[0];
+    let pid: i32 = victim.containers[0]
+        .runtime_id
+        .as_deref()
+        .and_then(|p| p.parse().ok())
+        .expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let victim_id = victim.id().to_string();
+    eventually(Duration::from_secs(30), "the killed task replaced", || {
+        let s = s.clone();
+        let victim_id = victim_id.clone();
+        async move {
+            let ts = tasks(&s, "default").await;
+            let dead = ts.iter().find(|t| t.id() == victim_id)?;
+            let ok = dead.last_status == TaskStatus::Stopped
+                && dead.stop_code == Some(StopCode::EssentialContainerExited)
+                && dead.containers[0].exit_code == Some(137)
+                && running(&ts).len() == 3
+                && !running(&ts).iter().any(|t| t.id() == victim_id);
+            ok.then_some(())
+        }
+    })
+    .await;
+
+    // Kill the agent of zone-a: after the grace, its task is recorded lost and replaced.
+    let ts = tasks(&s, "default").await;
+    let on_a: Vec<String> = running(&ts)
+        .iter()
+        .filter(|t| t.availability_zone.as_deref() == Some("zone-a"))
+        .map(|t| t.id().to_string())
+        .collect();
+    assert_eq!(on_a.len(), 1);
+    c.agents[0].kill();
+    let lost = on_a[0].clone();
+    eventually(
+        Duration::from_secs(20),
+        "the lost host's task replaced",
+        || {
+            let s = s.clone();
+            let lost = lost.clone();
+            async move {
+                let ts = tasks(&s, "default").await;
+                let t = ts.iter().find(|t| t.id() == lost)?;
+                let r = running(&ts);
+                let ok = t.last_status == TaskStatus::Stopped
+                    && t.stop_code == Some(StopCode::InfrastructureHealth)
+                    && r.len() == 3
+                    && r.iter()
+                        .all(|t| t.availability_zone.as_deref() != Some("zone-a"));
+                ok.then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Drain zone-b: its tasks move to zone-c.
+    let prefix = c
+        .store
+        .keys()
+        .list(capstan_core::keys::Family::ContainerInstances, &["default"]);
+    let listing = c.store.list(&prefix).await.expect("instances");
+    let kv = listing
+        .kvs
+        .iter()
+        .find(|kv| {
+            kv.json::<ContainerInstance>()
+                .is_ok_and(|ci| ci.attribute("ecs.availability-zone") == Some("zone-b"))
+        })
+        .expect("zone-b registered");
+    let mut ci: ContainerInstance = kv.json().expect("decodes");
+    ci.status = InstanceStatus::Draining;
+    c.store
+        .commit(
+            Write::new()
+                .put_json_with_lease(&kv.key, &ci, kv.lease)
+                .if_unchanged(&kv.key, kv.mod_revision),
+            None,
+        )
+        .await
+        .expect("drain");
+    eventually(
+        Duration::from_secs(30),
+        "tasks moved off the draining instance",
+        || {
+            let s = s.clone();
+            async move {
+                let ts = tasks(&s, "default").await;
+                let r = running(&ts);
+                let on_b = ts
+                    .iter()
+                    .filter(|t| {
+                        t.availability_zone.as_deref() == Some("zone-b")
+                            && t.last_status != TaskStatus::Stopped
+                    })
+                    .count();
+                (r.len() == 3 && on_b == 0 && zones_of(&r) == vec!["zone-c"; 3]).then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Scale in to 1: two tasks stop.
+    set_desired(&c.store, "web", 1).await;
+    eventually(Duration::from_secs(30), "scaled in to 1", || {
+        let s = s.clone();
+        async move {
+            let ts = tasks(&s, "default").await;
+            let live = ts
+                .iter()
+                .filter(|t| t.last_status != TaskStatus::Stopped)
+                .count();
+            (running(&ts).len() == 1 && live == 1).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn killing_the_leader_mid_scale_out_ends_with_exactly_the_desired_tasks() {
+    let c = cluster(&["zone-a", "zone-b", "zone-c"]).await;
+    let mut s1 = scheduler(&c.endpoints, c.dir.path(), "s1");
+    let s = c.store.clone();
+    // s1 leads before s2 exists.
+    eventually(Duration::from_secs(10), "s1 leads", || {
+        let s = s.clone();
+        async move {
+            let l = s.list("/capstan/elections/scheduler").await.ok()?;
+            l.kvs.iter().any(|kv| kv.value == b"s1").then_some(())
+        }
+    })
+    .await;
+    let _s2 = scheduler(&c.endpoints, c.dir.path(), "s2");
+    deploy(&c.store, "burst", 20).await;
+    eventually(Duration::from_secs(20), "scale-out started", || {
+        let s = s.clone();
+        async move { (!tasks(&s, "default").await.is_empty()).then_some(()) }
+    })
+    .await;
+    s1.kill();
+
+    let final_tasks = eventually(Duration::from_secs(60), "exactly 20 RUNNING", || {
+        let s = s.clone();
+        async move {
+            let ts = tasks(&s, "default").await;
+            let live = ts
+                .iter()
+                .filter(|t| t.last_status != TaskStatus::Stopped)
+                .count();
+            (running(&ts).len() == 20 && live == 20).then_some(ts)
+        }
+    })
+    .await;
+    // No task runs twice: every running task id is on exactly one agent, and agents run exactly
+    // the 20 recorded tasks.
+    let mut on_agents = Vec::new();
+    for a in &c.agents {
+        let ch = capstan_proto::tls::connect(a.field("grpc"), None)
+            .await
+            .expect("agent");
+        let mut client = capstan_proto::agent::v1::agent_client::AgentClient::new(ch);
+        let listed = client
+            .list_tasks(capstan_proto::agent::v1::ListTasksRequest {})
+            .await
+            .expect("list")
+            .into_inner()
+            .tasks;
+        on_agents.extend(
+            listed
+                .into_iter()
+                .filter(|t| t.last_status == capstan_proto::agent::v1::TaskStatus::Running as i32)
+                .map(|t| t.task_id),
+        );
+    }
+    let unique: BTreeSet<&String> = on_agents.iter().collect();
+    assert_eq!(unique.len(), on_agents.len(), "a task id runs twice");
+    let recorded: BTreeSet<String> = running(&final_tasks)
+        .iter()
+        .map(|t| t.id().to_string())
+        .collect();
+    let running_ids: BTreeSet<String> = on_agents.into_iter().collect();
+    assert_eq!(running_ids, recorded);
+}
