@@ -313,3 +313,66 @@ async fn killing_the_leader_mid_scale_out_ends_with_exactly_the_desired_tasks() 
     let running_ids: BTreeSet<String> = on_agents.into_iter().collect();
     assert_eq!(running_ids, recorded);
 }
+
+#[tokio::test]
+async fn a_task_that_exits_at_once_is_relaunched_with_growing_delays() {
+    let c = cluster(&["zone-a"]).await;
+    let _scheduler = scheduler(&c.endpoints, c.dir.path(), "s1");
+    let s = c.store.clone();
+    let td = json!({
+        "family": "crash", "revision": 1, "status": "ACTIVE",
+        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 128, "memory": 64,
+            "entryPoint": ["sh", "-c"], "command": ["exit 1"]}]
+    });
+    s.put(
+        &s.keys().task_definition("crash", 1),
+        td.to_string().into_bytes(),
+    )
+    .await
+    .expect("taskdef");
+    let svc = json!({"serviceName": "crash", "taskDefinition": "crash:1", "desiredCount": 1});
+    s.put(
+        &s.keys().service("default", "crash"),
+        svc.to_string().into_bytes(),
+    )
+    .await
+    .expect("service");
+    set_desired(&s, "crash", 1).await;
+
+    // Four attempts: the gaps between a failure and the next launch grow.
+    let attempts = eventually(Duration::from_secs(90), "four launch attempts", || {
+        let s = s.clone();
+        async move {
+            let mut ts = tasks(&s, "default").await;
+            ts.sort_by(|a, b| {
+                a.created_at
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.created_at.unwrap_or(0.0))
+            });
+            (ts.len() >= 4).then_some(ts)
+        }
+    })
+    .await;
+    for t in &attempts[..3] {
+        assert_eq!(t.last_status, TaskStatus::Stopped);
+        assert_eq!(t.containers[0].exit_code, Some(1));
+    }
+    let gap = |i: usize| {
+        attempts[i + 1].created_at.unwrap_or(0.0) - attempts[i].stopped_at.unwrap_or(0.0)
+    };
+    assert!(gap(0) < 5.0, "first relaunch is immediate: {}", gap(0));
+    assert!(gap(1) >= 9.5, "second relaunch waits ~10 s: {}", gap(1));
+    assert!(gap(2) >= 19.5, "third relaunch waits ~20 s: {}", gap(2));
+    let events = s
+        .list("/capstan/events/default/crash/")
+        .await
+        .expect("events");
+    assert!(
+        events
+            .kvs
+            .iter()
+            .any(|kv| String::from_utf8_lossy(&kv.value)
+                .contains("service (crash) is unable to consistently start tasks successfully.")),
+        "no throttle event"
+    );
+}

@@ -24,6 +24,26 @@ pub struct DeploymentInput {
     pub demand: Option<Demand>,
     /// Whether it may launch tasks (a FAILED deployment launches none).
     pub may_launch: bool,
+    /// Its latest tasks that stopped without ever reaching RUNNING, in a row.
+    pub failures: u32,
+    /// When the latest of those stopped (epoch seconds).
+    pub last_failure_at: Option<f64>,
+}
+
+/// First delay of the launch backoff, seconds.
+pub const LAUNCH_BACKOFF_BASE_SECS: f64 = 10.0;
+/// Longest delay of the launch backoff (ECS: 15 minutes).
+pub const LAUNCH_BACKOFF_CAP_SECS: f64 = 900.0;
+
+/// Seconds to wait after the last failure before launching again: none after the first failure,
+/// then 10 s doubling per further failure, capped at 15 minutes (ECS's throttle logic publishes
+/// only the cap).
+pub fn launch_backoff(failures: u32) -> f64 {
+    if failures < 2 {
+        return 0.0;
+    }
+    let exp = (failures - 2).min(16);
+    (LAUNCH_BACKOFF_BASE_SECS * f64::from(1u32 << exp)).min(LAUNCH_BACKOFF_CAP_SECS)
 }
 
 /// One task of the service.
@@ -66,6 +86,8 @@ pub struct ServiceInput {
     pub strategies: Vec<Strategy>,
     /// Most PENDING + RUNNING tasks over all deployments: floor(D × maximumPercent / 100).
     pub max_tasks: u32,
+    /// Now, epoch seconds.
+    pub now: f64,
 }
 
 /// What to do.
@@ -88,12 +110,14 @@ pub enum Action {
 }
 
 /// The plan for one service.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     /// Actions, launches before stops.
     pub actions: Vec<Action>,
     /// Why tasks could not be placed, if some could not.
     pub failure: Option<Failure>,
+    /// Launches held back by the launch backoff: seconds until they may go.
+    pub throttled: Option<f64>,
 }
 
 /// Why a live task must be replaced, if it must.
@@ -139,8 +163,15 @@ pub fn plan<R: Rng + ?Sized>(input: &ServiceInput, rng: &mut R) -> Plan {
             .filter(|t| t.last_status == TaskStatus::Running)
             .count() as u32;
 
+        let wait = d
+            .last_failure_at
+            .map_or(0.0, |at| at + launch_backoff(d.failures) - input.now);
+        if good_n < d.desired && wait > 0.0 {
+            out.throttled = Some(out.throttled.map_or(wait, |w: f64| w.min(wait)));
+        }
         if good_n < d.desired
             && d.may_launch
+            && wait <= 0.0
             && let Some(demand) = &d.demand
         {
             let want = d.desired - good_n;
@@ -249,12 +280,15 @@ mod tests {
                     group: "service:web".into(),
                 }),
                 may_launch: true,
+                failures: 0,
+                last_failure_at: None,
             }],
             tasks,
             instances: vec![inst("a", "za"), inst("b", "zb"), inst("c", "zc")],
             constraints: vec![],
             strategies: default_strategies(),
             max_tasks: desired * 2,
+            now: 1000.0,
         }
     }
 
@@ -351,6 +385,26 @@ mod tests {
             vec!["a"],
             "nothing new on a draining instance"
         );
+    }
+
+    #[test]
+    fn launches_back_off_after_repeated_failures_to_start() {
+        assert_eq!(launch_backoff(0), 0.0);
+        assert_eq!(launch_backoff(1), 0.0);
+        assert_eq!(launch_backoff(2), 10.0);
+        assert_eq!(launch_backoff(3), 20.0);
+        assert_eq!(launch_backoff(6), 160.0);
+        assert_eq!(launch_backoff(40), 900.0);
+        let mut i = input(1, vec![]);
+        i.deployments[0].failures = 3;
+        i.deployments[0].last_failure_at = Some(990.0);
+        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        assert!(launches(&p).is_empty());
+        assert_eq!(p.throttled, Some(10.0));
+        i.now = 1010.0;
+        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        assert_eq!(launches(&p).len(), 1);
+        assert_eq!(p.throttled, None);
     }
 
     #[test]

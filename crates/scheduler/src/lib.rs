@@ -39,6 +39,9 @@ pub struct SchedulerArgs {
     /// the election TTL by default.
     #[arg(long, env = "CAPSTAN_NODE_LOSS_GRACE")]
     pub node_loss_grace: Option<humantime::Duration>,
+    /// How long stopped tasks stay visible before their records are deleted.
+    #[arg(long, env = "CAPSTAN_TASK_RETENTION", default_value = "1h")]
+    pub task_retention: humantime::Duration,
     /// Reconciles at once.
     #[arg(long, env = "CAPSTAN_SCHEDULER_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
@@ -69,6 +72,8 @@ pub struct Ctx {
     missing_since: Mutex<HashMap<String, Instant>>,
     /// The last placement-failure event per service, to avoid repeating it.
     last_event: Mutex<HashMap<ServiceKey, String>>,
+    /// How long stopped tasks are kept.
+    retention: Duration,
 }
 
 fn caches_ready(c: &Caches) -> bool {
@@ -272,10 +277,44 @@ async fn reconcile(key: ServiceKey, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<
     if let Some(f) = plan.failure {
         ctx.event(&claim, &key, f.message(&key.service)).await?;
     }
-    let resync = Duration::from_secs(30);
-    Ok(Action::requeue(recheck.map_or(resync, |r| {
-        r.min(resync) + Duration::from_millis(50)
-    })))
+    if plan.throttled.is_some() {
+        ctx.event(
+            &claim,
+            &key,
+            format!(
+                "service ({}) is unable to consistently start tasks successfully.",
+                key.service
+            ),
+        )
+        .await?;
+    }
+    // Stopped tasks stay visible for the retention period, then go.
+    let cutoff = now() - ctx.retention.as_secs_f64();
+    let expired: Vec<String> = snap
+        .tasks
+        .values()
+        .filter(|e| {
+            e.value.as_ref().is_ok_and(|t| {
+                t.last_status == TaskStatus::Stopped && t.stopped_at.is_some_and(|s| s < cutoff)
+            })
+        })
+        .map(|e| e.key.clone())
+        .collect();
+    for chunk in expired.chunks(execute::TXN_OPS) {
+        let mut w = Write::new();
+        for k in chunk {
+            w = w.delete(k);
+        }
+        ctx.exec.store.commit(w, Some(&claim)).await?;
+    }
+    let mut next = Duration::from_secs(30);
+    if let Some(r) = recheck {
+        next = next.min(r + Duration::from_millis(50));
+    }
+    if let Some(t) = plan.throttled {
+        next = next.min(Duration::from_secs_f64(t) + Duration::from_millis(50));
+    }
+    Ok(Action::requeue(next))
 }
 
 /// Follows one agent's task stream while this replica leads.
@@ -468,6 +507,7 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
         grace,
         missing_since: Mutex::new(HashMap::new()),
         last_event: Mutex::new(HashMap::new()),
+        retention: args.task_retention.into(),
     });
 
     let service_of = |keys: &capstan_core::Keys, k: &str| -> Vec<ServiceKey> {

@@ -195,11 +195,15 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
     {
         let Ok(d) = &e.value else { continue };
         let td = task_definition(caches, keys, &d.task_definition);
+        let (failures, last_failure_at) =
+            launch_failures(caches, keys, &key.cluster, &group, &d.id);
         inputs.push(DeploymentInput {
             id: d.id.clone(),
             desired: d.desired_count,
             demand: td.as_ref().map(|td| demand(td, &group)),
             may_launch: d.rollout_state != RolloutState::Failed,
+            failures,
+            last_failure_at,
         });
         deployments.insert(d.id.clone(), (d.clone(), td));
     }
@@ -260,6 +264,7 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
             constraints,
             strategies,
             max_tasks,
+            now: crate::execute::now(),
         },
         Context {
             deployments,
@@ -267,6 +272,71 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
             instances: instance_docs,
         },
     )
+}
+
+/// A task that exits within this long of starting counts as never having reached RUNNING: the
+/// agent reports RUNNING as soon as the processes start, where ECS would see such a task go
+/// from PENDING to STOPPED.
+pub const QUICK_EXIT_SECS: f64 = 1.0;
+
+/// Whether a stopped task failed to start: refused by its agent, or its essential container
+/// exited before (or within [`QUICK_EXIT_SECS`] of) reaching RUNNING.
+pub fn never_started(t: &Task) -> bool {
+    use capstan_core::task::StopCode;
+    if t.last_status != TaskStatus::Stopped {
+        return false;
+    }
+    match t.stop_code {
+        Some(StopCode::TaskFailedToStart) => true,
+        Some(StopCode::EssentialContainerExited) => match (t.started_at, t.stopped_at) {
+            (None, _) => true,
+            (Some(start), Some(stop)) => stop - start < QUICK_EXIT_SECS,
+            (Some(_), None) => false,
+        },
+        _ => false,
+    }
+}
+
+/// The deployment's latest tasks that stopped without ever reaching RUNNING, in a row, and when
+/// the latest of them stopped. Tasks the scheduler stopped itself do not count.
+pub fn launch_failures(
+    caches: &Caches,
+    keys: &Keys,
+    cluster: &str,
+    group: &str,
+    deployment: &str,
+) -> (u32, Option<f64>) {
+    let mut mine: Vec<Task> = caches
+        .tasks
+        .list_prefix(&keys.list(Family::Tasks, &[cluster]))
+        .iter()
+        .filter_map(|e| e.value.as_ref().ok())
+        .filter(|t| {
+            t.group.as_deref() == Some(group) && t.started_by.as_deref() == Some(deployment)
+        })
+        .cloned()
+        .collect();
+    mine.sort_by(|a, b| {
+        b.created_at
+            .unwrap_or(0.0)
+            .total_cmp(&a.created_at.unwrap_or(0.0))
+    });
+    let mut failures = 0;
+    let mut last: Option<f64> = None;
+    for t in &mine {
+        if !never_started(t) {
+            if t.last_status == TaskStatus::Stopped
+                && t.stop_code == Some(capstan_core::task::StopCode::ServiceSchedulerInitiated)
+            {
+                continue;
+            }
+            break;
+        }
+        failures += 1;
+        let at = t.stopped_at.unwrap_or(0.0);
+        last = Some(last.map_or(at, |l: f64| l.max(at)));
+    }
+    (failures, last)
 }
 
 /// Whether a task still has to be stopped by its agent.
