@@ -376,3 +376,211 @@ async fn a_task_that_exits_at_once_is_relaunched_with_growing_delays() {
         "no throttle event"
     );
 }
+
+#[tokio::test]
+async fn run_task_and_stop_task_requests_are_consumed_once() {
+    let c = cluster(&["zone-a", "zone-b"]).await;
+    let _scheduler = scheduler(&c.endpoints, c.dir.path(), "s1");
+    let s = c.store.clone();
+    let td = json!({
+        "family": "job", "revision": 1, "status": "ACTIVE",
+        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 128, "memory": 64,
+            "entryPoint": ["sh", "-c"], "command": ["exec sleep 600"], "stopTimeout": 2}]
+    });
+    s.put(
+        &s.keys().task_definition("job", 1),
+        td.to_string().into_bytes(),
+    )
+    .await
+    .expect("taskdef");
+    let req = json!({"taskDefinition": "job", "count": 3, "startedBy": "nightly",
+        "overrides": {"containerOverrides": [{"name": "app", "environment": [{"name": "MODE", "value": "full"}]}]}});
+    s.put(
+        "/capstan/requests/runtask/default/r1",
+        req.to_string().into_bytes(),
+    )
+    .await
+    .expect("request");
+
+    let result: capstan_core::requests::RunTaskResult =
+        eventually(Duration::from_secs(20), "RunTask result", || {
+            let s = s.clone();
+            async move {
+                s.get_json("/capstan/status/runtask/default/r1")
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|v| v.value)
+            }
+        })
+        .await;
+    assert_eq!(result.tasks.len(), 3);
+    assert!(result.failures.is_empty());
+    assert!(
+        s.get("/capstan/requests/runtask/default/r1")
+            .await
+            .expect("get")
+            .is_none(),
+        "request consumed"
+    );
+    eventually(Duration::from_secs(20), "3 one-off tasks RUNNING", || {
+        let s = s.clone();
+        async move {
+            let ts = tasks(&s, "default").await;
+            let r = running(&ts);
+            let ok = r.len() == 3
+                && r.iter().all(|t| {
+                    t.group.as_deref() == Some("family:job")
+                        && t.started_by.as_deref() == Some("nightly")
+                });
+            ok.then_some(())
+        }
+    })
+    .await;
+
+    // StopTask: the task stops and is not replaced.
+    let victim = result.tasks[0].clone();
+    s.put(
+        &format!("/capstan/requests/stoptask/default/{victim}"),
+        br#"{"reason": "done early"}"#.to_vec(),
+    )
+    .await
+    .expect("stop request");
+    eventually(
+        Duration::from_secs(20),
+        "the task stopped by request",
+        || {
+            let s = s.clone();
+            let victim = victim.clone();
+            async move {
+                let ts = tasks(&s, "default").await;
+                let t = ts.iter().find(|t| t.id() == victim)?;
+                (t.last_status == TaskStatus::Stopped
+                    && t.stop_code == Some(StopCode::UserInitiated)
+                    && t.stopped_reason.as_deref() == Some("done early")
+                    && running(&ts).len() == 2)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        s.get(&format!("/capstan/requests/stoptask/default/{victim}"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    // A request that cannot be placed reports ECS's failure reason.
+    let big = json!({"taskDefinition": "job:1", "count": 1, "overrides": {"memory": "999999"}});
+    s.put(
+        "/capstan/requests/runtask/default/r2",
+        big.to_string().into_bytes(),
+    )
+    .await
+    .expect("request");
+    let result: capstan_core::requests::RunTaskResult =
+        eventually(Duration::from_secs(20), "RunTask result", || {
+            let s = s.clone();
+            async move {
+                s.get_json("/capstan/status/runtask/default/r2")
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|v| v.value)
+            }
+        })
+        .await;
+    assert!(result.tasks.is_empty());
+    assert_eq!(result.failures[0].reason, "RESOURCE:MEMORY");
+}
+
+#[tokio::test]
+async fn a_daemon_runs_once_on_every_instance_and_follows_joins_and_drains() {
+    let mut c = cluster(&["zone-a", "zone-b"]).await;
+    let _scheduler = scheduler(&c.endpoints, c.dir.path(), "s1");
+    let s = c.store.clone();
+    let td = json!({
+        "family": "logs", "revision": 1, "status": "ACTIVE",
+        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 64, "memory": 32,
+            "entryPoint": ["sh", "-c"], "command": ["exec sleep 600"], "stopTimeout": 2}]
+    });
+    s.put(
+        &s.keys().task_definition("logs", 1),
+        td.to_string().into_bytes(),
+    )
+    .await
+    .expect("taskdef");
+    let svc =
+        json!({"serviceName": "logs", "taskDefinition": "logs:1", "schedulingStrategy": "DAEMON"});
+    s.put(
+        &s.keys().service("default", "logs"),
+        svc.to_string().into_bytes(),
+    )
+    .await
+    .expect("service");
+    set_desired(&s, "logs", 0).await;
+    let per_zone = |s: Store| async move {
+        let ts = tasks(&s, "default").await;
+        zones_of(&running(&ts))
+    };
+    eventually(
+        Duration::from_secs(20),
+        "one daemon task per instance",
+        || {
+            let s = s.clone();
+            async move { (per_zone(s).await == vec!["zone-a", "zone-b"]).then_some(()) }
+        },
+    )
+    .await;
+    // A new instance joins: it gets its task.
+    c.agents.push(agent(&c.endpoints, c.dir.path(), "zone-c"));
+    eventually(
+        Duration::from_secs(20),
+        "the joining instance runs the daemon",
+        || {
+            let s = s.clone();
+            async move { (per_zone(s).await == vec!["zone-a", "zone-b", "zone-c"]).then_some(()) }
+        },
+    )
+    .await;
+    // Draining an instance stops its daemon task; nothing moves elsewhere.
+    let listing = s
+        .list("/capstan/containerinstances/default/")
+        .await
+        .expect("instances");
+    let kv = listing
+        .kvs
+        .iter()
+        .find(|kv| {
+            kv.json::<ContainerInstance>()
+                .is_ok_and(|ci| ci.attribute("ecs.availability-zone") == Some("zone-a"))
+        })
+        .expect("zone-a");
+    let mut ci: ContainerInstance = kv.json().expect("decodes");
+    ci.status = InstanceStatus::Draining;
+    s.commit(
+        Write::new()
+            .put_json_with_lease(&kv.key, &ci, kv.lease)
+            .if_unchanged(&kv.key, kv.mod_revision),
+        None,
+    )
+    .await
+    .expect("drain");
+    eventually(
+        Duration::from_secs(20),
+        "the draining instance's daemon task stopped",
+        || {
+            let s = s.clone();
+            async move {
+                let ts = tasks(&s, "default").await;
+                let live = ts
+                    .iter()
+                    .filter(|t| t.last_status != TaskStatus::Stopped)
+                    .count();
+                (zones_of(&running(&ts)) == vec!["zone-b", "zone-c"] && live == 2).then_some(())
+            }
+        },
+    )
+    .await;
+}

@@ -42,6 +42,8 @@ pub enum Family {
     /// `requests/continuedeployment/<cluster>/<service>/<deploymentId>` (users; consumed by the
     /// deployer).
     ContinueDeploymentRequests,
+    /// `status/runtask/<cluster>/<requestId>` (scheduler): what a RunTask request started.
+    RunTaskResults,
     /// `elections/<controller>` (controllers).
     Elections,
 }
@@ -66,6 +68,7 @@ impl Family {
             Family::RunTaskRequests => "requests/runtask",
             Family::StopTaskRequests => "requests/stoptask",
             Family::ContinueDeploymentRequests => "requests/continuedeployment",
+            Family::RunTaskResults => "status/runtask",
             Family::Elections => "elections",
         }
     }
@@ -86,14 +89,16 @@ impl Family {
             | Family::Tasks
             | Family::ContainerInstances
             | Family::RunTaskRequests
-            | Family::StopTaskRequests => 2,
+            | Family::StopTaskRequests
+            | Family::RunTaskResults => 2,
             Family::Deployments | Family::Events | Family::ContinueDeploymentRequests => 3,
         }
     }
 
     /// Every family, longest segment first so that `status/…` matches before shorter ones.
-    pub const ALL: [Family; 17] = [
+    pub const ALL: [Family; 18] = [
         Family::ContinueDeploymentRequests,
+        Family::RunTaskResults,
         Family::CapacityProviderStatus,
         Family::TargetGroupStatus,
         Family::ServiceStatus,

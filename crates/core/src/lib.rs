@@ -13,6 +13,7 @@ pub mod deployment;
 pub mod instance;
 pub mod keys;
 pub mod lb;
+pub mod requests;
 pub mod service;
 pub mod status;
 pub mod task;

@@ -232,7 +232,8 @@ pub fn default_strategies() -> Vec<Strategy> {
     ]
 }
 
-fn check(inst: &Instance, demand: &Demand, constraints: &[Constraint]) -> Result<(), Reason> {
+/// Whether one task needing `demand` may be placed on `inst`, or the first filter it fails.
+pub fn check(inst: &Instance, demand: &Demand, constraints: &[Constraint]) -> Result<(), Reason> {
     if !inst.active {
         return Err(Reason::NotActive);
     }
@@ -299,6 +300,14 @@ fn key(
     k
 }
 
+/// Records one task needing `demand` as placed on `inst`.
+pub fn reserve(inst: &mut Instance, demand: &Demand) {
+    inst.remaining_cpu -= demand.cpu;
+    inst.remaining_memory -= demand.memory;
+    inst.used_ports.extend(demand.ports.iter().copied());
+    inst.groups.push(demand.group.clone());
+}
+
 /// Places `count` tasks needing `demand`; `instances` are updated as tasks are placed.
 pub fn place<R: Rng + ?Sized>(
     instances: &mut [Instance],
@@ -341,10 +350,7 @@ pub fn place<R: Rng + ?Sized>(
             .map(|(_, i)| i)
             .unwrap_or(candidates[0]);
         let inst = &mut instances[best];
-        inst.remaining_cpu -= demand.cpu;
-        inst.remaining_memory -= demand.memory;
-        inst.used_ports.extend(demand.ports.iter().copied());
-        inst.groups.push(demand.group.clone());
+        reserve(inst, demand);
         out.placed.push(inst.id.clone());
     }
     out

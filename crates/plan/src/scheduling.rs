@@ -88,6 +88,8 @@ pub struct ServiceInput {
     pub max_tasks: u32,
     /// Now, epoch seconds.
     pub now: f64,
+    /// DAEMON: one task of the PRIMARY deployment on every eligible instance.
+    pub daemon: bool,
 }
 
 /// What to do.
@@ -131,8 +133,83 @@ fn doomed(t: &TaskInput, instances: &BTreeMap<&str, &Instance>) -> Option<&'stat
     }
 }
 
+/// Plans a DAEMON service: one task of the PRIMARY deployment on every ACTIVE instance that
+/// satisfies the constraints and has room; tasks on other instances stop; an instance still
+/// running an older deployment's task has it stopped first (maximumPercent 100).
+fn plan_daemon(input: &ServiceInput) -> Plan {
+    let mut out = Plan::default();
+    let mut instances = input.instances.clone();
+    let live: Vec<&TaskInput> = input.tasks.iter().filter(|t| t.live()).collect();
+    let Some(primary) = input.deployments.first() else {
+        for t in live {
+            out.actions.push(Action::Stop {
+                task: t.id.clone(),
+                reason: "Service has no deployment".into(),
+            });
+        }
+        return out;
+    };
+    for inst in &mut instances {
+        let here: Vec<&&TaskInput> = live
+            .iter()
+            .filter(|t| t.instance.as_deref() == Some(inst.id.as_str()))
+            .collect();
+        // Eligibility ignores this service's own tasks already there.
+        let mut probe = inst.clone();
+        probe.groups.retain(|g| *g != input.group);
+        let eligible = match &primary.demand {
+            Some(d) => {
+                let mut others = probe.clone();
+                for _ in &here {
+                    others.remaining_cpu += d.cpu;
+                    others.remaining_memory += d.memory;
+                }
+                placement::check(&others, d, &input.constraints).is_ok()
+            }
+            None => false,
+        };
+        let (mine, old): (Vec<&&TaskInput>, Vec<&&TaskInput>) =
+            here.iter().partition(|t| t.deployment == primary.id);
+        if !inst.active || !eligible {
+            for t in &here {
+                out.actions.push(Action::Stop {
+                    task: t.id.clone(),
+                    reason: if inst.active {
+                        "Task no longer satisfies the daemon's placement".into()
+                    } else {
+                        "Task stopped during instance draining".into()
+                    },
+                });
+            }
+            continue;
+        }
+        for t in mine.iter().skip(1).chain(old.iter()) {
+            out.actions.push(Action::Stop {
+                task: t.id.clone(),
+                reason: format!("Scaling activity initiated by (deployment {})", primary.id),
+            });
+        }
+        if mine.is_empty()
+            && old.is_empty()
+            && primary.may_launch
+            && let Some(d) = &primary.demand
+        {
+            placement::reserve(inst, d);
+            out.actions.push(Action::Launch {
+                deployment: primary.id.clone(),
+                instance: inst.id.clone(),
+            });
+        }
+    }
+    // Tasks on instances that are gone are handled as lost by the executor.
+    out
+}
+
 /// Plans one service.
 pub fn plan<R: Rng + ?Sized>(input: &ServiceInput, rng: &mut R) -> Plan {
+    if input.daemon {
+        return plan_daemon(input);
+    }
     let mut out = Plan::default();
     let mut instances = input.instances.clone();
     let by_id: BTreeMap<&str, &Instance> =
@@ -289,6 +366,7 @@ mod tests {
             strategies: default_strategies(),
             max_tasks: desired * 2,
             now: 1000.0,
+            daemon: false,
         }
     }
 
@@ -405,6 +483,41 @@ mod tests {
         let p = plan(&i, &mut StdRng::seed_from_u64(1));
         assert_eq!(launches(&p).len(), 1);
         assert_eq!(p.throttled, None);
+    }
+
+    #[test]
+    fn daemons_run_once_on_every_eligible_instance() {
+        let mut i = input(0, vec![task("t1", "d1", "a", TaskStatus::Running)]);
+        i.daemon = true;
+        i.instances[2].active = false;
+        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        assert_eq!(
+            launches(&p),
+            vec!["b"],
+            "one per ACTIVE instance, none twice"
+        );
+        assert!(stops(&p).is_empty());
+        // A draining instance's daemon task stops and is not replaced elsewhere.
+        let mut i = input(
+            0,
+            vec![
+                task("t1", "d1", "a", TaskStatus::Running),
+                task("t2", "d1", "b", TaskStatus::Running),
+            ],
+        );
+        i.daemon = true;
+        i.instances[0].active = false;
+        i.instances.pop();
+        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        assert_eq!(stops(&p), vec!["t1"]);
+        assert!(launches(&p).is_empty());
+        // An older deployment's task is stopped before the new one starts there.
+        let mut i = input(0, vec![task("old", "d0", "a", TaskStatus::Running)]);
+        i.daemon = true;
+        i.instances.truncate(1);
+        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        assert_eq!(stops(&p), vec!["old"]);
+        assert!(launches(&p).is_empty());
     }
 
     #[test]

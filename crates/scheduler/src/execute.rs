@@ -163,10 +163,29 @@ pub fn new_task(
     instance: &ContainerInstance,
     instance_id: &str,
 ) -> Task {
+    new_standalone_task(
+        &key.cluster,
+        &key.group(),
+        Some(deployment.to_string()),
+        td,
+        instance,
+        instance_id,
+    )
+}
+
+/// A new task record placed on `instance`, in task group `group`.
+pub fn new_standalone_task(
+    cluster: &str,
+    group: &str,
+    started_by: Option<String>,
+    td: &TaskDefinition,
+    instance: &ContainerInstance,
+    instance_id: &str,
+) -> Task {
     let id = uuid::Uuid::new_v4().simple().to_string();
     Task {
-        task_arn: arn("task", &key.cluster, &id),
-        cluster_arn: format!("arn:capstan:ecs:local:000000000000:cluster/{}", key.cluster),
+        task_arn: arn("task", cluster, &id),
+        cluster_arn: format!("arn:capstan:ecs:local:000000000000:cluster/{cluster}"),
         task_definition_arn: td.family_revision(),
         container_instance_arn: Some(instance_id.to_string()),
         last_status: TaskStatus::Pending,
@@ -183,8 +202,8 @@ pub fn new_task(
                 ..Default::default()
             })
             .collect(),
-        started_by: Some(deployment.to_string()),
-        group: Some(key.group()),
+        started_by,
+        group: Some(group.to_string()),
         version: 1,
         availability_zone: instance
             .attribute("ecs.availability-zone")
@@ -202,9 +221,18 @@ impl Executor {
         &self,
         claim: &Claim,
         tasks: Vec<(Task, TaskDefinition, String)>,
+        with: Write,
     ) -> Result<Vec<String>, StoreError> {
+        let mut with = Some(with);
+        if tasks.is_empty()
+            && let Some(w) = with.take()
+            && !w.is_empty()
+        {
+            self.store.commit(w, Some(claim)).await?;
+        }
         for chunk in tasks.chunks(TXN_OPS) {
-            let mut w = Write::new();
+            // The extra writes (consuming a request) commit with the first batch.
+            let mut w = with.take().unwrap_or_default();
             for (t, _, _) in chunk {
                 let key = self.task_key(t);
                 w = w.put_json(&key, t).if_absent(&key);
@@ -323,6 +351,7 @@ impl Executor {
         cluster: &str,
         task_id: &str,
         reason: &str,
+        code: StopCode,
         instances: &BTreeMap<String, ContainerInstance>,
     ) -> Result<(), StoreError> {
         let Some(t) = self
@@ -336,7 +365,7 @@ impl Executor {
                 {
                     t.last_status = TaskStatus::Deactivating;
                 }
-                t.stop_code = Some(StopCode::ServiceSchedulerInitiated);
+                t.stop_code = Some(code);
                 t.stopped_reason = Some(reason.to_string());
                 t.stopping_at = Some(now());
                 true
@@ -398,13 +427,21 @@ impl Executor {
         let key = self.keys.task(cluster, &state.task_id);
         let agent_status =
             capstan_proto::convert::task_status("last_status", state.last_status).ok();
-        let Some(current) = self.caches.tasks.get(&key) else {
+        // The cache may not have seen a task this scheduler has just written: ask etcd itself.
+        let current: Option<Task> = match self
+            .caches
+            .tasks
+            .get(&key)
+            .and_then(|e| e.value.as_ref().ok().cloned())
+        {
+            Some(t) => Some(t),
+            None => self.store.get_json::<Task>(&key).await?.map(|v| v.value),
+        };
+        let Some(current) = current else {
             // Not a task of ours (or its record was removed): it must not run.
             return Ok((agent_status != Some(TaskStatus::Stopped)).then(|| state.task_id.clone()));
         };
-        if let Ok(t) = &current.value
-            && t.last_status == TaskStatus::Stopped
-        {
+        if current.last_status == TaskStatus::Stopped {
             return Ok((agent_status != Some(TaskStatus::Stopped)).then(|| state.task_id.clone()));
         }
         self.update_task(claim, cluster, &state.task_id, |t| {

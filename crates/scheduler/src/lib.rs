@@ -5,6 +5,7 @@
 //! It is the only writer of `/capstan/tasks/…` and the only caller of StartTask/StopTask.
 
 pub mod execute;
+pub mod requests;
 pub mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -82,6 +83,46 @@ fn caches_ready(c: &Caches) -> bool {
         && c.taskdefs.is_ready()
         && c.tasks.is_ready()
         && c.instances.is_ready()
+        && c.runtask.is_ready()
+        && c.stoptask.is_ready()
+}
+
+/// What the scheduler reconciles.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A service's deployments.
+    Service(ServiceKey),
+    /// A RunTask request.
+    RunTask {
+        /// Cluster.
+        cluster: String,
+        /// Request id.
+        id: String,
+    },
+    /// A StopTask request.
+    StopTask {
+        /// Cluster.
+        cluster: String,
+        /// Task id.
+        task: String,
+    },
+}
+
+async fn dispatch(key: Key, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if !caches_ready(&ctx.exec.caches) {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    match key {
+        Key::Service(k) => reconcile(k, claim, ctx).await,
+        Key::RunTask { cluster, id } => {
+            requests::run_task(&cluster, &id, &claim, &ctx).await?;
+            Ok(Action::await_change())
+        }
+        Key::StopTask { cluster, task } => {
+            requests::stop_task(&cluster, &task, &claim, &ctx).await?;
+            Ok(Action::await_change())
+        }
+    }
 }
 
 impl Ctx {
@@ -188,9 +229,6 @@ impl Ctx {
 
 async fn reconcile(key: ServiceKey, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let caches = &ctx.exec.caches;
-    if !caches_ready(caches) {
-        return Ok(Action::requeue(Duration::from_millis(200)));
-    }
     let keys = ctx.exec.keys.clone();
     let (input, snap) = gather(caches, &keys, &key);
     let (lost, recheck) = ctx.handle_lost(&claim, &key, &snap).await?;
@@ -227,7 +265,7 @@ async fn reconcile(key: ServiceKey, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<
             .map(|(t, _, _)| t.id().to_string())
             .collect();
         let n = ids.len();
-        ctx.exec.launch(&claim, launches).await?;
+        ctx.exec.launch(&claim, launches, Write::new()).await?;
         metrics::counter!("capstan_scheduler_tasks_launched_total").increment(n as u64);
         ctx.event(
             &claim,
@@ -245,7 +283,14 @@ async fn reconcile(key: ServiceKey, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<
     }
     for (task, reason) in &stops {
         ctx.exec
-            .stop(&claim, &key.cluster, task, reason, &snap.instances)
+            .stop(
+                &claim,
+                &key.cluster,
+                task,
+                reason,
+                StopCode::ServiceSchedulerInitiated,
+                &snap.instances,
+            )
             .await?;
     }
     if !stops.is_empty() {
@@ -480,6 +525,8 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
         taskdefs: rt.cache(Family::TaskDefinitions, spec_decoder(), resync),
         tasks: rt.cache(Family::Tasks, status_decoder(), resync),
         instances: rt.cache(Family::ContainerInstances, status_decoder(), resync),
+        runtask: rt.cache(Family::RunTaskRequests, spec_decoder(), resync),
+        stoptask: rt.cache(Family::StopTaskRequests, spec_decoder(), resync),
     };
     let tls = match (
         &args.agent_tls_cert,
@@ -510,11 +557,13 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
         retention: args.task_retention.into(),
     });
 
-    let service_of = |keys: &capstan_core::Keys, k: &str| -> Vec<ServiceKey> {
+    let service_of = |keys: &capstan_core::Keys, k: &str| -> Vec<Key> {
         keys.parse(k)
-            .map(|p| ServiceKey {
-                cluster: p.parts[0].clone(),
-                service: p.parts[1].clone(),
+            .map(|p| {
+                Key::Service(ServiceKey {
+                    cluster: p.parts[0].clone(),
+                    service: p.parts[1].clone(),
+                })
             })
             .into_iter()
             .collect()
@@ -527,6 +576,8 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
     let tasks = caches.tasks.clone();
     let all = caches.clone();
     let k4 = keys.clone();
+    let k5 = keys.clone();
+    let k6 = keys.clone();
     let controller = Controller::new(config)
         .watches(&caches.deployments, move |k| service_of(&k1, k))
         .watches(&caches.services, move |k| service_of(&k2, k))
@@ -536,9 +587,11 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
                 .get(k)
                 .and_then(|e| e.value.as_ref().ok().and_then(|t| t.group.clone()))
                 .and_then(|g| g.strip_prefix("service:").map(str::to_string))
-                .map(|service| ServiceKey {
-                    cluster: p.parts[0].clone(),
-                    service,
+                .map(|service| {
+                    Key::Service(ServiceKey {
+                        cluster: p.parts[0].clone(),
+                        service,
+                    })
                 })
                 .into_iter()
                 .collect()
@@ -547,18 +600,38 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
             // An instance came, went or changed: every service of its cluster may move.
             let Some(p) = k4.parse(k) else { return vec![] };
             let cluster = p.parts[0].clone();
-            let mut out: Vec<ServiceKey> = all
+            let mut out: Vec<Key> = all
                 .deployments
                 .list_prefix(&k4.list(Family::Deployments, &[&cluster]))
                 .iter()
                 .filter_map(|e| k4.parse(&e.key))
-                .map(|p| ServiceKey {
-                    cluster: cluster.clone(),
-                    service: p.parts[1].clone(),
+                .map(|p| {
+                    Key::Service(ServiceKey {
+                        cluster: cluster.clone(),
+                        service: p.parts[1].clone(),
+                    })
                 })
                 .collect();
             out.dedup();
             out
+        })
+        .watches(&caches.runtask, move |k| {
+            k5.parse(k)
+                .map(|p| Key::RunTask {
+                    cluster: p.parts[0].clone(),
+                    id: p.parts[1].clone(),
+                })
+                .into_iter()
+                .collect()
+        })
+        .watches(&caches.stoptask, move |k| {
+            k6.parse(k)
+                .map(|p| Key::StopTask {
+                    cluster: p.parts[0].clone(),
+                    task: p.parts[1].clone(),
+                })
+                .into_iter()
+                .collect()
         });
     tokio::spawn(manage_agents(
         ctx.clone(),
@@ -569,7 +642,7 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
         .run(
             rt.leadership.clone(),
             ctx,
-            |k, c, x| reconcile(k, c, x).boxed(),
+            |k, c, x| dispatch(k, c, x).boxed(),
             |_k, e: &Error, _c| match e {
                 Error::Store(StoreError::Conflict { .. }) => {
                     Action::requeue(Duration::from_millis(50))

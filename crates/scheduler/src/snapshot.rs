@@ -26,6 +26,10 @@ pub struct Caches {
     pub tasks: Cache<Task>,
     /// Container instances.
     pub instances: Cache<ContainerInstance>,
+    /// RunTask requests.
+    pub runtask: Cache<capstan_core::requests::RunTaskRequest>,
+    /// StopTask requests.
+    pub stoptask: Cache<capstan_core::requests::StopTaskRequest>,
 }
 
 /// Decoder for spec documents: the same strict parse and validation as the API.
@@ -265,6 +269,9 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
             strategies,
             max_tasks,
             now: crate::execute::now(),
+            daemon: spec.as_ref().is_some_and(|s| {
+                s.scheduling_strategy() == capstan_core::service::SchedulingStrategy::Daemon
+            }),
         },
         Context {
             deployments,

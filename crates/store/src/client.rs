@@ -182,6 +182,17 @@ impl Write {
         self.if_unchanged(key, 0)
     }
 
+    /// Adds every compare and operation of `other` to this transaction.
+    pub fn merge(mut self, other: Write) -> Self {
+        self.compares.extend(other.compares);
+        self.ops.extend(other.ops);
+        self.keys.extend(other.keys);
+        if let Some(e) = other.encode_error {
+            self.encode_error.get_or_insert(e);
+        }
+        self
+    }
+
     /// Number of write operations.
     pub fn len(&self) -> usize {
         self.ops.len()

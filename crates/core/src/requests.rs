@@ -1,0 +1,128 @@
+//! Imperative requests users write as keys (so etcdctl can do what the API does); a controller
+//! consumes each one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::service::{
+    PlacementConstraint, PlacementStrategy, validate_constraint, validate_strategy,
+};
+use crate::task::TaskOverride;
+use crate::taskdef::TaskDefinitionRef;
+use crate::validate::{Issue, Report, ValidationError, index};
+use crate::{Spec, Tag};
+
+/// Most tasks one RunTask starts.
+pub const MAX_RUN_TASK_COUNT: u32 = 10;
+
+/// `/capstan/requests/runtask/<cluster>/<requestId>`: ECS's RunTask input.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RunTaskRequest {
+    /// `family:revision` or `family`.
+    pub task_definition: String,
+    /// 1–10 tasks (default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Task group; `family:<family>` by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Free text recorded on the tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    /// Binding placement rules.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placement_constraints: Vec<PlacementConstraint>,
+    /// Placement preferences.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placement_strategy: Vec<PlacementStrategy>,
+    /// Command, environment, cpu and memory overrides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<TaskOverride>,
+    /// Tags for the tasks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+    /// Cluster name (the key's when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+impl RunTaskRequest {
+    /// The count, defaulting to 1.
+    pub fn count(&self) -> u32 {
+        self.count.unwrap_or(1)
+    }
+}
+
+impl Spec for RunTaskRequest {
+    fn check(&self) -> Result<Vec<Issue>, ValidationError> {
+        let mut r = Report::default();
+        if let Err(e) = TaskDefinitionRef::parse(&self.task_definition) {
+            for i in e.issues {
+                r.error(i.path, i.message);
+            }
+        }
+        r.range("count", self.count(), 1, MAX_RUN_TASK_COUNT);
+        if let Some(g) = &self.group
+            && (g.is_empty() || g.len() > 255)
+        {
+            r.error("group", "must have 1-255 characters");
+        }
+        if let Some(s) = &self.started_by
+            && (s.is_empty()
+                || s.len() > 128
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'/' || b == b'_'))
+        {
+            r.error("startedBy", "must be 1-128 letters, digits, -, / or _");
+        }
+        for (i, c) in self.placement_constraints.iter().enumerate() {
+            validate_constraint(&mut r, &index("", "placementConstraints", i), c);
+        }
+        for (i, s) in self.placement_strategy.iter().enumerate() {
+            validate_strategy(&mut r, &index("", "placementStrategy", i), s);
+        }
+        r.finish()
+    }
+}
+
+/// `/capstan/requests/stoptask/<cluster>/<taskId>`: ECS's StopTask input.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StopTaskRequest {
+    /// Recorded as the task's stoppedReason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Spec for StopTaskRequest {
+    fn check(&self) -> Result<Vec<Issue>, ValidationError> {
+        let mut r = Report::default();
+        if let Some(reason) = &self.reason
+            && reason.len() > 1024
+        {
+            r.error("reason", "must have at most 1024 characters");
+        }
+        r.finish()
+    }
+}
+
+/// `/capstan/status/runtask/<cluster>/<requestId>`: what a RunTask request started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RunTaskResult {
+    /// Task ids started.
+    pub tasks: Vec<String>,
+    /// Why the others could not be.
+    pub failures: Vec<RunTaskFailure>,
+}
+
+/// One task RunTask could not start (ECS `Failure`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RunTaskFailure {
+    /// `RESOURCE:MEMORY`, `RESOURCE:CPU`, `RESOURCE:PORTS`, `AGENT`, `MissingTaskDefinition`, …
+    pub reason: String,
+    /// A readable explanation.
+    pub detail: String,
+}
