@@ -33,6 +33,18 @@ enum Command {
         #[arg(long, default_value_t = 512)]
         value_size: usize,
     },
+    /// Scheduler: desiredCount 0 -> N over M in-process fake agents, with the real binary.
+    Scheduler {
+        /// The capstan-scheduler binary; by default the one beside this bench.
+        #[arg(long)]
+        scheduler_bin: Option<PathBuf>,
+        /// Tasks.
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+        /// Fake agents.
+        #[arg(long, default_value_t = 1_000)]
+        agents: usize,
+    },
     /// Node agent: StartTask -> RUNNING latency (process runtime) and RSS with many tasks.
     Agent {
         /// The capstan-agent binary; by default the one beside this bench.
@@ -82,6 +94,27 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("etcd put throughput, {value_size}-byte values, {seconds} s per row");
             etcd::print_table(&rows);
+        }
+        Command::Scheduler {
+            scheduler_bin,
+            tasks,
+            agents,
+        } => {
+            let bin = match scheduler_bin {
+                Some(b) => b,
+                None => std::env::current_exe()?.with_file_name("capstan-scheduler"),
+            };
+            let etcd_cluster = EtcdCluster::single().await?;
+            let endpoints = etcd_cluster.endpoints();
+            let store = Store::connect(&StoreConfig::new(endpoints.clone(), "/capstan")).await?;
+            // The physical limit, measured on the same etcd just before.
+            let raw = etcd::measure(&store, 128, 1, Duration::from_secs(2), 512).await?;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let fakes = capstan_bench::scheduler::serve_fake_agents(agents, &cancel).await?;
+            let figures =
+                capstan_bench::scheduler::measure(&bin, &store, &endpoints, &fakes, tasks).await?;
+            capstan_bench::scheduler::print(&figures, raw.puts_per_sec());
+            cancel.cancel();
         }
         Command::Agent {
             agent_bin,

@@ -274,29 +274,87 @@ fn zone_count(instances: &[Instance], attr: &str, value: Option<&String>, group:
         .sum()
 }
 
-/// Ranking key of placing on `i` (lower is better).
+/// Tasks of the group per value of each spread attribute, kept up to date while placing so a
+/// placement costs O(instances), not O(instances²): `bucket[s][i]` is instance i's value of
+/// strategy s's attribute, `count[s][b]` the group's tasks in bucket b.
+struct Zones {
+    bucket: Vec<Vec<usize>>,
+    count: Vec<Vec<i64>>,
+}
+
+impl Zones {
+    fn new(instances: &[Instance], strategies: &[Strategy], group: &str) -> Self {
+        let mut bucket = Vec::new();
+        let mut count = Vec::new();
+        for s in strategies {
+            let mut ids: BTreeMap<Option<&String>, usize> = BTreeMap::new();
+            let mut b = Vec::with_capacity(instances.len());
+            let mut c: Vec<i64> = Vec::new();
+            if let Strategy::SpreadAttribute(a) = s {
+                for i in instances {
+                    let next = ids.len();
+                    let id = *ids.entry(i.attributes.get(a)).or_insert(next);
+                    if id == c.len() {
+                        c.push(0);
+                    }
+                    c[id] += i.group_count(group) as i64;
+                    b.push(id);
+                }
+            }
+            bucket.push(b);
+            count.push(c);
+        }
+        Self { bucket, count }
+    }
+
+    fn get(&self, strategy: usize, instance: usize) -> i64 {
+        self.bucket
+            .get(strategy)
+            .and_then(|b| b.get(instance))
+            .and_then(|&b| self.count[strategy].get(b))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn placed(&mut self, instance: usize) {
+        for (s, b) in self.bucket.iter().enumerate() {
+            if let Some(&b) = b.get(instance) {
+                self.count[s][b] += 1;
+            }
+        }
+    }
+}
+
+/// Most strategies a key holds (ECS allows 5), plus the random tie-breaker.
+const KEY_LEN: usize = 6;
+
+/// Ranking key of placing on `inst` (lower is better); a fixed array, so ranking thousands of
+/// instances allocates nothing.
 fn key(
     instances: &[Instance],
     i: usize,
+    zones: &Zones,
     demand: &Demand,
     strategies: &[Strategy],
     tie: u64,
-) -> Vec<i64> {
+) -> [i64; KEY_LEN] {
     let inst = &instances[i];
-    let mut k: Vec<i64> = strategies
-        .iter()
-        .map(|s| match s {
+    let mut k = [0i64; KEY_LEN];
+    for (n, (slot, s)) in k
+        .iter_mut()
+        .zip(strategies.iter().take(KEY_LEN - 1))
+        .enumerate()
+    {
+        *slot = match s {
             Strategy::BinpackCpu => inst.remaining_cpu - demand.cpu,
             Strategy::BinpackMemory => inst.remaining_memory - demand.memory,
             Strategy::SpreadInstance => inst.group_count(&demand.group) as i64,
-            Strategy::SpreadAttribute(a) => {
-                zone_count(instances, a, inst.attributes.get(a), &demand.group)
-            }
+            Strategy::SpreadAttribute(_) => zones.get(n, i),
             Strategy::Random => 0,
-        })
-        .collect();
+        };
+    }
     // `random`, and any tie left by the strategies, is broken by the seeded RNG.
-    k.push((tie >> 1) as i64);
+    k[KEY_LEN - 1] = (tie >> 1) as i64;
     k
 }
 
@@ -318,6 +376,7 @@ pub fn place<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Placement {
     let mut out = Placement::default();
+    let mut zones = Zones::new(instances, strategies, &demand.group);
     for _ in 0..count {
         let mut candidates = Vec::new();
         let mut closest: Option<(u8, usize, Reason)> = None;
@@ -342,7 +401,14 @@ pub fn place<R: Rng + ?Sized>(
             .iter()
             .map(|&i| {
                 (
-                    key(instances, i, demand, strategies, rng.random::<u64>()),
+                    key(
+                        instances,
+                        i,
+                        &zones,
+                        demand,
+                        strategies,
+                        rng.random::<u64>(),
+                    ),
                     i,
                 )
             })
@@ -351,6 +417,7 @@ pub fn place<R: Rng + ?Sized>(
             .unwrap_or(candidates[0]);
         let inst = &mut instances[best];
         reserve(inst, demand);
+        zones.placed(best);
         out.placed.push(inst.id.clone());
     }
     out

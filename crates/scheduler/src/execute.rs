@@ -416,6 +416,69 @@ impl Executor {
         Ok(())
     }
 
+    /// Applies a batch of agent reports: one fenced transaction per chunk of 100 for the tasks the
+    /// cache knows (each compared on its mod revision), the per-task path for the rest and on any
+    /// conflict. Returns the task ids the agent runs that it must not.
+    pub async fn apply_reports(
+        &self,
+        claim: &Claim,
+        cluster: &str,
+        states: &[pb::TaskState],
+    ) -> Result<Vec<String>, StoreError> {
+        // Reports are cumulative: the last one per task is enough.
+        let mut latest: BTreeMap<&str, &pb::TaskState> = BTreeMap::new();
+        for s in states {
+            latest.insert(s.task_id.as_str(), s);
+        }
+        let mut slow: Vec<&pb::TaskState> = Vec::new();
+        let mut batch: Vec<(&pb::TaskState, String, Task, i64)> = Vec::new();
+        for s in latest.values() {
+            let key = self.keys.task(cluster, &s.task_id);
+            let Some(entry) = self.caches.tasks.get(&key) else {
+                slow.push(s);
+                continue;
+            };
+            let Ok(current) = &entry.value else {
+                slow.push(s);
+                continue;
+            };
+            if current.last_status == TaskStatus::Stopped {
+                slow.push(s);
+                continue;
+            }
+            let mut next = current.clone();
+            if s.apply_to(&mut next).is_err() {
+                continue;
+            }
+            next.last_status = next.last_status.max(current.last_status);
+            if next == *current {
+                continue;
+            }
+            next.version += 1;
+            batch.push((s, key, next, entry.mod_revision));
+        }
+        for chunk in batch.chunks(TXN_OPS) {
+            let mut w = Write::new();
+            for (_, key, next, rev) in chunk {
+                w = w.put_json(key, next).if_unchanged(key, *rev);
+            }
+            match self.store.commit(w, Some(claim)).await {
+                Ok(_) => {}
+                Err(StoreError::Conflict { .. }) => {
+                    slow.extend(chunk.iter().map(|(s, _, _, _)| *s))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut intruders = Vec::new();
+        for s in slow {
+            if let Some(id) = self.apply_report(claim, cluster, s).await? {
+                intruders.push(id);
+            }
+        }
+        Ok(intruders)
+    }
+
     /// Applies one agent report to its task record. Returns the task ids the agent runs that it
     /// must not (unknown to the scheduler, or recorded STOPPED).
     pub async fn apply_report(

@@ -396,21 +396,34 @@ async fn watch_agent(
                 m = stream.message() => m,
             };
             let Ok(Some(ev)) = msg else { break };
-            let (states, snapshot) = match ev.event {
-                Some(pb::task_event::Event::Snapshot(s)) => (s.tasks, true),
-                Some(pb::task_event::Event::Update(t)) => (vec![t], false),
-                None => continue,
-            };
-            let mut intruders = Vec::new();
-            for s in &states {
-                match ctx.exec.apply_report(&claim, &cluster, s).await {
-                    Ok(Some(id)) => intruders.push(id),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(task = %s.task_id, error = %e, "cannot record agent report")
+            let mut snapshot = false;
+            let mut states = Vec::new();
+            let push =
+                |ev: pb::TaskEvent, snapshot: &mut bool, states: &mut Vec<pb::TaskState>| match ev
+                    .event
+                {
+                    Some(pb::task_event::Event::Snapshot(s)) => {
+                        *snapshot = true;
+                        states.extend(s.tasks);
                     }
+                    Some(pb::task_event::Event::Update(t)) => states.push(t),
+                    None => {}
+                };
+            push(ev, &mut snapshot, &mut states);
+            // Take whatever else has already arrived, to write it in one transaction.
+            while states.len() < execute::TXN_OPS {
+                match stream.message().now_or_never() {
+                    Some(Ok(Some(ev))) => push(ev, &mut snapshot, &mut states),
+                    _ => break,
                 }
             }
+            let intruders = match ctx.exec.apply_reports(&claim, &cluster, &states).await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::warn!(%endpoint, error = %e, "cannot record agent reports");
+                    Vec::new()
+                }
+            };
             // A task id never runs twice: tasks the scheduler did not place there, or recorded
             // STOPPED (their host was declared lost), are stopped.
             for id in intruders {

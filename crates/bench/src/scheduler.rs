@@ -1,0 +1,389 @@
+//! Scheduler throughput: desiredCount 0 → N over M fake agents (in process, over real gRPC, that
+//! report RUNNING at once) against one real etcd, with the real `capstan-scheduler` binary.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use capstan_core::Deployment;
+use capstan_core::deployment::DeploymentStatus;
+use capstan_core::instance::{Attribute, ContainerInstance, Resource};
+use capstan_core::task::{Task, TaskStatus};
+use capstan_proto::agent::v1 as pb;
+use capstan_proto::agent::v1::agent_server::{Agent, AgentServer};
+use capstan_store::{Cache, Change, Store, Write, json_decoder};
+use futures::Stream;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+/// An agent that runs nothing and reports every task RUNNING at once.
+#[derive(Clone)]
+pub struct FakeAgent {
+    tasks: Arc<Mutex<HashMap<String, pb::TaskState>>>,
+    updates: broadcast::Sender<pb::TaskState>,
+}
+
+impl Default for FakeAgent {
+    fn default() -> Self {
+        Self {
+            tasks: Arc::default(),
+            updates: broadcast::channel(1024).0,
+        }
+    }
+}
+
+fn now_ts() -> prost_types::Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+impl FakeAgent {
+    fn set(&self, state: pb::TaskState) -> pb::TaskState {
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(state.task_id.clone(), state.clone());
+        let _ = self.updates.send(state.clone());
+        state
+    }
+
+    fn get(&self, id: &str) -> Option<pb::TaskState> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Agent for FakeAgent {
+    async fn start_task(
+        &self,
+        r: Request<pb::StartTaskRequest>,
+    ) -> Result<Response<pb::StartTaskResponse>, Status> {
+        let r = r.into_inner();
+        if let Some(t) = self.get(&r.task_id) {
+            return Ok(Response::new(pb::StartTaskResponse { task: Some(t) }));
+        }
+        let state = pb::TaskState {
+            task_id: r.task_id,
+            last_status: pb::TaskStatus::Running as i32,
+            desired_status: pb::TaskStatus::Running as i32,
+            containers: vec![pb::ContainerState {
+                name: "app".into(),
+                last_status: pb::TaskStatus::Running as i32,
+                ..Default::default()
+            }],
+            created_at: Some(now_ts()),
+            started_at: Some(now_ts()),
+            version: 1,
+            ..Default::default()
+        };
+        Ok(Response::new(pb::StartTaskResponse {
+            task: Some(self.set(state)),
+        }))
+    }
+
+    async fn stop_task(
+        &self,
+        r: Request<pb::StopTaskRequest>,
+    ) -> Result<Response<pb::StopTaskResponse>, Status> {
+        let r = r.into_inner();
+        let Some(mut t) = self.get(&r.task_id) else {
+            return Err(Status::not_found(r.task_id));
+        };
+        t.last_status = pb::TaskStatus::Stopped as i32;
+        t.stopped_at = Some(now_ts());
+        t.version += 1;
+        Ok(Response::new(pb::StopTaskResponse {
+            task: Some(self.set(t)),
+        }))
+    }
+
+    async fn list_tasks(
+        &self,
+        _r: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        Ok(Response::new(pb::ListTasksResponse { tasks }))
+    }
+
+    type WatchTasksStream = EventStream;
+
+    async fn watch_tasks(
+        &self,
+        _r: Request<pb::WatchTasksRequest>,
+    ) -> Result<Response<Self::WatchTasksStream>, Status> {
+        let mut rx = self.updates.subscribe();
+        let snapshot: Vec<pb::TaskState> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let (tx, out) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            let first = pb::TaskEvent {
+                event: Some(pb::task_event::Event::Snapshot(pb::TaskSnapshot {
+                    tasks: snapshot,
+                })),
+            };
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            while let Ok(t) = rx.recv().await {
+                let ev = pb::TaskEvent {
+                    event: Some(pb::task_event::Event::Update(t)),
+                };
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
+    }
+
+    async fn describe(
+        &self,
+        _r: Request<pb::DescribeRequest>,
+    ) -> Result<Response<pb::DescribeResponse>, Status> {
+        Ok(Response::new(pb::DescribeResponse::default()))
+    }
+}
+
+/// Serves `n` fake agents on loopback; returns their endpoints.
+pub async fn serve_fake_agents(
+    n: usize,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Vec<String>> {
+    let mut endpoints = Vec::with_capacity(n);
+    for _ in 0..n {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        endpoints.push(format!("http://{}", listener.local_addr()?));
+        let cancel = cancel.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AgentServer::new(FakeAgent::default()))
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    async move { cancel.cancelled().await },
+                ),
+        );
+    }
+    Ok(endpoints)
+}
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct SchedulerFigures {
+    /// Tasks asked for.
+    pub tasks: usize,
+    /// Fake agents.
+    pub agents: usize,
+    /// From writing the deployment to the last task RUNNING in etcd.
+    pub elapsed: Duration,
+    /// From writing the deployment to the last task record created.
+    pub created: Duration,
+    /// etcd revisions consumed per task.
+    pub writes_per_task: f64,
+    /// Scheduler resident memory at the end, KiB.
+    pub rss_kib: u64,
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Registers `endpoints` as container instances, runs the scheduler binary and measures 0 → `n`.
+pub async fn measure(
+    scheduler_bin: &Path,
+    store: &Store,
+    etcd: &[String],
+    endpoints: &[String],
+    n: usize,
+) -> anyhow::Result<SchedulerFigures> {
+    let keys = store.keys().clone();
+    for (chunk_no, chunk) in endpoints.chunks(100).enumerate() {
+        let mut w = Write::new();
+        for (i, ep) in chunk.iter().enumerate() {
+            let id = format!("fake{:05}", chunk_no * 100 + i);
+            let ci = ContainerInstance {
+                container_instance_arn: format!(
+                    "arn:capstan:ecs:local:000000000000:container-instance/default/{id}"
+                ),
+                agent_endpoint: ep.clone(),
+                registered_resources: vec![
+                    Resource::integer("CPU", 1_000_000),
+                    Resource::integer("MEMORY", 1_000_000),
+                ],
+                agent_connected: true,
+                attributes: vec![Attribute {
+                    name: "ecs.availability-zone".into(),
+                    value: Some(format!("zone-{}", (chunk_no * 100 + i) % 10)),
+                }],
+                ..Default::default()
+            };
+            w = w.put_json(&keys.container_instance("default", &id), &ci);
+        }
+        store.commit(w, None).await?;
+    }
+    let td = serde_json::json!({"family": "bench", "revision": 1, "status": "ACTIVE",
+        "containerDefinitions": [{"name": "app", "image": "none", "cpu": 1, "memory": 6,
+            "entryPoint": ["true"]}]});
+    store
+        .put(
+            &keys.task_definition("bench", 1),
+            td.to_string().into_bytes(),
+        )
+        .await?;
+    let svc = serde_json::json!({"serviceName": "bench", "taskDefinition": "bench:1", "desiredCount": n,
+        "deploymentConfiguration": {"maximumPercent": 200}});
+    store
+        .put(
+            &keys.service("default", "bench"),
+            svc.to_string().into_bytes(),
+        )
+        .await?;
+
+    let mut child: Child = Command::new(scheduler_bin)
+        .args(["--etcd-endpoints", &etcd.join(","), "--election-ttl", "2"])
+        .env(
+            "RUST_LOG",
+            std::env::var("CAPSTAN_BENCH_SCHEDULER_RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(
+            std::env::var_os("CAPSTAN_BENCH_SCHEDULER_LOG")
+                .and_then(|p| std::fs::File::create(p).ok())
+                .map_or_else(Stdio::null, Stdio::from),
+        )
+        .spawn()?;
+    // Wait for it to lead, with warm caches.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store
+        .list(&keys.list(capstan_core::keys::Family::Elections, &["scheduler"]))
+        .await?
+        .kvs
+        .is_empty()
+    {
+        anyhow::ensure!(Instant::now() < deadline, "scheduler did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let cancel = CancellationToken::new();
+    let (tasks, _h) = Cache::<Task>::spawn(
+        store.clone(),
+        keys.list(capstan_core::keys::Family::Tasks, &["default"]),
+        json_decoder(),
+        Duration::from_secs(3600),
+        cancel.clone(),
+    );
+    tasks.ready().await;
+    let mut changes = tasks.subscribe();
+    let before = store.revision().await?;
+    let d = Deployment {
+        id: "ecs-svc/bench".into(),
+        status: DeploymentStatus::Primary,
+        task_definition: "bench:1".into(),
+        desired_count: n as u32,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    store
+        .put_json(&keys.deployment("default", "bench", &d.id), &d)
+        .await?;
+    let mut running = HashSet::new();
+    let mut seen = HashSet::new();
+    let mut created = None;
+    let deadline = t0 + Duration::from_secs(600);
+    while running.len() < n {
+        let change = tokio::time::timeout_at(deadline.into(), changes.recv())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("only {} of {n} tasks RUNNING after 600 s", running.len())
+            })?;
+        let Some(Change::Put { key, .. }) = change else {
+            continue;
+        };
+        if seen.insert(key.clone()) && seen.len() == n {
+            created = Some(t0.elapsed());
+        }
+        if let Some(e) = tasks.get(&key)
+            && e.value
+                .as_ref()
+                .is_ok_and(|t| t.last_status == TaskStatus::Running)
+        {
+            running.insert(key);
+        }
+    }
+    let elapsed = t0.elapsed();
+    let after = store.revision().await?;
+    let rss = rss_kib(child.id());
+    cancel.cancel();
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(SchedulerFigures {
+        created: created.unwrap_or(elapsed),
+        tasks: n,
+        agents: endpoints.len(),
+        elapsed,
+        writes_per_task: (after - before) as f64 / n as f64,
+        rss_kib: rss,
+    })
+}
+
+/// Prints the figures beside the raw etcd rate measured in the same run.
+pub fn print(f: &SchedulerFigures, raw_puts_per_sec: f64) {
+    let rate = f.tasks as f64 / f.elapsed.as_secs_f64();
+    println!(
+        "scheduler: desiredCount 0 -> {} over {} fake agents",
+        f.tasks, f.agents
+    );
+    println!(
+        "  {:.0} tasks RUNNING/s end to end ({:.2} s); raw etcd batched puts {:.0}/s; ratio {:.1}%",
+        rate,
+        f.elapsed.as_secs_f64(),
+        raw_puts_per_sec,
+        100.0 * rate / raw_puts_per_sec
+    );
+    println!(
+        "  all {} task records written after {:.2} s",
+        f.tasks,
+        f.created.as_secs_f64()
+    );
+    println!(
+        "  etcd writes per task {:.2}; scheduler RSS {:.1} MiB",
+        f.writes_per_task,
+        f.rss_kib as f64 / 1024.0
+    );
+}
