@@ -8,6 +8,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build --bins (the end-to-end tests run the real binaries)"
+cargo build --workspace --bins --locked
 echo "== cargo test"
 mkdir -p target
 log=target/test-output.txt

@@ -4,31 +4,26 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use capstan_core::task::{Task, TaskStatus};
 use capstan_store::{Store, StoreConfig};
 
-/// The path of a workspace binary, building the workspace's binaries once if it is missing.
+/// The path of a workspace binary. `cargo test` does not build other packages' binaries, so
+/// the test command builds them first (`cargo build --workspace --bins`, as `scripts/test.sh`
+/// does); a nested cargo build here would wait forever on the lock the outer `cargo test` holds.
 pub fn binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
     // Test executables live in target/<profile>/deps; binaries one level up.
     let dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("target/debug"));
     let path = dir.join(name);
-    if !path.exists() {
-        BUILT.get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--bins", "--workspace"])
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "cargo build --bins failed");
-        });
-    }
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before these tests (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
@@ -213,33 +208,12 @@ where
     }
 }
 
-/// Kills every task process recorded in agent state dirs under `dir` (tests leave nothing).
+/// Kills every task process recorded in the agent state dirs under `dir` (tests leave nothing).
 pub fn kill_task_processes(dir: &Path) {
     let Ok(agents) = std::fs::read_dir(dir) else {
         return;
     };
     for a in agents.flatten() {
-        let Ok(tasks) = std::fs::read_dir(a.path().join("tasks")) else {
-            continue;
-        };
-        for e in tasks.flatten() {
-            let Ok(bytes) = std::fs::read(e.path()) else {
-                continue;
-            };
-            let Ok(rec) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                continue;
-            };
-            for c in rec["containers"].as_array().into_iter().flatten() {
-                if let Some(pid) = c["handle"]["pid"]
-                    .as_i64()
-                    .and_then(|p| i32::try_from(p).ok())
-                {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
+        capstan_testing::kill_task_processes(&a.path());
     }
 }

@@ -50,17 +50,7 @@ async fn cluster(zones: &[&str]) -> Cluster {
 }
 
 async fn deploy(s: &Store, service: &str, desired: u32) {
-    let td = json!({
-        "family": service, "revision": 1, "status": "ACTIVE",
-        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 128, "memory": 64,
-            "entryPoint": ["sh", "-c"], "command": ["exec sleep 600"], "stopTimeout": 2}]
-    });
-    s.put(
-        &s.keys().task_definition(service, 1),
-        td.to_string().into_bytes(),
-    )
-    .await
-    .expect("taskdef");
+    put_task_definition(s, service, 128, 64, "exec sleep 600").await;
     let svc = json!({"serviceName": service, "taskDefinition": format!("{service}:1"), "desiredCount": desired});
     s.put(
         &s.keys().service("default", service),
@@ -82,6 +72,49 @@ async fn set_desired(s: &Store, service: &str, desired: u32) {
     s.put_json(&s.keys().deployment("default", service, &d.id), &d)
         .await
         .expect("deployment");
+}
+
+async fn put_task_definition(s: &Store, family: &str, cpu: u32, memory: u32, command: &str) {
+    let td = json!({
+        "family": family, "revision": 1, "status": "ACTIVE",
+        "containerDefinitions": [{"name": "app", "image": "x", "cpu": cpu, "memory": memory,
+            "entryPoint": ["sh", "-c"], "command": [command], "stopTimeout": 2}]
+    });
+    s.put(
+        &s.keys().task_definition(family, 1),
+        td.to_string().into_bytes(),
+    )
+    .await
+    .expect("taskdef");
+}
+
+/// Sets the instance in `zone` DRAINING, keeping its agent's lease (as `etcdctl --ignore-lease`).
+async fn drain(s: &Store, zone: &str) {
+    let listing = s
+        .list(
+            &s.keys()
+                .list(capstan_core::keys::Family::ContainerInstances, &["default"]),
+        )
+        .await
+        .expect("instances");
+    let kv = listing
+        .kvs
+        .iter()
+        .find(|kv| {
+            kv.json::<ContainerInstance>()
+                .is_ok_and(|ci| ci.attribute("ecs.availability-zone") == Some(zone))
+        })
+        .expect("instance registered");
+    let mut ci: ContainerInstance = kv.json().expect("decodes");
+    ci.status = InstanceStatus::Draining;
+    s.commit(
+        Write::new()
+            .put_json_with_lease(&kv.key, &ci, kv.lease)
+            .if_unchanged(&kv.key, kv.mod_revision),
+        None,
+    )
+    .await
+    .expect("drain");
 }
 
 fn zones_of(ts: &[&capstan_core::Task]) -> Vec<String> {
@@ -187,30 +220,7 @@ async fn tasks_are_spread_replaced_moved_off_lost_and_draining_instances() {
     .await;
 
     // Drain zone-b: its tasks move to zone-c.
-    let prefix = c
-        .store
-        .keys()
-        .list(capstan_core::keys::Family::ContainerInstances, &["default"]);
-    let listing = c.store.list(&prefix).await.expect("instances");
-    let kv = listing
-        .kvs
-        .iter()
-        .find(|kv| {
-            kv.json::<ContainerInstance>()
-                .is_ok_and(|ci| ci.attribute("ecs.availability-zone") == Some("zone-b"))
-        })
-        .expect("zone-b registered");
-    let mut ci: ContainerInstance = kv.json().expect("decodes");
-    ci.status = InstanceStatus::Draining;
-    c.store
-        .commit(
-            Write::new()
-                .put_json_with_lease(&kv.key, &ci, kv.lease)
-                .if_unchanged(&kv.key, kv.mod_revision),
-            None,
-        )
-        .await
-        .expect("drain");
+    drain(&c.store, "zone-b").await;
     eventually(
         Duration::from_secs(30),
         "tasks moved off the draining instance",
@@ -319,17 +329,7 @@ async fn a_task_that_exits_at_once_is_relaunched_with_growing_delays() {
     let c = cluster(&["zone-a"]).await;
     let _scheduler = scheduler(&c.endpoints, c.dir.path(), "s1");
     let s = c.store.clone();
-    let td = json!({
-        "family": "crash", "revision": 1, "status": "ACTIVE",
-        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 128, "memory": 64,
-            "entryPoint": ["sh", "-c"], "command": ["exit 1"]}]
-    });
-    s.put(
-        &s.keys().task_definition("crash", 1),
-        td.to_string().into_bytes(),
-    )
-    .await
-    .expect("taskdef");
+    put_task_definition(&s, "crash", 128, 64, "exit 1").await;
     let svc = json!({"serviceName": "crash", "taskDefinition": "crash:1", "desiredCount": 1});
     s.put(
         &s.keys().service("default", "crash"),
@@ -382,17 +382,7 @@ async fn run_task_and_stop_task_requests_are_consumed_once() {
     let c = cluster(&["zone-a", "zone-b"]).await;
     let _scheduler = scheduler(&c.endpoints, c.dir.path(), "s1");
     let s = c.store.clone();
-    let td = json!({
-        "family": "job", "revision": 1, "status": "ACTIVE",
-        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 128, "memory": 64,
-            "entryPoint": ["sh", "-c"], "command": ["exec sleep 600"], "stopTimeout": 2}]
-    });
-    s.put(
-        &s.keys().task_definition("job", 1),
-        td.to_string().into_bytes(),
-    )
-    .await
-    .expect("taskdef");
+    put_task_definition(&s, "job", 128, 64, "exec sleep 600").await;
     let req = json!({"taskDefinition": "job", "count": 3, "startedBy": "nightly",
         "overrides": {"containerOverrides": [{"name": "app", "environment": [{"name": "MODE", "value": "full"}]}]}});
     s.put(
@@ -500,17 +490,7 @@ async fn a_daemon_runs_once_on_every_instance_and_follows_joins_and_drains() {
     let mut c = cluster(&["zone-a", "zone-b"]).await;
     let _scheduler = scheduler(&c.endpoints, c.dir.path(), "s1");
     let s = c.store.clone();
-    let td = json!({
-        "family": "logs", "revision": 1, "status": "ACTIVE",
-        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 64, "memory": 32,
-            "entryPoint": ["sh", "-c"], "command": ["exec sleep 600"], "stopTimeout": 2}]
-    });
-    s.put(
-        &s.keys().task_definition("logs", 1),
-        td.to_string().into_bytes(),
-    )
-    .await
-    .expect("taskdef");
+    put_task_definition(&s, "logs", 64, 32, "exec sleep 600").await;
     let svc =
         json!({"serviceName": "logs", "taskDefinition": "logs:1", "schedulingStrategy": "DAEMON"});
     s.put(
@@ -545,28 +525,7 @@ async fn a_daemon_runs_once_on_every_instance_and_follows_joins_and_drains() {
     )
     .await;
     // Draining an instance stops its daemon task; nothing moves elsewhere.
-    let listing = s
-        .list("/capstan/containerinstances/default/")
-        .await
-        .expect("instances");
-    let kv = listing
-        .kvs
-        .iter()
-        .find(|kv| {
-            kv.json::<ContainerInstance>()
-                .is_ok_and(|ci| ci.attribute("ecs.availability-zone") == Some("zone-a"))
-        })
-        .expect("zone-a");
-    let mut ci: ContainerInstance = kv.json().expect("decodes");
-    ci.status = InstanceStatus::Draining;
-    s.commit(
-        Write::new()
-            .put_json_with_lease(&kv.key, &ci, kv.lease)
-            .if_unchanged(&kv.key, kv.mod_revision),
-        None,
-    )
-    .await
-    .expect("drain");
+    drain(&s, "zone-a").await;
     eventually(
         Duration::from_secs(20),
         "the draining instance's daemon task stopped",

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,8 @@ use capstan_proto::agent::v1 as pb;
 use capstan_proto::agent::v1::agent_client::AgentClient;
 use tokio::sync::Notify;
 use tonic::transport::Channel;
+
+use crate::KillOnDrop;
 
 /// What one run measured.
 #[derive(Debug)]
@@ -84,19 +86,22 @@ pub async fn measure(
     sequential: usize,
     total: usize,
 ) -> anyhow::Result<AgentFigures> {
-    let mut child: Child = Command::new(agent_bin)
-        .args([
-            "--runtime",
-            "process",
-            "--etcd-endpoints",
-            &etcd.join(","),
-            "--state-dir",
-        ])
-        .arg(state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = KillOnDrop(
+        Command::new(agent_bin)
+            .args([
+                "--runtime",
+                "process",
+                "--etcd-endpoints",
+                &etcd.join(","),
+                "--state-dir",
+            ])
+            .arg(state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
     let stdout = child
+        .0
         .stdout
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
@@ -187,7 +192,7 @@ pub async fn measure(
     wait_running(&running, &more, Duration::from_secs(120)).await?;
     // Let the agent settle (health of the registration, persistence) before reading memory.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = rss_kib(child.id());
+    let rss = rss_kib(child.0.id());
 
     let ids: Vec<String> = (0..sequential)
         .map(|i| format!("seq-{i}"))
@@ -225,8 +230,7 @@ pub async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     Ok(AgentFigures {
         latencies,
         running: total,

@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use crate::KillOnDrop;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -274,19 +276,21 @@ pub async fn measure(
         )
         .await?;
 
-    let mut child: Child = Command::new(scheduler_bin)
-        .args(["--etcd-endpoints", &etcd.join(","), "--election-ttl", "2"])
-        .env(
-            "RUST_LOG",
-            std::env::var("CAPSTAN_BENCH_SCHEDULER_RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(
-            std::env::var_os("CAPSTAN_BENCH_SCHEDULER_LOG")
-                .and_then(|p| std::fs::File::create(p).ok())
-                .map_or_else(Stdio::null, Stdio::from),
-        )
-        .spawn()?;
+    let child = KillOnDrop(
+        Command::new(scheduler_bin)
+            .args(["--etcd-endpoints", &etcd.join(","), "--election-ttl", "2"])
+            .env(
+                "RUST_LOG",
+                std::env::var("CAPSTAN_BENCH_SCHEDULER_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(
+                std::env::var_os("CAPSTAN_BENCH_SCHEDULER_LOG")
+                    .and_then(|p| std::fs::File::create(p).ok())
+                    .map_or_else(Stdio::null, Stdio::from),
+            )
+            .spawn()?,
+    );
     // Wait for it to lead, with warm caches.
     let deadline = Instant::now() + Duration::from_secs(30);
     while store
@@ -348,10 +352,9 @@ pub async fn measure(
     }
     let elapsed = t0.elapsed();
     let after = store.revision().await?;
-    let rss = rss_kib(child.id());
+    let rss = rss_kib(child.0.id());
     cancel.cancel();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     Ok(SchedulerFigures {
         created: created.unwrap_or(elapsed),
         tasks: n,

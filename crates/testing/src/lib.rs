@@ -11,3 +11,30 @@ pub fn free_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
+
+/// Kills (SIGKILL) the process group of every task recorded in an agent's state dir: tasks
+/// outlive their agent by design, and a test must not leave them behind.
+pub fn kill_task_processes(state_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("tasks")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(bytes) = std::fs::read(e.path()) else {
+            continue;
+        };
+        let Ok(rec) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        for c in rec["containers"].as_array().into_iter().flatten() {
+            if let Some(pid) = c["handle"]["pid"]
+                .as_i64()
+                .and_then(|p| i32::try_from(p).ok())
+            {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}

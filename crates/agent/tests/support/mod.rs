@@ -89,29 +89,7 @@ impl AgentProc {
 impl Drop for AgentProc {
     fn drop(&mut self) {
         self.kill();
-        // Tasks outlive their agent by design; a test must not leave them behind.
-        let Ok(entries) = std::fs::read_dir(self.state_dir.join("tasks")) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let Ok(bytes) = std::fs::read(e.path()) else {
-                continue;
-            };
-            let Ok(rec) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                continue;
-            };
-            for c in rec["containers"].as_array().into_iter().flatten() {
-                if let Some(pid) = c["handle"]["pid"]
-                    .as_i64()
-                    .and_then(|p| i32::try_from(p).ok())
-                {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
+        capstan_testing::kill_task_processes(&self.state_dir);
     }
 }
 
