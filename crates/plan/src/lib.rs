@@ -4,4 +4,5 @@
 
 pub mod placement;
 pub mod query;
+pub mod rollout;
 pub mod scheduling;
