@@ -117,6 +117,26 @@ async fn drain(s: &Store, zone: &str) {
     .expect("drain");
 }
 
+/// Writes a RunTask request and waits for the scheduler's result.
+async fn run_task(
+    s: &Store,
+    id: &str,
+    request: serde_json::Value,
+) -> capstan_core::requests::RunTaskResult {
+    s.put(
+        &format!("/capstan/requests/runtask/default/{id}"),
+        request.to_string().into_bytes(),
+    )
+    .await
+    .expect("request");
+    let key = format!("/capstan/status/runtask/default/{id}");
+    eventually(Duration::from_secs(20), "RunTask result", || {
+        let (s, key) = (s.clone(), key.clone());
+        async move { s.get_json(&key).await.ok().flatten().map(|v| v.value) }
+    })
+    .await
+}
+
 fn zones_of(ts: &[&capstan_core::Task]) -> Vec<String> {
     let mut z: Vec<String> = ts
         .iter()
@@ -385,25 +405,8 @@ async fn run_task_and_stop_task_requests_are_consumed_once() {
     put_task_definition(&s, "job", 128, 64, "exec sleep 600").await;
     let req = json!({"taskDefinition": "job", "count": 3, "startedBy": "nightly",
         "overrides": {"containerOverrides": [{"name": "app", "environment": [{"name": "MODE", "value": "full"}]}]}});
-    s.put(
-        "/capstan/requests/runtask/default/r1",
-        req.to_string().into_bytes(),
-    )
-    .await
-    .expect("request");
 
-    let result: capstan_core::requests::RunTaskResult =
-        eventually(Duration::from_secs(20), "RunTask result", || {
-            let s = s.clone();
-            async move {
-                s.get_json("/capstan/status/runtask/default/r1")
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|v| v.value)
-            }
-        })
-        .await;
+    let result = run_task(&s, "r1", req).await;
     assert_eq!(result.tasks.len(), 3);
     assert!(result.failures.is_empty());
     assert!(
@@ -463,24 +466,7 @@ async fn run_task_and_stop_task_requests_are_consumed_once() {
 
     // A request that cannot be placed reports ECS's failure reason.
     let big = json!({"taskDefinition": "job:1", "count": 1, "overrides": {"memory": "999999"}});
-    s.put(
-        "/capstan/requests/runtask/default/r2",
-        big.to_string().into_bytes(),
-    )
-    .await
-    .expect("request");
-    let result: capstan_core::requests::RunTaskResult =
-        eventually(Duration::from_secs(20), "RunTask result", || {
-            let s = s.clone();
-            async move {
-                s.get_json("/capstan/status/runtask/default/r2")
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|v| v.value)
-            }
-        })
-        .await;
+    let result = run_task(&s, "r2", big).await;
     assert!(result.tasks.is_empty());
     assert_eq!(result.failures[0].reason, "RESOURCE:MEMORY");
 }
