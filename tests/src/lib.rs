@@ -132,27 +132,36 @@ pub fn agent(etcd: &[String], dir: &Path, zone: &str) -> Proc {
     )
 }
 
-/// A scheduler replica named `id`.
-pub fn scheduler(etcd: &[String], dir: &Path, id: &str) -> Proc {
-    let args: Vec<String> = [
+/// A replica of controller `name` (`scheduler`, `deployer`) named `id`, with `extra` flags.
+pub fn controller(name: &str, etcd: &[String], dir: &Path, id: &str, extra: &[&str]) -> Proc {
+    let mut args: Vec<String> = [
         "--etcd-endpoints",
         &etcd.join(","),
         "--election-ttl",
         "2",
-        "--node-loss-grace",
-        "2s",
         "--id",
         id,
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
     Proc::start(
-        "capstan-scheduler",
+        &format!("capstan-{name}"),
         &args,
-        &dir.join(format!("scheduler-{id}.log")),
+        &dir.join(format!("{name}-{id}.log")),
         None,
     )
+}
+
+/// A scheduler replica named `id`.
+pub fn scheduler(etcd: &[String], dir: &Path, id: &str) -> Proc {
+    controller("scheduler", etcd, dir, id, &["--node-loss-grace", "2s"])
+}
+
+/// A deployer replica named `id`; tasks count healthy after `grace` (e.g. `3s`).
+pub fn deployer(etcd: &[String], dir: &Path, id: &str, grace: &str) -> Proc {
+    controller("deployer", etcd, dir, id, &["--health-grace", grace])
 }
 
 /// A store client.

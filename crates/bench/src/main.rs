@@ -45,6 +45,18 @@ enum Command {
         #[arg(long, default_value_t = 1_000)]
         agents: usize,
     },
+    /// Deployer: rolling update of N tasks (100/200) over fake agents, real scheduler and deployer.
+    Deployer {
+        /// Tasks.
+        #[arg(long, default_value_t = 100)]
+        tasks: usize,
+        /// Fake agents.
+        #[arg(long, default_value_t = 20)]
+        agents: usize,
+        /// Health grace given to the deployer.
+        #[arg(long, default_value = "1s")]
+        grace: humantime::Duration,
+    },
     /// Node agent: StartTask -> RUNNING latency (process runtime) and RSS with many tasks.
     Agent {
         /// The capstan-agent binary; by default the one beside this bench.
@@ -114,6 +126,33 @@ async fn main() -> anyhow::Result<()> {
             let figures =
                 capstan_bench::scheduler::measure(&bin, &store, &endpoints, &fakes, tasks).await?;
             capstan_bench::scheduler::print(&figures, raw.puts_per_sec());
+            cancel.cancel();
+        }
+        Command::Deployer {
+            tasks,
+            agents,
+            grace,
+        } => {
+            let exe = std::env::current_exe()?;
+            let (sched, dep) = (
+                exe.with_file_name("capstan-scheduler"),
+                exe.with_file_name("capstan-deployer"),
+            );
+            let etcd_cluster = EtcdCluster::single().await?;
+            let endpoints = etcd_cluster.endpoints();
+            let store = Store::connect(&StoreConfig::new(endpoints.clone(), "/capstan")).await?;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let fakes = capstan_bench::scheduler::serve_fake_agents(agents, &cancel).await?;
+            let figures = capstan_bench::deployer::measure(
+                (&sched, &dep),
+                &store,
+                &endpoints,
+                &fakes,
+                tasks,
+                grace.into(),
+            )
+            .await?;
+            capstan_bench::deployer::print(&figures);
             cancel.cancel();
         }
         Command::Agent {

@@ -225,14 +225,8 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Registers `endpoints` as container instances, runs the scheduler binary and measures 0 → `n`.
-pub async fn measure(
-    scheduler_bin: &Path,
-    store: &Store,
-    etcd: &[String],
-    endpoints: &[String],
-    n: usize,
-) -> anyhow::Result<SchedulerFigures> {
+/// Registers each fake agent endpoint as an ACTIVE container instance spread over ten zones.
+pub async fn register_fake_instances(store: &Store, endpoints: &[String]) -> anyhow::Result<()> {
     let keys = store.keys().clone();
     for (chunk_no, chunk) in endpoints.chunks(100).enumerate() {
         let mut w = Write::new();
@@ -258,6 +252,41 @@ pub async fn measure(
         }
         store.commit(w, None).await?;
     }
+    Ok(())
+}
+
+/// Starts one of our controller binaries against `etcd`; its log goes to `$<log_env>` if set.
+pub fn spawn_controller(
+    bin: &Path,
+    etcd: &[String],
+    extra: &[&str],
+    log_env: &str,
+) -> anyhow::Result<KillOnDrop> {
+    Ok(KillOnDrop(
+        Command::new(bin)
+            .args(["--etcd-endpoints", &etcd.join(","), "--election-ttl", "2"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(
+                std::env::var_os(log_env)
+                    .and_then(|p| std::fs::File::create(p).ok())
+                    .map_or_else(Stdio::null, Stdio::from),
+            )
+            .spawn()?,
+    ))
+}
+
+/// Registers `endpoints` as container instances, runs the scheduler binary and measures 0 → `n`.
+pub async fn measure(
+    scheduler_bin: &Path,
+    store: &Store,
+    etcd: &[String],
+    endpoints: &[String],
+    n: usize,
+) -> anyhow::Result<SchedulerFigures> {
+    let keys = store.keys().clone();
+    register_fake_instances(store, endpoints).await?;
     let td = serde_json::json!({"family": "bench", "revision": 1, "status": "ACTIVE",
         "containerDefinitions": [{"name": "app", "image": "none", "cpu": 1, "memory": 6,
             "entryPoint": ["true"]}]});
@@ -276,21 +305,7 @@ pub async fn measure(
         )
         .await?;
 
-    let child = KillOnDrop(
-        Command::new(scheduler_bin)
-            .args(["--etcd-endpoints", &etcd.join(","), "--election-ttl", "2"])
-            .env(
-                "RUST_LOG",
-                std::env::var("CAPSTAN_BENCH_SCHEDULER_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(
-                std::env::var_os("CAPSTAN_BENCH_SCHEDULER_LOG")
-                    .and_then(|p| std::fs::File::create(p).ok())
-                    .map_or_else(Stdio::null, Stdio::from),
-            )
-            .spawn()?,
-    );
+    let child = spawn_controller(scheduler_bin, etcd, &[], "CAPSTAN_BENCH_SCHEDULER_LOG")?;
     // Wait for it to lead, with warm caches.
     let deadline = Instant::now() + Duration::from_secs(30);
     while store

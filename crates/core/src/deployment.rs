@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Timestamp;
 use crate::capacity::CapacityProviderStrategyItem;
-use crate::service::{DeploymentStrategy, LifecycleStage};
+use crate::service::{DeploymentStrategy, LifecycleStage, LoadBalancer};
 
 /// PRIMARY (newest), ACTIVE (old, still has tasks), INACTIVE (replaced).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -100,4 +100,74 @@ pub struct Deployment {
     /// Circuit breaker state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<BreakerState>,
+    /// Capstan: fingerprint of the service spec this deployment answers. A rollback deployment
+    /// answers the spec it rolled back from, so that spec is not deployed again until it changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec_fingerprint: Option<String>,
+    /// When the current lifecycle stage began.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage_started_at: Option<Timestamp>,
+    /// Lifecycle hooks of the current stage and how far each has got.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lifecycle_hook_details: Vec<HookDetail>,
+    /// Target groups its tasks register with (blue/green: green's are the alternates).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<LoadBalancer>,
+    /// Set on a deployment started by a rollback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackInfo>,
+}
+
+/// How far one lifecycle hook has got at the current stage (ECS `DeploymentLifecycleHookDetail`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HookDetail {
+    /// Index of the hook in the service's `lifecycleHooks`, as a string (`hookId`).
+    pub hook_id: String,
+    /// Stage it runs at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle_stage: Option<LifecycleStage>,
+    /// AWAITING_ACTION, IN_PROGRESS, SUCCEEDED, FAILED or TIMED_OUT.
+    pub status: HookStatus,
+    /// When it started at this stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// When the webhook is called next (IN_PROGRESS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_call_at: Option<Timestamp>,
+    /// When it times out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// Why it failed, or what it last answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// State of a lifecycle hook.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HookStatus {
+    /// A PAUSE hook waiting for ContinueServiceDeployment.
+    AwaitingAction,
+    /// A webhook answered IN_PROGRESS or has not been called yet.
+    #[default]
+    InProgress,
+    /// Done; the stage may move on.
+    Succeeded,
+    /// Failed: the deployment rolls back.
+    Failed,
+    /// Timed out; its timeout action applies.
+    TimedOut,
+}
+
+/// Why and from where a deployment rolled back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RollbackInfo {
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub started_at: Timestamp,
+    /// The deployment that failed.
+    pub from_deployment: String,
 }

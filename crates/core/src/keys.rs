@@ -42,6 +42,8 @@ pub enum Family {
     /// `requests/continuedeployment/<cluster>/<service>/<deploymentId>` (users; consumed by the
     /// deployer).
     ContinueDeploymentRequests,
+    /// `routes/<listener>` (deployer): blue/green's listener routing.
+    ListenerRoutes,
     /// `status/runtask/<cluster>/<requestId>` (scheduler): what a RunTask request started.
     RunTaskResults,
     /// `elections/<controller>` (controllers).
@@ -70,6 +72,7 @@ impl Family {
             Family::ContinueDeploymentRequests => "requests/continuedeployment",
             Family::RunTaskResults => "status/runtask",
             Family::Elections => "elections",
+            Family::ListenerRoutes => "routes",
         }
     }
 
@@ -82,6 +85,7 @@ impl Family {
             | Family::TargetGroups
             | Family::Listeners
             | Family::TargetGroupStatus
+            | Family::ListenerRoutes
             | Family::Elections => 1,
             Family::TaskDefinitions
             | Family::Services
@@ -96,7 +100,7 @@ impl Family {
     }
 
     /// Every family, longest segment first so that `status/…` matches before shorter ones.
-    pub const ALL: [Family; 18] = [
+    pub const ALL: [Family; 19] = [
         Family::ContinueDeploymentRequests,
         Family::RunTaskResults,
         Family::CapacityProviderStatus,
@@ -111,6 +115,7 @@ impl Family {
         Family::Deployments,
         Family::Listeners,
         Family::Elections,
+        Family::ListenerRoutes,
         Family::Clusters,
         Family::Services,
         Family::Events,
@@ -246,6 +251,24 @@ impl Keys {
     /// `targetgroups/<name>`.
     pub fn target_group(&self, name: &str) -> String {
         self.key(Family::TargetGroups, &[name])
+    }
+
+    /// `status/targetgroups/<name>`.
+    pub fn target_group_status(&self, name: &str) -> String {
+        self.key(Family::TargetGroupStatus, &[name])
+    }
+
+    /// `routes/<listener>`.
+    pub fn listener_route(&self, listener: &str) -> String {
+        self.key(Family::ListenerRoutes, &[listener])
+    }
+
+    /// `requests/continuedeployment/<cluster>/<service>/<deploymentId>`; `/` in ids is `-`.
+    pub fn continue_deployment(&self, cluster: &str, service: &str, id: &str) -> String {
+        self.key(
+            Family::ContinueDeploymentRequests,
+            &[cluster, service, &id.replace('/', "-")],
+        )
     }
 
     /// `listeners/<name>`.

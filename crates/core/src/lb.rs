@@ -441,3 +441,73 @@ mod tests {
         assert!(err.to_string().contains("attributes[0].value"), "{err}");
     }
 }
+
+/// State of a registered target (ELBv2 `TargetHealth.State`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetState {
+    /// Registered, not yet passed its health checks.
+    #[default]
+    Initial,
+    /// Passing health checks; receives traffic.
+    Healthy,
+    /// Failing health checks.
+    Unhealthy,
+    /// Deregistering: finishing in-flight requests for the deregistration delay.
+    Draining,
+    /// Not used by any listener.
+    Unused,
+}
+
+/// One target of a target group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TargetStatus {
+    /// Task id the target belongs to.
+    pub task_id: String,
+    /// Host (the instance's address).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Health state.
+    pub state: TargetState,
+    /// ELBv2 reason code (`Target.FailedHealthChecks`, `Target.DeregistrationInProgress`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Draining has finished: the scheduler may stop the task (set with state `draining`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub drained: bool,
+}
+
+/// `/capstan/status/targetgroups/<name>` (registrar): the targets and their health.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TargetGroupStatusDoc {
+    /// Targets.
+    pub targets: Vec<TargetStatus>,
+    /// Last update (epoch seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<crate::Timestamp>,
+}
+
+impl TargetGroupStatusDoc {
+    /// Whether the task has a healthy target here.
+    pub fn is_healthy(&self, task_id: &str) -> bool {
+        self.targets
+            .iter()
+            .any(|t| t.task_id == task_id && t.state == TargetState::Healthy)
+    }
+}
+
+/// `/capstan/routes/<listener>` (deployer): where a listener forwards while a blue/green
+/// deployment owns it; the registrar prefers it to the listener's default action.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ListenerRoute {
+    /// Weighted target groups.
+    pub target_groups: Vec<TargetGroupTuple>,
+    /// `<cluster>/<service>` that owns the route.
+    pub service: String,
+    /// Deployment that last wrote it.
+    pub deployment: String,
+}

@@ -107,6 +107,41 @@ impl Spec for StopTaskRequest {
     }
 }
 
+/// What ContinueServiceDeployment asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ContinueAction {
+    /// Let the deployment go on to the next stage (default).
+    #[default]
+    Continue,
+    /// Roll the deployment back.
+    Rollback,
+}
+
+/// `/capstan/requests/continuedeployment/<cluster>/<service>/<deploymentId>`: ECS's
+/// ContinueServiceDeployment input, answering the deployment's PAUSE hooks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ContinueDeploymentRequest {
+    /// CONTINUE (default) or ROLLBACK.
+    pub action: ContinueAction,
+    /// The hook answered (its index in `lifecycleHooks`); all waiting PAUSE hooks when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook_id: Option<String>,
+}
+
+impl Spec for ContinueDeploymentRequest {
+    fn check(&self) -> Result<Vec<Issue>, ValidationError> {
+        let mut r = Report::default();
+        if let Some(h) = &self.hook_id
+            && h.parse::<u32>().is_err()
+        {
+            r.error("hookId", "must be the hook's index in lifecycleHooks");
+        }
+        r.finish()
+    }
+}
+
 /// `/capstan/status/runtask/<cluster>/<requestId>`: what a RunTask request started.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

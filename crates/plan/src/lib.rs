@@ -2,6 +2,8 @@
 //! No async, no IO: the controllers gather snapshots and execute plans; the logic and most of
 //! the tests live here.
 
+pub mod deploy;
+pub mod health;
 pub mod placement;
 pub mod query;
 pub mod rollout;

@@ -35,6 +35,17 @@ impl Action {
     pub fn await_change() -> Self {
         Action::AwaitChange
     }
+
+    /// The usual answer to a failed etcd write: a lost compare (another write got there first,
+    /// the cache will catch up) is retried at once; anything else backs off.
+    pub fn after_store_error(e: &capstan_store::StoreError) -> Self {
+        match e {
+            capstan_store::StoreError::Conflict { .. } => {
+                Action::Requeue(Duration::from_millis(50))
+            }
+            _ => Action::Backoff,
+        }
+    }
 }
 
 /// Settings of one controller.

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod args;
 pub mod controller;
+pub mod events;
 pub mod queue;
 pub mod telemetry;
 
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use admin::Readiness;
 pub use args::CommonArgs;
 pub use controller::{Action, Controller, ControllerConfig};
+pub use events::Events;
 pub use queue::{BackoffConfig, WorkQueue};
 pub use telemetry::{LogFormat, TelemetryGuard};
 
@@ -41,6 +43,18 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// Something the binary needs could not be set up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Decoder for spec documents: the same strict parse and validation as the API.
+pub fn spec_decoder<T: capstan_core::Spec + Send + Sync + 'static>() -> capstan_store::Decoder<T> {
+    std::sync::Arc::new(|_key, bytes| {
+        capstan_core::accept::<T>(bytes)
+            .map(|a| a.value)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// A running controller process: store, leadership, admin server and shutdown signal.

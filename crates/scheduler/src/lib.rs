@@ -17,7 +17,9 @@ use capstan_core::task::{StopCode, TaskStatus};
 use capstan_plan::scheduling::{self, Action as PlanAction};
 use capstan_proto::agent::v1 as pb;
 use capstan_proto::tls::TlsFiles;
-use capstan_runtime::{Action, CommonArgs, Controller, ControllerConfig, Runtime, RuntimeError};
+use capstan_runtime::{
+    Action, CommonArgs, Controller, ControllerConfig, Events, Runtime, RuntimeError,
+};
 use capstan_store::{Claim, Leadership, StoreError, Write};
 use futures::FutureExt;
 use rand::SeedableRng;
@@ -71,8 +73,8 @@ pub struct Ctx {
     grace: Duration,
     /// When each missing instance was first seen missing.
     missing_since: Mutex<HashMap<String, Instant>>,
-    /// The last placement-failure event per service, to avoid repeating it.
-    last_event: Mutex<HashMap<ServiceKey, String>>,
+    /// Service events.
+    events: Events,
     /// How long stopped tasks are kept.
     retention: Duration,
 }
@@ -126,52 +128,16 @@ async fn dispatch(key: Key, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Action, 
 }
 
 impl Ctx {
-    /// Records a service event (`/capstan/events/<cluster>/<service>/<id>`), keeping the last 100.
+    /// Records a service event.
     async fn event(
         &self,
         claim: &Claim,
         key: &ServiceKey,
         message: String,
     ) -> Result<(), StoreError> {
-        {
-            let mut last = self
-                .last_event
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.get(key) == Some(&message) {
-                return Ok(());
-            }
-            last.insert(key.clone(), message.clone());
-        }
-        let micros = (now() * 1e6) as u64;
-        let id = format!(
-            "{micros:020}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        let ev = capstan_core::ServiceEvent {
-            id: id.clone(),
-            created_at: now(),
-            message,
-        };
-        let store = &self.exec.store;
-        store
-            .commit(
-                Write::new().put_json(&store.keys().event(&key.cluster, &key.service, &id), &ev),
-                Some(claim),
-            )
-            .await?;
-        let prefix = store
-            .keys()
-            .list(Family::Events, &[&key.cluster, &key.service]);
-        let listing = store.list(&prefix).await?;
-        if listing.kvs.len() > 100 {
-            let mut w = Write::new();
-            for kv in &listing.kvs[..listing.kvs.len() - 100] {
-                w = w.delete(&kv.key);
-            }
-            store.commit(w, Some(claim)).await?;
-        }
-        Ok(())
+        self.events
+            .record(claim, &key.cluster, &key.service, message)
+            .await
     }
 
     /// Tasks on instances missing for longer than the grace period: recorded STOPPED. Returns how
@@ -566,7 +532,7 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
         },
         grace,
         missing_since: Mutex::new(HashMap::new()),
-        last_event: Mutex::new(HashMap::new()),
+        events: Events::new(rt.store.clone()),
         retention: args.task_retention.into(),
     });
 
@@ -657,10 +623,7 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
             ctx,
             |k, c, x| dispatch(k, c, x).boxed(),
             |_k, e: &Error, _c| match e {
-                Error::Store(StoreError::Conflict { .. }) => {
-                    Action::requeue(Duration::from_millis(50))
-                }
-                _ => Action::Backoff,
+                Error::Store(e) => Action::after_store_error(e),
             },
             rt.cancel.clone(),
         )

@@ -8,7 +8,7 @@ use capstan_core::instance::{ContainerInstance, InstanceStatus};
 use capstan_core::keys::Family;
 use capstan_core::task::{DesiredStatus, Task, TaskStatus};
 use capstan_core::taskdef::TaskDefinitionRef;
-use capstan_core::{Deployment, Keys, Service, TaskDefinition, accept};
+use capstan_core::{Deployment, Keys, Service, TaskDefinition};
 use capstan_plan::placement::{self, Demand, Instance};
 use capstan_plan::scheduling::{DeploymentInput, ServiceInput, TaskInput};
 use capstan_store::{Cache, Decoder, Entry, json_decoder};
@@ -32,14 +32,7 @@ pub struct Caches {
     pub stoptask: Cache<capstan_core::requests::StopTaskRequest>,
 }
 
-/// Decoder for spec documents: the same strict parse and validation as the API.
-pub fn spec_decoder<T: capstan_core::Spec + Send + Sync + 'static>() -> Decoder<T> {
-    Arc::new(|_key, bytes| {
-        accept::<T>(bytes)
-            .map(|a| a.value)
-            .map_err(|e| e.to_string())
-    })
-}
+pub use capstan_runtime::spec_decoder;
 
 /// Decoder for controller-written documents.
 pub fn status_decoder<T: serde::de::DeserializeOwned + Send + Sync + 'static>() -> Decoder<T> {
@@ -281,28 +274,7 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
     )
 }
 
-/// A task that exits within this long of starting counts as never having reached RUNNING: the
-/// agent reports RUNNING as soon as the processes start, where ECS would see such a task go
-/// from PENDING to STOPPED.
-pub const QUICK_EXIT_SECS: f64 = 1.0;
-
-/// Whether a stopped task failed to start: refused by its agent, or its essential container
-/// exited before (or within [`QUICK_EXIT_SECS`] of) reaching RUNNING.
-pub fn never_started(t: &Task) -> bool {
-    use capstan_core::task::StopCode;
-    if t.last_status != TaskStatus::Stopped {
-        return false;
-    }
-    match t.stop_code {
-        Some(StopCode::TaskFailedToStart) => true,
-        Some(StopCode::EssentialContainerExited) => match (t.started_at, t.stopped_at) {
-            (None, _) => true,
-            (Some(start), Some(stop)) => stop - start < QUICK_EXIT_SECS,
-            (Some(_), None) => false,
-        },
-        _ => false,
-    }
-}
+pub use capstan_plan::health::{QUICK_EXIT_SECS, never_started};
 
 /// The deployment's latest tasks that stopped without ever reaching RUNNING, in a row, and when
 /// the latest of them stopped. Tasks the scheduler stopped itself do not count.

@@ -1,0 +1,86 @@
+//! Service events (`/capstan/events/<cluster>/<service>/<eventId>`), shared by the controllers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use capstan_core::keys::Family;
+use capstan_store::{Claim, Store, StoreError, Write};
+
+/// Events kept per service (ECS shows the latest 100).
+pub const EVENTS_KEPT: usize = 100;
+
+/// Now, epoch seconds.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Records service events, fenced, skipping a message that repeats the service's previous one.
+pub struct Events {
+    store: Store,
+    last: Mutex<HashMap<(String, String), String>>,
+}
+
+impl Events {
+    /// A recorder writing through `store`.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records one event and trims the service's events to the latest [`EVENTS_KEPT`].
+    pub async fn record(
+        &self,
+        claim: &Claim,
+        cluster: &str,
+        service: &str,
+        message: String,
+    ) -> Result<(), StoreError> {
+        {
+            let mut last = self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let k = (cluster.to_string(), service.to_string());
+            if last.get(&k) == Some(&message) {
+                return Ok(());
+            }
+            last.insert(k, message.clone());
+        }
+        let at = now();
+        let id = format!(
+            "{:020}-{}",
+            (at * 1e6) as u64,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let ev = capstan_core::ServiceEvent {
+            id: id.clone(),
+            created_at: at,
+            message,
+        };
+        let keys = self.store.keys();
+        self.store
+            .commit(
+                Write::new().put_json(&keys.event(cluster, service, &id), &ev),
+                Some(claim),
+            )
+            .await?;
+        let listing = self
+            .store
+            .list(&keys.list(Family::Events, &[cluster, service]))
+            .await?;
+        if listing.kvs.len() > EVENTS_KEPT {
+            let mut w = Write::new();
+            for kv in &listing.kvs[..listing.kvs.len() - EVENTS_KEPT] {
+                w = w.delete(&kv.key);
+            }
+            self.store.commit(w, Some(claim)).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,586 @@
+//! The deployment controller end to end: real etcd, three real `capstan-agent`s running real
+//! processes, the real `capstan-scheduler` and the real `capstan-deployer`. Services are written
+//! as users write them; a sampler lists the tasks every 50 ms during each rollout and the test
+//! fails on any breach of the rolling bounds.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use capstan_core::ServiceStatusDoc;
+use capstan_core::deployment::{Deployment, DeploymentStatus, HookStatus, RolloutState};
+use capstan_core::keys::Family;
+use capstan_core::service::LifecycleStage;
+use capstan_core::task::{DesiredStatus, Task, TaskStatus};
+use capstan_e2e::*;
+use capstan_store::Store;
+use capstan_testing::EtcdCluster;
+use serde_json::{Value, json};
+
+/// Health grace given to the deployer: tasks count healthy after 3 s RUNNING.
+const GRACE: f64 = 3.0;
+
+struct Plane {
+    _etcd: EtcdCluster,
+
+    dir: tempfile::TempDir,
+    store: Store,
+    procs: Vec<Proc>,
+    deployers: Vec<Proc>,
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        for p in self.procs.iter_mut().chain(self.deployers.iter_mut()) {
+            p.kill();
+        }
+        kill_task_processes(self.dir.path());
+    }
+}
+
+async fn plane(deployers: usize) -> Plane {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let endpoints = etcd.endpoints();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut procs: Vec<Proc> = ["a", "b", "c"]
+        .iter()
+        .map(|z| agent(&endpoints, dir.path(), z))
+        .collect();
+    procs.push(scheduler(&endpoints, dir.path(), "s1"));
+    let deployers = (0..deployers)
+        .map(|i| deployer(&endpoints, dir.path(), &format!("d{i}"), "3s"))
+        .collect();
+    let store = store(&endpoints).await;
+    Plane {
+        _etcd: etcd,
+
+        dir,
+        store,
+        procs,
+        deployers,
+    }
+}
+
+async fn put(s: &Store, key: &str, doc: &Value) {
+    s.put(key, doc.to_string().into_bytes()).await.expect("put");
+}
+
+/// Registers `web:<rev>` running `command` through `sh -c`.
+async fn task_definition(s: &Store, rev: u32, command: &str) {
+    let td = json!({
+        "family": "web", "revision": rev, "status": "ACTIVE",
+        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 64, "memory": 32,
+            "entryPoint": ["sh", "-c"], "command": [command], "stopTimeout": 2}]
+    });
+    put(s, &s.keys().task_definition("web", rev), &td).await;
+}
+
+async fn service(s: &Store, doc: Value) {
+    put(s, &s.keys().service("default", "web"), &doc).await;
+}
+
+fn spec(rev: u32, desired: u32, config: Value) -> Value {
+    json!({"serviceName": "web", "taskDefinition": format!("web:{rev}"), "desiredCount": desired,
+        "deploymentConfiguration": config})
+}
+
+async fn deployments(s: &Store) -> Vec<Deployment> {
+    s.list(&s.keys().list(Family::Deployments, &["default", "web"]))
+        .await
+        .expect("list")
+        .kvs
+        .iter()
+        .filter_map(|kv| kv.json::<Deployment>().ok())
+        .collect()
+}
+
+async fn status(s: &Store) -> Option<ServiceStatusDoc> {
+    s.get_json::<ServiceStatusDoc>(&s.keys().service_status("default", "web"))
+        .await
+        .expect("get")
+        .map(|v| v.value)
+}
+
+async fn events(s: &Store) -> Vec<String> {
+    s.list(&s.keys().list(Family::Events, &["default", "web"]))
+        .await
+        .expect("list")
+        .kvs
+        .iter()
+        .filter_map(|kv| kv.json::<capstan_core::ServiceEvent>().ok())
+        .map(|e| e.message)
+        .collect()
+}
+
+/// Waits until the PRIMARY runs `web:<rev>` and is COMPLETED; returns it.
+async fn completed(s: &Store, rev: u32, within: Duration) -> Deployment {
+    let td = &format!("web:{rev}");
+    eventually(within, &format!("{td} COMPLETED"), || async move {
+        deployments(s).await.into_iter().find(|d| {
+            d.status == DeploymentStatus::Primary
+                && &d.task_definition == td
+                && d.rollout_state == RolloutState::Completed
+        })
+    })
+    .await
+}
+
+fn live(t: &Task) -> bool {
+    t.desired_status == DesiredStatus::Running
+        && matches!(
+            t.last_status,
+            TaskStatus::Provisioning
+                | TaskStatus::Pending
+                | TaskStatus::Activating
+                | TaskStatus::Running
+        )
+}
+
+fn healthy(t: &Task, now: f64) -> bool {
+    t.desired_status == DesiredStatus::Running
+        && t.last_status == TaskStatus::Running
+        && t.started_at.is_some_and(|s| now - s >= GRACE)
+}
+
+/// Most live and fewest healthy tasks seen while sampling.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    max_live: usize,
+    min_healthy: usize,
+    samples: usize,
+}
+
+/// Samples the service's tasks every 50 ms until stopped.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start(s: &Store) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen {
+            max_live: 0,
+            min_healthy: usize::MAX,
+            samples: 0,
+        }));
+        let (s, st, se) = (s.clone(), stop.clone(), seen.clone());
+        let handle = tokio::spawn(async move {
+            while !st.load(Ordering::SeqCst) {
+                let now = capstan_runtime_now();
+                let ts: Vec<Task> = tasks(&s, "default")
+                    .await
+                    .into_iter()
+                    .filter(|t| t.group.as_deref() == Some("service:web"))
+                    .collect();
+                {
+                    let mut g = se.lock().expect("lock");
+                    g.max_live = g.max_live.max(ts.iter().filter(|t| live(t)).count());
+                    let h = ts.iter().filter(|t| healthy(t, now)).count();
+                    g.min_healthy = g.min_healthy.min(h);
+                    g.samples += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Self { stop, seen, handle }
+    }
+
+    async fn finish(self) -> Seen {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.await.expect("sampler");
+        *self.seen.lock().expect("lock")
+    }
+}
+
+fn capstan_runtime_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Tasks RUNNING of the deployment.
+async fn running_of(s: &Store, deployment: &str) -> usize {
+    tasks(s, "default")
+        .await
+        .iter()
+        .filter(|t| {
+            t.started_by.as_deref() == Some(deployment)
+                && live(t)
+                && t.last_status == TaskStatus::Running
+        })
+        .count()
+}
+
+/// Deploys web:1 at `desired` with `config`, waits for it, then rolls to web:2 while sampling.
+async fn roll(p: &Plane, desired: u32, config: Value) -> (Seen, Deployment) {
+    let s = &p.store;
+    task_definition(s, 1, "exec sleep 600").await;
+    task_definition(s, 2, "exec sleep 601").await;
+    service(s, spec(1, desired, config.clone())).await;
+    completed(s, 1, Duration::from_secs(30)).await;
+    let sampler = Sampler::start(s);
+    service(s, spec(2, desired, config)).await;
+    let done = completed(s, 2, Duration::from_secs(60)).await;
+    (sampler.finish().await, done)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolling_min_50_max_100_never_exceeds_4_or_drops_below_2_healthy() {
+    let p = plane(1).await;
+    let (seen, done) = roll(
+        &p,
+        4,
+        json!({"minimumHealthyPercent": 50, "maximumPercent": 100}),
+    )
+    .await;
+    assert!(seen.samples > 20, "sampled {seen:?}");
+    assert!(seen.max_live <= 4, "more than 4 tasks: {seen:?}");
+    assert!(seen.min_healthy >= 2, "fewer than 2 healthy: {seen:?}");
+    assert_eq!(running_of(&p.store, &done.id).await, 4);
+    let st = status(&p.store).await.expect("status");
+    assert_eq!(
+        (
+            st.desired_count,
+            st.running_count,
+            st.task_definition.as_str()
+        ),
+        (4, 4, "web:2")
+    );
+    assert!(
+        events(&p.store)
+            .await
+            .iter()
+            .any(|e| e == "service (web) has reached a steady state.")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolling_min_100_max_200_never_exceeds_8_or_drops_below_4_healthy() {
+    let p = plane(1).await;
+    let (seen, done) = roll(
+        &p,
+        4,
+        json!({"minimumHealthyPercent": 100, "maximumPercent": 200}),
+    )
+    .await;
+    assert!(seen.max_live <= 8, "more than 8 tasks: {seen:?}");
+    assert!(
+        seen.max_live > 4,
+        "it should use the room above 100%: {seen:?}"
+    );
+    assert!(seen.min_healthy >= 4, "fewer than 4 healthy: {seen:?}");
+    assert_eq!(running_of(&p.store, &done.id).await, 4);
+    let old: Vec<Deployment> = deployments(&p.store)
+        .await
+        .into_iter()
+        .filter(|d| d.id != done.id)
+        .collect();
+    assert!(
+        old.iter().all(|d| d.status == DeploymentStatus::Inactive),
+        "{old:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn min_100_max_100_is_stuck_and_says_so() {
+    let p = plane(1).await;
+    let s = &p.store;
+    let config = json!({"minimumHealthyPercent": 100, "maximumPercent": 100});
+    task_definition(s, 1, "exec sleep 600").await;
+    task_definition(s, 2, "exec sleep 601").await;
+    service(s, spec(1, 3, config.clone())).await;
+    completed(s, 1, Duration::from_secs(30)).await;
+    service(s, spec(2, 3, config)).await;
+    eventually(Duration::from_secs(20), "the stuck event", || async move {
+        events(s).await.into_iter().find(|e| {
+            e == "service (web) was unable to stop or start tasks during a deployment because of the \
+                  service deployment configuration. Update the minimumHealthyPercent or maximumPercent \
+                  value and try again."
+        })
+    })
+    .await;
+    // Nothing moved.
+    let ts = tasks(s, "default").await;
+    assert_eq!(ts.iter().filter(|t| live(t)).count(), 3);
+}
+
+/// A new revision that fails; the breaker rolls back to web:1.
+async fn breaker_rolls_back(command: &str) {
+    let p = plane(1).await;
+    let s = &p.store;
+    let config = json!({"minimumHealthyPercent": 100, "maximumPercent": 200,
+        "deploymentCircuitBreaker": {"enable": true, "rollback": true}});
+    task_definition(s, 1, "exec sleep 600").await;
+    task_definition(s, 2, command).await;
+    service(s, spec(1, 3, config.clone())).await;
+    let first = completed(s, 1, Duration::from_secs(30)).await;
+    service(s, spec(2, 3, config)).await;
+    let failed = eventually(Duration::from_secs(60), "web:2 FAILED", || async move {
+        deployments(s)
+            .await
+            .into_iter()
+            .find(|d| d.task_definition == "web:2" && d.rollout_state == RolloutState::Failed)
+    })
+    .await;
+    assert_eq!(
+        failed.rollout_state_reason.as_deref(),
+        Some("ECS deployment circuit breaker: tasks failed to start.")
+    );
+    let cb = failed.circuit_breaker.expect("breaker state");
+    assert!(
+        cb.failure_count >= cb.threshold && cb.threshold == 3,
+        "{cb:?}"
+    );
+    let back = completed(s, 1, Duration::from_secs(60)).await;
+    assert_ne!(back.id, first.id, "a rollback is a new deployment");
+    assert_eq!(
+        back.rollout_state_reason.as_deref(),
+        Some(format!("ECS deployment {} completed.", back.id).as_str())
+    );
+    assert_eq!(
+        back.rollback.as_ref().map(|r| r.from_deployment.as_str()),
+        Some(failed.id.as_str())
+    );
+    eventually(
+        Duration::from_secs(20),
+        "3 healthy web:1 tasks and no web:2 task",
+        || async move {
+            let ts = tasks(s, "default").await;
+            let now = capstan_runtime_now();
+            let ok = ts
+                .iter()
+                .filter(|t| t.task_definition_arn.ends_with("web:1") && healthy(t, now))
+                .count()
+                == 3
+                && !ts
+                    .iter()
+                    .any(|t| t.task_definition_arn.ends_with("web:2") && live(t));
+            ok.then_some(())
+        },
+    )
+    .await;
+    let ev = events(s).await;
+    assert!(
+        ev.iter()
+            .any(|e| e.contains("circuit breaker: rolling back to deploymentId")),
+        "{ev:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn breaker_rolls_back_a_revision_that_exits_at_once() {
+    breaker_rolls_back("exit 1").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn breaker_rolls_back_a_revision_that_runs_2s_then_exits_1() {
+    breaker_rolls_back("sleep 2; exit 1").await;
+}
+
+/// A webhook server answering from `answers` in turn (the last one repeats); records stages.
+async fn webhook(answers: Vec<Value>) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let n = Arc::new(AtomicU32::new(0));
+    let (c, answers) = (calls.clone(), Arc::new(answers));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let (c, n, answers) = (c.clone(), n.clone(), answers.clone());
+            async move {
+                c.lock().expect("lock").push(body);
+                let i = n.fetch_add(1, Ordering::SeqCst) as usize;
+                axum::Json(answers[i.min(answers.len() - 1)].clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), calls)
+}
+
+fn blue_green(rev: u32, hooks: Value) -> Value {
+    spec(
+        rev,
+        2,
+        json!({"strategy": "BLUE_GREEN", "bakeTimeInMinutes": 0, "lifecycleHooks": hooks}),
+    )
+}
+
+/// Deploys web:1 blue/green, then web:2 with `hooks`.
+async fn blue_green_to_v2(p: &Plane, hooks: Value) {
+    let s = &p.store;
+    task_definition(s, 1, "exec sleep 600").await;
+    task_definition(s, 2, "exec sleep 601").await;
+    service(s, blue_green(1, json!([]))).await;
+    completed(s, 1, Duration::from_secs(30)).await;
+    service(s, blue_green(2, hooks)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blue_green_webhook_in_progress_then_succeeded() {
+    let p = plane(1).await;
+    let (url, calls) = webhook(vec![
+        json!({"hookStatus": "IN_PROGRESS", "callBackDelay": 1}),
+        json!({"hookStatus": "SUCCEEDED"}),
+    ])
+    .await;
+    blue_green_to_v2(
+        &p,
+        json!([{"targetType": "WEBHOOK", "url": url,
+        "lifecycleStages": ["POST_SCALE_UP"], "hookDetails": {"team": "web"}}]),
+    )
+    .await;
+    let green = completed(&p.store, 2, Duration::from_secs(60)).await;
+    let calls = calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0]["lifecycleStage"], "POST_SCALE_UP");
+    assert_eq!(calls[0]["deploymentId"], green.id.as_str());
+    assert_eq!(calls[0]["hookDetails"]["team"], "web");
+    assert_eq!(calls[0]["productionTrafficWeights"][green.id.as_str()], 0);
+    assert_eq!(running_of(&p.store, &green.id).await, 2);
+    eventually(Duration::from_secs(20), "blue scaled to zero", || async {
+        let ts = tasks(&p.store, "default").await;
+        (!ts.iter()
+            .any(|t| t.task_definition_arn.ends_with("web:1") && live(t)))
+        .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blue_green_webhook_failed_rolls_back_to_blue() {
+    let p = plane(1).await;
+    let s = &p.store;
+    let (url, _calls) = webhook(vec![json!({"hookStatus": "FAILED"})]).await;
+    blue_green_to_v2(
+        &p,
+        json!([{"targetType": "WEBHOOK", "url": url, "lifecycleStages": ["POST_SCALE_UP"]}]),
+    )
+    .await;
+    let green = eventually(Duration::from_secs(60), "web:2 FAILED", || async move {
+        deployments(s)
+            .await
+            .into_iter()
+            .find(|d| d.task_definition == "web:2" && d.rollout_state == RolloutState::Failed)
+    })
+    .await;
+    assert_eq!(green.lifecycle_stage, Some(LifecycleStage::PostScaleUp));
+    let green_id = &green.id;
+    eventually(
+        Duration::from_secs(30),
+        "blue PRIMARY with 2 tasks, green none",
+        || async move {
+            let deps = deployments(s).await;
+            let blue = deps
+                .iter()
+                .find(|d| d.status == DeploymentStatus::Primary)?;
+            (blue.task_definition == "web:1"
+                && running_of(s, &blue.id).await == 2
+                && running_of(s, green_id).await == 0)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blue_green_pause_hook_waits_for_continue() {
+    let p = plane(1).await;
+    let s = &p.store;
+    blue_green_to_v2(
+        &p,
+        json!([{"targetType": "PAUSE", "lifecycleStages": ["POST_SCALE_UP"]}]),
+    )
+    .await;
+    let green = eventually(
+        Duration::from_secs(60),
+        "waiting at POST_SCALE_UP",
+        || async move {
+            deployments(s).await.into_iter().find(|d| {
+                d.task_definition == "web:2"
+                    && d.lifecycle_stage == Some(LifecycleStage::PostScaleUp)
+                    && d.lifecycle_hook_details
+                        .iter()
+                        .any(|h| h.status == HookStatus::AwaitingAction)
+            })
+        },
+    )
+    .await;
+    // Still waiting a while later.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = deployments(s)
+        .await
+        .into_iter()
+        .find(|d| d.id == green.id)
+        .expect("green");
+    assert_eq!(still.lifecycle_stage, Some(LifecycleStage::PostScaleUp));
+    put(
+        s,
+        &s.keys().continue_deployment("default", "web", &green.id),
+        &json!({"action": "CONTINUE"}),
+    )
+    .await;
+    completed(s, 2, Duration::from_secs(30)).await;
+    // The request was consumed.
+    let left = s
+        .list(
+            &s.keys()
+                .list(Family::ContinueDeploymentRequests, &["default"]),
+        )
+        .await
+        .expect("list");
+    assert!(left.kvs.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_sigkill_mid_rollout_keeps_the_bounds_and_finishes() {
+    let mut p = plane(2).await;
+    let s = &p.store.clone();
+    let config = json!({"minimumHealthyPercent": 100, "maximumPercent": 200});
+    task_definition(s, 1, "exec sleep 600").await;
+    task_definition(s, 2, "exec sleep 601").await;
+    service(s, spec(1, 4, config.clone())).await;
+    completed(s, 1, Duration::from_secs(30)).await;
+    let sampler = Sampler::start(s);
+    service(s, spec(2, 4, config)).await;
+    eventually(
+        Duration::from_secs(20),
+        "web:2 tasks starting",
+        || async move {
+            let ts = tasks(s, "default").await;
+            ts.iter()
+                .any(|t| t.task_definition_arn.ends_with("web:2"))
+                .then_some(())
+        },
+    )
+    .await;
+    let who = leader_id(s).await;
+    let idx = if who.contains("d0") { 0 } else { 1 };
+    p.deployers[idx].kill();
+    completed(s, 2, Duration::from_secs(60)).await;
+    let seen = sampler.finish().await;
+    assert!(seen.max_live <= 8, "{seen:?}");
+    assert!(seen.min_healthy >= 4, "{seen:?}");
+    let new_leader = leader_id(s).await;
+    assert_ne!(new_leader, who);
+}
+
+/// The deployer leader's replica id (the election value).
+async fn leader_id(s: &Store) -> String {
+    eventually(
+        Duration::from_secs(10),
+        "a deployer leader",
+        || async move {
+            let l = s.list(&s.keys().election("deployer")).await.ok()?;
+            let first = l.kvs.iter().min_by_key(|kv| kv.create_revision)?;
+            Some(String::from_utf8_lossy(&first.value).to_string())
+        },
+    )
+    .await
+}
