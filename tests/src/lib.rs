@@ -171,6 +171,19 @@ pub async fn store(etcd: &[String]) -> Store {
         .expect("store")
 }
 
+/// Waits until `n` container instances are registered in `cluster` (agents print their ready
+/// line before their registration lands).
+pub async fn registered(store: &Store, cluster: &str, n: usize) {
+    let prefix = store
+        .keys()
+        .list(capstan_core::keys::Family::ContainerInstances, &[cluster]);
+    eventually(Duration::from_secs(20), "agents registered", || async {
+        let l = store.list(&prefix).await.ok()?;
+        (l.kvs.len() >= n).then_some(())
+    })
+    .await;
+}
+
 /// Every task of the cluster.
 pub async fn tasks(store: &Store, cluster: &str) -> Vec<Task> {
     store

@@ -51,6 +51,7 @@ async fn plane(deployers: usize) -> Plane {
         .map(|i| deployer(&endpoints, dir.path(), &format!("d{i}"), "3s"))
         .collect();
     let store = store(&endpoints).await;
+    registered(&store, "default", 3).await;
     Plane {
         _etcd: etcd,
 
@@ -583,4 +584,87 @@ async fn leader_id(s: &Store) -> String {
         },
     )
     .await
+}
+
+/// Stands in for the registrar (its own issue): marks every RUNNING task of the service healthy
+/// in the target group its deployment registers with, as `/capstan/status/targetgroups/<tg>`.
+fn fake_registrar(s: &Store) -> tokio::task::JoinHandle<()> {
+    let s = s.clone();
+    tokio::spawn(async move {
+        loop {
+            let deps = deployments(&s).await;
+            let mut groups: std::collections::BTreeMap<String, Vec<Value>> =
+                ["web-blue", "web-green"]
+                    .iter()
+                    .map(|g| (g.to_string(), Vec::new()))
+                    .collect();
+            for t in tasks(&s, "default").await {
+                let tg = deps
+                    .iter()
+                    .find(|d| Some(d.id.as_str()) == t.started_by.as_deref())
+                    .and_then(|d| d.load_balancers.first())
+                    .and_then(|lb| lb.target_group_arn.clone());
+                if let Some(tg) = tg
+                    && t.last_status == TaskStatus::Running
+                {
+                    groups.entry(tg).or_default().push(
+                        json!({"taskId": t.id(), "host": "127.0.0.1", "port": 8080, "state": "healthy"}),
+                    );
+                }
+            }
+            for (tg, targets) in groups {
+                put(
+                    &s,
+                    &s.keys().target_group_status(&tg),
+                    &json!({"targets": targets}),
+                )
+                .await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+async fn route(s: &Store, listener: &str) -> Option<String> {
+    let r = s
+        .get_json::<capstan_core::lb::ListenerRoute>(&s.keys().listener_route(listener))
+        .await
+        .expect("get")?;
+    r.value
+        .target_groups
+        .first()
+        .map(|t| t.target_group_arn.clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blue_green_with_load_balancers_shifts_the_listeners_to_green() {
+    let p = plane(1).await;
+    let s = &p.store;
+    let registrar = fake_registrar(s);
+    let lb = json!([{"targetGroupArn": "web-blue", "containerName": "app", "containerPort": 8080,
+        "advancedConfiguration": {"alternateTargetGroupArn": "web-green",
+            "productionListenerRule": "web-prod", "testListenerRule": "web-test"}}]);
+    let with_lb = |rev: u32| {
+        let mut doc = blue_green(rev, json!([]));
+        doc["loadBalancers"] = lb.clone();
+        doc
+    };
+    task_definition(s, 1, "exec sleep 600").await;
+    task_definition(s, 2, "exec sleep 601").await;
+    service(s, with_lb(1)).await;
+    let first = completed(s, 1, Duration::from_secs(30)).await;
+    assert_eq!(
+        first.load_balancers[0].target_group_arn.as_deref(),
+        Some("web-blue")
+    );
+    assert_eq!(route(s, "web-prod").await.as_deref(), Some("web-blue"));
+    service(s, with_lb(2)).await;
+    let green = completed(s, 2, Duration::from_secs(60)).await;
+    assert_eq!(
+        green.load_balancers[0].target_group_arn.as_deref(),
+        Some("web-green")
+    );
+    assert_eq!(route(s, "web-prod").await.as_deref(), Some("web-green"));
+    assert_eq!(route(s, "web-test").await.as_deref(), Some("web-green"));
+    registrar.abort();
 }

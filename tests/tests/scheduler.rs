@@ -40,6 +40,7 @@ async fn cluster(zones: &[&str]) -> Cluster {
         .map(|z| agent(&endpoints, dir.path(), z))
         .collect();
     let store = store(&endpoints).await;
+    registered(&store, "default", zones.len()).await;
     Cluster {
         _etcd: etcd,
         endpoints,
@@ -527,5 +528,81 @@ async fn a_daemon_runs_once_on_every_instance_and_follows_joins_and_drains() {
             }
         },
     )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_balanced_task_waits_in_deactivating_for_the_drained_mark() {
+    let c = cluster(&["zone-a"]).await;
+    let _s1 = scheduler(&c.endpoints, c.dir.path(), "s1");
+    let s = c.store.clone();
+    deploy(&s, "lb", 1).await;
+    let mut d = Deployment {
+        id: "ecs-svc/1".into(),
+        status: DeploymentStatus::Primary,
+        task_definition: "lb:1".into(),
+        desired_count: 1,
+        load_balancers: vec![capstan_core::service::LoadBalancer {
+            target_group_arn: Some("lb-tg".into()),
+            container_name: Some("app".into()),
+            container_port: Some(8080),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let key = s.keys().deployment("default", "lb", &d.id);
+    s.put_json(&key, &d).await.expect("deployment");
+    let task = eventually(Duration::from_secs(20), "one RUNNING task", || {
+        let s = s.clone();
+        async move {
+            running(&tasks(&s, "default").await)
+                .first()
+                .map(|t| t.id().to_string())
+        }
+    })
+    .await;
+    // The registrar has the target registered and draining.
+    let target = |drained: bool| {
+        json!({"targets": [{"taskId": task, "host": "127.0.0.1", "port": 8080,
+            "state": "draining", "drained": drained}]})
+    };
+    let tg_key = s.keys().target_group_status("lb-tg");
+    s.put(&tg_key, target(false).to_string().into_bytes())
+        .await
+        .expect("tg status");
+    d.desired_count = 0;
+    s.put_json(&key, &d).await.expect("scale in");
+    let of = |ts: Vec<capstan_core::task::Task>, id: &str| ts.into_iter().find(|t| t.id() == id);
+    eventually(Duration::from_secs(10), "DEACTIVATING", || {
+        let (s, task) = (s.clone(), task.clone());
+        async move {
+            of(tasks(&s, "default").await, &task)
+                .filter(|t| t.last_status == TaskStatus::Deactivating)
+                .map(|_| ())
+        }
+    })
+    .await;
+    // It stays there while the target drains.
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < until {
+        let t = of(tasks(&s, "default").await, &task).expect("task");
+        assert_eq!(
+            t.last_status,
+            TaskStatus::Deactivating,
+            "stopped before draining ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.put(&tg_key, target(true).to_string().into_bytes())
+        .await
+        .expect("drained");
+    eventually(Duration::from_secs(10), "STOPPED once drained", || {
+        let (s, task) = (s.clone(), task.clone());
+        async move {
+            of(tasks(&s, "default").await, &task)
+                .filter(|t| t.last_status == TaskStatus::Stopped)
+                .map(|_| ())
+        }
+    })
     .await;
 }

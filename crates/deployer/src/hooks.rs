@@ -25,6 +25,16 @@ pub const DEFAULT_TIMEOUT_MINUTES: u32 = 1440;
 /// How long one webhook call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The webhook client: rustls with the ring provider (installed here; a second install is a
+/// no-op), verifying against the system's roots.
+pub fn http_client() -> Result<reqwest::Client, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(CALL_TIMEOUT)
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
 /// What running the hooks of one stage came to.
 #[derive(Debug, Default)]
 pub struct HookRun {
@@ -258,4 +268,163 @@ pub async fn run(http: &reqwest::Client, s: &Stage<'_>) -> HookRun {
         (None, false) => Hooks::Done,
     };
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use capstan_core::service::{DeploymentConfiguration, HookTimeout};
+
+    use super::*;
+
+    fn spec(hook: LifecycleHook) -> Service {
+        Service {
+            deployment_configuration: Some(DeploymentConfiguration {
+                lifecycle_hooks: vec![hook],
+                ..DeploymentConfiguration::default()
+            }),
+            ..Service::default()
+        }
+    }
+
+    fn pause(action: Option<HookTimeoutAction>) -> LifecycleHook {
+        LifecycleHook {
+            target_type: HookTargetType::Pause,
+            url: None,
+            lifecycle_stages: vec![LifecycleStage::PostScaleUp],
+            hook_details: None,
+            timeout_configuration: Some(HookTimeout {
+                timeout_in_minutes: Some(1),
+                action,
+            }),
+            hook_target_arn: None,
+            role_arn: None,
+        }
+    }
+
+    fn green() -> Deployment {
+        Deployment {
+            id: "g".into(),
+            lifecycle_stage: Some(LifecycleStage::PostScaleUp),
+            ..Deployment::default()
+        }
+    }
+
+    async fn at(
+        spec: &Service,
+        primary: &Deployment,
+        req: Option<&ContinueDeploymentRequest>,
+        now: f64,
+    ) -> HookRun {
+        let key = ServiceKey {
+            cluster: "default".into(),
+            service: "web".into(),
+        };
+        run(
+            &http_client().expect("client"),
+            &Stage {
+                key: &key,
+                spec,
+                primary,
+                blue: None,
+                continue_request: req,
+                now,
+            },
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn pause_waits_then_continue_or_rollback_answers_it() {
+        let s = spec(pause(None));
+        let mut g = green();
+        let first = at(&s, &g, None, 100.0).await;
+        assert_eq!(first.outcome, Hooks::Waiting);
+        assert_eq!(first.details[0].status, HookStatus::AwaitingAction);
+        assert_eq!(first.details[0].expires_at, Some(160.0));
+        assert_eq!(first.wake_at, Some(160.0));
+        g.lifecycle_hook_details = first.details;
+        let go = ContinueDeploymentRequest::default();
+        let r = at(&s, &g, Some(&go), 110.0).await;
+        assert_eq!(r.outcome, Hooks::Done);
+        assert!(r.consumed_continue);
+        let back = ContinueDeploymentRequest {
+            action: ContinueAction::Rollback,
+            hook_id: Some("0".into()),
+        };
+        let r = at(&s, &g, Some(&back), 110.0).await;
+        assert!(matches!(r.outcome, Hooks::Rollback(_)));
+        // A request for another hook does not answer this one.
+        let other = ContinueDeploymentRequest {
+            action: ContinueAction::Continue,
+            hook_id: Some("3".into()),
+        };
+        assert_eq!(
+            at(&s, &g, Some(&other), 110.0).await.outcome,
+            Hooks::Waiting
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_hook_applies_its_timeout_action() {
+        for (action, expect_rollback) in [
+            (None, true),
+            (Some(HookTimeoutAction::Rollback), true),
+            (Some(HookTimeoutAction::Continue), false),
+        ] {
+            let s = spec(pause(action));
+            let mut g = green();
+            g.lifecycle_hook_details = at(&s, &g, None, 100.0).await.details;
+            let r = at(&s, &g, None, 161.0).await;
+            assert_eq!(r.details[0].status, HookStatus::TimedOut);
+            assert_eq!(
+                matches!(r.outcome, Hooks::Rollback(_)),
+                expect_rollback,
+                "{action:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_webhook_rolls_back() {
+        let s = spec(LifecycleHook {
+            target_type: HookTargetType::Webhook,
+            url: Some("http://127.0.0.1:9/hook".into()),
+            ..pause(None)
+        });
+        let r = at(&s, &green(), None, 100.0).await;
+        assert_eq!(r.details[0].status, HookStatus::Failed);
+        assert!(
+            matches!(r.outcome, Hooks::Rollback(ref why) if why.contains("call failed")),
+            "{:?}",
+            r.outcome
+        );
+    }
+
+    #[test]
+    fn payload_carries_weights_and_details() {
+        let s = spec(pause(None));
+        let g = green();
+        let blue = Deployment {
+            id: "b".into(),
+            ..Deployment::default()
+        };
+        let key = ServiceKey {
+            cluster: "default".into(),
+            service: "web".into(),
+        };
+        let stage = Stage {
+            key: &key,
+            spec: &s,
+            primary: &g,
+            blue: Some(&blue),
+            continue_request: None,
+            now: 0.0,
+        };
+        let hook = pause(None);
+        let p = payload(&stage, LifecycleStage::PostTestTrafficShift, "0", &hook);
+        assert_eq!(p["lifecycleStage"], "POST_TEST_TRAFFIC_SHIFT");
+        assert_eq!(p["testTrafficWeights"]["g"], 100);
+        assert_eq!(p["productionTrafficWeights"]["b"], 100);
+        assert_eq!(p["serviceArn"], "default/web");
+    }
 }

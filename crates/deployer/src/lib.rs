@@ -418,8 +418,6 @@ fn services_where(
 
 /// Runs the deployer until SIGTERM/SIGINT.
 pub async fn run(args: DeployerArgs) -> Result<(), RuntimeError> {
-    // Webhook TLS uses rustls with the ring provider; a second install is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = Runtime::start("deployer", &args.common).await?;
     let resync = Duration::from_secs(300);
     let caches = Caches {
@@ -448,10 +446,7 @@ pub async fn run(args: DeployerArgs) -> Result<(), RuntimeError> {
             resync,
         ),
     };
-    let http = reqwest::Client::builder()
-        .timeout(hooks::CALL_TIMEOUT)
-        .build()
-        .map_err(|e| RuntimeError::Setup(format!("HTTP client: {e}")))?;
+    let http = hooks::http_client().map_err(RuntimeError::Setup)?;
     let ctx = Arc::new(Ctx {
         store: rt.store.clone(),
         caches: caches.clone(),

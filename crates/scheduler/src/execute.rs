@@ -149,6 +149,8 @@ pub struct Executor {
     pub agents: Agents,
     /// Caches (to read current records).
     pub caches: Caches,
+    /// Longest wait for the registrar's drained mark before StopTask, seconds.
+    pub drain_timeout: f64,
 }
 
 fn arn(kind: &str, cluster: &str, id: &str) -> String {
@@ -385,6 +387,12 @@ impl Executor {
         t: &Task,
         instances: &BTreeMap<String, ContainerInstance>,
     ) -> Result<(), StoreError> {
+        // A load-balanced task stays DEACTIVATING until its targets have drained.
+        if crate::snapshot::drain_until(&self.caches, &self.keys, t, self.drain_timeout, now())
+            .is_some()
+        {
+            return Ok(());
+        }
         let cluster = last_segment(&t.cluster_arn).to_string();
         let instance = t.container_instance_arn.as_deref().map(last_segment);
         let Some(ci) = instance.and_then(|i| instances.get(i)) else {

@@ -45,6 +45,10 @@ pub struct SchedulerArgs {
     /// How long stopped tasks stay visible before their records are deleted.
     #[arg(long, env = "CAPSTAN_TASK_RETENTION", default_value = "1h")]
     pub task_retention: humantime::Duration,
+    /// Longest wait in DEACTIVATING for the registrar's drained mark before StopTask (ELB's
+    /// default deregistration delay is 300 s).
+    #[arg(long, env = "CAPSTAN_DRAIN_TIMEOUT", default_value = "330s")]
+    pub drain_timeout: humantime::Duration,
     /// Reconciles at once.
     #[arg(long, env = "CAPSTAN_SCHEDULER_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
@@ -87,6 +91,7 @@ fn caches_ready(c: &Caches) -> bool {
         && c.instances.is_ready()
         && c.runtask.is_ready()
         && c.stoptask.is_ready()
+        && c.targets.is_ready()
 }
 
 /// What the scheduler reconciles.
@@ -276,13 +281,18 @@ async fn reconcile(key: ServiceKey, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<
         )
         .await?;
     }
-    // StopTask calls that did not get through are sent again.
+    // StopTask calls that did not get through, or waited for draining, are sent again.
+    let mut drain_recheck: Option<f64> = None;
     for e in snap.tasks.values() {
         if let Ok(t) = &e.value
             && stop_pending(t)
-            && !stops.iter().any(|(id, _)| id == t.id())
         {
-            ctx.exec.send_stop(&claim, t, &snap.instances).await?;
+            if let Some(u) = snapshot::drain_until(caches, &keys, t, ctx.exec.drain_timeout, now())
+            {
+                drain_recheck = Some(drain_recheck.map_or(u, |d: f64| d.min(u)));
+            } else if !stops.iter().any(|(id, _)| id == t.id()) {
+                ctx.exec.send_stop(&claim, t, &snap.instances).await?;
+            }
         }
     }
     if let Some(f) = plan.failure {
@@ -324,6 +334,9 @@ async fn reconcile(key: ServiceKey, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<
     }
     if let Some(t) = plan.throttled {
         next = next.min(Duration::from_secs_f64(t) + Duration::from_millis(50));
+    }
+    if let Some(u) = drain_recheck {
+        next = next.min(Duration::from_secs_f64((u - now()).max(0.0)) + Duration::from_millis(50));
     }
     Ok(Action::requeue(next))
 }
@@ -506,6 +519,7 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
         instances: rt.cache(Family::ContainerInstances, status_decoder(), resync),
         runtask: rt.cache(Family::RunTaskRequests, spec_decoder(), resync),
         stoptask: rt.cache(Family::StopTaskRequests, spec_decoder(), resync),
+        targets: rt.cache(Family::TargetGroupStatus, status_decoder(), resync),
     };
     let tls = match (
         &args.agent_tls_cert,
@@ -529,6 +543,7 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
             keys: keys.clone(),
             agents: Agents::new(tls),
             caches: caches.clone(),
+            drain_timeout: Duration::from(args.drain_timeout).as_secs_f64(),
         },
         grace,
         missing_since: Mutex::new(HashMap::new()),
@@ -557,6 +572,8 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
     let k4 = keys.clone();
     let k5 = keys.clone();
     let k6 = keys.clone();
+    let k7 = keys.clone();
+    let deps7 = caches.deployments.clone();
     let controller = Controller::new(config)
         .watches(&caches.deployments, move |k| service_of(&k1, k))
         .watches(&caches.services, move |k| service_of(&k2, k))
@@ -602,6 +619,35 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
                 })
                 .into_iter()
                 .collect()
+        })
+        .watches(&caches.targets, move |k| {
+            // A target drained: services whose deployments use that group may stop tasks now.
+            let Some(tg) = k7.parse(k).and_then(|p| p.parts.first().cloned()) else {
+                return vec![];
+            };
+            let mut out: Vec<Key> = deps7
+                .list()
+                .iter()
+                .filter(|e| {
+                    e.value.as_ref().is_ok_and(|d| {
+                        d.load_balancers.iter().any(|lb| {
+                            lb.target_group_arn
+                                .as_deref()
+                                .map(capstan_core::service::lb_object_name)
+                                == Some(tg.as_str())
+                        })
+                    })
+                })
+                .filter_map(|e| k7.parse(&e.key))
+                .map(|p| {
+                    Key::Service(ServiceKey {
+                        cluster: p.parts[0].clone(),
+                        service: p.parts[1].clone(),
+                    })
+                })
+                .collect();
+            out.dedup();
+            out
         })
         .watches(&caches.stoptask, move |k| {
             k6.parse(k)

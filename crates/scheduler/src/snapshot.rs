@@ -30,6 +30,8 @@ pub struct Caches {
     pub runtask: Cache<capstan_core::requests::RunTaskRequest>,
     /// StopTask requests.
     pub stoptask: Cache<capstan_core::requests::StopTaskRequest>,
+    /// Target group status (the registrar's), for the drained mark.
+    pub targets: Cache<capstan_core::lb::TargetGroupStatusDoc>,
 }
 
 pub use capstan_runtime::spec_decoder;
@@ -321,4 +323,39 @@ pub fn launch_failures(
 /// Whether a task still has to be stopped by its agent.
 pub fn stop_pending(t: &Task) -> bool {
     t.desired_status == DesiredStatus::Stopped && t.last_status != TaskStatus::Stopped
+}
+
+/// Until when a stopping load-balanced task stays DEACTIVATING: while a target group of its
+/// deployment still lists its target and has not marked it drained, at most `timeout` after the
+/// stop began. `None`: StopTask may go now (no load balancer, target gone or drained, timed out).
+pub fn drain_until(caches: &Caches, keys: &Keys, t: &Task, timeout: f64, now: f64) -> Option<f64> {
+    use capstan_core::lb::TargetState;
+    if t.last_status != TaskStatus::Deactivating {
+        return None;
+    }
+    let service = t.group.as_deref()?.strip_prefix("service:")?;
+    let cluster = last_segment(&t.cluster_arn);
+    let deployment =
+        caches
+            .deployments
+            .get(&keys.deployment(cluster, service, t.started_by.as_deref()?))?;
+    let d = deployment.value.as_ref().ok()?;
+    let registered = d
+        .load_balancers
+        .iter()
+        .filter_map(|lb| lb.target_group_arn.as_deref())
+        .filter_map(|tg| {
+            caches
+                .targets
+                .get(&keys.target_group_status(capstan_core::service::lb_object_name(tg)))
+        })
+        .any(|e| {
+            e.value.as_ref().is_ok_and(|doc| {
+                doc.targets
+                    .iter()
+                    .any(|x| x.task_id == t.id() && x.state != TargetState::Unused && !x.drained)
+            })
+        });
+    let until = t.stopping_at.unwrap_or(now) + timeout;
+    (registered && now < until).then_some(until)
 }
