@@ -264,7 +264,7 @@ pub fn spawn_controller(
 ) -> anyhow::Result<KillOnDrop> {
     Ok(KillOnDrop(
         Command::new(bin)
-            .args(["--etcd-endpoints", &etcd.join(","), "--election-ttl", "2"])
+            .args(["--etcd-endpoints", &etcd.join(",")])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

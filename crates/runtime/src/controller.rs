@@ -59,6 +59,8 @@ pub struct ControllerConfig {
     pub resync: Duration,
     /// Error backoff.
     pub backoff: BackoffConfig,
+    /// Least time between two reconciles of one key (see [`WorkQueue::with_settle`]).
+    pub settle: Duration,
 }
 
 impl ControllerConfig {
@@ -69,6 +71,7 @@ impl ControllerConfig {
             concurrency: 16,
             resync: Duration::from_secs(60),
             backoff: BackoffConfig::default(),
+            settle: Duration::ZERO,
         }
     }
 }
@@ -89,7 +92,7 @@ where
 {
     /// A controller with no triggers yet.
     pub fn new(config: ControllerConfig) -> Self {
-        let queue = WorkQueue::new(config.backoff);
+        let queue = WorkQueue::new(config.backoff).with_settle(config.settle);
         Self {
             config,
             queue,

@@ -37,6 +37,8 @@ struct State<K> {
     delayed: BTreeMap<(Instant, u64), K>,
     deadlines: HashMap<K, (Instant, u64)>,
     backoff: HashMap<K, ExponentialBackoff>,
+    /// When each key's last reconcile finished (kept while within the settle time).
+    finished: HashMap<K, Instant>,
     seq: u64,
     shutdown: bool,
 }
@@ -46,6 +48,7 @@ pub struct WorkQueue<K> {
     state: Arc<Mutex<State<K>>>,
     notify: Arc<Notify>,
     backoff: BackoffConfig,
+    settle: Duration,
 }
 
 impl<K> Clone for WorkQueue<K> {
@@ -54,6 +57,7 @@ impl<K> Clone for WorkQueue<K> {
             state: self.state.clone(),
             notify: self.notify.clone(),
             backoff: self.backoff,
+            settle: self.settle,
         }
     }
 }
@@ -70,12 +74,36 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
                 delayed: BTreeMap::new(),
                 deadlines: HashMap::new(),
                 backoff: HashMap::new(),
+                finished: HashMap::new(),
                 seq: 0,
                 shutdown: false,
             })),
             notify: Arc::new(Notify::new()),
             backoff,
+            settle: Duration::ZERO,
         }
+    }
+
+    /// A key is not reconciled again sooner than `settle` after its last reconcile finished:
+    /// changes arriving meanwhile are gathered into one later reconcile. Zero (the default)
+    /// reconciles at once. It bounds the cost of keys whose every reconcile reads many objects
+    /// that change often (a service with thousands of tasks reporting in).
+    pub fn with_settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
+    }
+
+    /// How long `key` must still wait after its last reconcile, if at all.
+    fn settling(&self, st: &mut State<K>, key: &K) -> Option<Duration> {
+        if self.settle.is_zero() {
+            return None;
+        }
+        let done = *st.finished.get(key)?;
+        let left = self.settle.checked_sub(done.elapsed());
+        if left.is_none() {
+            st.finished.remove(key);
+        }
+        left.filter(|d| !d.is_zero())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<K>> {
@@ -88,6 +116,12 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
     /// queued again once its reconcile finishes.
     pub fn add(&self, key: K) {
         let mut st = self.lock();
+        if !st.processing.contains(&key)
+            && let Some(wait) = self.settling(&mut st, &key)
+        {
+            drop(st);
+            return self.add_after(key, wait);
+        }
         if let Some(slot) = st.deadlines.remove(&key) {
             st.delayed.remove(&slot);
         }
@@ -161,7 +195,14 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
     pub fn done(&self, key: &K) {
         let mut st = self.lock();
         st.processing.remove(key);
+        if !self.settle.is_zero() {
+            st.finished.insert(key.clone(), Instant::now());
+        }
         if st.dirty.remove(key) {
+            if !self.settle.is_zero() {
+                drop(st);
+                return self.add_after(key.clone(), self.settle);
+            }
             Self::enqueue(&mut st, key.clone());
             drop(st);
             self.notify.notify_one();
@@ -279,6 +320,32 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn settle_gathers_changes_after_a_reconcile() {
+        let q = queue().with_settle(Duration::from_millis(100));
+        q.add("a");
+        assert_eq!(q.next().await, Some("a"));
+        q.add("a"); // arrives while processing
+        q.done(&"a");
+        // Not handed out again until the settle time has passed since it finished.
+        let start = Instant::now();
+        q.add("a");
+        q.add("b"); // other keys are not held back
+        assert_eq!(q.next().await, Some("b"));
+        q.done(&"b");
+        assert_eq!(q.next().await, Some("a"));
+        assert!(
+            start.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            start.elapsed()
+        );
+        q.done(&"a");
+        // Once settled, an add is immediate.
+        tokio::time::advance(Duration::from_millis(150)).await;
+        q.add("a");
+        assert_eq!(q.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,7 @@
 //! The scheduler's IO: fenced writes of task records, agent calls, and the agents' task streams.
 //! It decides nothing; the plan does.
 
+use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -21,6 +22,8 @@ use crate::snapshot::{Caches, ServiceKey, last_segment};
 pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most operations in one etcd transaction (etcd's default `--max-txn-ops` is 128).
 pub const TXN_OPS: usize = 100;
+/// Most StartTask calls in flight from one launch.
+pub const START_CONCURRENCY: usize = 4096;
 
 /// Seconds since the epoch.
 pub fn now() -> Timestamp {
@@ -232,34 +235,55 @@ impl Executor {
         {
             self.store.commit(w, Some(claim)).await?;
         }
-        for chunk in tasks.chunks(TXN_OPS) {
-            // The extra writes (consuming a request) commit with the first batch.
-            let mut w = with.take().unwrap_or_default();
-            for (t, _, _) in chunk {
-                let key = self.task_key(t);
-                w = w.put_json(&key, t).if_absent(&key);
+        // Records are written a chunk per transaction; each chunk's StartTask calls go out as
+        // soon as it commits, while the next chunk is being written.
+        let (ready, committed) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let writer = async {
+            for (i, chunk) in tasks.chunks(TXN_OPS).enumerate() {
+                // The extra writes (consuming a request) commit with the first batch.
+                let mut w = with.take().unwrap_or_default();
+                for (t, _, _) in chunk {
+                    let key = self.task_key(t);
+                    w = w.put_json(&key, t).if_absent(&key);
+                }
+                self.store.commit(w, Some(claim)).await?;
+                let _ = ready.send(i);
             }
-            self.store.commit(w, Some(claim)).await?;
-        }
+            drop(ready);
+            Ok::<(), StoreError>(())
+        };
         let token = claim.fencing_token();
-        let calls = tasks.iter().map(|(t, td, endpoint)| async move {
-            let req = pb::StartTaskRequest {
-                task_id: t.id().to_string(),
-                cluster: last_segment(&t.cluster_arn).to_string(),
-                task_definition_arn: t.task_definition_arn.clone(),
-                task_definition_json: serde_json::to_string(td).unwrap_or_default(),
-                overrides_json: t
-                    .overrides
-                    .as_ref()
-                    .and_then(|o| serde_json::to_string(o).ok())
-                    .unwrap_or_default(),
-                fencing_token: token,
-            };
-            (t, self.agents.start(endpoint, req).await)
-        });
-        let results = futures::future::join_all(calls).await;
+        let n = tasks.len();
+        let caller = futures::stream::unfold(committed, |mut rx| async move {
+            rx.recv().await.map(|i| (i, rx))
+        })
+        .flat_map(|i| futures::stream::iter(i * TXN_OPS..((i + 1) * TXN_OPS).min(n)))
+        .map(|j| {
+            let tasks = &tasks;
+            async move {
+                let (t, td, endpoint) = &tasks[j];
+                let req = pb::StartTaskRequest {
+                    task_id: t.id().to_string(),
+                    cluster: last_segment(&t.cluster_arn).to_string(),
+                    task_definition_arn: t.task_definition_arn.clone(),
+                    task_definition_json: serde_json::to_string(td).unwrap_or_default(),
+                    overrides_json: t
+                        .overrides
+                        .as_ref()
+                        .and_then(|o| serde_json::to_string(o).ok())
+                        .unwrap_or_default(),
+                    fencing_token: token,
+                };
+                (j, self.agents.start(endpoint, req).await)
+            }
+        })
+        .buffer_unordered(START_CONCURRENCY)
+        .collect::<Vec<_>>();
+        let (written, results) = tokio::join!(writer, caller);
+        written?;
         let mut started = Vec::new();
-        for (t, r) in results {
+        for (j, r) in results {
+            let t = &tasks[j].0;
             match r {
                 Ok(_) => started.push(t.id().to_string()),
                 Err(e) => {

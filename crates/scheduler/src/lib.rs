@@ -23,6 +23,7 @@ use capstan_runtime::{
 use capstan_store::{Claim, Leadership, StoreError, Write};
 use futures::FutureExt;
 use rand::SeedableRng;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +53,11 @@ pub struct SchedulerArgs {
     /// Reconciles at once.
     #[arg(long, env = "CAPSTAN_SCHEDULER_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
+    /// Least time between two reconciles of one service: task reports arriving meanwhile are
+    /// handled by one reconcile (a service with thousands of tasks would otherwise re-plan for
+    /// each). 0 reconciles on every change.
+    #[arg(long, env = "CAPSTAN_SCHEDULER_SETTLE", default_value = "100ms")]
+    pub settle: humantime::Duration,
     /// Client certificate for agents (mutual TLS, with --agent-tls-key and --agent-tls-ca).
     #[arg(long, env = "CAPSTAN_AGENT_CLIENT_CERT", requires_all = ["agent_tls_key", "agent_tls_ca"])]
     pub agent_tls_cert: Option<std::path::PathBuf>,
@@ -345,6 +351,7 @@ async fn reconcile(key: ServiceKey, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<
 async fn watch_agent(
     ctx: Arc<Ctx>,
     claim: Arc<Claim>,
+    reports: mpsc::Sender<Reports>,
     cluster: String,
     instance: String,
     endpoint: String,
@@ -396,12 +403,21 @@ async fn watch_agent(
                     _ => break,
                 }
             }
-            let intruders = match ctx.exec.apply_reports(&claim, &cluster, &states).await {
-                Ok(ids) => ids,
-                Err(e) => {
-                    tracing::warn!(%endpoint, error = %e, "cannot record agent reports");
-                    Vec::new()
-                }
+            // One writer records every agent's reports; wait for ours (keeps this agent's order).
+            let (done, applied) = oneshot::channel();
+            let sent = reports
+                .send(Reports {
+                    cluster: cluster.clone(),
+                    states: states.clone(),
+                    done,
+                })
+                .await;
+            if sent.is_err() {
+                return;
+            }
+            let intruders = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = applied => match r { Ok(ids) => ids, Err(_) => return },
             };
             // A task id never runs twice: tasks the scheduler did not place there, or recorded
             // STOPPED (their host was declared lost), are stopped.
@@ -452,6 +468,91 @@ async fn watch_agent(
     }
 }
 
+/// Reports from one agent's stream, waiting to be recorded.
+struct Reports {
+    cluster: String,
+    states: Vec<pb::TaskState>,
+    /// Answered with the task ids the agent runs that it must not.
+    done: oneshot::Sender<Vec<String>>,
+}
+
+/// Batches waiting for the report writer.
+const REPORT_QUEUE: usize = 4096;
+/// Most task reports one round of the writer records.
+const REPORT_BATCH: usize = 1000;
+
+/// Records every agent's reports while this replica leads: batches from many agents merge into a
+/// few large fenced transactions written one round at a time, so a thousand agents reporting at
+/// once cost a handful of etcd transactions instead of a thousand concurrent small ones (which
+/// starve etcd, the leader's lease keep-alive with it). A failed round is retried, never dropped.
+async fn write_reports(
+    ctx: Arc<Ctx>,
+    claim: Arc<Claim>,
+    mut rx: mpsc::Receiver<Reports>,
+    stop: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = rx.recv() => match r { Some(r) => r, None => return },
+        };
+        let mut n = first.states.len();
+        let mut round = vec![first];
+        while n < REPORT_BATCH {
+            match rx.try_recv() {
+                Ok(r) => {
+                    n += r.states.len();
+                    round.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut by_cluster: BTreeMap<&str, Vec<pb::TaskState>> = BTreeMap::new();
+        for r in &round {
+            by_cluster
+                .entry(r.cluster.as_str())
+                .or_default()
+                .extend(r.states.iter().cloned());
+        }
+        let mut delay = Duration::from_millis(100);
+        let intruders: HashSet<String> = loop {
+            let mut out = HashSet::new();
+            let mut failed = None;
+            for (cluster, states) in &by_cluster {
+                match ctx.exec.apply_reports(&claim, cluster, states).await {
+                    Ok(ids) => out.extend(ids),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => break out,
+                Some(StoreError::NotLeader { .. }) => return,
+                Some(e) => {
+                    tracing::warn!(error = %e, reports = n, "cannot record agent reports; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        metrics::counter!("capstan_scheduler_reports_recorded_total").increment(n as u64);
+        for r in round {
+            let mine = r
+                .states
+                .iter()
+                .filter(|s| intruders.contains(&s.task_id))
+                .map(|s| s.task_id.clone())
+                .collect();
+            let _ = r.done.send(mine);
+        }
+    }
+}
+
 /// Runs one watcher per registered instance while this replica leads.
 async fn manage_agents(ctx: Arc<Ctx>, mut leadership: Leadership, cancel: CancellationToken) {
     loop {
@@ -460,6 +561,8 @@ async fn manage_agents(ctx: Arc<Ctx>, mut leadership: Leadership, cancel: Cancel
             c = leadership.acquired() => match c { Some(c) => c, None => return },
         };
         let term = cancel.child_token();
+        let (reports, rx) = mpsc::channel(REPORT_QUEUE);
+        tokio::spawn(write_reports(ctx.clone(), claim.clone(), rx, term.clone()));
         let mut watchers: BTreeMap<String, (String, CancellationToken)> = BTreeMap::new();
         let keys = ctx.exec.keys.clone();
         loop {
@@ -482,6 +585,7 @@ async fn manage_agents(ctx: Arc<Ctx>, mut leadership: Leadership, cancel: Cancel
                     tokio::spawn(watch_agent(
                         ctx.clone(),
                         claim.clone(),
+                        reports.clone(),
                         cluster,
                         instance,
                         ci.agent_endpoint.clone(),
@@ -564,6 +668,7 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
     };
     let mut config = ControllerConfig::new("scheduler");
     config.concurrency = args.concurrency;
+    config.settle = args.settle.into();
     let k1 = keys.clone();
     let k2 = keys.clone();
     let k3 = keys.clone();
