@@ -668,3 +668,67 @@ async fn blue_green_with_load_balancers_shifts_the_listeners_to_green() {
     assert_eq!(route(s, "web-test").await.as_deref(), Some("web-green"));
     registrar.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn desired_count_rescales_force_redeploys_unknown_revision_is_reported_and_delete_cleans_up()
+{
+    let p = plane(1).await;
+    let s = &p.store;
+    task_definition(s, 1, "exec sleep 600").await;
+    service(s, spec(1, 2, json!({}))).await;
+    let first = &completed(s, 1, Duration::from_secs(30)).await;
+    // desiredCount alone: the same deployment, rescaled.
+    service(s, spec(1, 3, json!({}))).await;
+    eventually(
+        Duration::from_secs(20),
+        "3 running in the same deployment",
+        || async move { (running_of(s, &first.id).await == 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(deployments(s).await.len(), 1);
+    // forceNewDeployment: a new deployment of the same revision.
+    let mut forced = spec(1, 3, json!({}));
+    forced["forceNewDeployment"] = json!(true);
+    service(s, forced).await;
+    let second = &eventually(
+        Duration::from_secs(30),
+        "a forced deployment completes",
+        || async move {
+            deployments(s).await.into_iter().find(|d| {
+                d.id != first.id
+                    && d.status == DeploymentStatus::Primary
+                    && d.rollout_state == RolloutState::Completed
+            })
+        },
+    )
+    .await;
+    assert_eq!(second.task_definition, "web:1");
+    // An unknown revision: reported, nothing changes.
+    service(s, spec(9, 3, json!({}))).await;
+    let st = eventually(
+        Duration::from_secs(10),
+        "the error in the status",
+        || async move { status(s).await.filter(|st| st.error.is_some()) },
+    )
+    .await;
+    assert!(
+        st.error.as_deref().is_some_and(|e| e.contains("web:9")),
+        "{st:?}"
+    );
+    assert_eq!(running_of(s, &second.id).await, 3);
+    // Deleted: tasks stop, deployments and status go.
+    s.delete(&s.keys().service("default", "web"))
+        .await
+        .expect("delete");
+    eventually(
+        Duration::from_secs(30),
+        "everything cleaned up",
+        || async move {
+            let gone = deployments(s).await.is_empty()
+                && status(s).await.is_none()
+                && !tasks(s, "default").await.iter().any(live);
+            gone.then_some(())
+        },
+    )
+    .await;
+}

@@ -8,3 +8,4 @@ pub mod placement;
 pub mod query;
 pub mod rollout;
 pub mod scheduling;
+pub mod targets;

@@ -254,6 +254,14 @@ impl Executor {
         };
         let token = claim.fencing_token();
         let n = tasks.len();
+        // Most launches share a task definition: serialize each once.
+        let mut td_json: HashMap<&str, String> = HashMap::new();
+        for (t, td, _) in &tasks {
+            td_json
+                .entry(t.task_definition_arn.as_str())
+                .or_insert_with(|| serde_json::to_string(td).unwrap_or_default());
+        }
+        let td_json = &td_json;
         let caller = futures::stream::unfold(committed, |mut rx| async move {
             rx.recv().await.map(|i| (i, rx))
         })
@@ -261,12 +269,15 @@ impl Executor {
         .map(|j| {
             let tasks = &tasks;
             async move {
-                let (t, td, endpoint) = &tasks[j];
+                let (t, _, endpoint) = &tasks[j];
                 let req = pb::StartTaskRequest {
                     task_id: t.id().to_string(),
                     cluster: last_segment(&t.cluster_arn).to_string(),
                     task_definition_arn: t.task_definition_arn.clone(),
-                    task_definition_json: serde_json::to_string(td).unwrap_or_default(),
+                    task_definition_json: td_json
+                        .get(t.task_definition_arn.as_str())
+                        .cloned()
+                        .unwrap_or_default(),
                     overrides_json: t
                         .overrides
                         .as_ref()

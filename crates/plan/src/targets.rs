@@ -1,0 +1,426 @@
+//! The target registrar's planner (ECS §8): which targets a target group should have, how each
+//! target's health moves with health-check results, and when a deregistering target has drained.
+//!
+//! - A RUNNING task of a deployment whose `loadBalancers` name the group becomes a target: the
+//!   host of its container instance and the host port bound to `containerPort` of
+//!   `containerName`. A task in DEACTIVATING keeps its target, draining.
+//! - A new target needs one passing check to turn healthy; `unhealthyThresholdCount` failures in
+//!   a row make it unhealthy; a recovering one needs `healthyThresholdCount` passes (ELBv2).
+//! - A draining target is drained once it has no active sessions, or once the deregistration
+//!   delay has passed, whichever comes first; it is dropped when its task is gone.
+
+use std::collections::BTreeMap;
+
+use capstan_core::Timestamp;
+use capstan_core::deployment::Deployment;
+use capstan_core::lb::{TargetGroup, TargetState, TargetStatus};
+use capstan_core::service::lb_object_name;
+use capstan_core::task::{DesiredStatus, Task, TaskStatus};
+
+/// A target the tasks ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// Its task.
+    pub task_id: String,
+    /// Host address.
+    pub host: String,
+    /// Host port.
+    pub port: u16,
+    /// The task is DEACTIVATING: deregister.
+    pub draining: bool,
+}
+
+/// The targets of group `tg` from the deployments' load balancers and their tasks;
+/// `host_of(instance id)` gives an instance's address.
+pub fn wanted(
+    tg: &str,
+    deployments: &[Deployment],
+    tasks: &[Task],
+    host_of: impl Fn(&str) -> Option<String>,
+) -> Vec<Wanted> {
+    let mut out = Vec::new();
+    for d in deployments {
+        for lb in &d.load_balancers {
+            if lb.target_group_arn.as_deref().map(lb_object_name) != Some(tg) {
+                continue;
+            }
+            let (Some(name), Some(port)) = (&lb.container_name, lb.container_port) else {
+                continue;
+            };
+            for t in tasks
+                .iter()
+                .filter(|t| t.started_by.as_deref() == Some(d.id.as_str()))
+            {
+                let draining = match (t.desired_status, t.last_status) {
+                    (DesiredStatus::Running, TaskStatus::Running) => false,
+                    (DesiredStatus::Stopped, TaskStatus::Deactivating) => true,
+                    _ => continue,
+                };
+                let binding = t
+                    .containers
+                    .iter()
+                    .filter(|c| &c.name == name)
+                    .flat_map(|c| &c.network_bindings)
+                    .find(|b| b.container_port == port);
+                let instance = t
+                    .container_instance_arn
+                    .as_deref()
+                    .map(|a| a.rsplit('/').next().unwrap_or(a));
+                let (Some(b), Some(host)) = (binding, instance.and_then(&host_of)) else {
+                    continue;
+                };
+                let Ok(port) = u16::try_from(b.host_port) else {
+                    continue;
+                };
+                out.push(Wanted {
+                    task_id: t.id().to_string(),
+                    host,
+                    port,
+                    draining,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Health-check settings of a group, ELBv2's defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// Seconds between checks.
+    pub interval: f64,
+    /// Seconds a check may take.
+    pub timeout: f64,
+    /// Passes that bring an unhealthy target back.
+    pub healthy_threshold: u32,
+    /// Failures in a row that make a target unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Longest drain, seconds.
+    pub deregistration_delay: f64,
+}
+
+impl Settings {
+    /// The settings of `tg`.
+    pub fn of(tg: &TargetGroup) -> Self {
+        let hc = tg.effective_health_check();
+        Self {
+            interval: f64::from(hc.interval_seconds.unwrap_or(30)),
+            timeout: f64::from(hc.timeout_seconds.unwrap_or(6)),
+            healthy_threshold: hc.healthy_threshold_count.unwrap_or(5),
+            unhealthy_threshold: hc.unhealthy_threshold_count.unwrap_or(2),
+            deregistration_delay: f64::from(tg.deregistration_delay_secs()),
+        }
+    }
+}
+
+/// Why a health check failed, as ELBv2 spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No answer within the timeout.
+    Timeout,
+    /// Answered with a code the matcher rejects.
+    ResponseCodeMismatch,
+    /// Connection refused or reset.
+    ConnectionFailed,
+}
+
+impl Failure {
+    /// The reason code.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Failure::Timeout => "Target.Timeout",
+            Failure::ResponseCodeMismatch => "Target.ResponseCodeMismatch",
+            Failure::ConnectionFailed => "Target.FailedHealthChecks",
+        }
+    }
+}
+
+/// A target as the registrar tracks it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracked {
+    /// What the status document shows.
+    pub status: TargetStatus,
+    /// Passing checks in a row.
+    pub passes: u32,
+    /// Failing checks in a row.
+    pub fails: u32,
+    /// When deregistration began.
+    pub draining_since: Option<Timestamp>,
+}
+
+impl Tracked {
+    fn new(w: &Wanted) -> Self {
+        Self {
+            status: TargetStatus {
+                task_id: w.task_id.clone(),
+                host: w.host.clone(),
+                port: w.port,
+                state: TargetState::Initial,
+                reason: Some("Elb.InitialHealthChecking".into()),
+                drained: false,
+            },
+            passes: 0,
+            fails: 0,
+            draining_since: None,
+        }
+    }
+}
+
+/// Applies one health-check result (`Ok` = passed).
+pub fn observe(t: &mut Tracked, result: Result<(), Failure>, s: &Settings) {
+    if matches!(t.status.state, TargetState::Draining | TargetState::Unused) {
+        return;
+    }
+    match result {
+        Ok(()) => {
+            t.passes += 1;
+            t.fails = 0;
+            let healthy = match t.status.state {
+                TargetState::Initial => true,
+                TargetState::Unhealthy => t.passes >= s.healthy_threshold,
+                _ => true,
+            };
+            if healthy {
+                t.status.state = TargetState::Healthy;
+                t.status.reason = None;
+            }
+        }
+        Err(f) => {
+            t.fails += 1;
+            t.passes = 0;
+            if t.fails >= s.unhealthy_threshold {
+                t.status.state = TargetState::Unhealthy;
+                t.status.reason = Some(f.reason().into());
+            }
+        }
+    }
+}
+
+/// Brings the tracked targets in line with the wanted ones at `now`; `sessions(task)` is the
+/// data plane's count of the target's active sessions (`None` when unknown). Returns when to
+/// look again for a drain that only time will end.
+pub fn converge(
+    tracked: &mut BTreeMap<String, Tracked>,
+    wanted: &[Wanted],
+    sessions: impl Fn(&str) -> Option<u32>,
+    s: &Settings,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let mut wake: Option<Timestamp> = None;
+    tracked.retain(|id, _| wanted.iter().any(|w| &w.task_id == id));
+    for w in wanted {
+        let t = tracked
+            .entry(w.task_id.clone())
+            .or_insert_with(|| Tracked::new(w));
+        if !w.draining {
+            // Moved (a restarted task on a new port): start over.
+            if t.status.host != w.host || t.status.port != w.port {
+                *t = Tracked::new(w);
+            }
+            continue;
+        }
+        if t.draining_since.is_none() {
+            t.draining_since = Some(now);
+            t.status.state = TargetState::Draining;
+            t.status.reason = Some("Target.DeregistrationInProgress".into());
+        }
+        let since = t.draining_since.unwrap_or(now);
+        let idle = sessions(&w.task_id).is_some_and(|n| n == 0);
+        let until = since + s.deregistration_delay;
+        if idle || now >= until {
+            t.status.drained = true;
+        } else {
+            wake = Some(wake.map_or(until, |x: Timestamp| x.min(until)));
+        }
+    }
+    wake
+}
+
+#[cfg(test)]
+mod tests {
+    use capstan_core::service::LoadBalancer;
+    use capstan_core::task::{Container, NetworkBinding};
+    use capstan_core::taskdef::Protocol;
+
+    use super::*;
+
+    const S: Settings = Settings {
+        interval: 5.0,
+        timeout: 2.0,
+        healthy_threshold: 3,
+        unhealthy_threshold: 2,
+        deregistration_delay: 10.0,
+    };
+
+    fn task(id: &str, dep: &str, desired: DesiredStatus, last: TaskStatus, host_port: u32) -> Task {
+        Task {
+            task_arn: format!("arn:capstan:ecs:local:0:task/default/{id}"),
+            container_instance_arn: Some(
+                "arn:capstan:ecs:local:0:container-instance/default/i1".into(),
+            ),
+            started_by: Some(dep.into()),
+            desired_status: desired,
+            last_status: last,
+            containers: vec![Container {
+                name: "app".into(),
+                network_bindings: vec![NetworkBinding {
+                    bind_ip: "0.0.0.0".into(),
+                    container_port: 8080,
+                    host_port,
+                    protocol: Protocol::Tcp,
+                }],
+                ..Container::default()
+            }],
+            ..Task::default()
+        }
+    }
+
+    fn dep(id: &str, tg: &str) -> Deployment {
+        Deployment {
+            id: id.into(),
+            load_balancers: vec![LoadBalancer {
+                target_group_arn: Some(tg.into()),
+                container_name: Some("app".into()),
+                container_port: Some(8080),
+                ..LoadBalancer::default()
+            }],
+            ..Deployment::default()
+        }
+    }
+
+    #[test]
+    fn running_tasks_of_the_groups_deployments_become_targets() {
+        let deps = [dep("blue", "web-blue"), dep("green", "web-green")];
+        let tasks = [
+            task(
+                "t1",
+                "blue",
+                DesiredStatus::Running,
+                TaskStatus::Running,
+                31001,
+            ),
+            task(
+                "t2",
+                "blue",
+                DesiredStatus::Stopped,
+                TaskStatus::Deactivating,
+                31002,
+            ),
+            task(
+                "t3",
+                "blue",
+                DesiredStatus::Running,
+                TaskStatus::Pending,
+                31003,
+            ),
+            task(
+                "t4",
+                "green",
+                DesiredStatus::Running,
+                TaskStatus::Running,
+                31004,
+            ),
+            task(
+                "t5",
+                "blue",
+                DesiredStatus::Stopped,
+                TaskStatus::Stopped,
+                31005,
+            ),
+        ];
+        let host = |i: &str| (i == "i1").then(|| "10.0.0.1".to_string());
+        let w = wanted("web-blue", &deps, &tasks, host);
+        assert_eq!(
+            w,
+            vec![
+                Wanted {
+                    task_id: "t1".into(),
+                    host: "10.0.0.1".into(),
+                    port: 31001,
+                    draining: false
+                },
+                Wanted {
+                    task_id: "t2".into(),
+                    host: "10.0.0.1".into(),
+                    port: 31002,
+                    draining: true
+                },
+            ]
+        );
+        assert_eq!(wanted("web-green", &deps, &tasks, host).len(), 1);
+    }
+
+    fn tracked(w: &[Wanted]) -> BTreeMap<String, Tracked> {
+        let mut m = BTreeMap::new();
+        converge(&mut m, w, |_| None, &S, 0.0);
+        m
+    }
+
+    fn one(id: &str, draining: bool) -> Wanted {
+        Wanted {
+            task_id: id.into(),
+            host: "h".into(),
+            port: 1,
+            draining,
+        }
+    }
+
+    #[test]
+    fn one_pass_makes_a_new_target_healthy_recovery_needs_the_threshold() {
+        let mut m = tracked(&[one("t", false)]);
+        let t = m.get_mut("t").expect("tracked");
+        assert_eq!(t.status.state, TargetState::Initial);
+        assert_eq!(
+            t.status.reason.as_deref(),
+            Some("Elb.InitialHealthChecking")
+        );
+        observe(t, Ok(()), &S);
+        assert_eq!(t.status.state, TargetState::Healthy);
+        observe(t, Err(Failure::Timeout), &S);
+        assert_eq!(
+            t.status.state,
+            TargetState::Healthy,
+            "one failure is not enough"
+        );
+        observe(t, Err(Failure::ResponseCodeMismatch), &S);
+        assert_eq!(t.status.state, TargetState::Unhealthy);
+        assert_eq!(
+            t.status.reason.as_deref(),
+            Some("Target.ResponseCodeMismatch")
+        );
+        observe(t, Ok(()), &S);
+        observe(t, Ok(()), &S);
+        assert_eq!(t.status.state, TargetState::Unhealthy);
+        observe(t, Ok(()), &S);
+        assert_eq!(t.status.state, TargetState::Healthy);
+    }
+
+    #[test]
+    fn draining_ends_when_idle_or_after_the_delay_and_gone_tasks_drop() {
+        let mut m = tracked(&[one("a", false), one("b", false)]);
+        // a: sessions still open; b: idle.
+        let wake = converge(
+            &mut m,
+            &[one("a", true), one("b", true)],
+            |id| Some(u32::from(id == "a")),
+            &S,
+            100.0,
+        );
+        assert_eq!(m["a"].status.state, TargetState::Draining);
+        assert_eq!(
+            m["a"].status.reason.as_deref(),
+            Some("Target.DeregistrationInProgress")
+        );
+        assert!(!m["a"].status.drained);
+        assert!(m["b"].status.drained);
+        assert_eq!(wake, Some(110.0));
+        // Health checks no longer move a draining target.
+        observe(m.get_mut("a").expect("a"), Ok(()), &S);
+        assert_eq!(m["a"].status.state, TargetState::Draining);
+        // The delay passes.
+        let wake = converge(&mut m, &[one("a", true)], |_| Some(3), &S, 110.0);
+        assert!(m["a"].status.drained);
+        assert_eq!(wake, None);
+        assert!(!m.contains_key("b"), "b's task is gone");
+    }
+}
