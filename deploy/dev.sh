@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Starts a local Capstan on this machine: installs what is missing (Debian), builds, and runs a
 # single etcd member on 127.0.0.1:2379 with its data in .capstan-dev/, two process-runtime agents,
-# the scheduler and the deployer. Ctrl-C stops everything.
+# the scheduler, the deployer and the registrar. Ctrl-C stops everything.
 #
-# The scaler, registrar and API join this script as their issues land (see README.md).
+# The scaler and the API join this script as their issues land (see README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -34,14 +34,14 @@ for zone in a b; do
   agents="$agents
     zone-$zone: $(head -1 "$data/agent-$zone.out")"
 done
-for c in scheduler deployer; do
+for c in scheduler deployer registrar; do
   ./target/release/capstan-$c --election-ttl 5 >"$data/$c.log" 2>&1 &
   pids+=($!)
 done
 cat <<MSG
 Capstan dev: etcd on http://127.0.0.1:2379 (data in $data, log in $data/etcd.log)
   agents (process runtime):$agents
-  scheduler and deployer: logs in $data/scheduler.log, $data/deployer.log
+  scheduler, deployer, registrar: logs in $data/scheduler.log, $data/deployer.log, $data/registrar.log
 
   Run a service (the deployer rolls it out, the scheduler places its tasks):
     etcdctl put /capstan/taskdefinitions/hello/1 '{"family":"hello","containerDefinitions":[{"name":"app","image":"none","memory":32,"entryPoint":["sh","-c"],"command":["exec sleep 3600"]}]}'
@@ -58,7 +58,7 @@ Capstan dev: etcd on http://127.0.0.1:2379 (data in $data, log in $data/etcd.log
   Measure this machine's etcd baseline:
     ./target/release/capstan-bench etcd-put --endpoints http://127.0.0.1:2379
 
-The scaler, registrar and API arrive issue by issue; see README.md.
+The scaler, the HAProxy data plane and the API arrive issue by issue; see README.md.
 Ctrl-C stops.
 MSG
 wait $etcd_pid

@@ -184,6 +184,21 @@ pub async fn registered(store: &Store, cluster: &str, n: usize) {
     .await;
 }
 
+/// Every deployment of `default/<service>`.
+pub async fn deployments_of(store: &Store, service: &str) -> Vec<capstan_core::Deployment> {
+    store
+        .list(&store.keys().list(
+            capstan_core::keys::Family::Deployments,
+            &["default", service],
+        ))
+        .await
+        .expect("list deployments")
+        .kvs
+        .iter()
+        .filter_map(|kv| kv.json().ok())
+        .collect()
+}
+
 /// Every task of the cluster.
 pub async fn tasks(store: &Store, cluster: &str) -> Vec<Task> {
     store

@@ -86,13 +86,7 @@ fn spec(rev: u32, desired: u32, config: Value) -> Value {
 }
 
 async fn deployments(s: &Store) -> Vec<Deployment> {
-    s.list(&s.keys().list(Family::Deployments, &["default", "web"]))
-        .await
-        .expect("list")
-        .kvs
-        .iter()
-        .filter_map(|kv| kv.json::<Deployment>().ok())
-        .collect()
+    deployments_of(s, "web").await
 }
 
 async fn status(s: &Store) -> Option<ServiceStatusDoc> {

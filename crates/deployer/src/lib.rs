@@ -46,14 +46,6 @@ pub struct DeployerArgs {
     pub concurrency: usize,
 }
 
-/// Why a reconcile failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// etcd.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// Shared state of the deployer's reconcilers.
 pub struct Ctx {
     store: capstan_store::Store,
@@ -175,7 +167,11 @@ impl Ctx {
     }
 }
 
-async fn reconcile(key: ServiceKey, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(
+    key: ServiceKey,
+    claim: Arc<Claim>,
+    ctx: Arc<Ctx>,
+) -> Result<Action, StoreError> {
     let caches = &ctx.caches;
     if !caches.ready() {
         return Ok(Action::requeue(Duration::from_millis(200)));
@@ -541,17 +537,7 @@ pub async fn run(args: DeployerArgs) -> Result<(), RuntimeError> {
             }
             out
         });
-    controller
-        .run(
-            rt.leadership.clone(),
-            ctx,
-            |k, c, x| reconcile(k, c, x).boxed(),
-            |_k, e: &Error, _c| match e {
-                Error::Store(e) => Action::after_store_error(e),
-            },
-            rt.cancel.clone(),
-        )
+    rt.serve(controller, ctx, |k, c, x| reconcile(k, c, x).boxed())
         .await;
-    rt.shutdown().await;
     Ok(())
 }

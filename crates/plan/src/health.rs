@@ -104,7 +104,11 @@ pub fn classify(t: &Task, rules: &HealthRules, target_healthy: bool, now: f64) -
         if never_started(t) {
             return Class::Failed(FailureKind::Start);
         }
-        if t.health_status == HealthStatus::Unhealthy {
+        let elb = t
+            .stopped_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(crate::scheduling::ELB_HEALTH_FAILED));
+        if t.health_status == HealthStatus::Unhealthy || elb {
             return Class::Failed(FailureKind::Health);
         }
         if t.stop_code == Some(StopCode::EssentialContainerExited)
@@ -312,6 +316,13 @@ mod tests {
         unhealthy.health_status = HealthStatus::Unhealthy;
         assert_eq!(
             classify(&unhealthy, &RULES, false, 60.0),
+            Class::Failed(FailureKind::Health)
+        );
+        // Replaced for failing its target group's health checks: stage 2.
+        let mut elb = task(TaskStatus::Stopped, Some(10.0), Some(50.0));
+        elb.stopped_reason = Some("Task failed ELB health checks in (target-group web-tg)".into());
+        assert_eq!(
+            classify(&elb, &RULES, false, 60.0),
             Class::Failed(FailureKind::Health)
         );
         // Scaled in by the scheduler: gone, not failed.

@@ -61,6 +61,8 @@ pub struct TaskInput {
     pub desired_status: DesiredStatus,
     /// Health.
     pub health: HealthStatus,
+    /// A target group that reports this task's target unhealthy (past the grace period).
+    pub failed_target_group: Option<String>,
 }
 
 impl TaskInput {
@@ -123,15 +125,22 @@ pub struct Plan {
 }
 
 /// Why a live task must be replaced, if it must.
-fn doomed(t: &TaskInput, instances: &BTreeMap<&str, &Instance>) -> Option<&'static str> {
+fn doomed(t: &TaskInput, instances: &BTreeMap<&str, &Instance>) -> Option<String> {
     if t.health == HealthStatus::Unhealthy {
-        return Some("Task failed container health checks");
+        return Some("Task failed container health checks".into());
+    }
+    if let Some(tg) = &t.failed_target_group {
+        return Some(format!("{ELB_HEALTH_FAILED} (target-group {tg})"));
     }
     match t.instance.as_deref().and_then(|i| instances.get(i)) {
-        Some(i) if !i.active => Some("Task stopped during instance draining"),
+        Some(i) if !i.active => Some("Task stopped during instance draining".into()),
         _ => None,
     }
 }
+
+/// Start of the stoppedReason of a task replaced because its target failed health checks (ECS's
+/// wording).
+pub const ELB_HEALTH_FAILED: &str = "Task failed ELB health checks in";
 
 /// Plans a DAEMON service: one task of the PRIMARY deployment on every ACTIVE instance that
 /// satisfies the constraints and has room; tasks on other instances stop; an instance still
@@ -281,7 +290,7 @@ pub fn plan<R: Rng + ?Sized>(input: &ServiceInput, rng: &mut R) -> Plan {
             if replaced || blocked {
                 out.actions.push(Action::Stop {
                     task: t.id.clone(),
-                    reason: doomed(t, &by_id).unwrap_or_default().to_string(),
+                    reason: doomed(t, &by_id).unwrap_or_default(),
                 });
                 total_live = total_live.saturating_sub(1);
             }
@@ -338,6 +347,7 @@ mod tests {
             id: id.into(),
             deployment: dep.into(),
             instance: Some(instance.into()),
+            failed_target_group: None,
             last_status: status,
             desired_status: DesiredStatus::Running,
             health: HealthStatus::Unknown,
@@ -419,6 +429,22 @@ mod tests {
             &mut StdRng::seed_from_u64(1),
         );
         assert_eq!(stops(&p), vec!["t2"], "a task not yet running goes first");
+    }
+
+    #[test]
+    fn a_task_failing_elb_health_checks_is_replaced_with_ecs_reason() {
+        let mut sick = task("t1", "d1", "a", TaskStatus::Running);
+        sick.failed_target_group = Some("web-tg".into());
+        let mut i = input(2, vec![sick, task("t2", "d1", "b", TaskStatus::Running)]);
+        i.max_tasks = 2;
+        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        assert_eq!(
+            p.actions,
+            vec![Action::Stop {
+                task: "t1".into(),
+                reason: "Task failed ELB health checks in (target-group web-tg)".into()
+            }]
+        );
     }
 
     #[test]

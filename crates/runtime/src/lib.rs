@@ -132,6 +132,37 @@ impl Runtime {
         cache
     }
 
+    /// Runs `controller` while this replica leads (failed etcd writes retried per
+    /// [`Action::after_store_error`]) until SIGTERM/SIGINT, then shuts down.
+    pub async fn serve<K, C, R>(
+        self,
+        controller: Controller<K>,
+        ctx: std::sync::Arc<C>,
+        reconcile: R,
+    ) where
+        K: Clone + Eq + std::hash::Hash + std::fmt::Debug + Send + Sync + 'static,
+        C: Send + Sync + 'static,
+        R: Fn(
+                K,
+                std::sync::Arc<capstan_store::Claim>,
+                std::sync::Arc<C>,
+            ) -> futures::future::BoxFuture<'static, Result<Action, StoreError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        controller
+            .run(
+                self.leadership.clone(),
+                ctx,
+                reconcile,
+                |_k, e: &StoreError, _c| Action::after_store_error(e),
+                self.cancel.clone(),
+            )
+            .await;
+        self.shutdown().await;
+    }
+
     /// Stops: resigns leadership and stops the admin server.
     pub async fn shutdown(self) {
         self.cancel.cancel();

@@ -69,14 +69,6 @@ pub struct SchedulerArgs {
     pub agent_tls_ca: Option<std::path::PathBuf>,
 }
 
-/// Why a reconcile failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// etcd.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// Shared state of the scheduler's reconcilers.
 pub struct Ctx {
     exec: Executor,
@@ -121,7 +113,7 @@ pub enum Key {
     },
 }
 
-async fn dispatch(key: Key, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn dispatch(key: Key, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Action, StoreError> {
     if !caches_ready(&ctx.exec.caches) {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
@@ -204,7 +196,11 @@ impl Ctx {
     }
 }
 
-async fn reconcile(key: ServiceKey, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+async fn reconcile(
+    key: ServiceKey,
+    claim: Arc<Claim>,
+    ctx: Arc<Ctx>,
+) -> Result<Action, StoreError> {
     let caches = &ctx.exec.caches;
     let keys = ctx.exec.keys.clone();
     let (input, snap) = gather(caches, &keys, &key);
@@ -768,17 +764,7 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
         rt.leadership.clone(),
         rt.cancel.clone(),
     ));
-    controller
-        .run(
-            rt.leadership.clone(),
-            ctx,
-            |k, c, x| dispatch(k, c, x).boxed(),
-            |_k, e: &Error, _c| match e {
-                Error::Store(e) => Action::after_store_error(e),
-            },
-            rt.cancel.clone(),
-        )
+    rt.serve(controller, ctx, |k, c, x| dispatch(k, c, x).boxed())
         .await;
-    rt.shutdown().await;
     Ok(())
 }

@@ -9,12 +9,12 @@ use capstan_core::task::{StopCode, TaskStatus};
 use capstan_core::taskdef::{TaskDefinitionRef, TaskDefinitionStatus};
 use capstan_core::{Keys, Tag, TaskDefinition};
 use capstan_plan::placement::{self, Reason};
-use capstan_store::{Claim, Write};
+use capstan_store::{Claim, StoreError, Write};
 use rand::SeedableRng;
 
+use crate::Ctx;
 use crate::execute::new_standalone_task;
 use crate::snapshot::{Caches, demand, instances, last_segment};
-use crate::{Ctx, Error};
 
 /// The task definition a reference names: its revision, or the family's latest ACTIVE one.
 pub fn resolve(caches: &Caches, keys: &Keys, reference: &str) -> Option<TaskDefinition> {
@@ -63,7 +63,12 @@ fn failures(n: u32, reason: &str, detail: String) -> Vec<RunTaskFailure> {
 
 /// Consumes one RunTask request: places and starts its tasks, records what happened under
 /// `status/runtask/…`, and deletes the request in the same transaction as the task records.
-pub async fn run_task(cluster: &str, id: &str, claim: &Claim, ctx: &Arc<Ctx>) -> Result<(), Error> {
+pub async fn run_task(
+    cluster: &str,
+    id: &str,
+    claim: &Claim,
+    ctx: &Arc<Ctx>,
+) -> Result<(), StoreError> {
     let caches = &ctx.exec.caches;
     let keys = &ctx.exec.keys;
     let key = keys.key(Family::RunTaskRequests, &[cluster, id]);
@@ -189,7 +194,7 @@ pub async fn stop_task(
     task_id: &str,
     claim: &Claim,
     ctx: &Arc<Ctx>,
-) -> Result<(), Error> {
+) -> Result<(), StoreError> {
     let caches = &ctx.exec.caches;
     let keys = &ctx.exec.keys;
     let key = keys.key(Family::StopTaskRequests, &[cluster, task_id]);

@@ -214,6 +214,11 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
     });
     let mut tasks = BTreeMap::new();
     let mut task_inputs = Vec::new();
+    let now = crate::execute::now();
+    let grace = spec
+        .as_ref()
+        .and_then(|s| s.health_check_grace_period_seconds)
+        .map_or(0.0, f64::from);
     for e in caches
         .tasks
         .list_prefix(&keys.list(Family::Tasks, &[&key.cluster]))
@@ -232,6 +237,7 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
             last_status: t.last_status,
             desired_status: t.desired_status,
             health: t.health_status,
+            failed_target_group: failed_target_group(caches, keys, &deployments, t, grace, now),
         });
         tasks.insert(t.id().to_string(), e.clone());
     }
@@ -358,4 +364,38 @@ pub fn drain_until(caches: &Caches, keys: &Keys, t: &Task, timeout: f64, now: f6
         });
     let until = t.stopping_at.unwrap_or(now) + timeout;
     (registered && now < until).then_some(until)
+}
+
+/// The target group, among those of the task's deployment, that reports its target unhealthy —
+/// once the service's `healthCheckGracePeriodSeconds` since the task started have passed.
+pub fn failed_target_group(
+    caches: &Caches,
+    keys: &Keys,
+    deployments: &BTreeMap<String, (Deployment, Option<TaskDefinition>)>,
+    t: &Task,
+    grace: f64,
+    now: f64,
+) -> Option<String> {
+    use capstan_core::lb::TargetState;
+    if t.last_status != TaskStatus::Running || t.started_at.is_none_or(|s| now - s < grace) {
+        return None;
+    }
+    let (d, _) = deployments.get(t.started_by.as_deref()?)?;
+    d.load_balancers
+        .iter()
+        .filter_map(|lb| lb.target_group_arn.as_deref())
+        .map(capstan_core::service::lb_object_name)
+        .find(|tg| {
+            caches
+                .targets
+                .get(&keys.target_group_status(tg))
+                .is_some_and(|e| {
+                    e.value.as_ref().is_ok_and(|doc| {
+                        doc.targets
+                            .iter()
+                            .any(|x| x.task_id == t.id() && x.state == TargetState::Unhealthy)
+                    })
+                })
+        })
+        .map(str::to_string)
 }

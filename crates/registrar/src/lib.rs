@@ -1,0 +1,445 @@
+//! The Capstan target registrar: keeps each target group's targets in step with the tasks of the
+//! deployments that name it, health-checks the targets itself (HTTP with the group's matcher, or
+//! TCP connect) with ELBv2's thresholds, drains deregistering targets and marks them drained so
+//! the scheduler may stop their tasks, and writes `/capstan/status/targetgroups/<name>`.
+//!
+//! The data plane (HAProxy through its runtime API) is the next step; until it lands no traffic
+//! flows through Capstan, so a draining target has no sessions and drains at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use capstan_core::deployment::Deployment;
+use capstan_core::instance::ContainerInstance;
+use capstan_core::keys::Family;
+use capstan_core::lb::{LbProtocol, TargetGroup, TargetGroupStatusDoc, TargetState};
+use capstan_core::service::lb_object_name;
+use capstan_core::task::Task;
+use capstan_plan::targets::{self, Failure, Settings, Tracked};
+use capstan_runtime::events::now;
+use capstan_runtime::{
+    Action, CommonArgs, Controller, ControllerConfig, Runtime, RuntimeError, WorkQueue,
+};
+use capstan_store::{Cache, Claim, Leadership, StoreError, Write, json_decoder};
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+/// Command-line arguments of `capstan-registrar`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "capstan-registrar", version)]
+pub struct RegistrarArgs {
+    /// etcd, prefix, admin address, election and logging.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// The caches the registrar reads.
+#[derive(Clone)]
+pub struct Caches {
+    /// Target group specs (validated).
+    pub groups: Cache<TargetGroup>,
+    /// Deployments (their load balancers).
+    pub deployments: Cache<Deployment>,
+    /// Tasks.
+    pub tasks: Cache<Task>,
+    /// Container instances (their addresses).
+    pub instances: Cache<ContainerInstance>,
+    /// Target group status (its own).
+    pub status: Cache<TargetGroupStatusDoc>,
+}
+
+impl Caches {
+    fn ready(&self) -> bool {
+        self.groups.is_ready()
+            && self.deployments.is_ready()
+            && self.tasks.is_ready()
+            && self.instances.is_ready()
+            && self.status.is_ready()
+    }
+}
+
+/// Targets by group, then by task id, as this leader tracks them.
+type Tracking = Mutex<HashMap<String, BTreeMap<String, Tracked>>>;
+
+/// Shared state of the registrar.
+pub struct Ctx {
+    store: capstan_store::Store,
+    caches: Caches,
+    tracking: Tracking,
+}
+
+/// The host part of an agent endpoint (`http://10.0.0.1:7000` → `10.0.0.1`).
+pub fn host_of_endpoint(endpoint: &str) -> Option<String> {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => authority,
+    };
+    (!host.is_empty()).then(|| host.trim_matches(['[', ']']).to_string())
+}
+
+fn lock(t: &Tracking) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, Tracked>>> {
+    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Action, StoreError> {
+    let c = &ctx.caches;
+    if !c.ready() {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    let keys = ctx.store.keys().clone();
+    let status_key = keys.target_group_status(&tg);
+    let Some(spec) = c
+        .groups
+        .get(&keys.target_group(&tg))
+        .and_then(|e| e.value.as_ref().ok().cloned())
+    else {
+        lock(&ctx.tracking).remove(&tg);
+        if c.status.get(&status_key).is_some() {
+            ctx.store
+                .commit(Write::new().delete(&status_key), Some(&claim))
+                .await?;
+        }
+        return Ok(Action::await_change());
+    };
+    let deployments: Vec<Deployment> = c
+        .deployments
+        .list()
+        .iter()
+        .filter_map(|e| e.value.as_ref().ok().cloned())
+        .filter(|d| {
+            d.load_balancers
+                .iter()
+                .any(|lb| lb.target_group_arn.as_deref().map(lb_object_name) == Some(tg.as_str()))
+        })
+        .collect();
+    let tasks: Vec<Task> = c
+        .tasks
+        .list()
+        .iter()
+        .filter_map(|e| e.value.as_ref().ok().cloned())
+        .filter(|t| {
+            deployments
+                .iter()
+                .any(|d| t.started_by.as_deref() == Some(d.id.as_str()))
+        })
+        .collect();
+    let instances: HashMap<String, String> = c
+        .instances
+        .list()
+        .iter()
+        .filter_map(|e| {
+            let ci = e.value.as_ref().ok()?;
+            let id = e.key.rsplit('/').next()?.to_string();
+            Some((id, host_of_endpoint(&ci.agent_endpoint)?))
+        })
+        .collect();
+    let wanted = targets::wanted(&tg, &deployments, &tasks, |i| instances.get(i).cloned());
+    let settings = Settings::of(&spec);
+    let now = now();
+    let (doc, wake) = {
+        let mut all = lock(&ctx.tracking);
+        let tracked = all.entry(tg.clone()).or_insert_with(|| {
+            // A new leader carries on from the last status written.
+            c.status
+                .get(&status_key)
+                .and_then(|e| e.value.as_ref().ok().cloned())
+                .map(|doc| {
+                    doc.targets
+                        .into_iter()
+                        .map(|s| {
+                            (
+                                s.task_id.clone(),
+                                Tracked {
+                                    status: s,
+                                    passes: 0,
+                                    fails: 0,
+                                    draining_since: None,
+                                },
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        // No data plane yet: nothing flows through a target, so it has no sessions.
+        let wake = targets::converge(tracked, &wanted, |_| Some(0), &settings, now);
+        let doc = TargetGroupStatusDoc {
+            targets: tracked.values().map(|t| t.status.clone()).collect(),
+            updated_at: None,
+        };
+        (doc, wake)
+    };
+    let unchanged = c
+        .status
+        .get(&status_key)
+        .and_then(|e| e.value.as_ref().ok().cloned())
+        .is_some_and(|mut old| {
+            old.updated_at = None;
+            old == doc
+        });
+    if !unchanged {
+        let mut doc = doc;
+        doc.updated_at = Some(now);
+        ctx.store
+            .commit(Write::new().put_json(&status_key, &doc), Some(&claim))
+            .await?;
+    }
+    Ok(match wake {
+        Some(at) => Action::requeue(Duration::from_secs_f64((at - now).max(0.0))),
+        None => Action::requeue(Duration::from_secs(30)),
+    })
+}
+
+/// One health check of `host:port` with the group's settings.
+async fn check(
+    http: &reqwest::Client,
+    tg: &TargetGroup,
+    host: &str,
+    port: u16,
+) -> Result<(), Failure> {
+    let hc = tg.effective_health_check();
+    let timeout = Duration::from_secs(u64::from(hc.timeout_seconds.unwrap_or(6)));
+    let port = match hc.port.as_deref() {
+        Some("traffic-port") | None => port,
+        Some(p) => p.parse().unwrap_or(port),
+    };
+    match hc.protocol.unwrap_or_default() {
+        LbProtocol::Tcp => {
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err(Failure::ConnectionFailed),
+                Err(_) => Err(Failure::Timeout),
+            }
+        }
+        LbProtocol::Http => {
+            let url = format!("http://{host}:{port}{}", hc.path.as_deref().unwrap_or("/"));
+            match http.get(&url).timeout(timeout).send().await {
+                Ok(resp) => {
+                    let code = resp.status().as_u16();
+                    if hc.matcher.as_ref().is_none_or(|m| m.matches(code)) {
+                        Ok(())
+                    } else {
+                        Err(Failure::ResponseCodeMismatch)
+                    }
+                }
+                Err(e) if e.is_timeout() => Err(Failure::Timeout),
+                Err(_) => Err(Failure::ConnectionFailed),
+            }
+        }
+    }
+}
+
+/// A group due for checks: its name, spec and targets (task id, host, port).
+type Due = (String, TargetGroup, Vec<(String, String, u16)>);
+
+/// Health-checks every tracked target while this replica leads, each group at its interval;
+/// a target whose state changes queues its group for a status write.
+async fn health_checks(
+    ctx: Arc<Ctx>,
+    queue: WorkQueue<String>,
+    mut leadership: Leadership,
+    cancel: CancellationToken,
+) {
+    // HTTP checks only need plain TCP, but reqwest wants a TLS provider installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = match reqwest::Client::builder().build() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the health-check client");
+            return;
+        }
+    };
+    let mut next: HashMap<String, tokio::time::Instant> = HashMap::new();
+    loop {
+        let claim = tokio::select! {
+            _ = cancel.cancelled() => return,
+            c = leadership.acquired() => match c { Some(c) => c, None => return },
+        };
+        loop {
+            let now = tokio::time::Instant::now();
+            let due: Vec<Due> = {
+                let all = lock(&ctx.tracking);
+                all.iter()
+                    .filter(|(tg, _)| next.get(*tg).is_none_or(|at| *at <= now))
+                    .filter_map(|(tg, tracked)| {
+                        let spec = ctx
+                            .caches
+                            .groups
+                            .get(&ctx.store.keys().target_group(tg))
+                            .and_then(|e| e.value.as_ref().ok().cloned())?;
+                        let targets = tracked
+                            .values()
+                            .filter(|t| t.status.state != TargetState::Draining)
+                            .map(|t| {
+                                (
+                                    t.status.task_id.clone(),
+                                    t.status.host.clone(),
+                                    t.status.port,
+                                )
+                            })
+                            .collect();
+                        Some((tg.clone(), spec, targets))
+                    })
+                    .collect()
+            };
+            for (tg, spec, targets) in due {
+                let s = Settings::of(&spec);
+                next.insert(tg.clone(), now + Duration::from_secs_f64(s.interval));
+                let results = futures::future::join_all(targets.iter().map(|(id, host, port)| {
+                    let (http, spec) = (&http, &spec);
+                    async move { (id.clone(), check(http, spec, host, *port).await) }
+                }))
+                .await;
+                let mut changed = false;
+                {
+                    let mut all = lock(&ctx.tracking);
+                    if let Some(tracked) = all.get_mut(&tg) {
+                        for (id, r) in results {
+                            if let Some(t) = tracked.get_mut(&id) {
+                                let before = t.status.clone();
+                                targets::observe(t, r, &s);
+                                changed |= t.status != before;
+                            }
+                        }
+                    }
+                }
+                if changed {
+                    queue.add(tg);
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = leadership.lost(&claim) => break,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+        lock(&ctx.tracking).clear();
+        next.clear();
+    }
+}
+
+/// Groups named by the load balancers of `deployments`.
+fn groups_of(deployments: &[Arc<capstan_store::Entry<Deployment>>]) -> Vec<String> {
+    let mut out: Vec<String> = deployments
+        .iter()
+        .filter_map(|e| e.value.as_ref().ok())
+        .flat_map(|d| d.load_balancers.iter())
+        .filter_map(|lb| {
+            lb.target_group_arn
+                .as_deref()
+                .map(|t| lb_object_name(t).to_string())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Runs the registrar until SIGTERM/SIGINT.
+pub async fn run(args: RegistrarArgs) -> Result<(), RuntimeError> {
+    let rt = Runtime::start("registrar", &args.common).await?;
+    let resync = Duration::from_secs(300);
+    let caches = Caches {
+        groups: rt.cache(
+            Family::TargetGroups,
+            capstan_runtime::spec_decoder(),
+            resync,
+        ),
+        deployments: rt.cache(Family::Deployments, json_decoder(), resync),
+        tasks: rt.cache(Family::Tasks, json_decoder(), resync),
+        instances: rt.cache(Family::ContainerInstances, json_decoder(), resync),
+        status: rt.cache(Family::TargetGroupStatus, json_decoder(), resync),
+    };
+    let ctx = Arc::new(Ctx {
+        store: rt.store.clone(),
+        caches: caches.clone(),
+        tracking: Mutex::new(HashMap::new()),
+    });
+    let keys = rt.store.keys().clone();
+    let (k1, k2, k3) = (keys.clone(), keys.clone(), keys.clone());
+    let (d1, d2, g1) = (
+        caches.deployments.clone(),
+        caches.deployments.clone(),
+        caches.groups.clone(),
+    );
+    let tasks = caches.tasks.clone();
+    let controller = Controller::new(ControllerConfig::new("registrar"))
+        .watches(&caches.groups, move |k| {
+            k1.parse(k)
+                .and_then(|p| p.parts.first().cloned())
+                .into_iter()
+                .collect()
+        })
+        .watches(&caches.deployments, move |_| groups_of(&d1.list()))
+        .watches(&caches.tasks, move |k| {
+            // The groups of the task's deployment.
+            let Some(p) = k2.parse(k) else { return vec![] };
+            let Some(t) = tasks.get(k).and_then(|e| e.value.as_ref().ok().cloned()) else {
+                return vec![];
+            };
+            let (Some(service), Some(dep)) = (
+                t.group.as_deref().and_then(|g| g.strip_prefix("service:")),
+                t.started_by.as_deref(),
+            ) else {
+                return vec![];
+            };
+            d2.get(&k2.deployment(&p.parts[0], service, dep))
+                .map(|e| groups_of(&[e]))
+                .unwrap_or_default()
+        })
+        .watches(&caches.instances, move |_| {
+            g1.list()
+                .iter()
+                .filter_map(|e| k3.parse(&e.key))
+                .filter_map(|p| p.parts.first().cloned())
+                .collect()
+        })
+        .resyncs({
+            let (g, k) = (caches.groups.clone(), keys.clone());
+            move || {
+                g.list()
+                    .iter()
+                    .filter_map(|e| k.parse(&e.key))
+                    .filter_map(|p| p.parts.first().cloned())
+                    .collect()
+            }
+        });
+    tokio::spawn(health_checks(
+        ctx.clone(),
+        controller.queue(),
+        rt.leadership.clone(),
+        rt.cancel.clone(),
+    ));
+    rt.serve(controller, ctx, |k, c, x| reconcile(k, c, x).boxed())
+        .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_come_from_agent_endpoints() {
+        assert_eq!(
+            host_of_endpoint("http://10.0.0.1:7000").as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            host_of_endpoint("https://node-1:7000/").as_deref(),
+            Some("node-1")
+        );
+        assert_eq!(
+            host_of_endpoint("http://[::1]:7000").as_deref(),
+            Some("::1")
+        );
+        assert_eq!(
+            host_of_endpoint("127.0.0.1:7000").as_deref(),
+            Some("127.0.0.1")
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! The target registrar end to end: real etcd, three real agents running busybox httpd processes,
+//! the real scheduler, deployer and registrar. (HAProxy joins when the registrar drives it.)
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use capstan_core::deployment::{Deployment, DeploymentStatus, RolloutState};
+use capstan_core::lb::{TargetGroupStatusDoc, TargetState};
+use capstan_e2e::*;
+use capstan_store::Store;
+use capstan_testing::EtcdCluster;
+use serde_json::{Value, json};
+
+struct Plane {
+    _etcd: EtcdCluster,
+    dir: tempfile::TempDir,
+    store: Store,
+    procs: Vec<Proc>,
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            p.kill();
+        }
+        kill_task_processes(self.dir.path());
+    }
+}
+
+async fn plane() -> Plane {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let eps = etcd.endpoints();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut procs: Vec<Proc> = ["a", "b", "c"]
+        .iter()
+        .map(|z| agent(&eps, dir.path(), z))
+        .collect();
+    let store = store(&eps).await;
+    registered(&store, "default", 3).await;
+    procs.push(scheduler(&eps, dir.path(), "s1"));
+    procs.push(deployer(&eps, dir.path(), "d1", "1s"));
+    procs.push(controller("registrar", &eps, dir.path(), "r1", &[]));
+    Plane {
+        _etcd: etcd,
+        dir,
+        store,
+        procs,
+    }
+}
+
+async fn put(s: &Store, key: &str, doc: &Value) {
+    s.put(key, doc.to_string().into_bytes()).await.expect("put");
+}
+
+/// `web:<rev>`: busybox httpd on the dynamic port, answering `/` with `<rev> <task id>`.
+async fn task_definition(s: &Store, rev: u32) {
+    let cmd = format!(
+        "d=/tmp/capstan-www-$CAPSTAN_TASK_ID; mkdir -p $d; echo {rev} $CAPSTAN_TASK_ID > $d/index.html; \
+         exec busybox httpd -f -p 127.0.0.1:$PORT -h $d"
+    );
+    let td = json!({
+        "family": "web", "revision": rev, "status": "ACTIVE",
+        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 64, "memory": 32,
+            "portMappings": [{"containerPort": 8080, "hostPort": 0}],
+            "entryPoint": ["sh", "-c"], "command": [cmd], "stopTimeout": 2}]
+    });
+    put(s, &s.keys().task_definition("web", rev), &td).await;
+}
+
+async fn status(s: &Store) -> TargetGroupStatusDoc {
+    s.get_json::<TargetGroupStatusDoc>(&s.keys().target_group_status("web-tg"))
+        .await
+        .expect("get")
+        .map(|v| v.value)
+        .unwrap_or_default()
+}
+
+fn healthy(doc: &TargetGroupStatusDoc) -> BTreeSet<String> {
+    doc.targets
+        .iter()
+        .filter(|t| t.state == TargetState::Healthy)
+        .map(|t| t.task_id.clone())
+        .collect()
+}
+
+async fn body(host: &str, port: u16) -> Option<String> {
+    let resp = reqwest_get(host, port).await?;
+    Some(resp.trim().to_string())
+}
+
+/// A plain HTTP/1.0 GET over a TCP stream (no client library needed for one line).
+async fn reqwest_get(host: &str, port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.ok()?;
+    out.split("\r\n\r\n").nth(1).map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_follow_tasks_health_checks_decide_and_rollouts_wait_for_them() {
+    let p = plane().await;
+    let s = &p.store;
+    put(
+        s,
+        &s.keys().target_group("web-tg"),
+        &json!({"protocol": "HTTP", "port": 80,
+            "healthCheck": {"path": "/", "intervalSeconds": 5, "timeoutSeconds": 2,
+                "healthyThresholdCount": 2, "unhealthyThresholdCount": 2},
+            "attributes": [{"key": "deregistration_delay.timeout_seconds", "value": "5"}]}),
+    )
+    .await;
+    task_definition(s, 1).await;
+    task_definition(s, 2).await;
+    let service = |rev: u32| {
+        json!({"serviceName": "web", "taskDefinition": format!("web:{rev}"), "desiredCount": 3,
+            "deploymentConfiguration": {"minimumHealthyPercent": 100, "maximumPercent": 200},
+            "loadBalancers": [{"targetGroupArn": "web-tg", "containerName": "app", "containerPort": 8080}]})
+    };
+    put(s, &s.keys().service("default", "web"), &service(1)).await;
+
+    // Three healthy targets, each serving its own task.
+    let doc = eventually(
+        Duration::from_secs(40),
+        "3 healthy targets",
+        || async move {
+            let d = status(s).await;
+            (healthy(&d).len() == 3).then_some(d)
+        },
+    )
+    .await;
+    for t in &doc.targets {
+        let got = body(&t.host, t.port).await.expect("target answers");
+        assert_eq!(got, format!("1 {}", t.task_id));
+    }
+    // The deployment completed only once its targets were healthy.
+    let first = eventually(Duration::from_secs(20), "web:1 COMPLETED", || async move {
+        deploys(s)
+            .await
+            .into_iter()
+            .find(|d| d.task_definition == "web:1" && d.rollout_state == RolloutState::Completed)
+    })
+    .await;
+    assert_eq!(first.status, DeploymentStatus::Primary);
+
+    // Kill one task's process: its target goes, a replacement is registered and turns healthy.
+    let victim = doc.targets[0].task_id.clone();
+    let pid = tasks(s, "default")
+        .await
+        .into_iter()
+        .find(|t| t.id() == victim)
+        .and_then(|t| t.containers[0].runtime_id.clone())
+        .and_then(|p| p.parse::<i32>().ok())
+        .expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let victim = &victim;
+    eventually(
+        Duration::from_secs(40),
+        "3 healthy targets without the victim",
+        || async move {
+            let h = healthy(&status(s).await);
+            (h.len() == 3 && !h.contains(victim)).then_some(())
+        },
+    )
+    .await;
+
+    // A target that answers 404 turns unhealthy; the scheduler replaces its task with ECS's reason.
+    let doc = status(s).await;
+    let broken = doc.targets[0].task_id.clone();
+    std::fs::remove_file(format!("/tmp/capstan-www-{broken}/index.html")).expect("rm index");
+    let broken = &broken;
+    let stopped = eventually(
+        Duration::from_secs(40),
+        "the 404 task replaced",
+        || async move {
+            tasks(s, "default").await.into_iter().find(|t| {
+                t.id() == broken && t.desired_status == capstan_core::task::DesiredStatus::Stopped
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        stopped.stopped_reason.as_deref(),
+        Some("Task failed ELB health checks in (target-group web-tg)")
+    );
+    eventually(
+        Duration::from_secs(40),
+        "3 healthy targets again",
+        || async move {
+            let h = healthy(&status(s).await);
+            (h.len() == 3 && !h.contains(broken)).then_some(())
+        },
+    )
+    .await;
+
+    // A rolling update behind the target group: green targets healthy, old ones drained away.
+    put(s, &s.keys().service("default", "web"), &service(2)).await;
+    eventually(Duration::from_secs(60), "web:2 COMPLETED", || async move {
+        deploys(s)
+            .await
+            .into_iter()
+            .find(|d| d.task_definition == "web:2" && d.rollout_state == RolloutState::Completed)
+    })
+    .await;
+    let doc = eventually(
+        Duration::from_secs(30),
+        "only web:2 targets left",
+        || async move {
+            let d = status(s).await;
+            (d.targets.len() == 3 && healthy(&d).len() == 3).then_some(d)
+        },
+    )
+    .await;
+    for t in &doc.targets {
+        let got = body(&t.host, t.port).await.expect("target answers");
+        assert_eq!(got, format!("2 {}", t.task_id));
+    }
+}
+
+async fn deploys(s: &Store) -> Vec<Deployment> {
+    deployments_of(s, "web").await
+}
