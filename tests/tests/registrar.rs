@@ -2,6 +2,8 @@
 //! the real scheduler, deployer and registrar. (HAProxy joins when the registrar drives it.)
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use capstan_core::deployment::{Deployment, DeploymentStatus, RolloutState};
@@ -24,6 +26,16 @@ impl Drop for Plane {
             p.kill();
         }
         kill_task_processes(self.dir.path());
+        // The registrar's HAProxy outlives a SIGKILLed registrar (it keeps serving): stop it.
+        let pids = std::fs::read_to_string(self.dir.path().join("haproxy/haproxy.pid"));
+        for pid in pids.iter().flat_map(|t| t.split_whitespace()) {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
 
@@ -39,7 +51,14 @@ async fn plane() -> Plane {
     registered(&store, "default", 3).await;
     procs.push(scheduler(&eps, dir.path(), "s1"));
     procs.push(deployer(&eps, dir.path(), "d1", "1s"));
-    procs.push(controller("registrar", &eps, dir.path(), "r1", &[]));
+    let hp = dir.path().join("haproxy");
+    procs.push(controller(
+        "registrar",
+        &eps,
+        dir.path(),
+        "r1",
+        &["--haproxy-dir", &hp.display().to_string()],
+    ));
     Plane {
         _etcd: etcd,
         dir,
@@ -84,18 +103,37 @@ fn healthy(doc: &TargetGroupStatusDoc) -> BTreeSet<String> {
 }
 
 async fn body(host: &str, port: u16) -> Option<String> {
-    let resp = reqwest_get(host, port).await?;
-    Some(resp.trim().to_string())
+    let (code, body) = get(host, port).await?;
+    (code == 200).then(|| body.trim().to_string())
 }
 
-/// A plain HTTP/1.0 GET over a TCP stream (no client library needed for one line).
-async fn reqwest_get(host: &str, port: u16) -> Option<String> {
+/// A plain HTTP/1.0 GET over a TCP stream: status code and body.
+async fn get(host: &str, port: u16) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut c = tokio::net::TcpStream::connect((host, port)).await.ok()?;
     c.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
     let mut out = String::new();
     c.read_to_string(&mut out).await.ok()?;
-    out.split("\r\n\r\n").nth(1).map(str::to_string)
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, out.split("\r\n\r\n").nth(1)?.to_string()))
+}
+
+/// Requests through the listener every 20 ms until stopped: (succeeded, failed or non-2xx).
+fn client(port: u16) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(u32, u32)>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let h = tokio::spawn(async move {
+        let (mut ok, mut bad) = (0, 0);
+        while !st.load(Ordering::SeqCst) {
+            match get("127.0.0.1", port).await {
+                Some((200, _)) => ok += 1,
+                _ => bad += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (ok, bad)
+    });
+    (stop, h)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -134,6 +172,33 @@ async fn targets_follow_tasks_health_checks_decide_and_rollouts_wait_for_them() 
         let got = body(&t.host, t.port).await.expect("target answers");
         assert_eq!(got, format!("1 {}", t.task_id));
     }
+    // Through HAProxy: a listener forwarding to the group reaches all three tasks.
+    let port = capstan_testing::free_port().expect("port");
+    put(
+        s,
+        &s.keys().listener("web"),
+        &json!({"port": port, "defaultActions": [{"type": "forward", "targetGroupArn": "web-tg"}]}),
+    )
+    .await;
+    let tasks_seen = eventually(
+        Duration::from_secs(20),
+        "all 3 tasks behind the listener",
+        || async move {
+            let mut seen = BTreeSet::new();
+            for _ in 0..12 {
+                if let Some((200, b)) = get("127.0.0.1", port).await {
+                    seen.insert(b.trim().to_string());
+                }
+            }
+            (seen.len() == 3).then_some(seen)
+        },
+    )
+    .await;
+    assert!(
+        tasks_seen.iter().all(|b| b.starts_with("1 ")),
+        "{tasks_seen:?}"
+    );
+
     // The deployment completed only once its targets were healthy.
     let first = eventually(Duration::from_secs(20), "web:1 COMPLETED", || async move {
         deploys(s)
@@ -198,15 +263,9 @@ async fn targets_follow_tasks_health_checks_decide_and_rollouts_wait_for_them() 
     )
     .await;
 
-    // A rolling update behind the target group: green targets healthy, old ones drained away.
-    put(s, &s.keys().service("default", "web"), &service(2)).await;
-    eventually(Duration::from_secs(60), "web:2 COMPLETED", || async move {
-        deploys(s)
-            .await
-            .into_iter()
-            .find(|d| d.task_definition == "web:2" && d.rollout_state == RolloutState::Completed)
-    })
-    .await;
+    // A rolling update behind the target group while a client sends requests through the
+    // listener: not one fails; new targets healthy, old ones drained away.
+    update_under_traffic(s, port, service(2)).await;
     let doc = eventually(
         Duration::from_secs(30),
         "only web:2 targets left",
@@ -224,4 +283,72 @@ async fn targets_follow_tasks_health_checks_decide_and_rollouts_wait_for_them() 
 
 async fn deploys(s: &Store) -> Vec<Deployment> {
     deployments_of(s, "web").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blue_green_production_shift_through_haproxy_drops_no_request() {
+    let p = plane().await;
+    let s = &p.store;
+    for tg in ["web-blue", "web-green"] {
+        put(
+            s,
+            &s.keys().target_group(tg),
+            &json!({"protocol": "HTTP", "port": 80,
+                "healthCheck": {"path": "/", "intervalSeconds": 5, "timeoutSeconds": 2},
+                "attributes": [{"key": "deregistration_delay.timeout_seconds", "value": "5"}]}),
+        )
+        .await;
+    }
+    let port = capstan_testing::free_port().expect("port");
+    put(
+        s,
+        &s.keys().listener("web-prod"),
+        &json!({"port": port, "defaultActions": [{"type": "forward", "targetGroupArn": "web-blue"}]}),
+    )
+    .await;
+    task_definition(s, 1).await;
+    task_definition(s, 2).await;
+    let service = |rev: u32| {
+        json!({"serviceName": "web", "taskDefinition": format!("web:{rev}"), "desiredCount": 2,
+            "deploymentConfiguration": {"strategy": "BLUE_GREEN", "bakeTimeInMinutes": 0},
+            "loadBalancers": [{"targetGroupArn": "web-blue", "containerName": "app", "containerPort": 8080,
+                "advancedConfiguration": {"alternateTargetGroupArn": "web-green",
+                    "productionListenerRule": "web-prod"}}]})
+    };
+    put(s, &s.keys().service("default", "web"), &service(1)).await;
+    eventually(
+        Duration::from_secs(60),
+        "web:1 served through the listener",
+        || async move {
+            let done = deploys(s).await.into_iter().any(|d| {
+                d.task_definition == "web:1" && d.rollout_state == RolloutState::Completed
+            });
+            let served = get("127.0.0.1", port)
+                .await
+                .is_some_and(|(c, b)| c == 200 && b.starts_with("1 "));
+            (done && served).then_some(())
+        },
+    )
+    .await;
+    update_under_traffic(s, port, service(2)).await;
+}
+
+/// Writes `doc` (web:2) while a client requests through the listener every 20 ms; once web:2
+/// has COMPLETED, not one request may have failed and the listener serves web:2.
+async fn update_under_traffic(s: &Store, port: u16, doc: Value) {
+    let (stop, traffic) = client(port);
+    put(s, &s.keys().service("default", "web"), &doc).await;
+    eventually(Duration::from_secs(90), "web:2 COMPLETED", || async move {
+        deploys(s)
+            .await
+            .into_iter()
+            .find(|d| d.task_definition == "web:2" && d.rollout_state == RolloutState::Completed)
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let (ok, bad) = traffic.await.expect("client");
+    assert_eq!(bad, 0, "{bad} failed requests of {}", ok + bad);
+    assert!(ok > 50, "only {ok} requests");
+    let (code, b) = get("127.0.0.1", port).await.expect("listener answers");
+    assert_eq!((code, b.starts_with("2 ")), (200, true), "{b}");
 }

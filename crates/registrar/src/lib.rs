@@ -3,10 +3,14 @@
 //! TCP connect) with ELBv2's thresholds, drains deregistering targets and marks them drained so
 //! the scheduler may stop their tasks, and writes `/capstan/status/targetgroups/<name>`.
 //!
-//! The data plane (HAProxy through its runtime API) is the next step; until it lands no traffic
-//! flows through Capstan, so a draining target has no sessions and drains at once.
+//! The leader supervises HAProxy ([`haproxy`]): one frontend per listener, one backend per target
+//! group; healthy targets are ready servers, draining ones drain, and a draining target is
+//! drained once HAProxy reports no sessions on it (or the deregistration delay passed).
+
+pub mod haproxy;
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +36,15 @@ pub struct RegistrarArgs {
     /// etcd, prefix, admin address, election and logging.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// HAProxy binary the leader runs as the data plane.
+    #[arg(long, env = "CAPSTAN_HAPROXY_BIN", default_value = "haproxy")]
+    pub haproxy_bin: PathBuf,
+    /// Directory for HAProxy's configuration, map and admin socket; a temporary one by default.
+    #[arg(long, env = "CAPSTAN_HAPROXY_DIR")]
+    pub haproxy_dir: Option<PathBuf>,
+    /// Run without a data plane (health checks and status only).
+    #[arg(long, env = "CAPSTAN_NO_DATA_PLANE")]
+    pub no_data_plane: bool,
 }
 
 /// The caches the registrar reads.
@@ -47,6 +60,10 @@ pub struct Caches {
     pub instances: Cache<ContainerInstance>,
     /// Target group status (its own).
     pub status: Cache<TargetGroupStatusDoc>,
+    /// Listener specs.
+    pub listeners: Cache<capstan_core::lb::Listener>,
+    /// Listener routes (the deployer's).
+    pub routes: Cache<capstan_core::lb::ListenerRoute>,
 }
 
 impl Caches {
@@ -67,6 +84,10 @@ pub struct Ctx {
     store: capstan_store::Store,
     caches: Caches,
     tracking: Tracking,
+    /// The data plane, when there is one.
+    haproxy: Option<haproxy::Haproxy>,
+    /// Sessions per target at the last sync, by group then task.
+    sessions: Mutex<HashMap<String, HashMap<String, u32>>>,
 }
 
 /// The host part of an agent endpoint (`http://10.0.0.1:7000` → `10.0.0.1`).
@@ -164,14 +185,51 @@ async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Actio
                 })
                 .unwrap_or_default()
         });
-        // No data plane yet: nothing flows through a target, so it has no sessions.
-        let wake = targets::converge(tracked, &wanted, |_| Some(0), &settings, now);
+        // Without a data plane nothing flows through a target, so it has no sessions.
+        let sessions = ctx
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&tg)
+            .cloned();
+        let wake = targets::converge(
+            tracked,
+            &wanted,
+            |id| match (&ctx.haproxy, &sessions) {
+                (None, _) => Some(0),
+                (Some(_), Some(s)) => Some(s.get(id).copied().unwrap_or(0)),
+                (Some(_), None) => None,
+            },
+            &settings,
+            now,
+        );
         let doc = TargetGroupStatusDoc {
             targets: tracked.values().map(|t| t.status.clone()).collect(),
             updated_at: None,
         };
         (doc, wake)
     };
+    // The data plane follows the targets first, so that a target the status calls healthy is
+    // already taking traffic; sessions feed the next drain decision.
+    let mut poll = None;
+    if let Some(hp) = &ctx.haproxy {
+        let tracked = lock(&ctx.tracking).get(&tg).cloned().unwrap_or_default();
+        match hp.sync(&tg, &tracked).await {
+            Ok(sessions) => {
+                ctx.sessions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(tg.clone(), sessions);
+            }
+            Err(e) => tracing::warn!(%tg, error = %e, "cannot program haproxy"),
+        }
+        if tracked
+            .values()
+            .any(|t| t.status.state == TargetState::Draining && !t.status.drained)
+        {
+            poll = Some(Duration::from_millis(250));
+        }
+    }
     let unchanged = c
         .status
         .get(&status_key)
@@ -187,10 +245,96 @@ async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Actio
             .commit(Write::new().put_json(&status_key, &doc), Some(&claim))
             .await?;
     }
-    Ok(match wake {
-        Some(at) => Action::requeue(Duration::from_secs_f64((at - now).max(0.0))),
-        None => Action::requeue(Duration::from_secs(30)),
-    })
+    let wait = match wake {
+        Some(at) => Duration::from_secs_f64((at - now).max(0.0)),
+        None => Duration::from_secs(30),
+    };
+    Ok(Action::requeue(poll.map_or(wait, |p| p.min(wait))))
+}
+
+/// Keeps HAProxy's layout (listeners, groups) and listener routes in step while this replica
+/// leads; a (re)start queues every group so its servers are set again.
+async fn data_plane(
+    ctx: Arc<Ctx>,
+    queue: WorkQueue<String>,
+    mut leadership: Leadership,
+    cancel: CancellationToken,
+) {
+    let Some(hp) = &ctx.haproxy else { return };
+    let keys = ctx.store.keys().clone();
+    loop {
+        let claim = tokio::select! {
+            _ = cancel.cancelled() => return,
+            c = leadership.acquired() => match c { Some(c) => c, None => return },
+        };
+        let mut applied: BTreeMap<String, String> = BTreeMap::new();
+        loop {
+            let name_of = |k: &str| keys.parse(k).and_then(|p| p.parts.first().cloned());
+            let listeners: Vec<(String, capstan_core::lb::Listener)> = ctx
+                .caches
+                .listeners
+                .list()
+                .iter()
+                .filter_map(|e| Some((name_of(&e.key)?, e.value.as_ref().ok()?.clone())))
+                .collect();
+            let groups: Vec<String> = ctx
+                .caches
+                .groups
+                .list()
+                .iter()
+                .filter(|e| e.value.is_ok())
+                .filter_map(|e| name_of(&e.key))
+                .collect();
+            let routes: BTreeMap<String, String> = listeners
+                .iter()
+                .filter_map(|(name, l)| {
+                    let routed = ctx
+                        .caches
+                        .routes
+                        .get(&keys.listener_route(name))
+                        .and_then(|e| e.value.as_ref().ok().cloned())
+                        .and_then(|r| r.target_groups.first().map(|t| t.target_group_arn.clone()));
+                    let tg = routed.or_else(|| {
+                        l.default_actions.first().and_then(|a| {
+                            a.weighted_target_groups().first().map(|(t, _)| t.clone())
+                        })
+                    })?;
+                    Some((name.clone(), haproxy::backend(lb_object_name(&tg))))
+                })
+                .collect();
+            match hp
+                .ensure(&haproxy::Layout::new(&listeners, &groups), &routes)
+                .await
+            {
+                Ok(true) => {
+                    applied = routes.clone();
+                    for g in &groups {
+                        queue.add(g.clone());
+                    }
+                }
+                Ok(false) => {
+                    for (l, be) in &routes {
+                        if applied.get(l) != Some(be) {
+                            match hp.route(l, be).await {
+                                Ok(()) => {
+                                    applied.insert(l.clone(), be.clone());
+                                }
+                                Err(e) => tracing::warn!(listener = %l, error = %e, "cannot route"),
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot run haproxy"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => { hp.stop().await; return }
+                _ = leadership.lost(&claim) => break,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+        // Only the leader drives HAProxy.
+        hp.stop().await;
+    }
 }
 
 /// One health check of `host:port` with the group's settings.
@@ -353,11 +497,22 @@ pub async fn run(args: RegistrarArgs) -> Result<(), RuntimeError> {
         tasks: rt.cache(Family::Tasks, json_decoder(), resync),
         instances: rt.cache(Family::ContainerInstances, json_decoder(), resync),
         status: rt.cache(Family::TargetGroupStatus, json_decoder(), resync),
+        listeners: rt.cache(Family::Listeners, capstan_runtime::spec_decoder(), resync),
+        routes: rt.cache(Family::ListenerRoutes, json_decoder(), resync),
     };
+    let haproxy = (!args.no_data_plane).then(|| {
+        let dir = args
+            .haproxy_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("capstan-registrar-{}", rt.id)));
+        haproxy::Haproxy::new(args.haproxy_bin.clone(), dir)
+    });
     let ctx = Arc::new(Ctx {
         store: rt.store.clone(),
         caches: caches.clone(),
         tracking: Mutex::new(HashMap::new()),
+        haproxy,
+        sessions: Mutex::new(HashMap::new()),
     });
     let keys = rt.store.keys().clone();
     let (k1, k2, k3) = (keys.clone(), keys.clone(), keys.clone());
@@ -408,6 +563,12 @@ pub async fn run(args: RegistrarArgs) -> Result<(), RuntimeError> {
                     .collect()
             }
         });
+    tokio::spawn(data_plane(
+        ctx.clone(),
+        controller.queue(),
+        rt.leadership.clone(),
+        rt.cancel.clone(),
+    ));
     tokio::spawn(health_checks(
         ctx.clone(),
         controller.queue(),

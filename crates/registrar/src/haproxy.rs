@@ -1,0 +1,360 @@
+//! The HAProxy data plane: a generated configuration (one frontend per listener, one backend per
+//! target group, listener → backend through a map file) and the runtime API over the admin
+//! socket for everything that changes with tasks — servers added, enabled, drained and deleted,
+//! and listener switches with `set map` — so target changes never reload HAProxy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use capstan_core::lb::{Listener, TargetState};
+use capstan_plan::targets::Tracked;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+/// Why the data plane could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    /// Talking to HAProxy or writing its files failed.
+    #[error("haproxy: {0}")]
+    Io(#[from] std::io::Error),
+    /// HAProxy refused a command.
+    #[error("haproxy refused `{command}`: {answer}")]
+    Refused {
+        /// The command.
+        command: String,
+        /// Its answer.
+        answer: String,
+    },
+}
+
+/// Backend name of a target group.
+pub fn backend(tg: &str) -> String {
+    format!("be_{tg}")
+}
+
+/// What HAProxy should serve: listeners by name, and the target groups.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Layout {
+    /// Listener name → (bind address, port).
+    pub listeners: BTreeMap<String, (String, u32)>,
+    /// Target group names.
+    pub groups: Vec<String>,
+}
+
+impl Layout {
+    /// The layout for these listeners and groups.
+    pub fn new(listeners: &[(String, Listener)], groups: &[String]) -> Self {
+        Self {
+            listeners: listeners
+                .iter()
+                .map(|(n, l)| (n.clone(), (l.bind_address().to_string(), l.port)))
+                .collect(),
+            groups: groups.to_vec(),
+        }
+    }
+}
+
+/// The configuration for `layout`, with its socket and map under `dir`.
+pub fn render(layout: &Layout, dir: &Path) -> String {
+    let sock = dir.join("admin.sock");
+    let map = dir.join("routes.map");
+    let mut c = format!(
+        "global\n    stats socket {} mode 600 level admin\n    stats timeout 30s\n\
+         defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+         \x20   option http-server-close\n    retries 3\n    option redispatch\n\
+         backend be_none\n    http-request return status 503 content-type text/plain string \"no route\"\n",
+        sock.display()
+    );
+    for (name, (addr, port)) in &layout.listeners {
+        c.push_str(&format!(
+            "frontend fe_{name}\n    bind {addr}:{port}\n    use_backend %[str({name}),map({},be_none)]\n",
+            map.display()
+        ));
+    }
+    for g in &layout.groups {
+        c.push_str(&format!("backend {}\n    balance roundrobin\n", backend(g)));
+    }
+    c
+}
+
+/// A server as `show servers state` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// Address.
+    pub addr: String,
+    /// Port.
+    pub port: u16,
+    /// srv_admin_state: 0 ready, 1 maint (forced), 8 drain…
+    pub admin_state: u32,
+}
+
+/// Parses `show servers state <backend>`.
+pub fn parse_servers(out: &str) -> BTreeMap<String, Server> {
+    out.lines()
+        .filter(|l| !l.starts_with('#') && l.split_whitespace().count() > 18)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((
+                f[3].to_string(),
+                Server {
+                    addr: f[4].to_string(),
+                    admin_state: f[6].parse().ok()?,
+                    port: f[18].parse().ok()?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Parses `show stat` CSV into current sessions per (backend, server).
+pub fn parse_sessions(out: &str) -> HashMap<(String, String), u32> {
+    out.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            Some((
+                (f.first()?.to_string(), f.get(1)?.to_string()),
+                f.get(4)?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// A supervised HAProxy.
+pub struct Haproxy {
+    dir: PathBuf,
+    bin: PathBuf,
+    state: Mutex<Option<(Layout, tokio::process::Child)>>,
+}
+
+impl Haproxy {
+    /// HAProxy `bin`, its files under `dir`.
+    pub fn new(bin: PathBuf, dir: PathBuf) -> Self {
+        Self {
+            dir,
+            bin,
+            state: Mutex::new(None),
+        }
+    }
+
+    fn map(&self) -> PathBuf {
+        self.dir.join("routes.map")
+    }
+
+    /// Where the pid of the HAProxy this registrar started is kept.
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("haproxy.pid")
+    }
+
+    async fn kill_left_over(&self) {
+        let Ok(text) = tokio::fs::read_to_string(self.pid_file()).await else {
+            return;
+        };
+        for pid in text
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
+                tracing::info!(pid = %pid, "stopped a left-over haproxy");
+            }
+        }
+        // Should its ports still be held for a moment, the next round of the caller starts over.
+        let _ = tokio::fs::remove_file(self.pid_file()).await;
+    }
+
+    /// Sends one runtime API command; returns the answer.
+    pub async fn command(&self, cmd: &str) -> Result<String, DataPlaneError> {
+        let mut s = tokio::net::UnixStream::connect(self.dir.join("admin.sock")).await?;
+        s.write_all(format!("{cmd}\n").as_bytes()).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok(out)
+    }
+
+    async fn expect_ok(&self, cmd: &str, bad: &[&str]) -> Result<(), DataPlaneError> {
+        let answer = self.command(cmd).await?;
+        if bad.iter().any(|b| answer.contains(b)) {
+            return Err(DataPlaneError::Refused {
+                command: cmd.into(),
+                answer: answer.trim().into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts HAProxy for `layout`, or restarts it when the layout changed (listeners or groups
+    /// came or went). Returns whether it (re)started: servers and routes must be set again.
+    pub async fn ensure(
+        &self,
+        layout: &Layout,
+        routes: &BTreeMap<String, String>,
+    ) -> Result<bool, DataPlaneError> {
+        let mut st = self.state.lock().await;
+        if let Some((current, child)) = st.as_mut()
+            && current == layout
+            && child.try_wait()?.is_none()
+        {
+            return Ok(false);
+        }
+        if let Some((_, mut child)) = st.take() {
+            let _ = child.kill().await;
+        }
+        tokio::fs::create_dir_all(&self.dir).await?;
+        // An HAProxy left by an earlier registrar (killed before it could stop it) still holds
+        // the listener ports: take over from it.
+        self.kill_left_over().await;
+        let cfg = self.dir.join("haproxy.cfg");
+        tokio::fs::write(&cfg, render(layout, &self.dir)).await?;
+        let map: String = routes.iter().map(|(l, be)| format!("{l} {be}\n")).collect();
+        tokio::fs::write(self.map(), map).await?;
+        let _ = tokio::fs::remove_file(self.dir.join("admin.sock")).await;
+        let child = tokio::process::Command::new(&self.bin)
+            .arg("-f")
+            .arg(&cfg)
+            .arg("-db")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        // `-p` is not written in foreground mode: record the pid ourselves.
+        if let Some(pid) = child.id() {
+            tokio::fs::write(self.pid_file(), pid.to_string()).await?;
+        }
+        // Ready once the admin socket answers.
+        for _ in 0..100 {
+            if self.command("show info").await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        *st = Some((layout.clone(), child));
+        Ok(true)
+    }
+
+    /// Stops HAProxy (leadership lost, or shutdown).
+    pub async fn stop(&self) {
+        if let Some((_, mut child)) = self.state.lock().await.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Points listener `name` at `backend`.
+    pub async fn route(&self, name: &str, backend: &str) -> Result<(), DataPlaneError> {
+        let map = self.map();
+        let current = self.command(&format!("show map {}", map.display())).await?;
+        let has = current
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(name));
+        let verb = if has { "set" } else { "add" };
+        self.expect_ok(
+            &format!("{verb} map {} {name} {backend}", map.display()),
+            &["Unknown", "not found", "failed"],
+        )
+        .await
+    }
+
+    /// Makes `tg`'s servers match its targets: healthy ones ready, draining ones draining,
+    /// others absent from traffic; returns current sessions per task id.
+    pub async fn sync(
+        &self,
+        tg: &str,
+        tracked: &BTreeMap<String, Tracked>,
+    ) -> Result<HashMap<String, u32>, DataPlaneError> {
+        let be = backend(tg);
+        let servers = parse_servers(&self.command(&format!("show servers state {be}")).await?);
+        for (id, t) in tracked {
+            let s = &t.status;
+            let srv = format!("{be}/{id}");
+            let present = servers.get(id);
+            if present.is_some_and(|p| p.addr != s.host || p.port != s.port) {
+                self.command(&format!("set server {srv} state maint"))
+                    .await?;
+                self.command(&format!("del server {srv}")).await?;
+            }
+            let present = present.filter(|p| p.addr == s.host && p.port == s.port);
+            match s.state {
+                TargetState::Healthy => {
+                    if present.is_none() {
+                        self.expect_ok(
+                            &format!("add server {srv} {}:{} weight 100", s.host, s.port),
+                            &["No such", "Invalid", "failed", "already exists"],
+                        )
+                        .await?;
+                    }
+                    if present.is_none_or(|p| p.admin_state != 0) {
+                        self.command(&format!("set server {srv} state ready"))
+                            .await?;
+                    }
+                }
+                TargetState::Draining => {
+                    if present.is_some_and(|p| p.admin_state & 8 == 0) {
+                        self.command(&format!("set server {srv} state drain"))
+                            .await?;
+                    }
+                }
+                _ => {
+                    if present.is_some_and(|p| p.admin_state & 1 == 0) {
+                        self.command(&format!("set server {srv} state maint"))
+                            .await?;
+                    }
+                }
+            }
+        }
+        for id in servers.keys().filter(|id| !tracked.contains_key(*id)) {
+            let srv = format!("{be}/{id}");
+            self.command(&format!("set server {srv} state maint"))
+                .await?;
+            self.command(&format!("del server {srv}")).await?;
+        }
+        let stats = parse_sessions(&self.command("show stat").await?);
+        Ok(tracked
+            .keys()
+            .map(|id| {
+                let n = stats.get(&(be.clone(), id.clone())).copied().unwrap_or(0);
+                (id.clone(), n)
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_has_a_frontend_per_listener_and_a_backend_per_group() {
+        let layout = Layout {
+            listeners: BTreeMap::from([("web".to_string(), ("127.0.0.1".to_string(), 8080))]),
+            groups: vec!["web-blue".into(), "web-green".into()],
+        };
+        let c = render(&layout, Path::new("/run/capstan"));
+        assert!(c.contains("stats socket /run/capstan/admin.sock mode 600 level admin"));
+        assert!(c.contains("frontend fe_web\n    bind 127.0.0.1:8080\n"));
+        assert!(c.contains("use_backend %[str(web),map(/run/capstan/routes.map,be_none)]"));
+        assert!(c.contains("backend be_web-blue\n    balance roundrobin\n"));
+        assert!(c.contains("backend be_web-green\n"));
+    }
+
+    #[test]
+    fn runtime_answers_parse() {
+        let state = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n\
+             4 be_app 1 a1 127.0.0.1 2 8 1 1 0 1 0 0 0 0 0 0 - 18081 - 0 0 - - 0\n";
+        let s = parse_servers(state);
+        assert_eq!(
+            s.get("a1"),
+            Some(&Server {
+                addr: "127.0.0.1".into(),
+                port: 18081,
+                admin_state: 8
+            })
+        );
+        let stat =
+            "# pxname,svname,qcur,qmax,scur,smax\nbe_app,a1,0,0,3,5\nbe_app,BACKEND,0,0,3,5\n";
+        assert_eq!(
+            parse_sessions(stat).get(&("be_app".into(), "a1".into())),
+            Some(&3)
+        );
+    }
+}
