@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use capstan_core::deployment::{Deployment, DeploymentStatus, RolloutState};
@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 struct Plane {
     _etcd: EtcdCluster,
+    endpoints: Vec<String>,
     dir: tempfile::TempDir,
     store: Store,
     procs: Vec<Proc>,
@@ -61,6 +62,7 @@ async fn plane() -> Plane {
     ));
     Plane {
         _etcd: etcd,
+        endpoints: eps,
         dir,
         store,
         procs,
@@ -351,4 +353,100 @@ async fn update_under_traffic(s: &Store, port: u16, doc: Value) {
     assert!(ok > 50, "only {ok} requests");
     let (code, b) = get("127.0.0.1", port).await.expect("listener answers");
     assert_eq!((code, b.starts_with("2 ")), (200, true), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registrar_restart_while_traffic_flows_fails_no_request() {
+    let mut p = plane().await;
+    let s = &p.store.clone();
+    put(
+        s,
+        &s.keys().target_group("web-tg"),
+        &json!({"protocol": "HTTP", "port": 80,
+            "healthCheck": {"path": "/", "intervalSeconds": 5, "timeoutSeconds": 2}}),
+    )
+    .await;
+    let port = capstan_testing::free_port().expect("port");
+    put(
+        s,
+        &s.keys().listener("web"),
+        &json!({"port": port, "defaultActions": [{"type": "forward", "targetGroupArn": "web-tg"}]}),
+    )
+    .await;
+    task_definition(s, 1).await;
+    put(
+        s,
+        &s.keys().service("default", "web"),
+        &json!({"serviceName": "web", "taskDefinition": "web:1", "desiredCount": 2,
+            "loadBalancers": [{"targetGroupArn": "web-tg", "containerName": "app", "containerPort": 8080}]}),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(40),
+        "served through the listener",
+        || async move {
+            get("127.0.0.1", port)
+                .await
+                .is_some_and(|(c, _)| c == 200)
+                .then_some(())
+        },
+    )
+    .await;
+    let pid_file = p.dir.path().join("haproxy/haproxy.pid");
+    let pid_before = std::fs::read_to_string(&pid_file).expect("pid file");
+    let (stop, counts) = counting_client(port);
+    // SIGKILL the registrar (the last process started), start another on the same directory.
+    let mut old = p.procs.pop().expect("registrar");
+    old.kill();
+    let hp = p.dir.path().join("haproxy");
+    let eps = p.endpoints.clone();
+    p.procs.push(controller(
+        "registrar",
+        &eps,
+        p.dir.path(),
+        "r2",
+        &["--haproxy-dir", &hp.display().to_string()],
+    ));
+    eventually(Duration::from_secs(20), "r2 leads", || async move {
+        let l = s.list(&s.keys().election("registrar")).await.ok()?;
+        let first = l.kvs.iter().min_by_key(|kv| kv.create_revision)?;
+        (first.value == b"r2").then_some(())
+    })
+    .await;
+    // Traffic keeps flowing after the takeover too.
+    let at_takeover = counts.0.load(Ordering::SeqCst);
+    let c = counts.clone();
+    eventually(Duration::from_secs(20), "50 more requests", || {
+        let c = c.clone();
+        async move { (c.0.load(Ordering::SeqCst) >= at_takeover + 50).then_some(()) }
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let (ok, bad) = (
+        counts.0.load(Ordering::SeqCst),
+        counts.1.load(Ordering::SeqCst),
+    );
+    assert_eq!(bad, 0, "{bad} failed requests of {}", ok + bad);
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).expect("pid file"),
+        pid_before,
+        "the new registrar adopted the running HAProxy"
+    );
+}
+
+/// Like [`client`], with the counts readable while it runs.
+fn counting_client(port: u16) -> (Arc<AtomicBool>, Arc<(AtomicU32, AtomicU32)>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new((AtomicU32::new(0), AtomicU32::new(0)));
+    let (st, c) = (stop.clone(), counts.clone());
+    tokio::spawn(async move {
+        while !st.load(Ordering::SeqCst) {
+            match get("127.0.0.1", port).await {
+                Some((200, _)) => c.0.fetch_add(1, Ordering::SeqCst),
+                _ => c.1.fetch_add(1, Ordering::SeqCst),
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    (stop, counts)
 }

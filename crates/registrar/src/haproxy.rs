@@ -121,11 +121,39 @@ pub fn parse_sessions(out: &str) -> HashMap<(String, String), u32> {
         .collect()
 }
 
+/// The HAProxy process being driven.
+enum Process {
+    /// Started by this registrar.
+    Child(tokio::process::Child),
+    /// Left running by an earlier registrar with the same configuration, and taken over.
+    Adopted(nix::unistd::Pid),
+}
+
+impl Process {
+    fn alive(&mut self) -> bool {
+        match self {
+            Process::Child(c) => matches!(c.try_wait(), Ok(None)),
+            Process::Adopted(pid) => nix::sys::signal::kill(*pid, None).is_ok(),
+        }
+    }
+
+    async fn kill(self) {
+        match self {
+            Process::Child(mut c) => {
+                let _ = c.kill().await;
+            }
+            Process::Adopted(pid) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 /// A supervised HAProxy.
 pub struct Haproxy {
     dir: PathBuf,
     bin: PathBuf,
-    state: Mutex<Option<(Layout, tokio::process::Child)>>,
+    state: Mutex<Option<(Layout, Process)>>,
 }
 
 impl Haproxy {
@@ -147,21 +175,11 @@ impl Haproxy {
         self.dir.join("haproxy.pid")
     }
 
-    async fn kill_left_over(&self) {
-        let Ok(text) = tokio::fs::read_to_string(self.pid_file()).await else {
-            return;
-        };
-        for pid in text
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            let pid = nix::unistd::Pid::from_raw(pid);
-            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
-                tracing::info!(pid = %pid, "stopped a left-over haproxy");
-            }
-        }
-        // Should its ports still be held for a moment, the next round of the caller starts over.
-        let _ = tokio::fs::remove_file(self.pid_file()).await;
+    /// The live HAProxy recorded in the pid file, if any.
+    async fn left_over(&self) -> Option<nix::unistd::Pid> {
+        let text = tokio::fs::read_to_string(self.pid_file()).await.ok()?;
+        let pid = nix::unistd::Pid::from_raw(text.trim().parse().ok()?);
+        nix::sys::signal::kill(pid, None).ok().map(|()| pid)
     }
 
     /// Sends one runtime API command; returns the answer.
@@ -184,28 +202,40 @@ impl Haproxy {
         Ok(())
     }
 
-    /// Starts HAProxy for `layout`, or restarts it when the layout changed (listeners or groups
-    /// came or went). Returns whether it (re)started: servers and routes must be set again.
+    /// Starts HAProxy for `layout` (or adopts the one an earlier registrar left with the same
+    /// configuration), or restarts it when the layout changed (listeners or groups came or
+    /// went). Returns whether it (re)started or was adopted: servers and routes must be set.
     pub async fn ensure(
         &self,
         layout: &Layout,
         routes: &BTreeMap<String, String>,
     ) -> Result<bool, DataPlaneError> {
         let mut st = self.state.lock().await;
-        if let Some((current, child)) = st.as_mut()
+        if let Some((current, process)) = st.as_mut()
             && current == layout
-            && child.try_wait()?.is_none()
+            && process.alive()
         {
             return Ok(false);
         }
-        if let Some((_, mut child)) = st.take() {
-            let _ = child.kill().await;
+        if let Some((_, process)) = st.take() {
+            process.kill().await;
         }
         tokio::fs::create_dir_all(&self.dir).await?;
-        // An HAProxy left by an earlier registrar (killed before it could stop it) still holds
-        // the listener ports: take over from it.
-        self.kill_left_over().await;
         let cfg = self.dir.join("haproxy.cfg");
+        // An HAProxy an earlier registrar left running with this very configuration keeps
+        // serving: adopt it (its servers and routes are then converged through the runtime API).
+        // One with another configuration holds the ports: stop it.
+        if let Some(pid) = self.left_over().await {
+            let same =
+                tokio::fs::read_to_string(&cfg).await.ok() == Some(render(layout, &self.dir));
+            if same && self.command("show info").await.is_ok() {
+                tracing::info!(pid = %pid, "adopted the running haproxy");
+                *st = Some((layout.clone(), Process::Adopted(pid)));
+                return Ok(true);
+            }
+            Process::Adopted(pid).kill().await;
+            let _ = tokio::fs::remove_file(self.pid_file()).await;
+        }
         tokio::fs::write(&cfg, render(layout, &self.dir)).await?;
         let map: String = routes.iter().map(|(l, be)| format!("{l} {be}\n")).collect();
         tokio::fs::write(self.map(), map).await?;
@@ -229,14 +259,14 @@ impl Haproxy {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        *st = Some((layout.clone(), child));
+        *st = Some((layout.clone(), Process::Child(child)));
         Ok(true)
     }
 
     /// Stops HAProxy (leadership lost, or shutdown).
     pub async fn stop(&self) {
-        if let Some((_, mut child)) = self.state.lock().await.take() {
-            let _ = child.kill().await;
+        if let Some((_, process)) = self.state.lock().await.take() {
+            process.kill().await;
         }
     }
 

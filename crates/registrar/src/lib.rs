@@ -306,13 +306,13 @@ async fn data_plane(
                 .ensure(&haproxy::Layout::new(&listeners, &groups), &routes)
                 .await
             {
-                Ok(true) => {
-                    applied = routes.clone();
-                    for g in &groups {
-                        queue.add(g.clone());
+                Ok(restarted) => {
+                    if restarted {
+                        applied.clear();
+                        for g in &groups {
+                            queue.add(g.clone());
+                        }
                     }
-                }
-                Ok(false) => {
                     for (l, be) in &routes {
                         if applied.get(l) != Some(be) {
                             match hp.route(l, be).await {
@@ -327,7 +327,9 @@ async fn data_plane(
                 Err(e) => tracing::warn!(error = %e, "cannot run haproxy"),
             }
             tokio::select! {
-                _ = cancel.cancelled() => { hp.stop().await; return }
+                biased;
+                // Shutting down: HAProxy keeps serving; the next registrar adopts it.
+                _ = cancel.cancelled() => return,
                 _ = leadership.lost(&claim) => break,
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
