@@ -184,6 +184,22 @@ pub async fn registered(store: &Store, cluster: &str, n: usize) {
     .await;
 }
 
+/// Writes `doc` at `key` as JSON text, as a user would with etcdctl.
+pub async fn put_doc(store: &Store, key: &str, doc: &serde_json::Value) {
+    store
+        .put(key, doc.to_string().into_bytes())
+        .await
+        .expect("put");
+}
+
+/// Now, epoch seconds.
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 /// Every deployment of `default/<service>`.
 pub async fn deployments_of(store: &Store, service: &str) -> Vec<capstan_core::Deployment> {
     store

@@ -62,10 +62,6 @@ async fn plane(deployers: usize) -> Plane {
     }
 }
 
-async fn put(s: &Store, key: &str, doc: &Value) {
-    s.put(key, doc.to_string().into_bytes()).await.expect("put");
-}
-
 /// Registers `web:<rev>` running `command` through `sh -c`.
 async fn task_definition(s: &Store, rev: u32, command: &str) {
     let td = json!({
@@ -73,11 +69,11 @@ async fn task_definition(s: &Store, rev: u32, command: &str) {
         "containerDefinitions": [{"name": "app", "image": "x", "cpu": 64, "memory": 32,
             "entryPoint": ["sh", "-c"], "command": [command], "stopTimeout": 2}]
     });
-    put(s, &s.keys().task_definition("web", rev), &td).await;
+    put_doc(s, &s.keys().task_definition("web", rev), &td).await;
 }
 
 async fn service(s: &Store, doc: Value) {
-    put(s, &s.keys().service("default", "web"), &doc).await;
+    put_doc(s, &s.keys().service("default", "web"), &doc).await;
 }
 
 fn spec(rev: u32, desired: u32, config: Value) -> Value {
@@ -163,7 +159,7 @@ impl Sampler {
         let (s, st, se) = (s.clone(), stop.clone(), seen.clone());
         let handle = tokio::spawn(async move {
             while !st.load(Ordering::SeqCst) {
-                let now = capstan_runtime_now();
+                let now = now_secs();
                 let ts: Vec<Task> = tasks(&s, "default")
                     .await
                     .into_iter()
@@ -187,13 +183,6 @@ impl Sampler {
         self.handle.await.expect("sampler");
         *self.seen.lock().expect("lock")
     }
-}
-
-fn capstan_runtime_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Tasks RUNNING of the deployment.
@@ -344,7 +333,7 @@ async fn breaker_rolls_back(command: &str) {
         "3 healthy web:1 tasks and no web:2 task",
         || async move {
             let ts = tasks(s, "default").await;
-            let now = capstan_runtime_now();
+            let now = now_secs();
             let ok = ts
                 .iter()
                 .filter(|t| t.task_definition_arn.ends_with("web:1") && healthy(t, now))
@@ -507,15 +496,18 @@ async fn blue_green_pause_hook_waits_for_continue() {
         },
     )
     .await;
-    // Still waiting a while later.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let still = deployments(s)
-        .await
-        .into_iter()
-        .find(|d| d.id == green.id)
-        .expect("green");
-    assert_eq!(still.lifecycle_stage, Some(LifecycleStage::PostScaleUp));
-    put(
+    // It holds there, without a continue, for as long as we watch (2 s).
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < until {
+        let still = deployments(s)
+            .await
+            .into_iter()
+            .find(|d| d.id == green.id)
+            .expect("green");
+        assert_eq!(still.lifecycle_stage, Some(LifecycleStage::PostScaleUp));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    put_doc(
         s,
         &s.keys().continue_deployment("default", "web", &green.id),
         &json!({"action": "CONTINUE"}),
@@ -607,7 +599,7 @@ fn fake_registrar(s: &Store) -> tokio::task::JoinHandle<()> {
                 }
             }
             for (tg, targets) in groups {
-                put(
+                put_doc(
                     &s,
                     &s.keys().target_group_status(&tg),
                     &json!({"targets": targets}),

@@ -69,10 +69,6 @@ async fn plane() -> Plane {
     }
 }
 
-async fn put(s: &Store, key: &str, doc: &Value) {
-    s.put(key, doc.to_string().into_bytes()).await.expect("put");
-}
-
 /// `web:<rev>`: busybox httpd on the dynamic port, answering `/` with `<rev> <task id>`.
 async fn task_definition(s: &Store, rev: u32) {
     let cmd = format!(
@@ -85,7 +81,7 @@ async fn task_definition(s: &Store, rev: u32) {
             "portMappings": [{"containerPort": 8080, "hostPort": 0}],
             "entryPoint": ["sh", "-c"], "command": [cmd], "stopTimeout": 2}]
     });
-    put(s, &s.keys().task_definition("web", rev), &td).await;
+    put_doc(s, &s.keys().task_definition("web", rev), &td).await;
 }
 
 async fn status(s: &Store) -> TargetGroupStatusDoc {
@@ -142,7 +138,7 @@ fn client(port: u16) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(u32, u32)>) {
 async fn targets_follow_tasks_health_checks_decide_and_rollouts_wait_for_them() {
     let p = plane().await;
     let s = &p.store;
-    put(
+    put_doc(
         s,
         &s.keys().target_group("web-tg"),
         &json!({"protocol": "HTTP", "port": 80,
@@ -158,7 +154,7 @@ async fn targets_follow_tasks_health_checks_decide_and_rollouts_wait_for_them() 
             "deploymentConfiguration": {"minimumHealthyPercent": 100, "maximumPercent": 200},
             "loadBalancers": [{"targetGroupArn": "web-tg", "containerName": "app", "containerPort": 8080}]})
     };
-    put(s, &s.keys().service("default", "web"), &service(1)).await;
+    put_doc(s, &s.keys().service("default", "web"), &service(1)).await;
 
     // Three healthy targets, each serving its own task.
     let doc = eventually(
@@ -176,7 +172,7 @@ async fn targets_follow_tasks_health_checks_decide_and_rollouts_wait_for_them() 
     }
     // Through HAProxy: a listener forwarding to the group reaches all three tasks.
     let port = capstan_testing::free_port().expect("port");
-    put(
+    put_doc(
         s,
         &s.keys().listener("web"),
         &json!({"port": port, "defaultActions": [{"type": "forward", "targetGroupArn": "web-tg"}]}),
@@ -292,7 +288,7 @@ async fn a_blue_green_production_shift_through_haproxy_drops_no_request() {
     let p = plane().await;
     let s = &p.store;
     for tg in ["web-blue", "web-green"] {
-        put(
+        put_doc(
             s,
             &s.keys().target_group(tg),
             &json!({"protocol": "HTTP", "port": 80,
@@ -302,7 +298,7 @@ async fn a_blue_green_production_shift_through_haproxy_drops_no_request() {
         .await;
     }
     let port = capstan_testing::free_port().expect("port");
-    put(
+    put_doc(
         s,
         &s.keys().listener("web-prod"),
         &json!({"port": port, "defaultActions": [{"type": "forward", "targetGroupArn": "web-blue"}]}),
@@ -317,7 +313,7 @@ async fn a_blue_green_production_shift_through_haproxy_drops_no_request() {
                 "advancedConfiguration": {"alternateTargetGroupArn": "web-green",
                     "productionListenerRule": "web-prod"}}]})
     };
-    put(s, &s.keys().service("default", "web"), &service(1)).await;
+    put_doc(s, &s.keys().service("default", "web"), &service(1)).await;
     eventually(
         Duration::from_secs(60),
         "web:1 served through the listener",
@@ -339,7 +335,7 @@ async fn a_blue_green_production_shift_through_haproxy_drops_no_request() {
 /// has COMPLETED, not one request may have failed and the listener serves web:2.
 async fn update_under_traffic(s: &Store, port: u16, doc: Value) {
     let (stop, traffic) = client(port);
-    put(s, &s.keys().service("default", "web"), &doc).await;
+    put_doc(s, &s.keys().service("default", "web"), &doc).await;
     eventually(Duration::from_secs(90), "web:2 COMPLETED", || async move {
         deploys(s)
             .await
@@ -359,7 +355,7 @@ async fn update_under_traffic(s: &Store, port: u16, doc: Value) {
 async fn a_registrar_restart_while_traffic_flows_fails_no_request() {
     let mut p = plane().await;
     let s = &p.store.clone();
-    put(
+    put_doc(
         s,
         &s.keys().target_group("web-tg"),
         &json!({"protocol": "HTTP", "port": 80,
@@ -367,14 +363,14 @@ async fn a_registrar_restart_while_traffic_flows_fails_no_request() {
     )
     .await;
     let port = capstan_testing::free_port().expect("port");
-    put(
+    put_doc(
         s,
         &s.keys().listener("web"),
         &json!({"port": port, "defaultActions": [{"type": "forward", "targetGroupArn": "web-tg"}]}),
     )
     .await;
     task_definition(s, 1).await;
-    put(
+    put_doc(
         s,
         &s.keys().service("default", "web"),
         &json!({"serviceName": "web", "taskDefinition": "web:1", "desiredCount": 2,

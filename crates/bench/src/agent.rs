@@ -12,7 +12,7 @@ use capstan_proto::agent::v1::agent_client::AgentClient;
 use tokio::sync::Notify;
 use tonic::transport::Channel;
 
-use crate::KillOnDrop;
+use crate::{KillOnDrop, rss_kib};
 
 /// What one run measured.
 #[derive(Debug)]
@@ -46,17 +46,6 @@ fn start_request(id: &str) -> pb::StartTaskRequest {
         overrides_json: String::new(),
         fencing_token: 1,
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 async fn wait_running(running: &Running, ids: &[String], within: Duration) -> anyhow::Result<()> {

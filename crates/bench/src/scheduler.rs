@@ -6,7 +6,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 
-use crate::KillOnDrop;
+use crate::{KillOnDrop, rss_kib};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -212,17 +212,6 @@ pub struct SchedulerFigures {
     pub writes_per_task: f64,
     /// Scheduler resident memory at the end, KiB.
     pub rss_kib: u64,
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Registers each fake agent endpoint as an ACTIVE container instance spread over ten zones.

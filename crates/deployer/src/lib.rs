@@ -17,7 +17,7 @@ use capstan_core::deployment::{Deployment, DeploymentStatus, RolloutState};
 use capstan_core::keys::Family;
 use capstan_core::lb::{ListenerRoute, TargetGroupTuple};
 use capstan_core::service::{ServiceStatus, lb_object_name};
-use capstan_plan::deploy::{self, Decision, ListenerRole, View};
+use capstan_plan::deploy::{self, Decision, ListenerRole, View, same};
 use capstan_runtime::events::now;
 use capstan_runtime::{
     Action, CommonArgs, Controller, ControllerConfig, Events, Runtime, RuntimeError,
@@ -58,12 +58,6 @@ pub struct Ctx {
 
 /// Safety-net requeue while a rollout is in progress.
 const IN_PROGRESS_RESYNC: Duration = Duration::from_secs(30);
-
-fn same(a: &Deployment, b: &Deployment) -> bool {
-    let mut a = a.clone();
-    a.updated_at = b.updated_at;
-    &a == b
-}
 
 /// The DescribeServices-shaped status of a service.
 fn status_doc(

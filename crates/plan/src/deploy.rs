@@ -548,7 +548,8 @@ pub fn stage_name(s: LifecycleStage) -> String {
         .unwrap_or_default()
 }
 
-fn same(a: &Deployment, b: &Deployment) -> bool {
+/// Whether two versions of a deployment differ only in `updatedAt`.
+pub fn same(a: &Deployment, b: &Deployment) -> bool {
     let mut a = a.clone();
     a.updated_at = b.updated_at;
     &a == b
@@ -656,7 +657,6 @@ mod tests {
             running: live,
             healthy,
             failures,
-            failures_total: failures,
             ..Tally::default()
         }
     }

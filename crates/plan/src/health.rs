@@ -147,8 +147,6 @@ pub struct Tally {
     pub healthy: u32,
     /// Failures the breaker counts (after the last healthy task when it resets on one).
     pub failures: u32,
-    /// Failures over the deployment's life.
-    pub failures_total: u32,
     /// The next moment a RUNNING task will count healthy through the grace time.
     pub next_healthy_at: Option<f64>,
 }
@@ -197,7 +195,6 @@ pub fn tally(
             }
             Class::Gone => {}
             Class::Failed(_) => {
-                out.failures_total += 1;
                 failed_at.push(t.stopped_at.unwrap_or(now));
             }
         }
@@ -345,7 +342,7 @@ mod tests {
             })
             .collect();
         let t = tally(&obs, &RULES, true, 10.0);
-        assert_eq!((t.failures, t.failures_total), (1, 3));
+        assert_eq!(t.failures, 1);
         assert_eq!((t.live, t.running, t.healthy), (1, 1, 1));
         let t = tally(&obs, &RULES, false, 10.0);
         assert_eq!(t.failures, 3);

@@ -89,8 +89,6 @@ pub fn wanted(
 pub struct Settings {
     /// Seconds between checks.
     pub interval: f64,
-    /// Seconds a check may take.
-    pub timeout: f64,
     /// Passes that bring an unhealthy target back.
     pub healthy_threshold: u32,
     /// Failures in a row that make a target unhealthy.
@@ -105,7 +103,6 @@ impl Settings {
         let hc = tg.effective_health_check();
         Self {
             interval: f64::from(hc.interval_seconds.unwrap_or(30)),
-            timeout: f64::from(hc.timeout_seconds.unwrap_or(6)),
             healthy_threshold: hc.healthy_threshold_count.unwrap_or(5),
             unhealthy_threshold: hc.unhealthy_threshold_count.unwrap_or(2),
             deregistration_delay: f64::from(tg.deregistration_delay_secs()),
@@ -246,7 +243,6 @@ mod tests {
 
     const S: Settings = Settings {
         interval: 5.0,
-        timeout: 2.0,
         healthy_threshold: 3,
         unhealthy_threshold: 2,
         deregistration_delay: 10.0,

@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use capstan_core::Keys;
+use capstan_core::TaskDefinition;
 use capstan_core::instance::ContainerInstance;
 use capstan_core::task::{Container, DesiredStatus, StopCode, Task, TaskStatus};
-use capstan_core::{TaskDefinition, Timestamp};
 use capstan_proto::agent::v1 as pb;
 use capstan_proto::agent::v1::agent_client::AgentClient;
 use capstan_proto::tls::TlsFiles;
@@ -25,13 +25,7 @@ pub const TXN_OPS: usize = 100;
 /// Most StartTask calls in flight from one launch.
 pub const START_CONCURRENCY: usize = 4096;
 
-/// Seconds since the epoch.
-pub fn now() -> Timestamp {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+pub use capstan_runtime::events::now;
 
 /// Why an agent call failed.
 #[derive(Debug, thiserror::Error)]
