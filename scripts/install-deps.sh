@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system packages Capstan builds and tests with (Debian 12): etcd, protoc, HAProxy.
+# Installs the system packages Capstan builds and tests with (Debian 12): etcd, protoc, HAProxy,
+# and the Python gRPC tools the API's outside-client test uses.
 set -euo pipefail
 pkgs=(etcd-server etcd-client protobuf-compiler libprotobuf-dev haproxy socat busybox-static)
 missing=()
@@ -12,5 +13,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The API's outside-client test generates Python stubs from proto/ (grpcio-tools from PyPI).
+if command -v python3 >/dev/null && ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
+  echo "installing: grpcio grpcio-tools (PyPI)"
+  python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools 2>/dev/null ||
+    python3 -m pip install -q --disable-pip-version-check --break-system-packages grpcio grpcio-tools
 fi
 command -v etcd >/dev/null && command -v protoc >/dev/null

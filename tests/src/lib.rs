@@ -270,3 +270,43 @@ pub fn kill_task_processes(dir: &Path) {
         capstan_testing::kill_task_processes(&a.path());
     }
 }
+
+/// A `capstan-api` server on a free port; its endpoint is `field("grpc")`.
+pub fn api(etcd: &[String], dir: &Path) -> Proc {
+    let args: Vec<String> = [
+        "--etcd-endpoints",
+        &etcd.join(","),
+        "--listen",
+        "127.0.0.1:0",
+        "--run-task-timeout",
+        "20s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Proc::start(
+        "capstan-api",
+        &args,
+        &dir.join("api.log"),
+        Some("capstan-api "),
+    )
+}
+
+/// A client of the API at `endpoint`.
+pub async fn api_client(
+    endpoint: &str,
+) -> capstan_proto::api::v1::capstan_client::CapstanClient<tonic::transport::Channel> {
+    let channel = capstan_proto::tls::connect(endpoint, None)
+        .await
+        .expect("connect to the API");
+    capstan_proto::api::v1::capstan_client::CapstanClient::new(channel)
+}
+
+/// The ECS exception an API error carries (`capstan-exception` metadata).
+pub fn exception(s: &tonic::Status) -> String {
+    s.metadata()
+        .get("capstan-exception")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}

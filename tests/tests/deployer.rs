@@ -10,7 +10,7 @@ use std::time::Duration;
 use capstan_core::ServiceStatusDoc;
 use capstan_core::deployment::{Deployment, DeploymentStatus, HookStatus, RolloutState};
 use capstan_core::keys::Family;
-use capstan_core::service::LifecycleStage;
+use capstan_core::service::{LifecycleStage, ServiceStatus};
 use capstan_core::task::{DesiredStatus, Task, TaskStatus};
 use capstan_e2e::*;
 use capstan_store::Store;
@@ -702,7 +702,8 @@ async fn desired_count_rescales_force_redeploys_unknown_revision_is_reported_and
         "{st:?}"
     );
     assert_eq!(running_of(s, &second.id).await, 3);
-    // Deleted: tasks stop, deployments and status go.
+    // Deleted: tasks stop (the status is DRAINING meanwhile, too briefly here to catch), then
+    // deployments go and the service is INACTIVE.
     s.delete(&s.keys().service("default", "web"))
         .await
         .expect("delete");
@@ -711,7 +712,9 @@ async fn desired_count_rescales_force_redeploys_unknown_revision_is_reported_and
         "everything cleaned up",
         || async move {
             let gone = deployments(s).await.is_empty()
-                && status(s).await.is_none()
+                && status(s)
+                    .await
+                    .is_some_and(|st| st.status == ServiceStatus::Inactive)
                 && !tasks(s, "default").await.iter().any(live);
             gone.then_some(())
         },

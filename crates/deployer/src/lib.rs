@@ -64,6 +64,7 @@ fn status_doc(
     key: &ServiceKey,
     desired: u32,
     deployments: &[Deployment],
+    status: ServiceStatus,
     error: Option<String>,
 ) -> ServiceStatusDoc {
     let mut shown: Vec<Deployment> = deployments
@@ -75,7 +76,7 @@ fn status_doc(
     ServiceStatusDoc {
         service_name: key.service.clone(),
         cluster_arn: key.cluster.clone(),
-        status: ServiceStatus::Active,
+        status,
         desired_count: desired,
         running_count: shown.iter().map(|d| d.running_count).sum(),
         pending_count: shown.iter().map(|d| d.pending_count).sum(),
@@ -189,7 +190,7 @@ async fn reconcile(
             let w = ctx.put_status(
                 Write::new(),
                 &key,
-                status_doc(&key, 0, &deps, Some(msg.clone())),
+                status_doc(&key, 0, &deps, ServiceStatus::Active, Some(msg.clone())),
             );
             if !w.is_empty() {
                 ctx.store.commit(w, Some(&claim)).await?;
@@ -214,7 +215,13 @@ async fn reconcile(
                 let w = ctx.put_status(
                     Write::new(),
                     &key,
-                    status_doc(&key, desired, &deps, Some(msg.clone())),
+                    status_doc(
+                        &key,
+                        desired,
+                        &deps,
+                        ServiceStatus::Active,
+                        Some(msg.clone()),
+                    ),
                 );
                 if !w.is_empty() {
                     ctx.store.commit(w, Some(&claim)).await?;
@@ -343,11 +350,22 @@ async fn reconcile(
     let status_key = keys.service_status(&key.cluster, &key.service);
     match (&spec, &config) {
         (Some(s), Some(c)) => {
-            w = ctx.put_status(w, &key, status_doc(&key, c.desired, &after, None));
+            w = ctx.put_status(
+                w,
+                &key,
+                status_doc(&key, c.desired, &after, ServiceStatus::Active, None),
+            );
             w = ctx.put_routes(w, &key, s, &decision, &after);
         }
-        _ if after.is_empty() && caches.status.get(&status_key).is_some() => {
-            w = w.delete(&status_key)
+        // Deleted: DRAINING while tasks remain, then INACTIVE (kept, as ECS shows deleted
+        // services; `etcdctl del` of the status key forgets it).
+        (None, _) if !after.is_empty() || caches.status.get(&status_key).is_some() => {
+            let state = if after.is_empty() {
+                ServiceStatus::Inactive
+            } else {
+                ServiceStatus::Draining
+            };
+            w = ctx.put_status(w, &key, status_doc(&key, 0, &after, state, None));
         }
         _ => {}
     }

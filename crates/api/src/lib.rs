@@ -1,0 +1,149 @@
+//! `capstan-api`: a stateless gRPC server with ECS's actions over the desired state in etcd.
+//! Run as many replicas as you like; every write is a compare-and-swap transaction, so they
+//! never lose each other's writes. Validation is `capstan-core`'s, the same the controllers
+//! apply to etcdctl edits.
+
+pub mod actions;
+pub mod error;
+pub mod server;
+pub mod shape;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use capstan_proto::api::v1::capstan_server::CapstanServer;
+use capstan_proto::tls::{TlsError, TlsFiles};
+use capstan_runtime::CommonArgs;
+use capstan_runtime::admin::Readiness;
+use capstan_store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+
+pub use actions::Api;
+pub use error::{ApiError, Exception};
+
+/// Default gRPC listen address: loopback only unless asked.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7400";
+
+/// `capstan-api` arguments.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "capstan-api",
+    version,
+    about = "Capstan's gRPC API (ECS's actions)"
+)]
+pub struct ApiArgs {
+    /// Shared flags (etcd, prefix, admin server, logs).
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// gRPC listen address; port 0 picks a free port.
+    #[arg(long, env = "CAPSTAN_API_LISTEN", default_value = LISTEN_DEFAULT)]
+    pub listen: SocketAddr,
+    /// How long RunTask and StartTask wait for the scheduler's answer.
+    #[arg(long, env = "CAPSTAN_RUN_TASK_TIMEOUT", default_value = "30s")]
+    pub run_task_timeout: humantime::Duration,
+    /// Server certificate (PEM); with --tls-key and --tls-ca the API requires client
+    /// certificates signed by that CA (mutual TLS).
+    #[arg(long, env = "CAPSTAN_API_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Server key (PEM).
+    #[arg(long, env = "CAPSTAN_API_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// CA that signs client certificates (PEM).
+    #[arg(long, env = "CAPSTAN_API_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// etcd could not be reached.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// TLS files could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A socket could not be bound.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not load the descriptors.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves the API until SIGTERM/SIGINT.
+pub async fn run(args: ApiArgs) -> Result<(), StartError> {
+    let cancel = CancellationToken::new();
+    capstan_runtime::spawn_signal_handler(cancel.clone());
+    let store = Store::connect(&args.common.store_config()).await?;
+    let api = Api::new(store, Duration::from(args.run_task_timeout));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| StartError::Io {
+            context: format!("cannot listen on {}", args.listen),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| StartError::Io {
+        context: "listener address".into(),
+        source,
+    })?;
+    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        }),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CapstanServer<server::CapstanService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(capstan_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.server()?)?;
+    }
+    let grpc = {
+        let cancel = cancel.clone();
+        builder
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(CapstanServer::new(server::CapstanService::new(api)))
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move { cancel.cancelled().await },
+            )
+    };
+    let (admin_addr, admin) =
+        capstan_runtime::admin::serve(args.common.admin_addr, Readiness::default(), cancel.clone())
+            .await
+            .map_err(|source| StartError::Io {
+                context: format!("admin server on {}", args.common.admin_addr),
+                source,
+            })?;
+    // A machine-readable line, so scripts and tests can find a port-0 server.
+    println!("capstan-api grpc={scheme}://{bound} admin={admin_addr}");
+    tracing::info!(grpc = %bound, admin = %admin_addr, "api started");
+    grpc.await?;
+    let _ = admin.await;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! Watching: RunTask's wait for the scheduler's answer, and the WatchService stream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use capstan_core::Task;
+use capstan_core::keys::Family;
+use capstan_proto::api::v1 as pb;
+use capstan_store::{Cache, Change, Decoder, KeyValue, Store, StoreError};
+use etcd_client::{EventType, WatchOptions};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::actions::Api;
+
+/// Waits until `key` is written after revision `after`; `None` when `timeout` passes first.
+pub async fn wait_for_key(
+    store: &Store,
+    key: &str,
+    after: i64,
+    timeout: Duration,
+) -> Result<Option<KeyValue>, StoreError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut client = store.client();
+    let opts = WatchOptions::new().with_start_revision(after + 1);
+    let mut stream = client
+        .watch(key, Some(opts))
+        .await
+        .map_err(|source| StoreError::Etcd {
+            op: "watch",
+            source,
+        })?;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => return Ok(None),
+            Ok(Ok(Some(resp))) => {
+                if resp
+                    .events()
+                    .iter()
+                    .any(|e| e.event_type() == EventType::Put)
+                {
+                    return store.get(key).await;
+                }
+            }
+            // The stream broke: the key may have been written meanwhile.
+            Ok(Ok(None) | Err(_)) => {
+                if let Some(kv) = store.get(key).await? {
+                    return Ok(Some(kv));
+                }
+                tokio::time::sleep_until(
+                    deadline.min(tokio::time::Instant::now() + Duration::from_millis(200)),
+                )
+                .await;
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                stream = client
+                    .watch(
+                        key,
+                        Some(WatchOptions::new().with_start_revision(after + 1)),
+                    )
+                    .await
+                    .map_err(|source| StoreError::Etcd {
+                        op: "watch",
+                        source,
+                    })?;
+            }
+        }
+    }
+}
+
+fn raw() -> Decoder<Vec<u8>> {
+    Arc::new(|_key, bytes| Ok(bytes.to_vec()))
+}
+
+/// Streams a service's changes into `tx` until the receiver goes away: the service first, then
+/// its deployments, tasks and events as they are now, then every change.
+pub async fn watch_service(
+    api: Api,
+    cluster: String,
+    service: String,
+    tx: mpsc::Sender<Result<pb::ServiceUpdate, tonic::Status>>,
+) {
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    let store = api.store().clone();
+    let keys = store.keys().clone();
+    let spec_key = keys.service(&cluster, &service);
+    let status_key = keys.service_status(&cluster, &service);
+    let group = format!("service:{service}");
+    let spawn = |prefix: String| {
+        let (cache, _handle) = Cache::spawn(
+            store.clone(),
+            prefix,
+            raw(),
+            capstan_store::cache::DEFAULT_RESYNC,
+            cancel.clone(),
+        );
+        let rx = cache.subscribe();
+        (cache, rx)
+    };
+    let (specs, mut spec_rx) = spawn(spec_key.clone());
+    let (statuses, mut status_rx) = spawn(status_key.clone());
+    let (deps, mut dep_rx) = spawn(keys.list(Family::Deployments, &[&cluster, &service]));
+    let (tasks, mut task_rx) = spawn(keys.list(Family::Tasks, &[&cluster]));
+    let (events, mut event_rx) = spawn(keys.list(Family::Events, &[&cluster, &service]));
+    for c in [&specs, &statuses, &deps, &tasks, &events] {
+        c.ready().await;
+    }
+
+    // Last revision sent per key, so the initial listing and the change feed never repeat.
+    let mut sent: HashMap<String, i64> = HashMap::new();
+    let is_ours = |bytes: &[u8]| {
+        serde_json::from_slice::<Task>(bytes)
+            .ok()
+            .is_some_and(|t| t.group.as_deref() == Some(group.as_str()))
+    };
+    let send = |kind: pb::service_update::Kind, key: &str, json: String, deleted: bool| {
+        let tx = tx.clone();
+        let update = pb::ServiceUpdate {
+            kind: kind as i32,
+            json,
+            deleted,
+            key: key.to_string(),
+        };
+        async move { tx.send(Ok(update)).await.is_ok() }
+    };
+    let service_doc = || async {
+        match api.describe_service_doc(&cluster, &service).await {
+            Ok(Some(v)) => v.to_string(),
+            _ => String::new(),
+        }
+    };
+
+    use pb::service_update::Kind;
+    let doc = service_doc().await;
+    if !send(Kind::Service, &spec_key, doc.clone(), doc.is_empty()).await {
+        return;
+    }
+    for (cache, kind) in [
+        (&deps, Kind::Deployment),
+        (&tasks, Kind::Task),
+        (&events, Kind::Event),
+    ] {
+        for e in cache.list() {
+            let Ok(bytes) = &e.value else { continue };
+            if kind == Kind::Task && !is_ours(bytes) {
+                continue;
+            }
+            sent.insert(e.key.clone(), e.mod_revision);
+            let json = String::from_utf8_lossy(bytes).into_owned();
+            if !send(kind, &e.key, json, false).await {
+                return;
+            }
+        }
+    }
+
+    loop {
+        let (change, cache, kind) = tokio::select! {
+            _ = tx.closed() => return,
+            Some(c) = spec_rx.recv() => (c, &specs, Kind::Service),
+            Some(c) = status_rx.recv() => (c, &statuses, Kind::Service),
+            Some(c) = dep_rx.recv() => (c, &deps, Kind::Deployment),
+            Some(c) = task_rx.recv() => (c, &tasks, Kind::Task),
+            Some(c) = event_rx.recv() => (c, &events, Kind::Event),
+            else => return,
+        };
+        if kind == Kind::Service {
+            if change.key() != spec_key && change.key() != status_key {
+                continue;
+            }
+            let doc = service_doc().await;
+            if !send(Kind::Service, &spec_key, doc.clone(), doc.is_empty()).await {
+                return;
+            }
+            continue;
+        }
+        let ok = match change {
+            Change::Put { key, revision } => {
+                if sent.get(&key).is_some_and(|r| *r >= revision) {
+                    continue;
+                }
+                let Some(e) = cache.get(&key) else { continue };
+                let Ok(bytes) = &e.value else { continue };
+                if kind == Kind::Task && !is_ours(bytes) {
+                    continue;
+                }
+                sent.insert(key.clone(), e.mod_revision);
+                send(
+                    kind,
+                    &key,
+                    String::from_utf8_lossy(bytes).into_owned(),
+                    false,
+                )
+                .await
+            }
+            Change::Delete { key, .. } => {
+                if sent.remove(&key).is_none() {
+                    continue;
+                }
+                send(kind, &key, String::new(), true).await
+            }
+        };
+        if !ok {
+            return;
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! `capstan dev`: a whole local control plane in one command, like `nomad agent -dev` — one etcd
+//! member, the API, the controllers, agents in different zones and (when installed) HAProxy.
+//! Ctrl-C stops everything, the agents' task processes and HAProxy included.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// Environment variable set on every process `capstan dev` starts (its data directory), so they
+/// can be found.
+pub const DEV_ENV: &str = "CAPSTAN_DEV_DIR";
+
+/// Which runtime the dev agents use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Runtime {
+    /// Plain child processes (no Docker needed).
+    Process,
+    /// Docker containers through the local engine.
+    Docker,
+}
+
+/// `capstan dev` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevArgs {
+    /// Keep state here between runs; a temporary directory, removed on exit, when absent.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Agent runtime.
+    #[arg(long, value_enum, default_value_t = Runtime::Process)]
+    pub runtime: Runtime,
+    /// Number of agents (zones dev-a, dev-b, …).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
+    pub agents: u8,
+    /// API listen address; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub api_listen: SocketAddr,
+    /// etcd client port; 0 picks a free one.
+    #[arg(long, default_value_t = 2379)]
+    pub etcd_port: u16,
+    /// Directory holding the capstan-* binaries; the directory of this `capstan` by default.
+    #[arg(long, env = "CAPSTAN_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// Start without HAProxy even when it is installed.
+    #[arg(long)]
+    pub no_haproxy: bool,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(bin))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A started process and its log.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+struct Plane {
+    dir: PathBuf,
+    procs: Vec<Proc>,
+    agent_dirs: Vec<PathBuf>,
+    haproxy_dir: Option<PathBuf>,
+}
+
+impl Plane {
+    fn start(&mut self, name: &str, bin: &Path, args: &[String]) -> anyhow::Result<()> {
+        let log = self.dir.join("logs").join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).with_context(|| format!("{}", log.display()))?;
+        let child = Command::new(bin)
+            .args(args)
+            .env(DEV_ENV, &self.dir)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        self.procs.push(Proc {
+            name: name.into(),
+            child,
+            log,
+        });
+        Ok(())
+    }
+
+    /// Fails when a process has exited, naming its log.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        for p in &mut self.procs {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                bail!("{} exited ({status}); see {}", p.name, p.log.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops everything in reverse order of start: SIGTERM, then SIGKILL after a grace period.
+    async fn stop(&mut self) {
+        while let Some(mut p) = self.procs.pop() {
+            if p.name == "etcd" {
+                // The agents' task processes and HAProxy go before etcd.
+                self.stop_tasks().await;
+            }
+            if let Some(pid) = p.child.id().and_then(|id| i32::try_from(id).ok()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+            if tokio::time::timeout(Duration::from_secs(10), p.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = p.child.kill().await;
+            }
+        }
+    }
+
+    /// Stops the task processes the agents leave running (agents keep tasks across restarts)
+    /// and the HAProxy the registrar leaves serving.
+    async fn stop_tasks(&self) {
+        let mut groups = Vec::new();
+        for dir in &self.agent_dirs {
+            let Ok(entries) = std::fs::read_dir(dir.join("tasks")) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let Ok(bytes) = std::fs::read(e.path()) else {
+                    continue;
+                };
+                let Ok(rec) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                    continue;
+                };
+                for c in rec["containers"].as_array().into_iter().flatten() {
+                    if let Some(pid) = c["handle"]["pid"]
+                        .as_i64()
+                        .and_then(|p| i32::try_from(p).ok())
+                        .filter(|p| *p > 1)
+                    {
+                        groups.push(Pid::from_raw(pid));
+                    }
+                }
+            }
+        }
+        for g in &groups {
+            let _ = killpg(*g, Signal::SIGTERM);
+        }
+        if let Some(dir) = &self.haproxy_dir
+            && let Ok(pid) = std::fs::read_to_string(dir.join("haproxy.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+            && pid > 1
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for g in &groups {
+            let _ = killpg(*g, Signal::SIGKILL);
+        }
+    }
+}
+
+async fn etcd_healthy(port: u16) -> bool {
+    let Ok(Ok(mut s)) = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    else {
+        return false;
+    };
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).contains("\"health\":\"true\"")
+}
+
+/// Waits for `what` (checked every 100 ms), failing early when a process dies.
+async fn wait_for<F, Fut>(
+    plane: &mut Plane,
+    what: &str,
+    within: Duration,
+    mut check: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        plane.check_alive()?;
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{what} not ready within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn log_line(path: &Path, prefix: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .map(str::to_string)
+}
+
+/// Runs `capstan dev` until Ctrl-C or SIGTERM.
+pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
+    let etcd = which("etcd").context(
+        "etcd is not installed: run `sudo apt-get install -y etcd-server etcd-client` (or `bash scripts/install-deps.sh`)",
+    )?;
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(Path::to_path_buf)
+            .context("cannot tell where capstan is installed; pass --bin-dir")?,
+    };
+    let bin = |name: &str| -> anyhow::Result<PathBuf> {
+        let p = bin_dir.join(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            bail!(
+                "{} not found; build the binaries with `cargo build --release --bins` or pass --bin-dir",
+                p.display()
+            )
+        }
+    };
+    let (api, scheduler, deployer, registrar, agent) = (
+        bin("capstan-api")?,
+        bin("capstan-scheduler")?,
+        bin("capstan-deployer")?,
+        bin("capstan-registrar")?,
+        bin("capstan-agent")?,
+    );
+    let temp = args.data_dir.is_none();
+    let dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("capstan-dev-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(dir.join("logs"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let mut plane = Plane {
+        dir: dir.clone(),
+        procs: Vec::new(),
+        agent_dirs: Vec::new(),
+        haproxy_dir: None,
+    };
+    let result = start_and_serve(
+        &mut plane,
+        &args,
+        &etcd,
+        [&api, &scheduler, &deployer, &registrar, &agent],
+    )
+    .await;
+    plane.stop().await;
+    if temp {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    eprintln!("capstan dev: stopped");
+    result
+}
+
+async fn start_and_serve(
+    plane: &mut Plane,
+    args: &DevArgs,
+    etcd: &Path,
+    [api, scheduler, deployer, registrar, agent]: [&PathBuf; 5],
+) -> anyhow::Result<i32> {
+    let dir = plane.dir.clone();
+    let client_port = if args.etcd_port == 0 {
+        free_port()?
+    } else {
+        args.etcd_port
+    };
+    let peer_port = free_port()?;
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let s = |v: &str| v.to_string();
+    plane.start(
+        "etcd",
+        etcd,
+        &[
+            s("--name"),
+            s("capstan-dev"),
+            s("--data-dir"),
+            dir.join("etcd").display().to_string(),
+            s("--listen-client-urls"),
+            client_url.clone(),
+            s("--advertise-client-urls"),
+            client_url.clone(),
+            s("--listen-peer-urls"),
+            peer_url.clone(),
+            s("--initial-advertise-peer-urls"),
+            peer_url.clone(),
+            s("--initial-cluster"),
+            format!("capstan-dev={peer_url}"),
+        ],
+    )?;
+    wait_for(plane, "etcd", Duration::from_secs(30), || {
+        etcd_healthy(client_port)
+    })
+    .await?;
+
+    let common = vec![s("--etcd-endpoints"), client_url.clone()];
+    let with = |extra: &[String]| -> Vec<String> {
+        let mut v = common.clone();
+        v.extend_from_slice(extra);
+        v
+    };
+    plane.start(
+        "api",
+        api,
+        &with(&[s("--listen"), args.api_listen.to_string()]),
+    )?;
+    let api_log = dir.join("logs").join("api.log");
+    wait_for(plane, "the API", Duration::from_secs(30), || {
+        let found = log_line(&api_log, "capstan-api grpc=").is_some();
+        async move { found }
+    })
+    .await?;
+    let api_endpoint = log_line(&api_log, "capstan-api grpc=")
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("grpc=").map(str::to_string))
+        })
+        .context("the API did not say where it listens")?;
+
+    plane.start("scheduler", scheduler, &with(&[]))?;
+    plane.start("deployer", deployer, &with(&[]))?;
+    let haproxy = if args.no_haproxy {
+        None
+    } else {
+        which("haproxy")
+    };
+    match &haproxy {
+        Some(h) => {
+            let hdir = dir.join("haproxy");
+            std::fs::create_dir_all(&hdir)?;
+            plane.haproxy_dir = Some(hdir.clone());
+            plane.start(
+                "registrar",
+                registrar,
+                &with(&[
+                    s("--haproxy-bin"),
+                    h.display().to_string(),
+                    s("--haproxy-dir"),
+                    hdir.display().to_string(),
+                ]),
+            )?;
+        }
+        None => plane.start("registrar", registrar, &with(&[s("--no-data-plane")]))?,
+    }
+    let runtime = match args.runtime {
+        Runtime::Process => "process",
+        Runtime::Docker => "docker",
+    };
+    let mut zones = Vec::new();
+    for i in 0..args.agents {
+        let zone = format!("dev-{}", (b'a' + i) as char);
+        let state = dir.join(format!("agent-{zone}"));
+        plane.agent_dirs.push(state.clone());
+        plane.start(
+            &format!("agent-{zone}"),
+            agent,
+            &with(&[
+                s("--runtime"),
+                s(runtime),
+                s("--state-dir"),
+                state.display().to_string(),
+                s("--attribute"),
+                format!("ecs.availability-zone={zone}"),
+                s("--cpu"),
+                s("4096"),
+                s("--memory"),
+                s("4096"),
+                s("--lease-ttl"),
+                s("5"),
+            ]),
+        )?;
+        zones.push(zone);
+    }
+    for zone in &zones {
+        let log = dir.join("logs").join(format!("agent-{zone}.log"));
+        wait_for(
+            plane,
+            &format!("agent {zone}"),
+            Duration::from_secs(30),
+            || {
+                let found = log_line(&log, "capstan-agent ").is_some();
+                async move { found }
+            },
+        )
+        .await?;
+    }
+
+    println!(
+        "capstan dev: ready\n\
+         \x20 API:        {api_endpoint}   (export CAPSTAN_ENDPOINT={api_endpoint})\n\
+         \x20 etcd:       {client_url}\n\
+         \x20 agents:     {} ({runtime} runtime, zones {})\n\
+         \x20 HAProxy:    {}\n\
+         \x20 data, logs: {}{}\n\
+         \n\
+         Try:\n\
+         \x20 capstan taskdef register -f examples/web-taskdef.json\n\
+         \x20 capstan service create -f examples/web-service.json\n\
+         \x20 capstan deploy web --task-definition web --wait\n\
+         \x20 etcdctl --endpoints {client_url} watch --prefix /capstan/tasks/default/\n\
+         \n\
+         Ctrl-C stops everything.",
+        zones.len(),
+        zones.join(", "),
+        haproxy.as_ref().map_or(
+            "not installed (apt-get install haproxy); listeners are not served".to_string(),
+            |h| h.display().to_string()
+        ),
+        dir.display(),
+        if args.data_dir.is_none() {
+            " (removed on exit; --data-dir keeps state)"
+        } else {
+            ""
+        },
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tick.tick() => plane.check_alive()?,
+        }
+    }
+    eprintln!("capstan dev: stopping");
+    Ok(0)
+}

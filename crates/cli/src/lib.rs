@@ -1,0 +1,146 @@
+//! The `capstan` command: ECS's actions over Capstan's gRPC API (`capstan <noun> <verb>`), a
+//! live `deploy --wait`, and `capstan dev`, which starts a whole local control plane.
+
+pub mod commands;
+pub mod deploy;
+pub mod dev;
+pub mod output;
+
+use std::path::PathBuf;
+
+use capstan_proto::api::v1::capstan_client::CapstanClient;
+use capstan_proto::tls::TlsFiles;
+use clap::{Parser, Subcommand};
+use tonic::transport::Channel;
+
+pub use output::Format;
+
+/// Default API endpoint (what `capstan dev` serves).
+pub const ENDPOINT_DEFAULT: &str = "http://127.0.0.1:7400";
+
+/// Capstan: ECS's model on your own machines.
+#[derive(Debug, Parser)]
+#[command(name = "capstan", version, propagate_version = true)]
+pub struct Cli {
+    /// API endpoint.
+    #[arg(long, global = true, env = "CAPSTAN_ENDPOINT", default_value = ENDPOINT_DEFAULT)]
+    pub endpoint: String,
+    /// Cluster to act on.
+    #[arg(
+        long,
+        global = true,
+        env = "CAPSTAN_CLUSTER",
+        default_value = "default"
+    )]
+    pub cluster: String,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// CA that signed the API's certificate (enables mutual TLS with --tls-cert/--tls-key).
+    #[arg(long, global = true, env = "CAPSTAN_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate.
+    #[arg(long, global = true, env = "CAPSTAN_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key.
+    #[arg(long, global = true, env = "CAPSTAN_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Clusters.
+    #[command(subcommand)]
+    Cluster(commands::ClusterCmd),
+    /// Task definitions.
+    #[command(subcommand, name = "taskdef")]
+    TaskDef(commands::TaskDefCmd),
+    /// Services.
+    #[command(subcommand)]
+    Service(commands::ServiceCmd),
+    /// Roll a service to a task definition; with --wait, follow the rollout to its end.
+    Deploy(deploy::DeployArgs),
+    /// Tasks.
+    #[command(subcommand)]
+    Task(commands::TaskCmd),
+    /// Container instances.
+    #[command(subcommand)]
+    Instance(commands::InstanceCmd),
+    /// Capacity providers.
+    #[command(subcommand, name = "capacity-provider")]
+    CapacityProvider(commands::CapacityProviderCmd),
+    /// Target groups.
+    #[command(subcommand, name = "targetgroup")]
+    TargetGroup(commands::TargetGroupCmd),
+    /// Listeners.
+    #[command(subcommand)]
+    Listener(commands::ListenerCmd),
+    /// Start a local control plane: etcd, the API, the controllers, agents and HAProxy.
+    Dev(dev::DevArgs),
+}
+
+/// Connection settings for the API.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    endpoint: String,
+    tls: Option<TlsFiles>,
+}
+
+impl Conn {
+    /// From the command line.
+    pub fn from_cli(cli: &Cli) -> Self {
+        let tls = match (&cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        Self {
+            endpoint: cli.endpoint.clone(),
+            tls,
+        }
+    }
+
+    /// A client of the API.
+    pub async fn client(&self) -> anyhow::Result<CapstanClient<Channel>> {
+        let channel = capstan_proto::tls::connect(&self.endpoint, self.tls.as_ref())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach the Capstan API at {}: {e}. Is `capstan dev` or capstan-api running? Set --endpoint or CAPSTAN_ENDPOINT.",
+                    self.endpoint
+                )
+            })?;
+        Ok(CapstanClient::new(channel))
+    }
+}
+
+/// Turns an API status into an error whose message is the API's (`ExceptionName: what to fix`).
+pub fn api_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}
+
+/// Runs the command line; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let conn = Conn::from_cli(&cli);
+    let out = cli.output;
+    let cluster = cli.cluster.clone();
+    match cli.command {
+        Command::Dev(args) => dev::run(args).await,
+        Command::Deploy(args) => deploy::run(&conn, &cluster, out, args).await,
+        Command::Cluster(c) => commands::cluster(&conn, out, c).await,
+        Command::TaskDef(c) => commands::taskdef(&conn, out, c).await,
+        Command::Service(c) => commands::service(&conn, &cluster, out, c).await,
+        Command::Task(c) => commands::task(&conn, &cluster, out, c).await,
+        Command::Instance(c) => commands::instance(&conn, &cluster, out, c).await,
+        Command::CapacityProvider(c) => commands::capacity_provider(&conn, &cluster, out, c).await,
+        Command::TargetGroup(c) => commands::target_group(&conn, out, c).await,
+        Command::Listener(c) => commands::listener(&conn, out, c).await,
+    }
+}

@@ -1,0 +1,867 @@
+//! capstan-api end to end: every action against real etcd (and, where an action needs them, the
+//! real scheduler, deployer and agents), happy paths and ECS's errors for the usual mistakes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use capstan_e2e::*;
+use capstan_proto::api::v1 as pb;
+use capstan_testing::EtcdCluster;
+use serde_json::{Value, json};
+use tonic::Code;
+
+fn td(family: &str, cmd: &str) -> String {
+    json!({
+        "family": family,
+        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 64, "memory": 32,
+            "entryPoint": ["sh", "-c"], "command": [cmd], "stopTimeout": 2}]
+    })
+    .to_string()
+}
+
+fn doc(s: &str) -> Value {
+    serde_json::from_str(s).expect("JSON from the API")
+}
+
+#[tokio::test]
+async fn task_definitions_get_consecutive_revisions_even_under_20_concurrent_registrations() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let api = api(&etcd.endpoints(), dir.path());
+    let endpoint = api.field("grpc").to_string();
+    let mut c = api_client(&endpoint).await;
+
+    let r = c
+        .register_task_definition(pb::RegisterTaskDefinitionRequest {
+            task_definition_json: td("web", "exec sleep 60"),
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    let first = doc(&r.task_definition_json);
+    assert_eq!(first["revision"], 1);
+    assert_eq!(first["status"], "ACTIVE");
+    assert_eq!(
+        first["taskDefinitionArn"],
+        "arn:capstan:ecs:local:000000000000:task-definition/web:1"
+    );
+
+    let calls = (0..20).map(|_| {
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let mut c = api_client(&endpoint).await;
+            let r = c
+                .register_task_definition(pb::RegisterTaskDefinitionRequest {
+                    task_definition_json: td("web", "exec sleep 60"),
+                })
+                .await
+                .expect("register")
+                .into_inner();
+            doc(&r.task_definition_json)["revision"]
+                .as_u64()
+                .expect("revision")
+        })
+    });
+    let mut revs = BTreeSet::new();
+    for call in calls {
+        revs.insert(call.await.expect("join"));
+    }
+    assert_eq!(
+        revs,
+        (2..=21).collect::<BTreeSet<u64>>(),
+        "20 distinct consecutive revisions"
+    );
+
+    // Describe: a revision, and the family's latest ACTIVE one.
+    let latest = c
+        .describe_task_definition(pb::DescribeTaskDefinitionRequest {
+            task_definition: "web".into(),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(doc(&latest.task_definition_json)["revision"], 21);
+    c.deregister_task_definition(pb::DeregisterTaskDefinitionRequest {
+        task_definition: "web:21".into(),
+    })
+    .await
+    .expect("deregister");
+    let latest = c
+        .describe_task_definition(pb::DescribeTaskDefinitionRequest {
+            task_definition: "web".into(),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(doc(&latest.task_definition_json)["revision"], 20);
+    let gone = c
+        .describe_task_definition(pb::DescribeTaskDefinitionRequest {
+            task_definition: "web:21".into(),
+        })
+        .await
+        .expect("an INACTIVE revision is still described")
+        .into_inner();
+    assert_eq!(doc(&gone.task_definition_json)["status"], "INACTIVE");
+
+    // List, paged, and families.
+    let page1 = c
+        .list_task_definitions(pb::ListTaskDefinitionsRequest {
+            family_prefix: "web".into(),
+            max_results: 15,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(page1.arns.len(), 15);
+    assert!(page1.arns[0].ends_with("task-definition/web:1"));
+    let page2 = c
+        .list_task_definitions(pb::ListTaskDefinitionsRequest {
+            family_prefix: "web".into(),
+            max_results: 15,
+            next_token: page1.next_token,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(page2.arns.len(), 5, "20 ACTIVE revisions in all");
+    assert!(page2.next_token.is_empty());
+    let fams = c
+        .list_task_definition_families(pb::ListTaskDefinitionFamiliesRequest::default())
+        .await
+        .expect("families")
+        .into_inner();
+    assert_eq!(fams.arns, ["web"]);
+
+    // Mistakes.
+    let e = c
+        .register_task_definition(pb::RegisterTaskDefinitionRequest {
+            task_definition_json: json!({"family": "web", "containerDefinitions": [{"name": "app", "image": "x", "memory": 2}]}).to_string(),
+        })
+        .await
+        .expect_err("memory below 6 MiB");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(exception(&e), "InvalidParameterException");
+    assert!(
+        e.message().contains("containerDefinitions[0].memory"),
+        "{e:?}"
+    );
+    let e = c
+        .register_task_definition(pb::RegisterTaskDefinitionRequest {
+            task_definition_json: "{\"family\": ".into(),
+        })
+        .await
+        .expect_err("bad JSON");
+    assert_eq!(exception(&e), "InvalidParameterException");
+    let e = c
+        .describe_task_definition(pb::DescribeTaskDefinitionRequest {
+            task_definition: "web:99".into(),
+        })
+        .await
+        .expect_err("unknown revision");
+    assert_eq!(exception(&e), "ClientException");
+    assert!(e.message().contains("web:99"), "{e:?}");
+}
+
+#[tokio::test]
+async fn clusters_services_and_ecs_errors_with_the_deployer_running() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let ep = etcd.endpoints();
+    let dir = tempfile::tempdir().expect("tmp");
+    let api = api(&ep, dir.path());
+    let _a = agent(&ep, dir.path(), "zone-a");
+    let _sched = scheduler(&ep, dir.path(), "s1");
+    let _dep = deployer(&ep, dir.path(), "d1", "1s");
+    let mut c = api_client(api.field("grpc")).await;
+    let s = store(&ep).await;
+    registered(&s, "default", 1).await;
+
+    // Clusters.
+    let created = c
+        .create_cluster(pb::CreateClusterRequest {
+            cluster_json: json!({"clusterName": "prod"}).to_string(),
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    assert_eq!(doc(&created.cluster_json)["status"], "ACTIVE");
+    let again = c
+        .create_cluster(pb::CreateClusterRequest {
+            cluster_json: json!({"clusterName": "prod"}).to_string(),
+        })
+        .await
+        .expect("CreateCluster is idempotent");
+    assert_eq!(doc(&again.into_inner().cluster_json)["clusterName"], "prod");
+    let list = c
+        .list_clusters(pb::ListClustersRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.arns.len(), 2, "default and prod: {:?}", list.arns);
+    let d = c
+        .describe_clusters(pb::DescribeClustersRequest {
+            clusters: vec!["default".into(), "nope".into()],
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(
+        doc(&d.items_json[0])["registeredContainerInstancesCount"],
+        1
+    );
+    assert_eq!(d.failures[0].reason, "MISSING");
+    let e = c
+        .create_service(pb::CreateServiceRequest {
+            cluster: "nope".into(),
+            service_json: json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 1})
+                .to_string(),
+        })
+        .await
+        .expect_err("unknown cluster");
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(exception(&e), "ClusterNotFoundException");
+
+    c.register_task_definition(pb::RegisterTaskDefinitionRequest {
+        task_definition_json: td("web", "exec sleep 600"),
+    })
+    .await
+    .expect("register");
+
+    // CreateService and its mistakes.
+    let svc = json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 2,
+        "deploymentConfiguration": {"minimumHealthyPercent": 50, "maximumPercent": 200}});
+    let e = c
+        .create_service(pb::CreateServiceRequest {
+            cluster: String::new(),
+            service_json:
+                json!({"serviceName": "web", "taskDefinition": "web:7", "desiredCount": 1})
+                    .to_string(),
+        })
+        .await
+        .expect_err("unknown revision");
+    assert_eq!(exception(&e), "ClientException");
+    let e = c
+        .create_service(pb::CreateServiceRequest {
+            cluster: String::new(),
+            service_json: json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 1,
+                "deploymentConfiguration": {"minimumHealthyPercent": 100, "maximumPercent": 50}})
+            .to_string(),
+        })
+        .await
+        .expect_err("invalid percent");
+    assert_eq!(exception(&e), "InvalidParameterException");
+    assert!(e.message().contains("maximumPercent"), "{e:?}");
+    let r = c
+        .create_service(pb::CreateServiceRequest {
+            cluster: String::new(),
+            service_json: svc.to_string(),
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    let created = doc(&r.service_json);
+    assert_eq!(created["status"], "ACTIVE");
+    assert_eq!(
+        created["serviceArn"],
+        "arn:capstan:ecs:local:000000000000:service/default/web"
+    );
+    let e = c
+        .create_service(pb::CreateServiceRequest {
+            cluster: String::new(),
+            service_json: svc.to_string(),
+        })
+        .await
+        .expect_err("already ACTIVE");
+    assert_eq!(exception(&e), "InvalidParameterException");
+    assert!(e.message().contains("not idempotent"), "{e:?}");
+
+    // The deployer and scheduler bring it up; DescribeServices shows it.
+    let endpoint = api.field("grpc").to_string();
+    let ep2 = &endpoint;
+    let described = eventually(Duration::from_secs(30), "2 running", || async move {
+        let mut c = api_client(ep2).await;
+        let r = c
+            .describe_services(pb::DescribeServicesRequest {
+                cluster: String::new(),
+                services: vec!["web".into(), "ghost".into()],
+            })
+            .await
+            .ok()?
+            .into_inner();
+        let d = doc(&r.items_json[0]);
+        (d["runningCount"] == 2 && r.failures.len() == 1).then_some(d)
+    })
+    .await;
+    assert_eq!(described["taskDefinition"], "web:1");
+    assert_eq!(described["deployments"][0]["status"], "PRIMARY");
+    assert!(
+        described["events"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "events are part of DescribeServices"
+    );
+    let list = c
+        .list_services(pb::ListServicesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.arns.len(), 1);
+
+    // WatchService: the current state first, then the deployment UpdateService starts.
+    let mut watch = c
+        .watch_service(pb::WatchServiceRequest {
+            cluster: String::new(),
+            service: "web".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("stream").expect("first");
+    assert_eq!(first.kind, pb::service_update::Kind::Service as i32);
+    c.register_task_definition(pb::RegisterTaskDefinitionRequest {
+        task_definition_json: td("web", "exec sleep 601"),
+    })
+    .await
+    .expect("register 2");
+    let r = c
+        .update_service(pb::UpdateServiceRequest {
+            cluster: String::new(),
+            service: "web".into(),
+            service_json: json!({"taskDefinition": "web:2"}).to_string(),
+        })
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(doc(&r.service_json)["desiredCount"], 2, "other fields kept");
+    let seen = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let u = watch.message().await.expect("stream").expect("update");
+            if u.kind == pb::service_update::Kind::Deployment as i32 {
+                let d = doc(&u.json);
+                if d["taskDefinition"] == "web:2" && d["rolloutState"] == "COMPLETED" {
+                    return d;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the watch shows the new deployment complete");
+    let deps = c
+        .list_service_deployments(pb::ListServiceDeploymentsRequest {
+            cluster: String::new(),
+            service: "web".into(),
+            status: vec!["COMPLETED".into()],
+        })
+        .await
+        .expect("deployments")
+        .into_inner();
+    assert!(
+        deps.items_json.iter().any(|j| doc(j)["id"] == seen["id"]),
+        "{deps:?}"
+    );
+    let e = c
+        .update_service(pb::UpdateServiceRequest {
+            cluster: String::new(),
+            service: "web".into(),
+            service_json: json!({"deploymentConfiguration": {"maximumPercent": 20}}).to_string(),
+        })
+        .await
+        .expect_err("invalid percent");
+    assert_eq!(exception(&e), "InvalidParameterException");
+    let e = c
+        .continue_service_deployment(pb::ContinueServiceDeploymentRequest {
+            cluster: String::new(),
+            service: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("nothing in progress");
+    assert_eq!(exception(&e), "ResourceNotFoundException");
+
+    // A cluster with services cannot be deleted.
+    let e = c
+        .delete_cluster(pb::DeleteClusterRequest {
+            cluster: "default".into(),
+        })
+        .await
+        .expect_err("services");
+    assert_eq!(exception(&e), "ClusterContainsServicesException");
+
+    // DeleteService: refused above 0 without force; then DRAINING, then INACTIVE.
+    let e = c
+        .delete_service(pb::DeleteServiceRequest {
+            cluster: String::new(),
+            service: "web".into(),
+            force: false,
+        })
+        .await
+        .expect_err("scaled above 0");
+    assert_eq!(exception(&e), "InvalidParameterException");
+    let r = c
+        .delete_service(pb::DeleteServiceRequest {
+            cluster: String::new(),
+            service: "web".into(),
+            force: true,
+        })
+        .await
+        .expect("delete")
+        .into_inner();
+    assert_eq!(doc(&r.service_json)["status"], "DRAINING");
+    eventually(Duration::from_secs(30), "INACTIVE", || async move {
+        let mut c = api_client(ep2).await;
+        let r = c
+            .describe_services(pb::DescribeServicesRequest {
+                cluster: String::new(),
+                services: vec!["web".into()],
+            })
+            .await
+            .ok()?
+            .into_inner();
+        let d = doc(r.items_json.first()?);
+        (d["status"] == "INACTIVE" && d["runningCount"] == 0).then_some(())
+    })
+    .await;
+    let e = c
+        .update_service(pb::UpdateServiceRequest {
+            cluster: String::new(),
+            service: "web".into(),
+            service_json: json!({"desiredCount": 1}).to_string(),
+        })
+        .await
+        .expect_err("INACTIVE");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(exception(&e), "ServiceNotActiveException");
+    let e = c
+        .update_service(pb::UpdateServiceRequest {
+            cluster: String::new(),
+            service: "never".into(),
+            service_json: json!({"desiredCount": 1}).to_string(),
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(exception(&e), "ServiceNotFoundException");
+    // An INACTIVE name can be used again.
+    c.create_service(pb::CreateServiceRequest {
+        cluster: String::new(),
+        service_json: json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 0})
+            .to_string(),
+    })
+    .await
+    .expect("recreate");
+
+    c.delete_cluster(pb::DeleteClusterRequest {
+        cluster: "prod".into(),
+    })
+    .await
+    .expect("an empty cluster is deleted");
+    kill_task_processes(dir.path());
+}
+
+#[tokio::test]
+async fn tasks_and_container_instances() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let ep = etcd.endpoints();
+    let dir = tempfile::tempdir().expect("tmp");
+    let api = api(&ep, dir.path());
+    let _a = agent(&ep, dir.path(), "zone-a");
+    let _b = agent(&ep, dir.path(), "zone-b");
+    let _sched = scheduler(&ep, dir.path(), "s1");
+    let mut c = api_client(api.field("grpc")).await;
+    let s = store(&ep).await;
+    registered(&s, "default", 2).await;
+
+    // Instances: list with a query filter, describe, drain, activate.
+    let all = c
+        .list_container_instances(pb::ListContainerInstancesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(all.arns.len(), 2);
+    let in_b = c
+        .list_container_instances(pb::ListContainerInstancesRequest {
+            filter: "attribute:ecs.availability-zone == zone-b".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("filter")
+        .into_inner();
+    assert_eq!(in_b.arns.len(), 1);
+    let b_id = in_b.arns[0].rsplit('/').next().expect("id").to_string();
+    let e = c
+        .list_container_instances(pb::ListContainerInstancesRequest {
+            filter: "attribute:zone ==".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad query");
+    assert_eq!(exception(&e), "InvalidParameterException");
+    let drained = c
+        .update_container_instances_state(pb::UpdateContainerInstancesStateRequest {
+            cluster: String::new(),
+            container_instances: vec![b_id.clone(), "ghost".into()],
+            status: "DRAINING".into(),
+        })
+        .await
+        .expect("drain")
+        .into_inner();
+    assert_eq!(doc(&drained.items_json[0])["status"], "DRAINING");
+    assert_eq!(drained.failures[0].reason, "MISSING");
+    let draining = c
+        .list_container_instances(pb::ListContainerInstancesRequest {
+            status: "DRAINING".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(draining.arns, in_b.arns);
+    c.update_container_instances_state(pb::UpdateContainerInstancesStateRequest {
+        cluster: String::new(),
+        container_instances: vec![b_id.clone()],
+        status: "ACTIVE".into(),
+    })
+    .await
+    .expect("activate");
+
+    // RunTask through the scheduler.
+    c.register_task_definition(pb::RegisterTaskDefinitionRequest {
+        task_definition_json: td("job", "exec sleep 600"),
+    })
+    .await
+    .expect("register");
+    let run = c
+        .run_task(pb::RunTaskRequest {
+            cluster: String::new(),
+            run_task_json: json!({"taskDefinition": "job", "count": 2, "startedBy": "me"})
+                .to_string(),
+        })
+        .await
+        .expect("run")
+        .into_inner();
+    assert_eq!(run.items_json.len(), 2, "{run:?}");
+    assert!(run.failures.is_empty());
+    let t0 = doc(&run.items_json[0]);
+    assert_eq!(t0["group"], "family:job");
+    assert_eq!(t0["startedBy"], "me");
+    let e = c
+        .run_task(pb::RunTaskRequest {
+            cluster: String::new(),
+            run_task_json: json!({"taskDefinition": "job", "count": 11}).to_string(),
+        })
+        .await
+        .expect_err("count above 10");
+    assert_eq!(exception(&e), "InvalidParameterException");
+    let e = c
+        .run_task(pb::RunTaskRequest {
+            cluster: String::new(),
+            run_task_json: json!({"taskDefinition": "nojob"}).to_string(),
+        })
+        .await
+        .expect_err("unknown family");
+    assert_eq!(exception(&e), "ClientException");
+
+    // StartTask on one named instance.
+    let started = c
+        .start_task(pb::StartTaskRequest {
+            cluster: String::new(),
+            task_definition: "job:1".into(),
+            container_instances: vec![b_id.clone()],
+            started_by: "pinned".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    assert_eq!(started.items_json.len(), 1, "{started:?}");
+    let pinned = doc(&started.items_json[0]);
+    assert!(
+        pinned["containerInstanceArn"]
+            .as_str()
+            .is_some_and(|a| a.ends_with(&b_id)),
+        "{pinned}"
+    );
+
+    // ListTasks with filters, DescribeTasks, StopTask.
+    let mine = c
+        .list_tasks(pb::ListTasksRequest {
+            started_by: "me".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(mine.arns.len(), 2);
+    let on_b = c
+        .list_tasks(pb::ListTasksRequest {
+            family: "job".into(),
+            container_instance: b_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(
+        on_b.arns
+            .iter()
+            .any(|a| a == pinned["taskArn"].as_str().unwrap_or_default())
+    );
+    let described = c
+        .describe_tasks(pb::DescribeTasksRequest {
+            cluster: String::new(),
+            tasks: vec![mine.arns[0].clone(), "ghost".into()],
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(described.items_json.len(), 1);
+    assert_eq!(described.failures[0].reason, "MISSING");
+    let id = mine.arns[0].rsplit('/').next().expect("id").to_string();
+    let stopped = c
+        .stop_task(pb::StopTaskRequest {
+            cluster: String::new(),
+            task: id.clone(),
+            reason: "done with it".into(),
+        })
+        .await
+        .expect("stop")
+        .into_inner();
+    assert_eq!(doc(&stopped.task_json)["desiredStatus"], "STOPPED");
+    let endpoint = api.field("grpc").to_string();
+    let (ep2, id2) = (&endpoint, &id);
+    eventually(Duration::from_secs(20), "task STOPPED", || async move {
+        let mut c = api_client(ep2).await;
+        let r = c
+            .describe_tasks(pb::DescribeTasksRequest {
+                cluster: String::new(),
+                tasks: vec![id2.clone()],
+            })
+            .await
+            .ok()?
+            .into_inner();
+        let t = doc(r.items_json.first()?);
+        (t["lastStatus"] == "STOPPED" && t["stoppedReason"] == "done with it").then_some(())
+    })
+    .await;
+    let stopped_list = c
+        .list_tasks(pb::ListTasksRequest {
+            desired_status: "STOPPED".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(stopped_list.arns.len(), 1);
+    let e = c
+        .stop_task(pb::StopTaskRequest {
+            cluster: String::new(),
+            task: "ghost".into(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("unknown task");
+    assert_eq!(exception(&e), "InvalidParameterException");
+    let e = c
+        .delete_cluster(pb::DeleteClusterRequest {
+            cluster: "default".into(),
+        })
+        .await
+        .expect_err("instances registered");
+    assert_eq!(exception(&e), "ClusterContainsContainerInstancesException");
+    kill_task_processes(dir.path());
+}
+
+#[tokio::test]
+async fn load_balancing_capacity_providers_reflection_and_health() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let ep = etcd.endpoints();
+    let dir = tempfile::tempdir().expect("tmp");
+    let api = api(&ep, dir.path());
+    let endpoint = api.field("grpc").to_string();
+    let mut c = api_client(&endpoint).await;
+
+    // Capacity providers and PutClusterCapacityProviders.
+    let cp = json!({"name": "spot", "nodeGroupProvider": {"endpoint": "http://127.0.0.1:9", "groupId": "g1",
+        "managedScaling": {"status": "ENABLED", "targetCapacity": 90}}});
+    c.create_capacity_provider(pb::CreateCapacityProviderRequest {
+        capacity_provider_json: cp.to_string(),
+    })
+    .await
+    .expect("create");
+    let e = c
+        .create_capacity_provider(pb::CreateCapacityProviderRequest {
+            capacity_provider_json: cp.to_string(),
+        })
+        .await
+        .expect_err("exists");
+    assert_eq!(exception(&e), "ClientException");
+    let e = c
+        .create_capacity_provider(pb::CreateCapacityProviderRequest {
+            capacity_provider_json:
+                json!({"name": "x", "nodeGroupProvider": {"endpoint": "e", "groupId": "g",
+                "managedScaling": {"targetCapacity": 150}}})
+                .to_string(),
+        })
+        .await
+        .expect_err("targetCapacity above 100");
+    assert_eq!(exception(&e), "InvalidParameterException");
+    let d = c
+        .describe_capacity_providers(pb::DescribeByNameRequest::default())
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(d.items_json.len(), 1);
+    let r = c
+        .put_cluster_capacity_providers(pb::PutClusterCapacityProvidersRequest {
+            cluster: "default".into(),
+            capacity_providers: vec!["spot".into()],
+            default_capacity_provider_strategy_json:
+                json!([{"capacityProvider": "spot", "weight": 1}]).to_string(),
+        })
+        .await
+        .expect("put")
+        .into_inner();
+    assert_eq!(doc(&r.cluster_json)["capacityProviders"], json!(["spot"]));
+    let e = c
+        .put_cluster_capacity_providers(pb::PutClusterCapacityProvidersRequest {
+            cluster: "default".into(),
+            capacity_providers: vec!["ondemand".into()],
+            default_capacity_provider_strategy_json: String::new(),
+        })
+        .await
+        .expect_err("unknown provider");
+    assert_eq!(exception(&e), "InvalidParameterException");
+
+    // Target groups and listeners.
+    let tg = json!({"protocol": "HTTP", "healthCheck": {"path": "/health"}});
+    c.create_target_group(pb::CreateTargetGroupRequest {
+        name: "web-tg".into(),
+        target_group_json: tg.to_string(),
+    })
+    .await
+    .expect("create");
+    c.create_target_group(pb::CreateTargetGroupRequest {
+        name: "web-tg".into(),
+        target_group_json: tg.to_string(),
+    })
+    .await
+    .expect("the same settings again return it");
+    let e = c
+        .create_target_group(pb::CreateTargetGroupRequest {
+            name: "web-tg".into(),
+            target_group_json: json!({"protocol": "TCP"}).to_string(),
+        })
+        .await
+        .expect_err("different settings");
+    assert_eq!(exception(&e), "ResourceInUseException");
+    let e = c
+        .create_listener(pb::CreateListenerRequest {
+            name: "front".into(),
+            listener_json: json!({"port": 18080, "defaultActions": [{"type": "forward", "targetGroupArn": "nope"}]}).to_string(),
+        })
+        .await
+        .expect_err("unknown target group");
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(exception(&e), "TargetGroupNotFoundException");
+    c.create_listener(pb::CreateListenerRequest {
+        name: "front".into(),
+        listener_json: json!({"port": 18080, "defaultActions": [{"type": "forward", "targetGroupArn": "web-tg"}]}).to_string(),
+    })
+    .await
+    .expect("create");
+    let e = c
+        .create_listener(pb::CreateListenerRequest {
+            name: "front2".into(),
+            listener_json: json!({"port": 18080, "defaultActions": [{"type": "forward", "targetGroupArn": "web-tg"}]}).to_string(),
+        })
+        .await
+        .expect_err("port taken");
+    assert_eq!(exception(&e), "DuplicateListenerException");
+    let d = c
+        .describe_listeners(pb::DescribeByNameRequest {
+            names: vec!["front".into()],
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(doc(&d.items_json[0])["port"], 18080);
+    let h = c
+        .describe_target_health(pb::DescribeTargetHealthRequest {
+            target_group: "web-tg".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner();
+    assert!(h.items_json.is_empty(), "no targets yet");
+    let e = c
+        .describe_target_groups(pb::DescribeByNameRequest {
+            names: vec!["nope".into()],
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(exception(&e), "TargetGroupNotFoundException");
+
+    // The standard health service and server reflection answer any gRPC client.
+    let channel = capstan_proto::tls::connect(&endpoint, None)
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "capstan.v1.Capstan".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut refl = ServerReflectionClient::new(channel);
+    let req = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let msg = resp.message().await.expect("stream").expect("answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("unexpected reflection answer {msg:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"capstan.v1.Capstan".to_string()),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_python_grpcio_client_generated_from_proto_uses_the_api() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let api = api(&etcd.endpoints(), dir.path());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new("python3")
+        .arg(root.join("tests/python/client_test.py"))
+        .arg("--proto-dir")
+        .arg(root.join("proto"))
+        .arg("--out-dir")
+        .arg(dir.path().join("gen"))
+        .arg("--endpoint")
+        .arg(api.field("grpc").trim_start_matches("http://"))
+        .output()
+        .expect("python3 runs");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "python client failed:\n{text}");
+    assert!(text.contains("python client: ok"), "{text}");
+}
