@@ -865,3 +865,37 @@ async fn a_python_grpcio_client_generated_from_proto_uses_the_api() {
     assert!(out.status.success(), "python client failed:\n{text}");
     assert!(text.contains("python client: ok"), "{text}");
 }
+
+/// Every document in `examples/` is accepted by the rules the API and controllers apply.
+#[test]
+fn the_examples_validate() {
+    use capstan_core::{Listener, Service, TargetGroup, TaskDefinition, accept};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut checked = 0;
+    for e in std::fs::read_dir(&dir).expect("examples/") {
+        let path = e.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if !name.ends_with(".json") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("read");
+        let ok = if name.contains("taskdef") {
+            accept::<TaskDefinition>(&bytes).map(|_| ())
+        } else if name.contains("service") {
+            accept::<Service>(&bytes).map(|_| ())
+        } else if name.contains("targetgroup") {
+            accept::<TargetGroup>(&bytes).map(|_| ())
+        } else if name.contains("listener") {
+            accept::<Listener>(&bytes).map(|_| ())
+        } else {
+            panic!("{name}: unknown kind of example");
+        };
+        assert!(ok.is_ok(), "{name}: {ok:?}");
+        checked += 1;
+    }
+    assert!(checked >= 9, "only {checked} examples");
+}

@@ -127,7 +127,10 @@ pub async fn run(args: ApiArgs) -> Result<(), StartError> {
         builder
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(CapstanServer::new(server::CapstanService::new(api)))
+            .add_service(CapstanServer::new(server::CapstanService::new(
+                api,
+                cancel.clone(),
+            )))
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move { cancel.cancelled().await },

@@ -15,12 +15,14 @@ use crate::shape::name_of;
 #[derive(Clone)]
 pub struct CapstanService {
     api: Api,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl CapstanService {
-    /// A service answering from `api`.
-    pub fn new(api: Api) -> Self {
-        Self { api }
+    /// A service answering from `api`; its watch streams end when `shutdown` is cancelled, so a
+    /// graceful stop does not wait on them.
+    pub fn new(api: Api, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        Self { api, shutdown }
     }
 }
 
@@ -341,12 +343,14 @@ impl Capstan for CapstanService {
         let service = name_of(&req.service).to_string();
         self.api.require_service(&cluster, &service).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(crate::watch::watch_service(
-            self.api.clone(),
-            cluster,
-            service,
-            tx,
-        ));
+        let watch = crate::watch::watch_service(self.api.clone(), cluster, service, tx);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watch => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

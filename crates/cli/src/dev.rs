@@ -108,23 +108,19 @@ impl Plane {
         Ok(())
     }
 
-    /// Stops everything in reverse order of start: SIGTERM, then SIGKILL after a grace period.
+    /// Stops everything: the API and controllers first (so no agent waits on their streams),
+    /// then the agents, then the tasks and HAProxy they leave running, then etcd. Each group
+    /// gets SIGTERM together, then SIGKILL after a grace period.
     async fn stop(&mut self) {
-        while let Some(mut p) = self.procs.pop() {
-            if p.name == "etcd" {
-                // The agents' task processes and HAProxy go before etcd.
-                self.stop_tasks().await;
-            }
-            if let Some(pid) = p.child.id().and_then(|id| i32::try_from(id).ok()) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            }
-            if tokio::time::timeout(Duration::from_secs(10), p.child.wait())
-                .await
-                .is_err()
-            {
-                let _ = p.child.kill().await;
-            }
-        }
+        let procs = std::mem::take(&mut self.procs);
+        let (etcd, rest): (Vec<Proc>, Vec<Proc>) =
+            procs.into_iter().partition(|p| p.name == "etcd");
+        let (agents, others): (Vec<Proc>, Vec<Proc>) =
+            rest.into_iter().partition(|p| p.name.starts_with("agent-"));
+        stop_group(others).await;
+        stop_group(agents).await;
+        self.stop_tasks().await;
+        stop_group(etcd).await;
     }
 
     /// Stops the task processes the agents leave running (agents keep tasks across restarts)
@@ -166,6 +162,24 @@ impl Plane {
         tokio::time::sleep(Duration::from_millis(500)).await;
         for g in &groups {
             let _ = killpg(*g, Signal::SIGKILL);
+        }
+    }
+}
+
+/// SIGTERM to every process of the group, then SIGKILL to those still running after 10 s.
+async fn stop_group(mut group: Vec<Proc>) {
+    for p in &group {
+        if let Some(pid) = p.child.id().and_then(|id| i32::try_from(id).ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for p in &mut group {
+        if tokio::time::timeout_at(deadline, p.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = p.child.kill().await;
         }
     }
 }
