@@ -310,3 +310,113 @@ pub fn exception(s: &tonic::Status) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// A `capstan-nodegroup-local` with `groups` (`id:min=..,max=..`), its agents joining `etcd`.
+/// Dropping it stops the provider, its agents and their tasks.
+pub struct NodeGroups {
+    /// The provider process; its endpoint is `field("grpc")`.
+    pub proc: Proc,
+    data: PathBuf,
+}
+
+impl NodeGroups {
+    /// Starts the provider.
+    pub fn start(etcd: &[String], dir: &Path, groups: &[&str]) -> Self {
+        let data = dir.join("nodegroups");
+        let mut args: Vec<String> = [
+            "--listen",
+            "127.0.0.1:0",
+            "--etcd-endpoints",
+            &etcd.join(","),
+            "--agent-lease-ttl",
+            "2",
+            "--stop-on-exit",
+            "--data-dir",
+            &data.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for g in groups {
+            args.push("--group".into());
+            args.push((*g).to_string());
+        }
+        let proc = Proc::start(
+            "capstan-nodegroup-local",
+            &args,
+            &dir.join("nodegroup-local.log"),
+            Some("capstan-nodegroup-local "),
+        );
+        Self { proc, data }
+    }
+
+    /// The provider's gRPC endpoint.
+    pub fn endpoint(&self) -> String {
+        self.proc.field("grpc").to_string()
+    }
+
+    /// DescribeGroup.
+    pub async fn describe(
+        &self,
+        group: &str,
+    ) -> capstan_proto::nodegroup::v1::DescribeGroupResponse {
+        let channel = capstan_proto::tls::connect(&self.endpoint(), None)
+            .await
+            .expect("connect to the provider");
+        capstan_proto::nodegroup::v1::node_group_provider_client::NodeGroupProviderClient::new(
+            channel,
+        )
+        .describe_group(capstan_proto::nodegroup::v1::DescribeGroupRequest {
+            group_id: group.into(),
+        })
+        .await
+        .expect("describe group")
+        .into_inner()
+    }
+}
+
+impl Drop for NodeGroups {
+    fn drop(&mut self) {
+        // SIGTERM: with --stop-on-exit the provider stops its agents and their tasks.
+        if let Ok(pid) = i32::try_from(self.proc.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline && matches!(self.proc.child.try_wait(), Ok(None))
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Whatever is left (a provider that was killed): agents from the records, then tasks.
+        for e in std::fs::read_dir(&self.data)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(bytes) = std::fs::read(e.path()) else {
+                continue;
+            };
+            let Ok(rec) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            for m in rec["members"].as_array().into_iter().flatten() {
+                if let Some(pid) = m["pid"].as_i64().and_then(|p| i32::try_from(p).ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                if let Some(d) = m["state_dir"].as_str() {
+                    capstan_testing::kill_task_processes(Path::new(d));
+                }
+            }
+        }
+    }
+}
+
+/// A scaler replica named `id`, evaluating every second.
+pub fn scaler(etcd: &[String], dir: &Path, id: &str) -> Proc {
+    controller("scaler", etcd, dir, id, &["--interval", "1s"])
+}

@@ -167,6 +167,46 @@ fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
     assert_eq!(rc, 0);
     assert!(out.contains("rolling back"), "{out}");
 
+    // A service on the dev capacity provider: the scaler starts agents of the local node group
+    // for its tasks.
+    let batch = dir.path().join("batch.json");
+    std::fs::write(
+        &batch,
+        json!({"serviceName": "batch", "taskDefinition": "hello:2", "desiredCount": 2,
+            "capacityProviderStrategy": [{"capacityProvider": "dev-pool", "weight": 1}],
+            "deploymentConfiguration": {"minimumHealthyPercent": 0, "maximumPercent": 200}})
+        .to_string(),
+    )
+    .expect("write");
+    let (rc, out, err) = capstan(
+        ep,
+        &["service", "create", "-f", batch.to_str().expect("path")],
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, out, _) = capstan(ep, &["-o", "json", "service", "describe", "batch"]);
+        let d: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        if d["runningCount"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "batch never ran 2 tasks: {out}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (rc, out, err) = capstan(
+        ep,
+        &[
+            "-o",
+            "json",
+            "instance",
+            "list",
+            "--filter",
+            "attribute:capstan.capacity-provider == dev-pool",
+        ],
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("dev-pool"), "agents of the node group: {out}");
+
     // A mistake reads as ECS's exception.
     let (rc, _, err) = capstan(ep, &["--cluster", "nope", "service", "list"]);
     assert_eq!(rc, 1);

@@ -123,3 +123,31 @@ impl StateDir {
         out
     }
 }
+
+/// The process groups of the task containers recorded under an agent's state dir `root` (each
+/// process-runtime container leads its own group), for whoever must stop them without the agent:
+/// `capstan dev` on exit, a node-group provider terminating the machine.
+pub fn task_process_groups(root: &Path) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir(root.join("tasks")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Ok(rec) = fs::read(e.path())
+            .map_err(|_| ())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|_| ()))
+        else {
+            continue;
+        };
+        out.extend(
+            rec["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["handle"]["pid"].as_i64())
+                .filter_map(|p| i32::try_from(p).ok())
+                .filter(|p| *p > 1),
+        );
+    }
+    out
+}

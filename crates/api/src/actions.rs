@@ -1095,6 +1095,10 @@ impl Api {
         };
         self.require_cluster(&cluster).await?;
         self.usable_task_definition(&r.task_definition).await?;
+        for cp in &r.capacity_provider_strategy {
+            self.require_capacity_provider(&cp.capacity_provider)
+                .await?;
+        }
         r.cluster = Some(cluster.clone());
         self.submit_run_task(&cluster, &r).await
     }

@@ -1,6 +1,7 @@
 //! Capstan benchmarks. Each prints figures; none asserts a time.
 
 pub mod agent;
+pub mod capacity;
 pub mod deployer;
 pub mod etcd;
 pub mod scheduler;

@@ -57,6 +57,12 @@ enum Command {
         #[arg(long, default_value = "1s")]
         grace: humantime::Duration,
     },
+    /// Capacity: a capacity-provider service 0 -> N on an empty local node group, real scaler.
+    Capacity {
+        /// Tasks (256 CPU each, 4 per instance).
+        #[arg(long, default_value_t = 100)]
+        tasks: usize,
+    },
     /// Node agent: StartTask -> RUNNING latency (process runtime) and RSS with many tasks.
     Agent {
         /// The capstan-agent binary; by default the one beside this bench.
@@ -154,6 +160,21 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             capstan_bench::deployer::print(&figures);
             cancel.cancel();
+        }
+        Command::Capacity { tasks } => {
+            let exe = std::env::current_exe()?;
+            let bin_dir = exe
+                .parent()
+                .ok_or_else(|| anyhow::anyhow!("no binary directory"))?
+                .to_path_buf();
+            let etcd_cluster = EtcdCluster::single().await?;
+            let endpoints = etcd_cluster.endpoints();
+            let store = Store::connect(&StoreConfig::new(endpoints.clone(), "/capstan")).await?;
+            let data = tempfile::tempdir()?;
+            let figures =
+                capstan_bench::capacity::measure(&bin_dir, &store, &endpoints, data.path(), tasks)
+                    .await?;
+            capstan_bench::capacity::print(&figures);
         }
         Command::Agent {
             agent_bin,

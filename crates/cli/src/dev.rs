@@ -126,29 +126,12 @@ impl Plane {
     /// Stops the task processes the agents leave running (agents keep tasks across restarts)
     /// and the HAProxy the registrar leaves serving.
     async fn stop_tasks(&self) {
-        let mut groups = Vec::new();
-        for dir in &self.agent_dirs {
-            let Ok(entries) = std::fs::read_dir(dir.join("tasks")) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let Ok(bytes) = std::fs::read(e.path()) else {
-                    continue;
-                };
-                let Ok(rec) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                    continue;
-                };
-                for c in rec["containers"].as_array().into_iter().flatten() {
-                    if let Some(pid) = c["handle"]["pid"]
-                        .as_i64()
-                        .and_then(|p| i32::try_from(p).ok())
-                        .filter(|p| *p > 1)
-                    {
-                        groups.push(Pid::from_raw(pid));
-                    }
-                }
-            }
-        }
+        let groups: Vec<Pid> = self
+            .agent_dirs
+            .iter()
+            .flat_map(|d| capstan_agent::state::task_process_groups(d))
+            .map(Pid::from_raw)
+            .collect();
         for g in &groups {
             let _ = killpg(*g, Signal::SIGTERM);
         }
@@ -259,13 +242,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
             )
         }
     };
-    let (api, scheduler, deployer, registrar, agent) = (
-        bin("capstan-api")?,
-        bin("capstan-scheduler")?,
-        bin("capstan-deployer")?,
-        bin("capstan-registrar")?,
-        bin("capstan-agent")?,
-    );
+    let bins = Bins {
+        api: bin("capstan-api")?,
+        scheduler: bin("capstan-scheduler")?,
+        deployer: bin("capstan-deployer")?,
+        registrar: bin("capstan-registrar")?,
+        scaler: bin("capstan-scaler")?,
+        nodegroups: bin("capstan-nodegroup-local")?,
+        agent: bin("capstan-agent")?,
+    };
     let temp = args.data_dir.is_none();
     let dir = match &args.data_dir {
         Some(d) => d.clone(),
@@ -280,13 +265,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
         agent_dirs: Vec::new(),
         haproxy_dir: None,
     };
-    let result = start_and_serve(
-        &mut plane,
-        &args,
-        &etcd,
-        [&api, &scheduler, &deployer, &registrar, &agent],
-    )
-    .await;
+    let result = start_and_serve(&mut plane, &args, &etcd, &bins).await;
     plane.stop().await;
     if temp {
         let _ = std::fs::remove_dir_all(&dir);
@@ -295,11 +274,52 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
     result
 }
 
+/// The binaries `capstan dev` runs.
+struct Bins {
+    api: PathBuf,
+    scheduler: PathBuf,
+    deployer: PathBuf,
+    registrar: PathBuf,
+    scaler: PathBuf,
+    nodegroups: PathBuf,
+    agent: PathBuf,
+}
+
+/// The capacity provider `capstan dev` creates over its local node group.
+pub const DEV_PROVIDER: &str = "dev-pool";
+
+async fn create_dev_provider(api: &str, nodegroups: &str) -> anyhow::Result<()> {
+    let channel = capstan_proto::tls::connect(api, None).await?;
+    let mut c = capstan_proto::api::v1::capstan_client::CapstanClient::new(channel);
+    let doc = serde_json::json!({
+        "name": DEV_PROVIDER,
+        "nodeGroupProvider": {
+            "endpoint": nodegroups,
+            "groupId": DEV_PROVIDER,
+            "managedScaling": {"status": "ENABLED", "targetCapacity": 100,
+                "instanceWarmupPeriod": 10, "scaleInEvaluationPeriodMinutes": 1},
+            "managedTerminationProtection": "ENABLED",
+            "managedDraining": "ENABLED"
+        }
+    });
+    match c
+        .create_capacity_provider(capstan_proto::api::v1::CreateCapacityProviderRequest {
+            capacity_provider_json: doc.to_string(),
+        })
+        .await
+    {
+        // Kept from an earlier run with --data-dir: point it at this run's provider.
+        Err(s) if s.message().contains("already exists") => Ok(()),
+        Err(s) => bail!("creating capacity provider {DEV_PROVIDER}: {}", s.message()),
+        Ok(_) => Ok(()),
+    }
+}
+
 async fn start_and_serve(
     plane: &mut Plane,
     args: &DevArgs,
     etcd: &Path,
-    [api, scheduler, deployer, registrar, agent]: [&PathBuf; 5],
+    bins: &Bins,
 ) -> anyhow::Result<i32> {
     let dir = plane.dir.clone();
     let client_port = if args.etcd_port == 0 {
@@ -344,7 +364,7 @@ async fn start_and_serve(
     };
     plane.start(
         "api",
-        api,
+        &bins.api,
         &with(&[s("--listen"), args.api_listen.to_string()]),
     )?;
     let api_log = dir.join("logs").join("api.log");
@@ -360,8 +380,45 @@ async fn start_and_serve(
         })
         .context("the API did not say where it listens")?;
 
-    plane.start("scheduler", scheduler, &with(&[]))?;
-    plane.start("deployer", deployer, &with(&[]))?;
+    plane.start("scheduler", &bins.scheduler, &with(&[]))?;
+    plane.start("deployer", &bins.deployer, &with(&[]))?;
+    plane.start("scaler", &bins.scaler, &with(&[]))?;
+    // A local node group for capacity-provider services: up to 5 agents, started on demand.
+    plane.start(
+        "nodegroup-local",
+        &bins.nodegroups,
+        &[
+            s("--listen"),
+            s("127.0.0.1:0"),
+            s("--etcd-endpoints"),
+            client_url.clone(),
+            s("--data-dir"),
+            dir.join("nodegroups").display().to_string(),
+            s("--agent-bin"),
+            bins.agent.display().to_string(),
+            s("--stop-on-exit"),
+            s("--group"),
+            format!("{DEV_PROVIDER}:min=0,max=5,cpu=2048,memory=4096,provider={DEV_PROVIDER},zones=dev-a|dev-b|dev-c"),
+        ],
+    )?;
+    let ng_log = dir.join("logs").join("nodegroup-local.log");
+    wait_for(
+        plane,
+        "the node-group provider",
+        Duration::from_secs(30),
+        || {
+            let found = log_line(&ng_log, "capstan-nodegroup-local grpc=").is_some();
+            async move { found }
+        },
+    )
+    .await?;
+    let ng_endpoint = log_line(&ng_log, "capstan-nodegroup-local grpc=")
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("grpc=").map(str::to_string))
+        })
+        .context("the node-group provider did not say where it listens")?;
+    create_dev_provider(&api_endpoint, &ng_endpoint).await?;
     let haproxy = if args.no_haproxy {
         None
     } else {
@@ -374,7 +431,7 @@ async fn start_and_serve(
             plane.haproxy_dir = Some(hdir.clone());
             plane.start(
                 "registrar",
-                registrar,
+                &bins.registrar,
                 &with(&[
                     s("--haproxy-bin"),
                     h.display().to_string(),
@@ -383,7 +440,7 @@ async fn start_and_serve(
                 ]),
             )?;
         }
-        None => plane.start("registrar", registrar, &with(&[s("--no-data-plane")]))?,
+        None => plane.start("registrar", &bins.registrar, &with(&[s("--no-data-plane")]))?,
     }
     let runtime = match args.runtime {
         Runtime::Process => "process",
@@ -396,7 +453,7 @@ async fn start_and_serve(
         plane.agent_dirs.push(state.clone());
         plane.start(
             &format!("agent-{zone}"),
-            agent,
+            &bins.agent,
             &with(&[
                 s("--runtime"),
                 s(runtime),
@@ -434,6 +491,7 @@ async fn start_and_serve(
          \x20 etcd:       {client_url}\n\
          \x20 agents:     {} ({runtime} runtime, zones {})\n\
          \x20 HAProxy:    {}\n\
+         \x20 capacity:   provider {DEV_PROVIDER} (0-5 agents of 2048 CPU, started on demand by the scaler)\n\
          \x20 data, logs: {}{}\n\
          \n\
          Try:\n\

@@ -82,7 +82,7 @@ pub struct ManagedScaling {
     /// Seconds a new instance is warming up (0–10000, default 300).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_warmup_period: Option<u32>,
-    /// Capstan: minutes an instance must be empty before scale-in (1–1440, default 15;
+    /// Capstan: minutes an instance must be empty before scale-in (0–1440, default 15;
     /// ECS hard-codes 15).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scale_in_evaluation_period_minutes: Option<u32>,
@@ -180,7 +180,7 @@ impl CapacityProvider {
                 r.range(&join(&p, "instanceWarmupPeriod"), v, 0, 10_000);
             }
             if let Some(v) = ms.scale_in_evaluation_period_minutes {
-                r.range(&join(&p, "scaleInEvaluationPeriodMinutes"), v, 1, 1440);
+                r.range(&join(&p, "scaleInEvaluationPeriodMinutes"), v, 0, 1440);
             }
         }
         if ng.managed_termination_protection.as_deref() == Some("ENABLED")
@@ -197,4 +197,33 @@ impl CapacityProvider {
         }
         r.finish()
     }
+}
+
+/// `/capstan/status/capacityproviders/<name>` (scaler): the provider's reservation and group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CapacityProviderStatusDoc {
+    /// CapacityProviderReservation, percent (M / N × 100).
+    pub capacity_provider_reservation: f64,
+    /// M: instances needed for its running non-daemon tasks plus the PROVISIONING ones.
+    pub instances_needed: u32,
+    /// N: instances running (registered).
+    pub running_instances: u32,
+    /// The group's desired capacity after this round.
+    pub desired_capacity: u32,
+    /// The group's bounds.
+    pub min_size: u32,
+    /// The group's bounds.
+    pub max_size: u32,
+    /// Tasks waiting in PROVISIONING for this provider.
+    pub provisioning_tasks: u32,
+    /// Since when each empty registered instance has been empty (container instance id → epoch s).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub empty_since: std::collections::BTreeMap<String, crate::Timestamp>,
+    /// Why a scale-out was held back, or the provider could not be reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Last update.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<crate::Timestamp>,
 }

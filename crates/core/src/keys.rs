@@ -248,6 +248,11 @@ impl Keys {
         self.key(Family::CapacityProviders, &[name])
     }
 
+    /// `status/capacityproviders/<name>`.
+    pub fn capacity_provider_status(&self, name: &str) -> String {
+        self.key(Family::CapacityProviderStatus, &[name])
+    }
+
     /// `targetgroups/<name>`.
     pub fn target_group(&self, name: &str) -> String {
         self.key(Family::TargetGroups, &[name])

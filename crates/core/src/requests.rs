@@ -44,6 +44,13 @@ pub struct RunTaskRequest {
     /// Cluster name (the key's when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// Capacity providers the tasks run on (base, then weight); the cluster's default strategy
+    /// applies when neither this nor `launchType` is given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capacity_provider_strategy: Vec<crate::CapacityProviderStrategyItem>,
+    /// `EC2` or `EXTERNAL`: any instance, no capacity provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
 }
 
 impl RunTaskRequest {
@@ -81,6 +88,19 @@ impl Spec for RunTaskRequest {
         }
         for (i, s) in self.placement_strategy.iter().enumerate() {
             validate_strategy(&mut r, &index("", "placementStrategy", i), s);
+        }
+        if !self.capacity_provider_strategy.is_empty() {
+            if self.launch_type.is_some() {
+                r.error(
+                    "capacityProviderStrategy",
+                    "Specify either Launch Type or Capacity Provider Strategy, but not both.",
+                );
+            }
+            crate::validate_capacity_provider_strategy(
+                &mut r,
+                "capacityProviderStrategy",
+                &self.capacity_provider_strategy,
+            );
         }
         r.finish()
     }

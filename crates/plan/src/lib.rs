@@ -7,5 +7,6 @@ pub mod health;
 pub mod placement;
 pub mod query;
 pub mod rollout;
+pub mod scaling;
 pub mod scheduling;
 pub mod targets;

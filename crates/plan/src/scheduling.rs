@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use capstan_core::task::{DesiredStatus, HealthStatus, TaskStatus};
 use rand::Rng;
 
-use crate::placement::{self, Constraint, Demand, Failure, Instance, Strategy, Victim};
+use crate::placement::{self, Constraint, Demand, Failure, Instance, Placement, Strategy, Victim};
+use crate::scaling::{Share, split};
 
 /// One deployment the scheduler converges.
 #[derive(Debug, Clone)]
@@ -28,7 +29,12 @@ pub struct DeploymentInput {
     pub failures: u32,
     /// When the latest of those stopped (epoch seconds).
     pub last_failure_at: Option<f64>,
+    /// Capacity provider strategy; empty: plain placement on any instance.
+    pub providers: Vec<Share>,
 }
+
+/// The instance attribute naming the capacity provider that launched it.
+pub const PROVIDER_ATTRIBUTE: &str = "capstan.capacity-provider";
 
 /// First delay of the launch backoff, seconds.
 pub const LAUNCH_BACKOFF_BASE_SECS: f64 = 10.0;
@@ -63,6 +69,8 @@ pub struct TaskInput {
     pub health: HealthStatus,
     /// A target group that reports this task's target unhealthy (past the grace period).
     pub failed_target_group: Option<String>,
+    /// Capacity provider it runs on or waits for.
+    pub provider: Option<String>,
 }
 
 impl TaskInput {
@@ -101,6 +109,20 @@ pub enum Action {
     Launch {
         /// Deployment id.
         deployment: String,
+        /// Instance id.
+        instance: String,
+    },
+    /// Record a task of `deployment` in PROVISIONING: its capacity provider has no room yet.
+    Provision {
+        /// Deployment id.
+        deployment: String,
+        /// Capacity provider it waits for.
+        provider: String,
+    },
+    /// Place a PROVISIONING task on `instance` now that there is room, and start it.
+    Place {
+        /// Task id.
+        task: String,
         /// Instance id.
         instance: String,
     },
@@ -214,6 +236,175 @@ fn plan_daemon(input: &ServiceInput) -> Plan {
     out
 }
 
+/// Places `n` tasks on the instances of capacity provider `provider` only; reservations are
+/// written back to `instances`.
+pub fn place_on<R: Rng + ?Sized>(
+    instances: &mut [Instance],
+    provider: &str,
+    demand: &Demand,
+    n: usize,
+    (constraints, strategies): (&[Constraint], &[Strategy]),
+    rng: &mut R,
+) -> Placement {
+    let mut pool: Vec<Instance> = instances
+        .iter()
+        .filter(|i| i.attributes.get(PROVIDER_ATTRIBUTE).map(String::as_str) == Some(provider))
+        .cloned()
+        .collect();
+    let p = placement::place(&mut pool, demand, n, constraints, strategies, rng);
+    for inst in pool {
+        if let Some(slot) = instances.iter_mut().find(|i| i.id == inst.id) {
+            *slot = inst;
+        }
+    }
+    p
+}
+
+/// A capacity-provider deployment: waiting tasks are placed where their provider now has room,
+/// then each provider's share (base, then weight) is filled — on its own instances, or as
+/// PROVISIONING tasks for the scaler when they are full. Returns the tasks added.
+fn provider_launches<R: Rng + ?Sized>(
+    d: &DeploymentInput,
+    good: &[&&TaskInput],
+    instances: &mut [Instance],
+    input: &ServiceInput,
+    mut room: u32,
+    out: &mut Plan,
+    rng: &mut R,
+) -> u32 {
+    let Some(demand) = &d.demand else { return 0 };
+    for t in good
+        .iter()
+        .filter(|t| t.last_status == TaskStatus::Provisioning && t.instance.is_none())
+    {
+        let Some(provider) = &t.provider else {
+            continue;
+        };
+        if let Some(instance) = place_on(
+            instances,
+            provider,
+            demand,
+            1,
+            (&input.constraints, &input.strategies),
+            rng,
+        )
+        .placed
+        .pop()
+        {
+            out.actions.push(Action::Place {
+                task: t.id.clone(),
+                instance,
+            });
+        }
+    }
+    let shares = split(d.desired, &d.providers);
+    let mut added = 0;
+    for (share, want) in d.providers.iter().zip(shares) {
+        let have = good
+            .iter()
+            .filter(|t| t.provider.as_deref() == Some(share.provider.as_str()))
+            .count() as u32;
+        let n = want.saturating_sub(have).min(room);
+        if n == 0 {
+            continue;
+        }
+        room -= n;
+        added += n;
+        let p = place_on(
+            instances,
+            &share.provider,
+            demand,
+            n as usize,
+            (&input.constraints, &input.strategies),
+            rng,
+        );
+        let placed = p.placed.len() as u32;
+        for instance in p.placed {
+            out.actions.push(Action::Launch {
+                deployment: d.id.clone(),
+                instance,
+            });
+        }
+        for _ in placed..n {
+            out.actions.push(Action::Provision {
+                deployment: d.id.clone(),
+                provider: share.provider.clone(),
+            });
+        }
+    }
+    added
+}
+
+/// Scale-in of a capacity-provider deployment: from the providers above their share, waiting
+/// (PROVISIONING) tasks first, then by the placement strategies in reverse.
+fn provider_victims<R: Rng + ?Sized>(
+    d: &DeploymentInput,
+    good: &[&&TaskInput],
+    instances: &[Instance],
+    input: &ServiceInput,
+    out: &mut Plan,
+    rng: &mut R,
+) {
+    let shares = split(d.desired, &d.providers);
+    let mut surplus: Vec<(Option<&str>, usize)> = d
+        .providers
+        .iter()
+        .zip(shares)
+        .map(|(s, want)| {
+            let have = good
+                .iter()
+                .filter(|t| t.provider.as_deref() == Some(s.provider.as_str()))
+                .count();
+            (
+                Some(s.provider.as_str()),
+                have.saturating_sub(want as usize),
+            )
+        })
+        .collect();
+    // Tasks of providers no longer in the strategy all go.
+    let others = good
+        .iter()
+        .filter(|t| {
+            !d.providers
+                .iter()
+                .any(|s| t.provider.as_deref() == Some(s.provider.as_str()))
+        })
+        .count();
+    surplus.push((None, others));
+    for (provider, n) in surplus {
+        if n == 0 {
+            continue;
+        }
+        let victims: Vec<Victim> = good
+            .iter()
+            .filter(|t| match provider {
+                Some(p) => t.provider.as_deref() == Some(p),
+                None => !d
+                    .providers
+                    .iter()
+                    .any(|s| t.provider.as_deref() == Some(s.provider.as_str())),
+            })
+            .map(|t| Victim {
+                task_id: t.id.clone(),
+                instance: t.instance.clone().unwrap_or_default(),
+                preference: match t.last_status {
+                    TaskStatus::Provisioning => 0,
+                    TaskStatus::Running => 2,
+                    _ => 1,
+                },
+            })
+            .collect();
+        for task in
+            placement::choose_victims(&victims, n, instances, &input.group, &input.strategies, rng)
+        {
+            out.actions.push(Action::Stop {
+                task,
+                reason: format!("Scaling activity initiated by (deployment {})", d.id),
+            });
+        }
+    }
+}
+
 /// Plans one service.
 pub fn plan<R: Rng + ?Sized>(input: &ServiceInput, rng: &mut R) -> Plan {
     if input.daemon {
@@ -255,7 +446,14 @@ pub fn plan<R: Rng + ?Sized>(input: &ServiceInput, rng: &mut R) -> Plan {
         if good_n < d.desired && wait > 0.0 {
             out.throttled = Some(out.throttled.map_or(wait, |w: f64| w.min(wait)));
         }
-        if good_n < d.desired
+        if !d.providers.is_empty() {
+            if d.may_launch && wait <= 0.0 {
+                let room = input.max_tasks.saturating_sub(total_live);
+                let room = if bad.is_empty() { u32::MAX } else { room };
+                total_live +=
+                    provider_launches(d, &good, &mut instances, input, room, &mut out, rng);
+            }
+        } else if good_n < d.desired
             && d.may_launch
             && wait <= 0.0
             && let Some(demand) = &d.demand
@@ -295,7 +493,9 @@ pub fn plan<R: Rng + ?Sized>(input: &ServiceInput, rng: &mut R) -> Plan {
                 total_live = total_live.saturating_sub(1);
             }
         }
-        if good_n > d.desired {
+        if good_n > d.desired && !d.providers.is_empty() {
+            provider_victims(d, &good, &instances, input, &mut out, rng);
+        } else if good_n > d.desired {
             let victims: Vec<Victim> = good
                 .iter()
                 .map(|t| Victim {
@@ -348,6 +548,7 @@ mod tests {
             deployment: dep.into(),
             instance: Some(instance.into()),
             failed_target_group: None,
+            provider: None,
             last_status: status,
             desired_status: DesiredStatus::Running,
             health: HealthStatus::Unknown,
@@ -369,6 +570,7 @@ mod tests {
                 may_launch: true,
                 failures: 0,
                 last_failure_at: None,
+                providers: vec![],
             }],
             tasks,
             instances: vec![inst("a", "za"), inst("b", "zb"), inst("c", "zc")],
@@ -565,5 +767,99 @@ mod tests {
         assert!(launches(&p).is_empty());
         let msg = p.failure.expect("failure").message("web");
         assert!(msg.contains("has insufficient memory available."), "{msg}");
+    }
+
+    fn provider_input(desired: u32, tasks: Vec<TaskInput>, b_instances: usize) -> ServiceInput {
+        let mut i = input(desired, tasks);
+        i.deployments[0].providers = vec![
+            Share {
+                provider: "A".into(),
+                base: 2,
+                weight: 1,
+            },
+            Share {
+                provider: "B".into(),
+                base: 0,
+                weight: 3,
+            },
+        ];
+        i.max_tasks = desired * 2;
+        let mut instances = Vec::new();
+        for (id, p) in [("a1", "A"), ("a2", "A")]
+            .into_iter()
+            .chain([("b1", "B"), ("b2", "B")].into_iter().take(b_instances))
+        {
+            let mut x = inst(id, "za");
+            x.attributes.insert(PROVIDER_ATTRIBUTE.into(), p.into());
+            instances.push(x);
+        }
+        i.instances = instances;
+        i
+    }
+
+    fn provisions(p: &Plan) -> Vec<String> {
+        p.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Provision { provider, .. } => Some(provider.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn capacity_provider_strategy_splits_base_then_weight_on_each_providers_instances() {
+        let p = plan(
+            &provider_input(10, vec![], 2),
+            &mut StdRng::seed_from_u64(1),
+        );
+        let l = launches(&p);
+        assert_eq!(l.iter().filter(|i| i.starts_with('a')).count(), 4);
+        assert_eq!(l.iter().filter(|i| i.starts_with('b')).count(), 6);
+        assert!(p.failure.is_none());
+    }
+
+    #[test]
+    fn tasks_that_fit_nowhere_wait_in_provisioning_then_are_placed() {
+        // B has no instances: its 6 tasks wait for the scaler, without a placement failure.
+        let p = plan(
+            &provider_input(10, vec![], 0),
+            &mut StdRng::seed_from_u64(1),
+        );
+        assert_eq!(launches(&p).len(), 4);
+        assert_eq!(provisions(&p), vec!["B"; 6]);
+        assert!(p.failure.is_none() && p.throttled.is_none());
+        // A waiting task counts toward the share (nothing new) and is placed once B has room.
+        let mut waiting = task("w1", "d1", "", TaskStatus::Provisioning);
+        waiting.instance = None;
+        waiting.provider = Some("B".into());
+        let i = provider_input(1, vec![waiting.clone()], 0);
+        let mut i = i;
+        i.deployments[0].providers[0].base = 0;
+        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        assert!(p.actions.is_empty(), "{p:?}");
+        let mut i = provider_input(1, vec![waiting], 1);
+        i.deployments[0].providers[0].base = 0;
+        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        assert_eq!(
+            p.actions,
+            vec![Action::Place {
+                task: "w1".into(),
+                instance: "b1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn capacity_provider_scale_in_stops_waiting_tasks_first() {
+        let mut waiting = task("w1", "d1", "", TaskStatus::Provisioning);
+        waiting.instance = None;
+        waiting.provider = Some("B".into());
+        let mut running = task("r1", "d1", "b1", TaskStatus::Running);
+        running.provider = Some("B".into());
+        let mut i = provider_input(1, vec![waiting, running], 1);
+        i.deployments[0].providers[0].base = 0;
+        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        assert_eq!(stops(&p), vec!["w1"]);
     }
 }

@@ -172,6 +172,78 @@ pub fn new_task(
     )
 }
 
+/// The containers of a new task of `td`, all in `status`.
+fn containers(td: &TaskDefinition, status: TaskStatus) -> Vec<Container> {
+    td.container_definitions
+        .iter()
+        .map(|c| Container {
+            name: c.name.clone(),
+            image: c.image.clone(),
+            last_status: status,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// A new task record of a capacity-provider deployment whose provider has no room yet: it
+/// waits in PROVISIONING, on no instance, until the scaler adds capacity.
+pub fn new_provisioning_task(
+    key: &ServiceKey,
+    deployment: &str,
+    td: &TaskDefinition,
+    provider: &str,
+) -> Task {
+    new_waiting_task(
+        &key.cluster,
+        &key.group(),
+        Some(deployment.to_string()),
+        td,
+        provider,
+    )
+}
+
+/// A new task record in task group `group` waiting in PROVISIONING for capacity `provider`.
+pub fn new_waiting_task(
+    cluster: &str,
+    group: &str,
+    started_by: Option<String>,
+    td: &TaskDefinition,
+    provider: &str,
+) -> Task {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    Task {
+        task_arn: arn("task", cluster, &id),
+        cluster_arn: format!("arn:capstan:ecs:local:000000000000:cluster/{cluster}"),
+        task_definition_arn: td.family_revision(),
+        last_status: TaskStatus::Provisioning,
+        desired_status: DesiredStatus::Running,
+        cpu: Some(td.reserved_cpu().to_string()),
+        memory: Some(td.reserved_memory().to_string()),
+        containers: containers(td, TaskStatus::Provisioning),
+        started_by,
+        group: Some(group.to_string()),
+        version: 1,
+        capacity_provider_name: Some(provider.to_string()),
+        created_at: Some(now()),
+        ..Default::default()
+    }
+}
+
+/// A PROVISIONING task placed on `instance`: PENDING there, to be started.
+pub fn placed_task(t: &Task, instance: &ContainerInstance, instance_id: &str) -> Task {
+    let mut t = t.clone();
+    t.container_instance_arn = Some(instance_id.to_string());
+    t.last_status = TaskStatus::Pending;
+    for c in &mut t.containers {
+        c.last_status = TaskStatus::Pending;
+    }
+    t.availability_zone = instance
+        .attribute("ecs.availability-zone")
+        .map(str::to_string);
+    t.version += 1;
+    t
+}
+
 /// A new task record placed on `instance`, in task group `group`.
 pub fn new_standalone_task(
     cluster: &str,
@@ -191,35 +263,31 @@ pub fn new_standalone_task(
         desired_status: DesiredStatus::Running,
         cpu: Some(td.reserved_cpu().to_string()),
         memory: Some(td.reserved_memory().to_string()),
-        containers: td
-            .container_definitions
-            .iter()
-            .map(|c| Container {
-                name: c.name.clone(),
-                image: c.image.clone(),
-                last_status: TaskStatus::Pending,
-                ..Default::default()
-            })
-            .collect(),
+        containers: containers(td, TaskStatus::Pending),
         started_by,
         group: Some(group.to_string()),
         version: 1,
         availability_zone: instance
             .attribute("ecs.availability-zone")
             .map(str::to_string),
-        capacity_provider_name: instance.capacity_provider_name.clone(),
+        capacity_provider_name: instance.capacity_provider_name.clone().or_else(|| {
+            instance
+                .attribute(capstan_plan::scheduling::PROVIDER_ATTRIBUTE)
+                .map(str::to_string)
+        }),
         created_at: Some(now()),
         ..Default::default()
     }
 }
 
 impl Executor {
-    /// Writes new task records (fenced, in batches) and asks their agents to start them. Tasks
-    /// an agent refuses are recorded STOPPED with the reason, to be replaced.
+    /// Writes task records (fenced, in batches) and asks their agents to start them: new records
+    /// (`None`) are created, placed PROVISIONING ones (`Some(mod_revision)`) updated if unchanged.
+    /// Tasks an agent refuses are recorded STOPPED with the reason, to be replaced.
     pub async fn launch(
         &self,
         claim: &Claim,
-        tasks: Vec<(Task, TaskDefinition, String)>,
+        tasks: Vec<(Task, TaskDefinition, String, Option<i64>)>,
         with: Write,
     ) -> Result<Vec<String>, StoreError> {
         let mut with = Some(with);
@@ -236,9 +304,12 @@ impl Executor {
             for (i, chunk) in tasks.chunks(TXN_OPS).enumerate() {
                 // The extra writes (consuming a request) commit with the first batch.
                 let mut w = with.take().unwrap_or_default();
-                for (t, _, _) in chunk {
+                for (t, _, _, expected) in chunk {
                     let key = self.task_key(t);
-                    w = w.put_json(&key, t).if_absent(&key);
+                    w = match expected {
+                        None => w.put_json(&key, t).if_absent(&key),
+                        Some(rev) => w.put_json(&key, t).if_unchanged(&key, *rev),
+                    };
                 }
                 self.store.commit(w, Some(claim)).await?;
                 let _ = ready.send(i);
@@ -250,7 +321,7 @@ impl Executor {
         let n = tasks.len();
         // Most launches share a task definition: serialize each once.
         let mut td_json: HashMap<&str, String> = HashMap::new();
-        for (t, td, _) in &tasks {
+        for (t, td, _, _) in &tasks {
             td_json
                 .entry(t.task_definition_arn.as_str())
                 .or_insert_with(|| serde_json::to_string(td).unwrap_or_default());
@@ -263,7 +334,7 @@ impl Executor {
         .map(|j| {
             let tasks = &tasks;
             async move {
-                let (t, _, endpoint) = &tasks[j];
+                let (t, _, endpoint, _) = &tasks[j];
                 let req = pb::StartTaskRequest {
                     task_id: t.id().to_string(),
                     cluster: last_segment(&t.cluster_arn).to_string(),
@@ -306,6 +377,19 @@ impl Executor {
             }
         }
         Ok(started)
+    }
+
+    /// Writes PROVISIONING task records (fenced, in batches); nothing is started.
+    pub async fn provision(&self, claim: &Claim, tasks: &[Task]) -> Result<(), StoreError> {
+        for chunk in tasks.chunks(TXN_OPS) {
+            let mut w = Write::new();
+            for t in chunk {
+                let key = self.task_key(t);
+                w = w.put_json(&key, t).if_absent(&key);
+            }
+            self.store.commit(w, Some(claim)).await?;
+        }
+        Ok(())
     }
 
     fn task_key(&self, t: &Task) -> String {

@@ -111,6 +111,11 @@ pub enum Key {
         /// Task id.
         task: String,
     },
+    /// One-off tasks of a cluster waiting in PROVISIONING for capacity.
+    Waiting {
+        /// Cluster.
+        cluster: String,
+    },
 }
 
 async fn dispatch(key: Key, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Action, StoreError> {
@@ -125,6 +130,10 @@ async fn dispatch(key: Key, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Action, 
         }
         Key::StopTask { cluster, task } => {
             requests::stop_task(&cluster, &task, &claim, &ctx).await?;
+            Ok(Action::await_change())
+        }
+        Key::Waiting { cluster } => {
+            requests::place_waiting(&cluster, &claim, &ctx).await?;
             Ok(Action::await_change())
         }
     }
@@ -214,6 +223,8 @@ async fn reconcile(
 
     let mut launches = Vec::new();
     let mut stops = Vec::new();
+    let mut provisioning = Vec::new();
+    let mut waiting: BTreeMap<String, u32> = BTreeMap::new();
     for a in plan.actions {
         match a {
             PlanAction::Launch {
@@ -227,15 +238,62 @@ async fn reconcile(
                     continue;
                 };
                 let t = new_task(&key, &deployment, td, ci, &instance);
-                launches.push((t, td.clone(), ci.agent_endpoint.clone()));
+                launches.push((t, td.clone(), ci.agent_endpoint.clone(), None));
+            }
+            PlanAction::Place { task, instance } => {
+                let (Some(entry), Some(ci)) =
+                    (snap.tasks.get(&task), snap.instances.get(&instance))
+                else {
+                    continue;
+                };
+                let Ok(t) = &entry.value else { continue };
+                let Some((_, Some(td))) =
+                    t.started_by.as_ref().and_then(|d| snap.deployments.get(d))
+                else {
+                    continue;
+                };
+                launches.push((
+                    execute::placed_task(t, ci, &instance),
+                    td.clone(),
+                    ci.agent_endpoint.clone(),
+                    Some(entry.mod_revision),
+                ));
+            }
+            PlanAction::Provision {
+                deployment,
+                provider,
+            } => {
+                if let Some((_, Some(td))) = snap.deployments.get(&deployment) {
+                    *waiting.entry(provider.clone()).or_insert(0) += 1;
+                    provisioning.push(execute::new_provisioning_task(
+                        &key,
+                        &deployment,
+                        td,
+                        &provider,
+                    ));
+                }
             }
             PlanAction::Stop { task, reason } => stops.push((task, reason)),
+        }
+    }
+    if !provisioning.is_empty() {
+        ctx.exec.provision(&claim, &provisioning).await?;
+        for (provider, n) in &waiting {
+            ctx.event(
+                &claim,
+                &key,
+                format!(
+                    "service ({}) has {n} tasks waiting in PROVISIONING for capacity provider ({provider}).",
+                    key.service
+                ),
+            )
+            .await?;
         }
     }
     if !launches.is_empty() {
         let ids: Vec<String> = launches
             .iter()
-            .map(|(t, _, _)| t.id().to_string())
+            .map(|(t, _, _, _)| t.id().to_string())
             .collect();
         let n = ids.len();
         ctx.exec.launch(&claim, launches, Write::new()).await?;
@@ -620,6 +678,7 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
         runtask: rt.cache(Family::RunTaskRequests, spec_decoder(), resync),
         stoptask: rt.cache(Family::StopTaskRequests, spec_decoder(), resync),
         targets: rt.cache(Family::TargetGroupStatus, status_decoder(), resync),
+        clusters: rt.cache(Family::Clusters, spec_decoder(), resync),
     };
     let tls = match (
         &args.agent_tls_cert,
@@ -680,14 +739,20 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
         .watches(&caches.services, move |k| service_of(&k2, k))
         .watches(&caches.tasks, move |k| {
             let Some(p) = k3.parse(k) else { return vec![] };
-            tasks
-                .get(k)
-                .and_then(|e| e.value.as_ref().ok().and_then(|t| t.group.clone()))
-                .and_then(|g| g.strip_prefix("service:").map(str::to_string))
+            let Some(t) = tasks.get(k) else { return vec![] };
+            let Ok(t) = &t.value else { return vec![] };
+            if snapshot::waiting_one_off(t) {
+                return vec![Key::Waiting {
+                    cluster: p.parts[0].clone(),
+                }];
+            }
+            t.group
+                .as_deref()
+                .and_then(|g| g.strip_prefix("service:"))
                 .map(|service| {
                     Key::Service(ServiceKey {
                         cluster: p.parts[0].clone(),
-                        service,
+                        service: service.to_string(),
                     })
                 })
                 .into_iter()
@@ -710,6 +775,7 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
                 })
                 .collect();
             out.dedup();
+            out.push(Key::Waiting { cluster });
             out
         })
         .watches(&caches.runtask, move |k| {

@@ -9,6 +9,8 @@ use capstan_core::task::{StopCode, TaskStatus};
 use capstan_core::taskdef::{TaskDefinitionRef, TaskDefinitionStatus};
 use capstan_core::{Keys, Tag, TaskDefinition};
 use capstan_plan::placement::{self, Reason};
+use capstan_plan::scaling::{Share, split};
+use capstan_plan::scheduling::place_on;
 use capstan_store::{Claim, StoreError, Write};
 use rand::SeedableRng;
 
@@ -77,26 +79,39 @@ pub async fn run_task(
     };
     let mut result = RunTaskResult::default();
     let mut launches = Vec::new();
+    let mut waiting = Vec::new();
     match &entry.value {
         Err(e) => result.failures.push(RunTaskFailure {
             reason: "InvalidParameterException".into(),
             detail: e.clone(),
         }),
-        Ok(req) => launches = plan_run_task(cluster, id, req, caches, keys, &mut result),
+        Ok(req) => {
+            (launches, waiting) = plan_run_task(cluster, id, req, caches, keys, &mut result);
+        }
     }
     result.tasks = launches
         .iter()
-        .map(|(t, _, _): &(capstan_core::Task, TaskDefinition, String)| t.id().to_string())
+        .map(|l: &Launch| l.0.id().to_string())
+        .chain(waiting.iter().map(|t| t.id().to_string()))
         .collect();
-    let consume = Write::new()
+    let mut consume = Write::new()
         .delete(&key)
         .if_unchanged(&key, entry.mod_revision)
         .put_json(&keys.key(Family::RunTaskResults, &[cluster, id]), &result);
+    // Tasks that wait for capacity are recorded in the same transaction, in PROVISIONING.
+    for t in &waiting {
+        let k = keys.task(cluster, t.id());
+        consume = consume.put_json(&k, t).if_absent(&k);
+    }
     tracing::info!(%cluster, request = %id, started = result.tasks.len(), failed = result.failures.len(), "RunTask");
     ctx.exec.launch(claim, launches, consume).await?;
     Ok(())
 }
 
+/// A task to write and start: record, task definition, agent endpoint, expected revision.
+type Launch = (capstan_core::Task, TaskDefinition, String, Option<i64>);
+
+/// RunTask's plan: tasks to start, and (with capacity providers) tasks to record PROVISIONING.
 fn plan_run_task(
     cluster: &str,
     id: &str,
@@ -104,7 +119,7 @@ fn plan_run_task(
     caches: &Caches,
     keys: &Keys,
     result: &mut RunTaskResult,
-) -> Vec<(capstan_core::Task, TaskDefinition, String)> {
+) -> (Vec<Launch>, Vec<capstan_core::Task>) {
     let count = req.count();
     let Some(td) = resolve(caches, keys, &req.task_definition) else {
         result.failures = failures(
@@ -115,7 +130,7 @@ fn plan_run_task(
                 req.task_definition
             ),
         );
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let constraints =
         match placement::constraints(&req.placement_constraints, &td.placement_constraints) {
@@ -123,7 +138,7 @@ fn plan_run_task(
             Err((field, e)) => {
                 result.failures =
                     failures(count, "InvalidParameterException", format!("{field}: {e}"));
-                return Vec::new();
+                return (Vec::new(), Vec::new());
             }
         };
     let group = req
@@ -142,6 +157,47 @@ fn plan_run_task(
     let (mut views, docs) = instances(caches, keys, cluster);
     let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
     let strategies = placement::strategies(&req.placement_strategy);
+    let mut tags = req.tags.clone();
+    tags.push(Tag {
+        key: "capstan:run-task-request".into(),
+        value: id.to_string(),
+    });
+    let shares = run_task_shares(caches, keys, cluster, req);
+    if !shares.is_empty() {
+        // Each provider's share on its own instances; what does not fit waits in PROVISIONING.
+        let mut launches = Vec::new();
+        let mut waiting = Vec::new();
+        for (share, n) in shares.iter().zip(split(count, &shares)) {
+            let p = place_on(
+                &mut views,
+                &share.provider,
+                &need,
+                n as usize,
+                (&constraints, &strategies),
+                &mut rng,
+            );
+            for inst in &p.placed {
+                if let Some(ci) = docs.get(inst) {
+                    let mut t =
+                        new_standalone_task(cluster, &group, req.started_by.clone(), &td, ci, inst);
+                    decorate(&mut t, req, &tags);
+                    launches.push((t, td.clone(), ci.agent_endpoint.clone(), None));
+                }
+            }
+            for _ in p.placed.len() as u32..n {
+                let mut t = crate::execute::new_waiting_task(
+                    cluster,
+                    &group,
+                    req.started_by.clone(),
+                    &td,
+                    &share.provider,
+                );
+                decorate(&mut t, req, &tags);
+                waiting.push(t);
+            }
+        }
+        return (launches, waiting);
+    }
     let p = placement::place(
         &mut views,
         &need,
@@ -167,25 +223,101 @@ fn plan_run_task(
             detail,
         );
     }
-    let mut tags = req.tags.clone();
-    tags.push(Tag {
-        key: "capstan:run-task-request".into(),
-        value: id.to_string(),
-    });
-    p.placed
+    let launches = p
+        .placed
         .iter()
         .filter_map(|inst| {
             let ci = docs.get(inst)?;
             let mut t = new_standalone_task(cluster, &group, req.started_by.clone(), &td, ci, inst);
-            t.overrides = req.overrides.clone();
-            t.tags = tags.clone();
-            if let Some(o) = &req.overrides {
-                t.cpu = o.cpu.clone().or(t.cpu);
-                t.memory = o.memory.clone().or(t.memory);
-            }
-            Some((t, td.clone(), ci.agent_endpoint.clone()))
+            decorate(&mut t, req, &tags);
+            Some((t, td.clone(), ci.agent_endpoint.clone(), None))
         })
-        .collect()
+        .collect();
+    (launches, Vec::new())
+}
+
+/// RunTask's overrides and tags on a new task record.
+fn decorate(t: &mut capstan_core::Task, req: &RunTaskRequest, tags: &[Tag]) {
+    t.overrides = req.overrides.clone();
+    t.tags = tags.to_vec();
+    if let Some(o) = &req.overrides {
+        t.cpu = o.cpu.clone().or(t.cpu.take());
+        t.memory = o.memory.clone().or(t.memory.take());
+    }
+}
+
+/// RunTask's capacity provider strategy: its own, else the cluster's default unless it names a
+/// launch type.
+fn run_task_shares(
+    caches: &Caches,
+    keys: &Keys,
+    cluster: &str,
+    req: &RunTaskRequest,
+) -> Vec<Share> {
+    crate::snapshot::strategy_shares(
+        caches,
+        keys,
+        cluster,
+        &req.capacity_provider_strategy,
+        req.launch_type.is_none(),
+    )
+}
+
+/// Places the one-off (RunTask) tasks of `cluster` that wait in PROVISIONING, where their
+/// capacity provider now has room, and starts them.
+pub async fn place_waiting(cluster: &str, claim: &Claim, ctx: &Arc<Ctx>) -> Result<(), StoreError> {
+    let caches = &ctx.exec.caches;
+    let keys = &ctx.exec.keys;
+    let (mut views, docs) = instances(caches, keys, cluster);
+    let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+    let mut launches = Vec::new();
+    for e in caches
+        .tasks
+        .list_prefix(&keys.list(Family::Tasks, &[cluster]))
+    {
+        let Ok(t) = &e.value else { continue };
+        if !crate::snapshot::waiting_one_off(t) {
+            continue;
+        }
+        let (Some(provider), Some(td)) = (
+            t.capacity_provider_name.as_deref(),
+            resolve(caches, keys, &t.task_definition_arn),
+        ) else {
+            continue;
+        };
+        let group = t.group.clone().unwrap_or_default();
+        let mut need = demand(&td, &group);
+        if let Some(c) = t.cpu.as_deref().and_then(|c| c.parse().ok()) {
+            need.cpu = c;
+        }
+        if let Some(m) = t.memory.as_deref().and_then(|m| m.parse().ok()) {
+            need.memory = m;
+        }
+        let constraints =
+            placement::constraints(&[], &td.placement_constraints).unwrap_or_default();
+        let p = place_on(
+            &mut views,
+            provider,
+            &need,
+            1,
+            (&constraints, &placement::default_strategies()),
+            &mut rng,
+        );
+        if let Some(inst) = p.placed.first()
+            && let Some(ci) = docs.get(inst)
+        {
+            launches.push((
+                crate::execute::placed_task(t, ci, inst),
+                td,
+                ci.agent_endpoint.clone(),
+                Some(e.mod_revision),
+            ));
+        }
+    }
+    if !launches.is_empty() {
+        ctx.exec.launch(claim, launches, Write::new()).await?;
+    }
+    Ok(())
 }
 
 /// Consumes one StopTask request: the task is stopped (UserInitiated) and the request deleted.

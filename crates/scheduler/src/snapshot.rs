@@ -32,6 +32,78 @@ pub struct Caches {
     pub stoptask: Cache<capstan_core::requests::StopTaskRequest>,
     /// Target group status (the registrar's), for the drained mark.
     pub targets: Cache<capstan_core::lb::TargetGroupStatusDoc>,
+    /// Cluster specs, for the default capacity provider strategy.
+    pub clusters: Cache<capstan_core::Cluster>,
+}
+
+/// The capacity provider strategy a deployment's tasks use: its own (the service's), else the
+/// cluster's default when the service names no launch type.
+pub fn provider_shares(
+    caches: &Caches,
+    keys: &Keys,
+    cluster: &str,
+    spec: Option<&Service>,
+    deployment: &Deployment,
+) -> Vec<capstan_plan::scaling::Share> {
+    strategy_shares(
+        caches,
+        keys,
+        cluster,
+        &deployment.capacity_provider_strategy,
+        spec.is_some_and(|s| s.launch_type.is_none()),
+    )
+}
+
+/// `own` strategy, else (when `default_allowed`) the cluster's default strategy, as shares.
+pub fn strategy_shares(
+    caches: &Caches,
+    keys: &Keys,
+    cluster: &str,
+    own: &[capstan_core::CapacityProviderStrategyItem],
+    default_allowed: bool,
+) -> Vec<capstan_plan::scaling::Share> {
+    let strategy = if !own.is_empty() {
+        own.to_vec()
+    } else if default_allowed {
+        caches
+            .clusters
+            .get(&keys.cluster(cluster))
+            .and_then(|e| {
+                e.value
+                    .as_ref()
+                    .ok()
+                    .map(|c| c.default_capacity_provider_strategy.clone())
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    shares(strategy)
+}
+
+/// A strategy as the planner's shares.
+pub fn shares(
+    strategy: Vec<capstan_core::CapacityProviderStrategyItem>,
+) -> Vec<capstan_plan::scaling::Share> {
+    strategy
+        .into_iter()
+        .map(|i| capstan_plan::scaling::Share {
+            provider: i.capacity_provider,
+            base: i.base.unwrap_or(0),
+            weight: i.weight.unwrap_or(0),
+        })
+        .collect()
+}
+
+/// A one-off (RunTask) task waiting in PROVISIONING for its capacity provider.
+pub fn waiting_one_off(t: &Task) -> bool {
+    t.last_status == TaskStatus::Provisioning
+        && t.container_instance_arn.is_none()
+        && t.desired_status == DesiredStatus::Running
+        && !t
+            .group
+            .as_deref()
+            .is_some_and(|g| g.starts_with("service:"))
 }
 
 pub use capstan_runtime::spec_decoder;
@@ -203,6 +275,7 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
             may_launch: d.rollout_state != RolloutState::Failed,
             failures,
             last_failure_at,
+            providers: provider_shares(caches, keys, &key.cluster, spec.as_ref(), d),
         });
         deployments.insert(d.id.clone(), (d.clone(), td));
     }
@@ -238,6 +311,7 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
             desired_status: t.desired_status,
             health: t.health_status,
             failed_target_group: failed_target_group(caches, keys, &deployments, t, grace, now),
+            provider: t.capacity_provider_name.clone(),
         });
         tasks.insert(t.id().to_string(), e.clone());
     }
