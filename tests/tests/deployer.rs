@@ -572,8 +572,8 @@ async fn leader_id(s: &Store) -> String {
     .await
 }
 
-/// Stands in for the registrar (its own issue): marks every RUNNING task of the service healthy
-/// in the target group its deployment registers with, as `/capstan/status/targetgroups/<tg>`.
+/// Stands in for the registrar: every RUNNING task of a load-balanced deployment is a healthy
+/// target of its group, and each group lists the listeners routed to it.
 fn fake_registrar(s: &Store) -> tokio::task::JoinHandle<()> {
     let s = s.clone();
     tokio::spawn(async move {
@@ -598,11 +598,23 @@ fn fake_registrar(s: &Store) -> tokio::task::JoinHandle<()> {
                     );
                 }
             }
+            // Like the registrar, report which listeners each group serves once routed there.
+            let mut routed: Vec<(String, String)> = Vec::new();
+            for l in ["web-prod", "web-test"] {
+                if let Some(tg) = route(&s, l).await {
+                    routed.push((l.to_string(), tg));
+                }
+            }
             for (tg, targets) in groups {
+                let listeners: Vec<Value> = routed
+                    .iter()
+                    .filter(|(_, g)| *g == tg)
+                    .map(|(l, _)| json!({"listener": l, "since": 1.0}))
+                    .collect();
                 put_doc(
                     &s,
                     &s.keys().target_group_status(&tg),
-                    &json!({"targets": targets}),
+                    &json!({"targets": targets, "listeners": listeners}),
                 )
                 .await;
             }

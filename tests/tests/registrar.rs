@@ -41,6 +41,12 @@ impl Drop for Plane {
 }
 
 async fn plane() -> Plane {
+    plane_with(None).await
+}
+
+/// A plane whose registrar gets `registrar_args` (its own HAProxy under `<dir>/haproxy` when
+/// `None`).
+async fn plane_with(registrar_args: Option<Vec<String>>) -> Plane {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let eps = etcd.endpoints();
     let dir = tempfile::tempdir().expect("tmp");
@@ -53,13 +59,10 @@ async fn plane() -> Plane {
     procs.push(scheduler(&eps, dir.path(), "s1"));
     procs.push(deployer(&eps, dir.path(), "d1", "1s"));
     let hp = dir.path().join("haproxy");
-    procs.push(controller(
-        "registrar",
-        &eps,
-        dir.path(),
-        "r1",
-        &["--haproxy-dir", &hp.display().to_string()],
-    ));
+    let args = registrar_args
+        .unwrap_or_else(|| vec!["--haproxy-dir".to_string(), hp.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    procs.push(controller("registrar", &eps, dir.path(), "r1", &args));
     Plane {
         _etcd: etcd,
         endpoints: eps,
@@ -114,24 +117,6 @@ async fn get(host: &str, port: u16) -> Option<(u16, String)> {
     c.read_to_string(&mut out).await.ok()?;
     let code = out.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, out.split("\r\n\r\n").nth(1)?.to_string()))
-}
-
-/// Requests through the listener every 20 ms until stopped: (succeeded, failed or non-2xx).
-fn client(port: u16) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(u32, u32)>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let st = stop.clone();
-    let h = tokio::spawn(async move {
-        let (mut ok, mut bad) = (0, 0);
-        while !st.load(Ordering::SeqCst) {
-            match get("127.0.0.1", port).await {
-                Some((200, _)) => ok += 1,
-                _ => bad += 1,
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (ok, bad)
-    });
-    (stop, h)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -329,12 +314,26 @@ async fn a_blue_green_production_shift_through_haproxy_drops_no_request() {
     )
     .await;
     update_under_traffic(s, port, service(2)).await;
+    // The registrar reports where the production listener's traffic goes, and since when.
+    let green = s
+        .get_json::<TargetGroupStatusDoc>(&s.keys().target_group_status("web-green"))
+        .await
+        .expect("get")
+        .expect("status")
+        .value;
+    assert!(
+        green
+            .listeners
+            .iter()
+            .any(|l| l.listener == "web-prod" && l.since > 0.0),
+        "{green:?}"
+    );
 }
 
 /// Writes `doc` (web:2) while a client requests through the listener every 20 ms; once web:2
 /// has COMPLETED, not one request may have failed and the listener serves web:2.
 async fn update_under_traffic(s: &Store, port: u16, doc: Value) {
-    let (stop, traffic) = client(port);
+    let (stop, counts) = counting_client(port);
     put_doc(s, &s.keys().service("default", "web"), &doc).await;
     eventually(Duration::from_secs(90), "web:2 COMPLETED", || async move {
         deploys(s)
@@ -343,10 +342,20 @@ async fn update_under_traffic(s: &Store, port: u16, doc: Value) {
             .find(|d| d.task_definition == "web:2" && d.rollout_state == RolloutState::Completed)
     })
     .await;
+    // The old tasks drain and stop after COMPLETED: keep the traffic going through that too.
+    let c = counts.clone();
+    let at = c.0.load(Ordering::SeqCst);
+    eventually(Duration::from_secs(20), "50 more requests", || {
+        let c = c.clone();
+        async move { (c.0.load(Ordering::SeqCst) >= at + 50).then_some(()) }
+    })
+    .await;
     stop.store(true, Ordering::SeqCst);
-    let (ok, bad) = traffic.await.expect("client");
+    let (ok, bad) = (
+        counts.0.load(Ordering::SeqCst),
+        counts.1.load(Ordering::SeqCst),
+    );
     assert_eq!(bad, 0, "{bad} failed requests of {}", ok + bad);
-    assert!(ok > 50, "only {ok} requests");
     let (code, b) = get("127.0.0.1", port).await.expect("listener answers");
     assert_eq!((code, b.starts_with("2 ")), (200, true), "{b}");
 }
@@ -430,7 +439,8 @@ async fn a_registrar_restart_while_traffic_flows_fails_no_request() {
     );
 }
 
-/// Like [`client`], with the counts readable while it runs.
+/// Requests through the listener every 20 ms until stopped; (succeeded, failed or non-2xx)
+/// readable while it runs.
 fn counting_client(port: u16) -> (Arc<AtomicBool>, Arc<(AtomicU32, AtomicU32)>) {
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new((AtomicU32::new(0), AtomicU32::new(0)));
@@ -445,4 +455,307 @@ fn counting_client(port: u16) -> (Arc<AtomicBool>, Arc<(AtomicU32, AtomicU32)>) 
         }
     });
     (stop, counts)
+}
+
+/// `web:<rev>` that also answers `/cgi-bin/slow` after `secs` seconds (busybox httpd CGI).
+async fn slow_task_definition(s: &Store, rev: u32, secs: u32) {
+    let cmd = format!(
+        "d=/tmp/capstan-www-$CAPSTAN_TASK_ID; mkdir -p $d/cgi-bin; echo {rev} $CAPSTAN_TASK_ID > $d/index.html; \
+         printf '#!/bin/sh\\nsleep {secs}\\necho Content-Type: text/plain\\necho\\necho slow done\\n' > $d/cgi-bin/slow; \
+         chmod +x $d/cgi-bin/slow; exec busybox httpd -f -p 127.0.0.1:$PORT -h $d"
+    );
+    let td = json!({
+        "family": "web", "revision": rev, "status": "ACTIVE",
+        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 64, "memory": 32,
+            "portMappings": [{"containerPort": 8080, "hostPort": 0}],
+            "entryPoint": ["sh", "-c"], "command": [cmd], "stopTimeout": 2}]
+    });
+    put_doc(s, &s.keys().task_definition("web", rev), &td).await;
+}
+
+/// GET `path`: status code and body.
+async fn get_path(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    c.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, out.split("\r\n\r\n").nth(1)?.to_string()))
+}
+
+/// One runtime API command to the registrar's HAProxy.
+async fn haproxy_command(dir: &std::path::Path, cmd: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::UnixStream::connect(dir.join("haproxy/admin.sock")).await else {
+        return String::new();
+    };
+    let _ = s.write_all(format!("{cmd}\n").as_bytes()).await;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    out
+}
+
+/// A field of HAProxy's `show info`.
+async fn haproxy_info(dir: &std::path::Path, field: &str) -> Option<String> {
+    haproxy_command(dir, "show info")
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}: ")).map(str::to_string))
+}
+
+async fn web_behind_listener(s: &Store, delay_secs: u32, desired: u32) -> u16 {
+    put_doc(
+        s,
+        &s.keys().target_group("web-tg"),
+        &json!({"protocol": "HTTP", "port": 80,
+            "healthCheck": {"path": "/", "intervalSeconds": 5, "timeoutSeconds": 2},
+            "attributes": [{"key": "deregistration_delay.timeout_seconds", "value": delay_secs.to_string()}]}),
+    )
+    .await;
+    let port = capstan_testing::free_port().expect("port");
+    put_doc(
+        s,
+        &s.keys().listener("web"),
+        &json!({"port": port, "defaultActions": [{"type": "forward", "targetGroupArn": "web-tg"}]}),
+    )
+    .await;
+    slow_task_definition(s, 1, 3).await;
+    put_doc(
+        s,
+        &s.keys().service("default", "web"),
+        &json!({"serviceName": "web", "taskDefinition": "web:1", "desiredCount": desired,
+            "deploymentConfiguration": {"minimumHealthyPercent": 0, "maximumPercent": 200},
+            "loadBalancers": [{"targetGroupArn": "web-tg", "containerName": "app", "containerPort": 8080}]}),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(40),
+        "served through the listener",
+        || async move {
+            get("127.0.0.1", port)
+                .await
+                .is_some_and(|(c, _)| c == 200)
+                .then_some(())
+        },
+    )
+    .await;
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_listener_reloads_haproxy_seamlessly_under_traffic() {
+    let p = plane().await;
+    let s = &p.store.clone();
+    let dir = p.dir.path();
+    let port = web_behind_listener(s, 5, 2).await;
+    let master = std::fs::read_to_string(dir.join("haproxy/haproxy.pid")).expect("pid file");
+    let worker = haproxy_info(dir, "Pid").await.expect("worker pid");
+
+    // A slow request is in flight, and a client loops, while a listener is added (a reload).
+    let slow = tokio::spawn(async move { get_path(port, "/cgi-bin/slow").await });
+    eventually(
+        Duration::from_secs(5),
+        "the slow request is in flight",
+        || async move {
+            haproxy_info(dir, "CurrConns")
+                .await
+                .and_then(|c| c.parse::<u32>().ok())
+                .filter(|c| *c >= 1)
+        },
+    )
+    .await;
+    let (stop, counts) = counting_client(port);
+    let port2 = capstan_testing::free_port().expect("port");
+    put_doc(
+        s,
+        &s.keys().listener("web2"),
+        &json!({"port": port2, "defaultActions": [{"type": "forward", "targetGroupArn": "web-tg"}]}),
+    )
+    .await;
+    let w = &worker;
+    eventually(Duration::from_secs(20), "a new worker", || async move {
+        haproxy_info(dir, "Pid").await.filter(|p| p != w)
+    })
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the new listener serves",
+        || async move {
+            get("127.0.0.1", port2)
+                .await
+                .is_some_and(|(c, _)| c == 200)
+                .then_some(())
+        },
+    )
+    .await;
+    let c = counts.clone();
+    let at = c.0.load(Ordering::SeqCst);
+    eventually(Duration::from_secs(20), "20 more requests", || {
+        let c = c.clone();
+        async move { (c.0.load(Ordering::SeqCst) >= at + 20).then_some(()) }
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let slow = slow.await.expect("join");
+    assert_eq!(
+        slow.as_ref().map(|(c, b)| (*c, b.trim().to_string())),
+        Some((200, "slow done".to_string())),
+        "the request in flight during the reload completed"
+    );
+    let (ok, bad) = (
+        counts.0.load(Ordering::SeqCst),
+        counts.1.load(Ordering::SeqCst),
+    );
+    assert_eq!(bad, 0, "{bad} failed requests of {}", ok + bad);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("haproxy/haproxy.pid")).expect("pid file"),
+        master,
+        "reloaded, not restarted: the same master"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_in_flight_when_its_task_starts_deactivating_completes_before_the_stop() {
+    let p = plane().await;
+    let s = &p.store.clone();
+    let dir = p.dir.path();
+    let port = web_behind_listener(s, 20, 1).await;
+    let t0 = now_secs();
+    let slow = tokio::spawn(async move {
+        let r = get_path(port, "/cgi-bin/slow").await;
+        (r, now_secs())
+    });
+    eventually(
+        Duration::from_secs(5),
+        "the slow request is in flight",
+        || async move {
+            haproxy_info(dir, "CurrConns")
+                .await
+                .and_then(|c| c.parse::<u32>().ok())
+                .filter(|c| *c >= 1)
+        },
+    )
+    .await;
+    // The task starts deactivating: its target drains while the request finishes.
+    put_doc(
+        s,
+        &s.keys().service("default", "web"),
+        &json!({"serviceName": "web", "taskDefinition": "web:1", "desiredCount": 0,
+            "deploymentConfiguration": {"minimumHealthyPercent": 0, "maximumPercent": 200},
+            "loadBalancers": [{"targetGroupArn": "web-tg", "containerName": "app", "containerPort": 8080}]}),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the target drains",
+        || async move {
+            status(s)
+                .await
+                .targets
+                .iter()
+                .any(|t| t.state == TargetState::Draining)
+                .then_some(())
+        },
+    )
+    .await;
+    let (answer, finished_at) = slow.await.expect("join");
+    assert_eq!(
+        answer.map(|(c, b)| (c, b.trim().to_string())),
+        Some((200, "slow done".to_string())),
+        "the in-flight request completed"
+    );
+    let stopped = eventually(Duration::from_secs(30), "the task stopped", || async move {
+        tasks(s, "default")
+            .await
+            .into_iter()
+            .find(|t| t.last_status == capstan_core::task::TaskStatus::Stopped)
+    })
+    .await;
+    let stopped_at = stopped.stopped_at.expect("stoppedAt");
+    assert!(
+        stopped_at >= finished_at - 0.05,
+        "stopped at {stopped_at:.3}, before the request finished at {finished_at:.3}"
+    );
+    assert!(
+        stopped_at < t0 + 20.0,
+        "stopped once drained ({:.1} s), not at the 20 s deregistration delay",
+        stopped_at - t0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_existing_haproxy_is_driven_through_its_socket_and_left_running() {
+    // An HAProxy the operator runs, with the frontend and backend names Capstan uses.
+    let ext = tempfile::tempdir().expect("tmp");
+    let (sock, map) = (ext.path().join("admin.sock"), ext.path().join("routes.map"));
+    std::fs::write(&map, "").expect("map");
+    let port = capstan_testing::free_port().expect("port");
+    let cfg = format!(
+        "global\n    stats socket {} mode 600 level admin expose-fd listeners\n\
+         defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+         \x20   option http-server-close\n\
+         backend be_none\n    http-request return status 503 content-type text/plain string \"no route\"\n\
+         frontend fe_web\n    bind 127.0.0.1:{port}\n    use_backend %[str(web),map({},be_none)]\n\
+         backend be_web-tg\n    balance roundrobin\n",
+        sock.display(),
+        map.display()
+    );
+    std::fs::write(ext.path().join("haproxy.cfg"), cfg).expect("cfg");
+    let mut haproxy = std::process::Command::new("haproxy")
+        .args(["-W", "-db", "-f"])
+        .arg(ext.path().join("haproxy.cfg"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy");
+    let args = vec![
+        "--haproxy-socket".to_string(),
+        sock.display().to_string(),
+        "--haproxy-map".to_string(),
+        map.display().to_string(),
+    ];
+    let mut p = plane_with(Some(args)).await;
+    let s = &p.store.clone();
+    put_doc(
+        s,
+        &s.keys().target_group("web-tg"),
+        &json!({"protocol": "HTTP", "healthCheck": {"path": "/", "intervalSeconds": 5, "timeoutSeconds": 2}}),
+    )
+    .await;
+    put_doc(
+        s,
+        &s.keys().listener("web"),
+        &json!({"port": port, "defaultActions": [{"type": "forward", "targetGroupArn": "web-tg"}]}),
+    )
+    .await;
+    task_definition(s, 1).await;
+    put_doc(
+        s,
+        &s.keys().service("default", "web"),
+        &json!({"serviceName": "web", "taskDefinition": "web:1", "desiredCount": 2,
+            "loadBalancers": [{"targetGroupArn": "web-tg", "containerName": "app", "containerPort": 8080}]}),
+    )
+    .await;
+    // Both tasks answer through the operator's HAProxy.
+    let seen = std::sync::Mutex::new(BTreeSet::new());
+    let seen = &seen;
+    eventually(Duration::from_secs(40), "both tasks serve", || async move {
+        if let Some(b) = body("127.0.0.1", port).await {
+            seen.lock().expect("lock").insert(b);
+        }
+        (seen.lock().expect("lock").len() == 2).then_some(())
+    })
+    .await;
+    // The registrar goes; the HAProxy it did not start keeps running and serving.
+    let mut r = p.procs.pop().expect("registrar");
+    r.kill();
+    assert!(matches!(haproxy.try_wait(), Ok(None)), "haproxy still runs");
+    assert_eq!(get("127.0.0.1", port).await.map(|(c, _)| c), Some(200));
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
 }

@@ -35,8 +35,54 @@ pub struct CapacityFigures {
     pub instances: usize,
 }
 
-/// Stops the provider gracefully on drop, so its agents and their tasks go with it.
-struct Provider(std::process::Child);
+/// A `capstan-nodegroup-local`, stopped gracefully on drop so its agents and their tasks go
+/// with it.
+pub struct Provider(std::process::Child);
+
+/// Starts `capstan-nodegroup-local` with one `--group`; returns it and its endpoint.
+pub async fn start_nodegroups(
+    bin_dir: &Path,
+    etcd: &[String],
+    data: &Path,
+    group: &str,
+) -> anyhow::Result<(Provider, String)> {
+    let mut child = Command::new(bin_dir.join("capstan-nodegroup-local"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--stop-on-exit",
+            "--agent-lease-ttl",
+            "3",
+        ])
+        .args(["--etcd-endpoints", &etcd.join(",")])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--group")
+        .arg(group)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let provider = Provider(child);
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("capstan-nodegroup-local "))
+    })
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("capstan-nodegroup-local did not start"))?;
+    let endpoint = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("grpc="))
+        .ok_or_else(|| anyhow::anyhow!("no endpoint in {line:?}"))?
+        .to_string();
+    Ok((provider, endpoint))
+}
 
 impl Drop for Provider {
     fn drop(&mut self) {
@@ -52,6 +98,30 @@ impl Drop for Provider {
     }
 }
 
+/// Writes `v` as JSON at `key`.
+pub async fn put_json(store: &Store, key: &str, v: serde_json::Value) -> anyhow::Result<()> {
+    store.put(key, v.to_string().into_bytes()).await?;
+    Ok(())
+}
+
+/// The real scheduler and deployer (health grace 1 s) beside this bench.
+pub fn spawn_controllers(bin_dir: &Path, etcd: &[String]) -> anyhow::Result<Vec<KillOnDrop>> {
+    Ok(vec![
+        spawn_controller(
+            &bin_dir.join("capstan-scheduler"),
+            etcd,
+            &[],
+            "CAPSTAN_BENCH_SCHEDULER_LOG",
+        )?,
+        spawn_controller(
+            &bin_dir.join("capstan-deployer"),
+            etcd,
+            &["--health-grace", "1s"],
+            "CAPSTAN_BENCH_DEPLOYER_LOG",
+        )?,
+    ])
+}
+
 /// Runs 0 → `n` and measures it.
 pub async fn measure(
     bin_dir: &Path,
@@ -62,47 +132,17 @@ pub async fn measure(
 ) -> anyhow::Result<CapacityFigures> {
     let (task_cpu, instance_cpu) = (256u32, 1024u32);
     let max = (n as u32 * task_cpu).div_ceil(instance_cpu) + 2;
-    let mut child = Command::new(bin_dir.join("capstan-nodegroup-local"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--stop-on-exit",
-            "--agent-lease-ttl",
-            "3",
-        ])
-        .args(["--etcd-endpoints", &etcd.join(",")])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--group")
-        .arg(format!(
+    let (_provider, endpoint) = start_nodegroups(
+        bin_dir,
+        etcd,
+        data,
+        &format!(
             "bench:min=0,max={max},cpu={instance_cpu},memory=8192,provider=bench,zones=za|zb|zc"
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let _provider = Provider(child);
-    let line = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.starts_with("capstan-nodegroup-local "))
-    })
-    .await?
-    .ok_or_else(|| anyhow::anyhow!("capstan-nodegroup-local did not start"))?;
-    let endpoint = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("grpc="))
-        .ok_or_else(|| anyhow::anyhow!("no endpoint in {line:?}"))?
-        .to_string();
+        ),
+    )
+    .await?;
     let keys = store.keys().clone();
-    let put = |key: String, v: serde_json::Value| async move {
-        store.put(&key, v.to_string().into_bytes()).await
-    };
+    let put = |key: String, v: serde_json::Value| async move { put_json(store, &key, v).await };
     put(
         keys.capacity_provider("bench"),
         serde_json::json!({"name": "bench", "nodeGroupProvider": {"endpoint": endpoint, "groupId": "bench",
@@ -116,26 +156,13 @@ pub async fn measure(
                 "entryPoint": ["sh", "-c"], "command": ["exec sleep 3600"], "stopTimeout": 1}]}),
     )
     .await?;
-    let _controllers: Vec<KillOnDrop> = vec![
-        spawn_controller(
-            &bin_dir.join("capstan-scheduler"),
-            etcd,
-            &[],
-            "CAPSTAN_BENCH_SCHEDULER_LOG",
-        )?,
-        spawn_controller(
-            &bin_dir.join("capstan-deployer"),
-            etcd,
-            &["--health-grace", "1s"],
-            "CAPSTAN_BENCH_DEPLOYER_LOG",
-        )?,
-        spawn_controller(
-            &bin_dir.join("capstan-scaler"),
-            etcd,
-            &["--interval", "2s"],
-            "CAPSTAN_BENCH_SCALER_LOG",
-        )?,
-    ];
+    let mut controllers = spawn_controllers(bin_dir, etcd)?;
+    controllers.push(spawn_controller(
+        &bin_dir.join("capstan-scaler"),
+        etcd,
+        &["--interval", "2s"],
+        "CAPSTAN_BENCH_SCALER_LOG",
+    )?);
     let channel = capstan_proto::tls::connect(&endpoint, None).await?;
     let mut group = NodeGroupProviderClient::new(channel);
     let t0 = Instant::now();

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod capacity;
 pub mod deployer;
 pub mod etcd;
+pub mod registrar;
 pub mod scheduler;
 
 /// A child process killed when dropped, so an early error leaves nothing running.

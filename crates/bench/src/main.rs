@@ -63,6 +63,12 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         tasks: usize,
     },
+    /// Registrar: RUNNING -> serving and DEACTIVATING -> drained through a real HAProxy.
+    Registrar {
+        /// Load-balanced tasks.
+        #[arg(long, default_value_t = 100)]
+        tasks: usize,
+    },
     /// Node agent: StartTask -> RUNNING latency (process runtime) and RSS with many tasks.
     Agent {
         /// The capstan-agent binary; by default the one beside this bench.
@@ -75,6 +81,25 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         total: usize,
     },
+}
+
+/// The directory of the binaries beside this bench, a fresh etcd and its store, and a data dir.
+async fn local_plane() -> anyhow::Result<(
+    std::path::PathBuf,
+    EtcdCluster,
+    Vec<String>,
+    Store,
+    tempfile::TempDir,
+)> {
+    let exe = std::env::current_exe()?;
+    let bin_dir = exe
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("no binary directory"))?
+        .to_path_buf();
+    let etcd = EtcdCluster::single().await?;
+    let endpoints = etcd.endpoints();
+    let store = Store::connect(&StoreConfig::new(endpoints.clone(), "/capstan")).await?;
+    Ok((bin_dir, etcd, endpoints, store, tempfile::tempdir()?))
 }
 
 #[tokio::main]
@@ -161,16 +186,15 @@ async fn main() -> anyhow::Result<()> {
             capstan_bench::deployer::print(&figures);
             cancel.cancel();
         }
+        Command::Registrar { tasks } => {
+            let (bin_dir, _etcd, endpoints, store, data) = local_plane().await?;
+            let figures =
+                capstan_bench::registrar::measure(&bin_dir, &store, &endpoints, data.path(), tasks)
+                    .await?;
+            capstan_bench::registrar::print(&figures);
+        }
         Command::Capacity { tasks } => {
-            let exe = std::env::current_exe()?;
-            let bin_dir = exe
-                .parent()
-                .ok_or_else(|| anyhow::anyhow!("no binary directory"))?
-                .to_path_buf();
-            let etcd_cluster = EtcdCluster::single().await?;
-            let endpoints = etcd_cluster.endpoints();
-            let store = Store::connect(&StoreConfig::new(endpoints.clone(), "/capstan")).await?;
-            let data = tempfile::tempdir()?;
+            let (bin_dir, _etcd, endpoints, store, data) = local_plane().await?;
             let figures =
                 capstan_bench::capacity::measure(&bin_dir, &store, &endpoints, data.path(), tasks)
                     .await?;

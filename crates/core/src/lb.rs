@@ -479,12 +479,26 @@ pub struct TargetStatus {
     pub drained: bool,
 }
 
+/// A listener whose traffic a target group takes, and since when (the registrar applied it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServingListener {
+    /// Listener name.
+    pub listener: String,
+    /// When the data plane started routing it here (epoch seconds).
+    pub since: crate::Timestamp,
+}
+
 /// `/capstan/status/targetgroups/<name>` (registrar): the targets and their health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TargetGroupStatusDoc {
     /// Targets.
     pub targets: Vec<TargetStatus>,
+    /// Listeners routed to this group in the data plane (blue/green shifts show up here once
+    /// they took effect).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ServingListener>,
     /// Last update (epoch seconds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<crate::Timestamp>,

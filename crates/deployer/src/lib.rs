@@ -60,6 +60,43 @@ pub struct Ctx {
 const IN_PROGRESS_RESYNC: Duration = Duration::from_secs(30);
 
 /// The DescribeServices-shaped status of a service.
+/// Whether the registrar reports `primary`'s test and production listeners routed to its
+/// target groups (in their status' `listeners`).
+fn routed(
+    caches: &Caches,
+    keys: &capstan_core::Keys,
+    spec: &capstan_core::Service,
+    primary: &Deployment,
+) -> deploy::Routed {
+    let mut out = deploy::Routed::default();
+    for (i, lb) in spec.load_balancers.iter().enumerate() {
+        let Some(adv) = &lb.advanced_configuration else {
+            continue;
+        };
+        let Some(tg) = primary
+            .load_balancers
+            .get(i)
+            .and_then(|l| l.target_group_arn.as_deref())
+            .map(lb_object_name)
+        else {
+            continue;
+        };
+        let serving: Vec<String> = caches
+            .targets
+            .get(&keys.target_group_status(tg))
+            .and_then(|e| e.value.as_ref().ok().cloned())
+            .map(|d| d.listeners.into_iter().map(|l| l.listener).collect())
+            .unwrap_or_default();
+        let here = |l: &Option<String>| {
+            l.as_deref()
+                .is_none_or(|l| serving.iter().any(|s| s == lb_object_name(l)))
+        };
+        out.test &= here(&adv.test_listener_rule);
+        out.production &= here(&adv.production_listener_rule);
+    }
+    out
+}
+
 fn status_doc(
     key: &ServiceKey,
     desired: u32,
@@ -280,6 +317,10 @@ async fn reconcile(
         deps[p].lifecycle_hook_details = std::mem::take(&mut hook_run.details);
     }
     let new_id = format!("ecs-svc/{}", (now * 1e6) as u64);
+    let routed = match (&spec, primary) {
+        (Some(s), Some(p)) => routed(caches, &keys, s, &deps[p]),
+        _ => deploy::Routed::default(),
+    };
     let decision = deploy::plan(&View {
         service: &key.service,
         config: config.as_ref(),
@@ -288,6 +329,7 @@ async fn reconcile(
         hooks: hook_run.outcome.clone(),
         now,
         new_id: &new_id,
+        routed,
     });
 
     // Apply the decision to the deployments, then write what differs from etcd.

@@ -102,6 +102,27 @@ pub struct View<'a> {
     pub now: Timestamp,
     /// Id for a deployment this call creates.
     pub new_id: &'a str,
+    /// Whether the data plane already routes the PRIMARY's listeners to it.
+    pub routed: Routed,
+}
+
+/// Whether the data plane routes a blue/green PRIMARY's test and production listeners to its
+/// target groups (true when it has no such listener): the traffic-shift stages end only then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routed {
+    /// The test listeners route to it.
+    pub test: bool,
+    /// The production listeners route to it.
+    pub production: bool,
+}
+
+impl Default for Routed {
+    fn default() -> Self {
+        Self {
+            test: true,
+            production: true,
+        }
+    }
 }
 
 /// What to do.
@@ -459,19 +480,21 @@ impl Planner<'_> {
                 }
                 t.healthy >= cfg.desired && t.live >= cfg.desired
             }
+            // The shift ends once the data plane reports the listeners moved: blue keeps its
+            // tasks (and traffic) until then.
             LifecycleStage::TestTrafficShift => {
                 self.out.routes.push(Route {
                     role: ListenerRole::Test,
                     deployment: green,
                 });
-                true
+                self.view.routed.test
             }
             LifecycleStage::ProductionTrafficShift => {
                 self.out.routes.push(Route {
                     role: ListenerRole::Production,
                     deployment: green,
                 });
-                true
+                self.view.routed.production
             }
             LifecycleStage::BakeTime => {
                 let until = self.deps[p].stage_started_at.unwrap_or(self.view.now) + cfg.bake_secs;
@@ -677,6 +700,7 @@ mod tests {
             hooks,
             now: 1000.0,
             new_id: "ecs-svc/new",
+            routed: Routed::default(),
         })
     }
 
@@ -978,6 +1002,54 @@ mod tests {
             role: ListenerRole::Test,
             deployment: "ecs-svc/new".into()
         }));
+    }
+
+    #[test]
+    fn a_traffic_shift_ends_only_once_the_data_plane_reports_it() {
+        let (c, deps) = blue_green();
+        let (mut deps, _) = walk(&c, deps, 2, Hooks::Done);
+        let g = deps
+            .iter()
+            .position(|d| d.id == "ecs-svc/new")
+            .expect("green");
+        deps[g].lifecycle_stage = Some(LifecycleStage::ProductionTrafficShift);
+        let tallies: HashMap<String, Tally> = [
+            ("blue".to_string(), tally(2, 2, 0)),
+            ("ecs-svc/new".to_string(), tally(2, 2, 0)),
+        ]
+        .into_iter()
+        .collect();
+        let step = |routed: Routed| {
+            plan(&View {
+                service: "web",
+                config: Some(&c),
+                deployments: &deps,
+                tallies: &tallies,
+                hooks: Hooks::Done,
+                now: 1000.0,
+                new_id: "ecs-svc/other",
+                routed,
+            })
+        };
+        let waiting = step(Routed {
+            test: true,
+            production: false,
+        });
+        assert!(
+            waiting
+                .routes
+                .iter()
+                .any(|r| r.role == ListenerRole::Production)
+        );
+        assert!(
+            !waiting.put.iter().any(|d| d.id == "ecs-svc/new"
+                && d.lifecycle_stage != Some(LifecycleStage::ProductionTrafficShift)),
+            "stays in PRODUCTION_TRAFFIC_SHIFT: {:?}",
+            waiting.put
+        );
+        let moved = step(Routed::default());
+        assert!(moved.put.iter().any(|d| d.id == "ecs-svc/new"
+            && d.lifecycle_stage == Some(LifecycleStage::PostProductionTrafficShift)));
     }
 
     #[test]

@@ -64,6 +64,7 @@ proptest! {
                 hooks: Hooks::Done,
                 now: f64::from(tick),
                 new_id: "ecs-svc/new",
+                routed: capstan_plan::deploy::Routed::default(),
             });
             for p in &decision.put {
                 deps.retain(|x| x.id != p.id);

@@ -1,7 +1,10 @@
 //! The HAProxy data plane: a generated configuration (one frontend per listener, one backend per
 //! target group, listener → backend through a map file) and the runtime API over the admin
 //! socket for everything that changes with tasks — servers added, enabled, drained and deleted,
-//! and listener switches with `set map` — so target changes never reload HAProxy.
+//! and listener switches with `set map` — so target changes never reload HAProxy. HAProxy runs in
+//! master-worker mode: a change of listeners or groups rewrites the configuration (with the
+//! current servers in it) and reloads seamlessly (SIGUSR2 to the master; the listening sockets
+//! pass to the new worker, the old one finishes its connections).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -55,12 +58,27 @@ impl Layout {
     }
 }
 
+/// A server to write into the configuration at a reload: (name, address, port, admin state).
+pub type ServerLine = (String, String, u16, u32);
+
 /// The configuration for `layout`, with its socket and map under `dir`.
 pub fn render(layout: &Layout, dir: &Path) -> String {
+    render_with(layout, dir, &BTreeMap::new())
+}
+
+/// The configuration for `layout` with `servers` (by backend) already in it, so a reloaded
+/// worker starts with the servers the runtime API had added: ready ones enabled, draining ones
+/// at weight 0, the rest disabled.
+pub fn render_with(
+    layout: &Layout,
+    dir: &Path,
+    servers: &BTreeMap<String, Vec<ServerLine>>,
+) -> String {
     let sock = dir.join("admin.sock");
     let map = dir.join("routes.map");
     let mut c = format!(
-        "global\n    stats socket {} mode 600 level admin\n    stats timeout 30s\n\
+        "global\n    stats socket {} mode 600 level admin expose-fd listeners\n    stats timeout 30s\n\
+         \x20   hard-stop-after 5m\n\
          defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
          \x20   option http-server-close\n    retries 3\n    option redispatch\n\
          backend be_none\n    http-request return status 503 content-type text/plain string \"no route\"\n",
@@ -73,7 +91,16 @@ pub fn render(layout: &Layout, dir: &Path) -> String {
         ));
     }
     for g in &layout.groups {
-        c.push_str(&format!("backend {}\n    balance roundrobin\n", backend(g)));
+        let be = backend(g);
+        c.push_str(&format!("backend {be}\n    balance roundrobin\n"));
+        for (name, addr, port, admin) in servers.get(&be).into_iter().flatten() {
+            let state = match admin {
+                0 => " weight 100",
+                a if a & 8 != 0 => " weight 0",
+                _ => " weight 100 disabled",
+            };
+            c.push_str(&format!("    server {name} {addr}:{port}{state}\n"));
+        }
     }
     c
 }
@@ -130,6 +157,15 @@ enum Process {
 }
 
 impl Process {
+    fn pid(&self) -> nix::unistd::Pid {
+        match self {
+            Process::Child(c) => {
+                nix::unistd::Pid::from_raw(c.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0))
+            }
+            Process::Adopted(pid) => *pid,
+        }
+    }
+
     fn alive(&mut self) -> bool {
         match self {
             Process::Child(c) => matches!(c.try_wait(), Ok(None)),
@@ -149,10 +185,20 @@ impl Process {
     }
 }
 
-/// A supervised HAProxy.
+/// An existing HAProxy the registrar drives through its admin socket only.
+#[derive(Debug, Clone)]
+pub struct External {
+    /// Its admin-level stats socket.
+    pub socket: PathBuf,
+    /// The map file its frontends route by (`use_backend %[str(<listener>),map(<file>,be_none)]`).
+    pub map: PathBuf,
+}
+
+/// A supervised HAProxy, or an existing one driven through its runtime API.
 pub struct Haproxy {
     dir: PathBuf,
     bin: PathBuf,
+    external: Option<External>,
     state: Mutex<Option<(Layout, Process)>>,
 }
 
@@ -162,12 +208,59 @@ impl Haproxy {
         Self {
             dir,
             bin,
+            external: None,
             state: Mutex::new(None),
         }
     }
 
+    /// An HAProxy someone else runs: servers and routes go through `ext`'s socket and map; its
+    /// configuration (frontends `fe_<listener>`, backends `be_<group>`, see [`render`]) is theirs.
+    pub fn external(ext: External) -> Self {
+        Self {
+            dir: ext
+                .socket
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            bin: PathBuf::new(),
+            external: Some(ext),
+            state: Mutex::new(None),
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        match &self.external {
+            Some(e) => e.socket.clone(),
+            None => self.dir.join("admin.sock"),
+        }
+    }
+
     fn map(&self) -> PathBuf {
-        self.dir.join("routes.map")
+        match &self.external {
+            Some(e) => e.map.clone(),
+            None => self.dir.join("routes.map"),
+        }
+    }
+
+    /// An external HAProxy: checks it answers (the first time, so servers and routes get set)
+    /// and warns about backends it lacks; it is never restarted or reloaded from here.
+    async fn ensure_external(&self, layout: &Layout) -> Result<bool, DataPlaneError> {
+        let mut st = self.state.lock().await;
+        let first = st.as_ref().is_none_or(|(l, _)| l != layout);
+        if first {
+            self.command("show info").await?;
+            let backends = self.command("show backend").await.unwrap_or_default();
+            for g in &layout.groups {
+                if !backends.lines().any(|l| l.trim() == backend(g)) {
+                    tracing::warn!(backend = %backend(g), "the external haproxy has no such backend; add it to its configuration");
+                }
+            }
+            *st = Some((
+                layout.clone(),
+                Process::Adopted(nix::unistd::Pid::from_raw(0)),
+            ));
+        }
+        Ok(first)
     }
 
     /// Where the pid of the HAProxy this registrar started is kept.
@@ -184,7 +277,7 @@ impl Haproxy {
 
     /// Sends one runtime API command; returns the answer.
     pub async fn command(&self, cmd: &str) -> Result<String, DataPlaneError> {
-        let mut s = tokio::net::UnixStream::connect(self.dir.join("admin.sock")).await?;
+        let mut s = tokio::net::UnixStream::connect(self.socket()).await?;
         s.write_all(format!("{cmd}\n").as_bytes()).await?;
         let mut out = String::new();
         s.read_to_string(&mut out).await?;
@@ -210,12 +303,27 @@ impl Haproxy {
         layout: &Layout,
         routes: &BTreeMap<String, String>,
     ) -> Result<bool, DataPlaneError> {
+        if self.external.is_some() {
+            return self.ensure_external(layout).await;
+        }
         let mut st = self.state.lock().await;
         if let Some((current, process)) = st.as_mut()
-            && current == layout
             && process.alive()
         {
-            return Ok(false);
+            if current == layout {
+                return Ok(false);
+            }
+            let pid = process.pid();
+            match self.reload(pid, layout, routes).await {
+                Ok(()) => {
+                    *current = layout.clone();
+                    return Ok(true);
+                }
+                Err(e) => {
+                    // The master keeps the old worker serving when a reload fails; start over.
+                    tracing::warn!(error = %e, "haproxy reload failed; restarting it");
+                }
+            }
         }
         if let Some((_, process)) = st.take() {
             process.kill().await;
@@ -226,8 +334,8 @@ impl Haproxy {
         // serving: adopt it (its servers and routes are then converged through the runtime API).
         // One with another configuration holds the ports: stop it.
         if let Some(pid) = self.left_over().await {
-            let same =
-                tokio::fs::read_to_string(&cfg).await.ok() == Some(render(layout, &self.dir));
+            let same = tokio::fs::read_to_string(self.layout_file()).await.ok()
+                == Some(render(layout, &self.dir));
             if same && self.command("show info").await.is_ok() {
                 tracing::info!(pid = %pid, "adopted the running haproxy");
                 *st = Some((layout.clone(), Process::Adopted(pid)));
@@ -237,12 +345,13 @@ impl Haproxy {
             let _ = tokio::fs::remove_file(self.pid_file()).await;
         }
         tokio::fs::write(&cfg, render(layout, &self.dir)).await?;
-        let map: String = routes.iter().map(|(l, be)| format!("{l} {be}\n")).collect();
-        tokio::fs::write(self.map(), map).await?;
+        tokio::fs::write(self.layout_file(), render(layout, &self.dir)).await?;
+        self.write_map(routes).await?;
         let _ = tokio::fs::remove_file(self.dir.join("admin.sock")).await;
         let child = tokio::process::Command::new(&self.bin)
             .arg("-f")
             .arg(&cfg)
+            .arg("-W")
             .arg("-db")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -263,8 +372,75 @@ impl Haproxy {
         Ok(true)
     }
 
-    /// Stops HAProxy (leadership lost, or shutdown).
+    fn layout_file(&self) -> PathBuf {
+        self.dir.join("haproxy.layout")
+    }
+
+    async fn write_map(&self, routes: &BTreeMap<String, String>) -> Result<(), DataPlaneError> {
+        let map: String = routes.iter().map(|(l, be)| format!("{l} {be}\n")).collect();
+        tokio::fs::write(self.map(), map).await?;
+        Ok(())
+    }
+
+    /// The worker's pid, from `show info`.
+    async fn worker_pid(&self) -> Option<String> {
+        let info = self.command("show info").await.ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("Pid: "))
+            .map(|p| p.trim().to_string())
+    }
+
+    /// Seamless reload for a new layout: the configuration is rewritten with the servers the
+    /// running worker has, the map with the routes, then the master gets SIGUSR2 and a new
+    /// worker takes over the listening sockets.
+    async fn reload(
+        &self,
+        master: nix::unistd::Pid,
+        layout: &Layout,
+        routes: &BTreeMap<String, String>,
+    ) -> Result<(), DataPlaneError> {
+        let mut servers = BTreeMap::new();
+        for g in &layout.groups {
+            let be = backend(g);
+            let Ok(out) = self.command(&format!("show servers state {be}")).await else {
+                continue;
+            };
+            let lines: Vec<ServerLine> = parse_servers(&out)
+                .into_iter()
+                .map(|(name, s)| (name, s.addr, s.port, s.admin_state))
+                .collect();
+            servers.insert(be, lines);
+        }
+        let before = self.worker_pid().await;
+        tokio::fs::write(
+            self.dir.join("haproxy.cfg"),
+            render_with(layout, &self.dir, &servers),
+        )
+        .await?;
+        tokio::fs::write(self.layout_file(), render(layout, &self.dir)).await?;
+        self.write_map(routes).await?;
+        nix::sys::signal::kill(master, nix::sys::signal::Signal::SIGUSR2)
+            .map_err(|e| DataPlaneError::Io(std::io::Error::other(e)))?;
+        for _ in 0..200 {
+            let now = self.worker_pid().await;
+            if now.is_some() && now != before {
+                tracing::info!(worker = ?now, "haproxy reloaded");
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        Err(DataPlaneError::Refused {
+            command: "reload".into(),
+            answer: "no new worker within 5 s (configuration refused?)".into(),
+        })
+    }
+
+    /// Stops HAProxy (leadership lost, or shutdown); an external one is left alone.
     pub async fn stop(&self) {
+        if self.external.is_some() {
+            self.state.lock().await.take();
+            return;
+        }
         if let Some((_, process)) = self.state.lock().await.take() {
             process.kill().await;
         }

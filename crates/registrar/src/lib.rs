@@ -7,9 +7,10 @@
 //! group; healthy targets are ready servers, draining ones drain, and a draining target is
 //! drained once HAProxy reports no sessions on it (or the deregistration delay passed).
 
+pub mod dataplane;
 pub mod haproxy;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +46,14 @@ pub struct RegistrarArgs {
     /// Run without a data plane (health checks and status only).
     #[arg(long, env = "CAPSTAN_NO_DATA_PLANE")]
     pub no_data_plane: bool,
+    /// Drive an HAProxy that runs already, through this admin-level stats socket, instead of
+    /// starting one (its configuration must have `fe_<listener>` / `be_<group>` as Capstan
+    /// renders them).
+    #[arg(long, env = "CAPSTAN_HAPROXY_SOCKET", requires = "haproxy_map")]
+    pub haproxy_socket: Option<PathBuf>,
+    /// With --haproxy-socket: the map file its frontends route by.
+    #[arg(long, env = "CAPSTAN_HAPROXY_MAP", requires = "haproxy_socket")]
+    pub haproxy_map: Option<PathBuf>,
 }
 
 /// The caches the registrar reads.
@@ -85,9 +94,11 @@ pub struct Ctx {
     caches: Caches,
     tracking: Tracking,
     /// The data plane, when there is one.
-    haproxy: Option<haproxy::Haproxy>,
+    haproxy: Option<Box<dyn dataplane::DataPlane>>,
     /// Sessions per target at the last sync, by group then task.
     sessions: Mutex<HashMap<String, HashMap<String, u32>>>,
+    /// Listener → (backend, since when) as applied to the data plane.
+    applied: Mutex<BTreeMap<String, (String, f64)>>,
 }
 
 /// The host part of an agent endpoint (`http://10.0.0.1:7000` → `10.0.0.1`).
@@ -101,7 +112,7 @@ pub fn host_of_endpoint(endpoint: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.trim_matches(['[', ']']).to_string())
 }
 
-fn lock(t: &Tracking) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, Tracked>>> {
+fn lock<T>(t: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -186,12 +197,7 @@ async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Actio
                 .unwrap_or_default()
         });
         // Without a data plane nothing flows through a target, so it has no sessions.
-        let sessions = ctx
-            .sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&tg)
-            .cloned();
+        let sessions = lock(&ctx.sessions).get(&tg).cloned();
         let wake = targets::converge(
             tracked,
             &wanted,
@@ -203,8 +209,17 @@ async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Actio
             &settings,
             now,
         );
+        let be = haproxy::backend(&tg);
         let doc = TargetGroupStatusDoc {
             targets: tracked.values().map(|t| t.status.clone()).collect(),
+            listeners: lock(&ctx.applied)
+                .iter()
+                .filter(|(_, (b, _))| *b == be)
+                .map(|(l, (_, since))| capstan_core::lb::ServingListener {
+                    listener: l.clone(),
+                    since: *since,
+                })
+                .collect(),
             updated_at: None,
         };
         (doc, wake)
@@ -216,10 +231,7 @@ async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Actio
         let tracked = lock(&ctx.tracking).get(&tg).cloned().unwrap_or_default();
         match hp.sync(&tg, &tracked).await {
             Ok(sessions) => {
-                ctx.sessions
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(tg.clone(), sessions);
+                lock(&ctx.sessions).insert(tg.clone(), sessions);
             }
             Err(e) => tracing::warn!(%tg, error = %e, "cannot program haproxy"),
         }
@@ -260,7 +272,9 @@ async fn data_plane(
     mut leadership: Leadership,
     cancel: CancellationToken,
 ) {
-    let Some(hp) = &ctx.haproxy else { return };
+    // Without a data plane, routes count as applied at once (status and deployments still
+    // follow them).
+    let hp = ctx.haproxy.as_deref();
     let keys = ctx.store.keys().clone();
     loop {
         let claim = tokio::select! {
@@ -302,10 +316,26 @@ async fn data_plane(
                     Some((name.clone(), haproxy::backend(lb_object_name(&tg))))
                 })
                 .collect();
-            match hp
-                .ensure(&haproxy::Layout::new(&listeners, &groups), &routes)
-                .await
-            {
+            let layout = haproxy::Layout::new(&listeners, &groups);
+            let ensured = match hp {
+                Some(hp) => hp.ensure(&layout, &routes).await,
+                None => Ok(false),
+            };
+            // Listeners that are gone route nowhere.
+            let gone: Vec<String> = lock(&ctx.applied)
+                .keys()
+                .filter(|l| !routes.contains_key(*l))
+                .cloned()
+                .collect();
+            for l in gone {
+                if let Some((b, _)) = lock(&ctx.applied).remove(&l)
+                    && let Some(g) = b.strip_prefix("be_")
+                {
+                    queue.add(g.to_string());
+                }
+                applied.remove(&l);
+            }
+            match ensured {
                 Ok(restarted) => {
                     if restarted {
                         applied.clear();
@@ -315,9 +345,22 @@ async fn data_plane(
                     }
                     for (l, be) in &routes {
                         if applied.get(l) != Some(be) {
-                            match hp.route(l, be).await {
+                            let routed = match hp {
+                                Some(hp) => hp.route(l, be).await,
+                                None => Ok(()),
+                            };
+                            match routed {
                                 Ok(()) => {
                                     applied.insert(l.clone(), be.clone());
+                                    // Report it on the groups it left and joined.
+                                    let before = lock(&ctx.applied)
+                                        .insert(l.clone(), (be.clone(), now()))
+                                        .map(|(b, _)| b);
+                                    for b in before.iter().chain(std::iter::once(be)) {
+                                        if let Some(g) = b.strip_prefix("be_") {
+                                            queue.add(g.to_string());
+                                        }
+                                    }
                                 }
                                 Err(e) => tracing::warn!(listener = %l, error = %e, "cannot route"),
                             }
@@ -335,7 +378,10 @@ async fn data_plane(
             }
         }
         // Only the leader drives HAProxy.
-        hp.stop().await;
+        lock(&ctx.applied).clear();
+        if let Some(hp) = hp {
+            hp.stop().await;
+        }
     }
 }
 
@@ -379,11 +425,13 @@ async fn check(
     }
 }
 
-/// A group due for checks: its name, spec and targets (task id, host, port).
-type Due = (String, TargetGroup, Vec<(String, String, u16)>);
+/// A group due for checks: its name, spec, targets (task id, host, port), and whether its
+/// interval is up (else only its never-checked targets are due).
+type Due = (String, TargetGroup, Vec<(String, String, u16)>, bool);
 
-/// Health-checks every tracked target while this replica leads, each group at its interval;
-/// a target whose state changes queues its group for a status write.
+/// Health-checks every tracked target while this replica leads, each group at its interval and
+/// a new target at once (so it can go healthy without waiting an interval); a target whose
+/// state changes queues its group for a status write.
 async fn health_checks(
     ctx: Arc<Ctx>,
     queue: WorkQueue<String>,
@@ -400,6 +448,7 @@ async fn health_checks(
         }
     };
     let mut next: HashMap<String, tokio::time::Instant> = HashMap::new();
+    let mut checked: HashSet<(String, String)> = HashSet::new();
     loop {
         let claim = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -409,17 +458,17 @@ async fn health_checks(
             let now = tokio::time::Instant::now();
             let due: Vec<Due> = {
                 let all = lock(&ctx.tracking);
+                checked.retain(|(tg, id)| all.get(tg).is_some_and(|t| t.contains_key(id)));
                 all.iter()
-                    .filter(|(tg, _)| next.get(*tg).is_none_or(|at| *at <= now))
                     .filter_map(|(tg, tracked)| {
-                        let spec = ctx
-                            .caches
-                            .groups
-                            .get(&ctx.store.keys().target_group(tg))
-                            .and_then(|e| e.value.as_ref().ok().cloned())?;
-                        let targets = tracked
+                        let interval_up = next.get(tg).is_none_or(|at| *at <= now);
+                        let targets: Vec<(String, String, u16)> = tracked
                             .values()
                             .filter(|t| t.status.state != TargetState::Draining)
+                            .filter(|t| {
+                                interval_up
+                                    || !checked.contains(&(tg.clone(), t.status.task_id.clone()))
+                            })
                             .map(|t| {
                                 (
                                     t.status.task_id.clone(),
@@ -428,13 +477,26 @@ async fn health_checks(
                                 )
                             })
                             .collect();
-                        Some((tg.clone(), spec, targets))
+                        if targets.is_empty() && !interval_up {
+                            return None;
+                        }
+                        let spec = ctx
+                            .caches
+                            .groups
+                            .get(&ctx.store.keys().target_group(tg))
+                            .and_then(|e| e.value.as_ref().ok().cloned())?;
+                        Some((tg.clone(), spec, targets, interval_up))
                     })
                     .collect()
             };
-            for (tg, spec, targets) in due {
+            for (tg, spec, targets, interval_up) in due {
                 let s = Settings::of(&spec);
-                next.insert(tg.clone(), now + Duration::from_secs_f64(s.interval));
+                if interval_up {
+                    next.insert(tg.clone(), now + Duration::from_secs_f64(s.interval));
+                }
+                for (id, _, _) in &targets {
+                    checked.insert((tg.clone(), id.clone()));
+                }
                 let results = futures::future::join_all(targets.iter().map(|(id, host, port)| {
                     let (http, spec) = (&http, &spec);
                     async move { (id.clone(), check(http, spec, host, *port).await) }
@@ -465,6 +527,7 @@ async fn health_checks(
         }
         lock(&ctx.tracking).clear();
         next.clear();
+        checked.clear();
     }
 }
 
@@ -507,7 +570,14 @@ pub async fn run(args: RegistrarArgs) -> Result<(), RuntimeError> {
             .haproxy_dir
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join(format!("capstan-registrar-{}", rt.id)));
-        haproxy::Haproxy::new(args.haproxy_bin.clone(), dir)
+        let hp = match (&args.haproxy_socket, &args.haproxy_map) {
+            (Some(socket), Some(map)) => haproxy::Haproxy::external(haproxy::External {
+                socket: socket.clone(),
+                map: map.clone(),
+            }),
+            _ => haproxy::Haproxy::new(args.haproxy_bin.clone(), dir),
+        };
+        Box::new(hp) as Box<dyn dataplane::DataPlane>
     });
     let ctx = Arc::new(Ctx {
         store: rt.store.clone(),
@@ -515,6 +585,7 @@ pub async fn run(args: RegistrarArgs) -> Result<(), RuntimeError> {
         tracking: Mutex::new(HashMap::new()),
         haproxy,
         sessions: Mutex::new(HashMap::new()),
+        applied: Mutex::new(BTreeMap::new()),
     });
     let keys = rt.store.keys().clone();
     let (k1, k2, k3) = (keys.clone(), keys.clone(), keys.clone());
