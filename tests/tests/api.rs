@@ -899,3 +899,121 @@ fn the_examples_validate() {
     }
     assert!(checked >= 9, "only {checked} examples");
 }
+
+#[tokio::test]
+async fn continue_service_deployment_answers_a_paused_blue_green_deployment() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let ep = etcd.endpoints();
+    let dir = tempfile::tempdir().expect("tmp");
+    let api = api(&ep, dir.path());
+    let _a = agent(&ep, dir.path(), "zone-a");
+    let _sched = scheduler(&ep, dir.path(), "s1");
+    let _dep = deployer(&ep, dir.path(), "d1", "1s");
+    let endpoint = api.field("grpc").to_string();
+    let mut c = api_client(&endpoint).await;
+    let s = store(&ep).await;
+    registered(&s, "default", 1).await;
+    for cmd in ["exec sleep 600", "exec sleep 601"] {
+        c.register_task_definition(pb::RegisterTaskDefinitionRequest {
+            task_definition_json: td("web", cmd),
+        })
+        .await
+        .expect("register");
+    }
+    c.create_service(pb::CreateServiceRequest {
+        cluster: String::new(),
+        service_json: json!({"serviceName": "web", "taskDefinition": "web:1", "desiredCount": 1,
+            "deploymentConfiguration": {"strategy": "BLUE_GREEN", "bakeTimeInMinutes": 0,
+                "lifecycleHooks": [{"targetType": "PAUSE", "lifecycleStages": ["POST_SCALE_UP"]}]}})
+        .to_string(),
+    })
+    .await
+    .expect("create");
+    let ep2 = endpoint.as_str();
+    let deployments = |wanted: &'static str| async move {
+        let mut c = api_client(ep2).await;
+        c.list_service_deployments(pb::ListServiceDeploymentsRequest {
+            cluster: String::new(),
+            service: "web".into(),
+            status: vec![wanted.into()],
+        })
+        .await
+        .ok()
+        .map(|r| {
+            r.into_inner()
+                .items_json
+                .iter()
+                .map(|j| doc(j))
+                .collect::<Vec<Value>>()
+        })
+        .unwrap_or_default()
+    };
+    // The first deployment pauses too: answer it through the API.
+    let first = eventually(Duration::from_secs(30), "web:1 waits", || async move {
+        deployments("IN_PROGRESS")
+            .await
+            .into_iter()
+            .find(|d| d["lifecycleStage"] == "POST_SCALE_UP")
+    })
+    .await;
+    let r = c
+        .continue_service_deployment(pb::ContinueServiceDeploymentRequest {
+            cluster: String::new(),
+            service: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("continue")
+        .into_inner();
+    assert_eq!(r.deployment_id, first["id"].as_str().unwrap_or_default());
+    eventually(Duration::from_secs(30), "web:1 COMPLETED", || async move {
+        deployments("COMPLETED")
+            .await
+            .into_iter()
+            .find(|d| d["taskDefinition"] == "web:1")
+    })
+    .await;
+    // A mistake: an unknown action.
+    c.update_service(pb::UpdateServiceRequest {
+        cluster: String::new(),
+        service: "web".into(),
+        service_json: json!({"taskDefinition": "web:2"}).to_string(),
+    })
+    .await
+    .expect("update");
+    let second = eventually(Duration::from_secs(30), "web:2 waits", || async move {
+        deployments("IN_PROGRESS")
+            .await
+            .into_iter()
+            .find(|d| d["taskDefinition"] == "web:2" && d["lifecycleStage"] == "POST_SCALE_UP")
+    })
+    .await;
+    let e = c
+        .continue_service_deployment(pb::ContinueServiceDeploymentRequest {
+            cluster: String::new(),
+            service: "web".into(),
+            action: "MAYBE".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad action");
+    assert_eq!(exception(&e), "InvalidParameterException");
+    // ROLLBACK by deployment id: web:2 fails and web:1 serves again.
+    c.continue_service_deployment(pb::ContinueServiceDeploymentRequest {
+        cluster: String::new(),
+        service: "web".into(),
+        deployment_id: second["id"].as_str().unwrap_or_default().into(),
+        action: "ROLLBACK".into(),
+        hook_id: String::new(),
+    })
+    .await
+    .expect("rollback");
+    eventually(Duration::from_secs(30), "web:2 FAILED", || async move {
+        deployments("FAILED")
+            .await
+            .into_iter()
+            .find(|d| d["taskDefinition"] == "web:2")
+    })
+    .await;
+    kill_task_processes(dir.path());
+}
