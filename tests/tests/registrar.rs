@@ -759,3 +759,98 @@ async fn an_existing_haproxy_is_driven_through_its_socket_and_left_running() {
     let _ = haproxy.kill();
     let _ = haproxy.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_weighted_listener_splits_traffic_and_reweights_without_a_reload() {
+    let p = plane().await;
+    let s = &p.store.clone();
+    let dir = p.dir.path();
+    for tg in ["web-blue", "web-green"] {
+        put_doc(
+            s,
+            &s.keys().target_group(tg),
+            &json!({"protocol": "HTTP", "healthCheck": {"path": "/", "intervalSeconds": 5, "timeoutSeconds": 2}}),
+        )
+        .await;
+    }
+    task_definition(s, 1).await;
+    task_definition(s, 2).await;
+    // Two services, one per group: revision 1 behind blue (2 tasks), revision 2 behind green (1).
+    for (name, rev, tg, n) in [("blue", 1, "web-blue", 2), ("green", 2, "web-green", 1)] {
+        put_doc(
+            s,
+            &s.keys().service("default", name),
+            &json!({"serviceName": name, "taskDefinition": format!("web:{rev}"), "desiredCount": n,
+                "loadBalancers": [{"targetGroupArn": tg, "containerName": "app", "containerPort": 8080}]}),
+        )
+        .await;
+    }
+    let port = capstan_testing::free_port().expect("port");
+    let listener = |blue: u32, green: u32| {
+        json!({"port": port, "defaultActions": [{"type": "forward", "forwardConfig": {"targetGroups": [
+            {"targetGroupArn": "web-blue", "weight": blue}, {"targetGroupArn": "web-green", "weight": green}]}}]})
+    };
+    put_doc(s, &s.keys().listener("web"), &listener(3, 1)).await;
+    eventually(
+        Duration::from_secs(40),
+        "3 targets healthy",
+        || async move {
+            let mut n = 0;
+            for g in ["web-blue", "web-green"] {
+                n += s
+                    .get_json::<TargetGroupStatusDoc>(&s.keys().target_group_status(g))
+                    .await
+                    .ok()
+                    .flatten()
+                    .map_or(0, |d| healthy(&d.value).len());
+            }
+            (n == 3).then_some(())
+        },
+    )
+    .await;
+    // The blue share of 400 requests.
+    let share = || async move {
+        let mut blue = 0;
+        for _ in 0..400 {
+            let b = body("127.0.0.1", port).await.unwrap_or_default();
+            if b.starts_with("1 ") {
+                blue += 1;
+            }
+        }
+        f64::from(blue) / 400.0
+    };
+    eventually(
+        Duration::from_secs(20),
+        "both groups serve",
+        || async move {
+            let sh = share().await;
+            (sh > 0.0 && sh < 1.0).then_some(())
+        },
+    )
+    .await;
+    let sh = share().await;
+    assert!((0.65..=0.85).contains(&sh), "3:1 gave a blue share of {sh}");
+    let worker = haproxy_info(dir, "Pid").await.expect("worker");
+    // Reweighted 1:1: through the runtime API, no reload.
+    put_doc(s, &s.keys().listener("web"), &listener(1, 1)).await;
+    let sh = eventually(Duration::from_secs(20), "1:1", || async move {
+        let sh = share().await;
+        (0.4..=0.6).contains(&sh).then_some(sh)
+    })
+    .await;
+    assert!((0.4..=0.6).contains(&sh));
+    assert_eq!(haproxy_info(dir, "Pid").await, Some(worker), "no reload");
+    // Both groups report the listener.
+    for g in ["web-blue", "web-green"] {
+        let d = s
+            .get_json::<TargetGroupStatusDoc>(&s.keys().target_group_status(g))
+            .await
+            .expect("get")
+            .expect("status")
+            .value;
+        assert!(
+            d.listeners.iter().any(|l| l.listener == "web"),
+            "{g}: {d:?}"
+        );
+    }
+}

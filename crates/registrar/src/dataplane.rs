@@ -3,10 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use capstan_plan::targets::Tracked;
 use futures::future::BoxFuture;
 
-pub use crate::haproxy::{DataPlaneError, Layout};
+pub use crate::haproxy::{DataPlaneError, Layout, Member};
 
 /// A load balancer the registrar programs.
 pub trait DataPlane: Send + Sync {
@@ -26,12 +25,13 @@ pub trait DataPlane: Send + Sync {
         backend: &'a str,
     ) -> BoxFuture<'a, Result<(), DataPlaneError>>;
 
-    /// Makes target group `tg`'s members match its targets (healthy in traffic, draining
-    /// draining, others out), without a reload; returns in-flight sessions per task id.
-    fn sync<'a>(
+    /// Makes backend `backend` (a group's, or a weighted listener's) hold `members` (healthy
+    /// ones in traffic at their weight, draining ones draining, others out), without a reload;
+    /// returns in-flight sessions per member.
+    fn sync_backend<'a>(
         &'a self,
-        tg: &'a str,
-        tracked: &'a BTreeMap<String, Tracked>,
+        backend: &'a str,
+        members: &'a [Member],
     ) -> BoxFuture<'a, Result<HashMap<String, u32>, DataPlaneError>>;
 
     /// Stops serving (leadership lost).
@@ -55,12 +55,14 @@ impl DataPlane for crate::haproxy::Haproxy {
         Box::pin(crate::haproxy::Haproxy::route(self, listener, backend))
     }
 
-    fn sync<'a>(
+    fn sync_backend<'a>(
         &'a self,
-        tg: &'a str,
-        tracked: &'a BTreeMap<String, Tracked>,
+        backend: &'a str,
+        members: &'a [Member],
     ) -> BoxFuture<'a, Result<HashMap<String, u32>, DataPlaneError>> {
-        Box::pin(crate::haproxy::Haproxy::sync(self, tg, tracked))
+        Box::pin(crate::haproxy::Haproxy::sync_backend(
+            self, backend, members,
+        ))
     }
 
     fn stop(&self) -> BoxFuture<'_, ()> {

@@ -36,13 +36,21 @@ pub fn backend(tg: &str) -> String {
     format!("be_{tg}")
 }
 
-/// What HAProxy should serve: listeners by name, and the target groups.
+/// Backend of a listener that forwards to several weighted target groups.
+pub fn listener_backend(listener: &str) -> String {
+    format!("bel_{listener}")
+}
+
+/// What HAProxy should serve: listeners by name, the target groups, and the listeners that
+/// split traffic over several groups by weight (each gets a backend of its own).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Layout {
     /// Listener name → (bind address, port).
     pub listeners: BTreeMap<String, (String, u32)>,
     /// Target group names.
     pub groups: Vec<String>,
+    /// Listeners with weighted target groups.
+    pub weighted: Vec<String>,
 }
 
 impl Layout {
@@ -54,12 +62,23 @@ impl Layout {
                 .map(|(n, l)| (n.clone(), (l.bind_address().to_string(), l.port)))
                 .collect(),
             groups: groups.to_vec(),
+            weighted: Vec::new(),
         }
+    }
+
+    /// Every backend it has besides `be_none`.
+    pub fn backends(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .map(|g| backend(g))
+            .chain(self.weighted.iter().map(|l| listener_backend(l)))
+            .collect()
     }
 }
 
-/// A server to write into the configuration at a reload: (name, address, port, admin state).
-pub type ServerLine = (String, String, u16, u32);
+/// A server to write into the configuration at a reload: (name, address, port, admin state,
+/// weight).
+pub type ServerLine = (String, String, u16, u32, u32);
 
 /// The configuration for `layout`, with its socket and map under `dir`.
 pub fn render(layout: &Layout, dir: &Path) -> String {
@@ -90,14 +109,13 @@ pub fn render_with(
             map.display()
         ));
     }
-    for g in &layout.groups {
-        let be = backend(g);
+    for be in layout.backends() {
         c.push_str(&format!("backend {be}\n    balance roundrobin\n"));
-        for (name, addr, port, admin) in servers.get(&be).into_iter().flatten() {
+        for (name, addr, port, admin, weight) in servers.get(&be).into_iter().flatten() {
             let state = match admin {
-                0 => " weight 100",
-                a if a & 8 != 0 => " weight 0",
-                _ => " weight 100 disabled",
+                0 => format!(" weight {weight}"),
+                a if a & 8 != 0 => " weight 0".to_string(),
+                _ => format!(" weight {weight} disabled"),
             };
             c.push_str(&format!("    server {name} {addr}:{port}{state}\n"));
         }
@@ -114,6 +132,8 @@ pub struct Server {
     pub port: u16,
     /// srv_admin_state: 0 ready, 1 maint (forced), 8 drain…
     pub admin_state: u32,
+    /// User weight.
+    pub weight: u32,
 }
 
 /// Parses `show servers state <backend>`.
@@ -127,6 +147,7 @@ pub fn parse_servers(out: &str) -> BTreeMap<String, Server> {
                 Server {
                     addr: f[4].to_string(),
                     admin_state: f[6].parse().ok()?,
+                    weight: f[7].parse().ok()?,
                     port: f[18].parse().ok()?,
                 },
             ))
@@ -250,9 +271,9 @@ impl Haproxy {
         if first {
             self.command("show info").await?;
             let backends = self.command("show backend").await.unwrap_or_default();
-            for g in &layout.groups {
-                if !backends.lines().any(|l| l.trim() == backend(g)) {
-                    tracing::warn!(backend = %backend(g), "the external haproxy has no such backend; add it to its configuration");
+            for be in layout.backends() {
+                if !backends.lines().any(|l| l.trim() == be) {
+                    tracing::warn!(backend = %be, "the external haproxy has no such backend; add it to its configuration");
                 }
             }
             *st = Some((
@@ -400,14 +421,13 @@ impl Haproxy {
         routes: &BTreeMap<String, String>,
     ) -> Result<(), DataPlaneError> {
         let mut servers = BTreeMap::new();
-        for g in &layout.groups {
-            let be = backend(g);
+        for be in layout.backends() {
             let Ok(out) = self.command(&format!("show servers state {be}")).await else {
                 continue;
             };
             let lines: Vec<ServerLine> = parse_servers(&out)
                 .into_iter()
-                .map(|(name, s)| (name, s.addr, s.port, s.admin_state))
+                .map(|(name, s)| (name, s.addr, s.port, s.admin_state, s.weight))
                 .collect();
             servers.insert(be, lines);
         }
@@ -461,33 +481,35 @@ impl Haproxy {
         .await
     }
 
-    /// Makes `tg`'s servers match its targets: healthy ones ready, draining ones draining,
-    /// others absent from traffic; returns current sessions per task id.
-    pub async fn sync(
+    /// Makes backend `be`'s servers match `members`: healthy ones ready at their weight,
+    /// draining ones draining, others out of traffic, unknown ones deleted; returns current
+    /// sessions per member id.
+    pub async fn sync_backend(
         &self,
-        tg: &str,
-        tracked: &BTreeMap<String, Tracked>,
+        be: &str,
+        members: &[Member],
     ) -> Result<HashMap<String, u32>, DataPlaneError> {
-        let be = backend(tg);
         let servers = parse_servers(&self.command(&format!("show servers state {be}")).await?);
-        for (id, t) in tracked {
-            let s = &t.status;
-            let srv = format!("{be}/{id}");
-            let present = servers.get(id);
-            if present.is_some_and(|p| p.addr != s.host || p.port != s.port) {
+        for m in members {
+            let srv = format!("{be}/{}", m.id);
+            let present = servers.get(&m.id);
+            if present.is_some_and(|p| p.addr != m.host || p.port != m.port) {
                 self.command(&format!("set server {srv} state maint"))
                     .await?;
                 self.command(&format!("del server {srv}")).await?;
             }
-            let present = present.filter(|p| p.addr == s.host && p.port == s.port);
-            match s.state {
+            let present = present.filter(|p| p.addr == m.host && p.port == m.port);
+            match m.state {
                 TargetState::Healthy => {
                     if present.is_none() {
                         self.expect_ok(
-                            &format!("add server {srv} {}:{} weight 100", s.host, s.port),
+                            &format!("add server {srv} {}:{} weight {}", m.host, m.port, m.weight),
                             &["No such", "Invalid", "failed", "already exists"],
                         )
                         .await?;
+                    } else if present.is_some_and(|p| p.weight != m.weight) {
+                        self.command(&format!("set server {srv} weight {}", m.weight))
+                            .await?;
                     }
                     if present.is_none_or(|p| p.admin_state != 0) {
                         self.command(&format!("set server {srv} state ready"))
@@ -508,21 +530,89 @@ impl Haproxy {
                 }
             }
         }
-        for id in servers.keys().filter(|id| !tracked.contains_key(*id)) {
+        for id in servers
+            .keys()
+            .filter(|id| !members.iter().any(|m| &m.id == *id))
+        {
             let srv = format!("{be}/{id}");
             self.command(&format!("set server {srv} state maint"))
                 .await?;
             self.command(&format!("del server {srv}")).await?;
         }
         let stats = parse_sessions(&self.command("show stat").await?);
-        Ok(tracked
-            .keys()
-            .map(|id| {
-                let n = stats.get(&(be.clone(), id.clone())).copied().unwrap_or(0);
-                (id.clone(), n)
+        Ok(members
+            .iter()
+            .map(|m| {
+                let n = stats
+                    .get(&(be.to_string(), m.id.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                (m.id.clone(), n)
             })
             .collect())
     }
+}
+
+/// One server a backend should have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Server name (the task id).
+    pub id: String,
+    /// Address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// The target's state.
+    pub state: TargetState,
+    /// HAProxy weight, 1–256.
+    pub weight: u32,
+}
+
+/// Members of one group's own backend: every tracked target at weight 100.
+pub fn group_members(tracked: &BTreeMap<String, Tracked>) -> Vec<Member> {
+    tracked
+        .iter()
+        .map(|(id, t)| Member {
+            id: id.clone(),
+            host: t.status.host.clone(),
+            port: t.status.port,
+            state: t.status.state,
+            weight: 100,
+        })
+        .collect()
+}
+
+/// Members of a weighted listener's backend: each group's targets, weighted so that the group's
+/// healthy targets together take its share (`weight / total`) of the traffic.
+pub fn weighted_members(groups: &[(u32, &BTreeMap<String, Tracked>)]) -> Vec<Member> {
+    let total: f64 = groups.iter().map(|(w, _)| f64::from(*w)).sum();
+    let per_server: Vec<f64> = groups
+        .iter()
+        .map(|(w, tracked)| {
+            let healthy = tracked
+                .values()
+                .filter(|t| t.status.state == TargetState::Healthy)
+                .count()
+                .max(1);
+            f64::from(*w) / total.max(1.0) / healthy as f64
+        })
+        .collect();
+    let top = per_server.iter().copied().fold(0.0, f64::max);
+    groups
+        .iter()
+        .zip(per_server)
+        .flat_map(|((_, tracked), share)| {
+            let weight = if top > 0.0 {
+                ((256.0 * share / top).round() as u32).clamp(1, 256)
+            } else {
+                1
+            };
+            group_members(tracked).into_iter().map(move |mut m| {
+                m.weight = weight;
+                m
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -534,8 +624,10 @@ mod tests {
         let layout = Layout {
             listeners: BTreeMap::from([("web".to_string(), ("127.0.0.1".to_string(), 8080))]),
             groups: vec!["web-blue".into(), "web-green".into()],
+            weighted: vec!["canary".into()],
         };
         let c = render(&layout, Path::new("/run/capstan"));
+        assert!(c.contains("backend bel_canary\n    balance roundrobin\n"));
         assert!(c.contains("stats socket /run/capstan/admin.sock mode 600 level admin"));
         assert!(c.contains("frontend fe_web\n    bind 127.0.0.1:8080\n"));
         assert!(c.contains("use_backend %[str(web),map(/run/capstan/routes.map,be_none)]"));
@@ -553,7 +645,8 @@ mod tests {
             Some(&Server {
                 addr: "127.0.0.1".into(),
                 port: 18081,
-                admin_state: 8
+                admin_state: 8,
+                weight: 1,
             })
         );
         let stat =
@@ -562,5 +655,46 @@ mod tests {
             parse_sessions(stat).get(&("be_app".into(), "a1".into())),
             Some(&3)
         );
+    }
+
+    #[test]
+    fn weighted_members_split_traffic_by_group_weight_not_group_size() {
+        use capstan_core::lb::TargetStatus;
+        let group = |ids: &[&str]| -> BTreeMap<String, Tracked> {
+            ids.iter()
+                .map(|id| {
+                    (
+                        id.to_string(),
+                        Tracked {
+                            status: TargetStatus {
+                                task_id: id.to_string(),
+                                host: "127.0.0.1".into(),
+                                port: 8080,
+                                state: TargetState::Healthy,
+                                ..Default::default()
+                            },
+                            passes: 1,
+                            fails: 0,
+                            draining_since: None,
+                        },
+                    )
+                })
+                .collect()
+        };
+        // 3:1 with two servers on one side and one on the other.
+        let (blue, green) = (group(&["b1", "b2"]), group(&["g1"]));
+        let m = weighted_members(&[(3, &blue), (1, &green)]);
+        let sum = |prefix: &str| -> u32 {
+            m.iter()
+                .filter(|x| x.id.starts_with(prefix))
+                .map(|x| x.weight)
+                .sum()
+        };
+        let share = f64::from(sum("b")) / f64::from(sum("b") + sum("g"));
+        assert!((share - 0.75).abs() < 0.01, "{share} {m:?}");
+        assert!(m.iter().all(|x| (1..=256).contains(&x.weight)));
+        // A group without healthy targets does not divide by zero.
+        let none = group(&[]);
+        assert_eq!(weighted_members(&[(1, &none), (1, &green)]).len(), 1);
     }
 }

@@ -97,8 +97,10 @@ pub struct Ctx {
     haproxy: Option<Box<dyn dataplane::DataPlane>>,
     /// Sessions per target at the last sync, by group then task.
     sessions: Mutex<HashMap<String, HashMap<String, u32>>>,
-    /// Listener → (backend, since when) as applied to the data plane.
-    applied: Mutex<BTreeMap<String, (String, f64)>>,
+    /// Listener → (the groups it routes to, since when) as applied to the data plane.
+    applied: Mutex<BTreeMap<String, (Vec<String>, f64)>>,
+    /// Listeners that split traffic over several groups: listener → (group, weight).
+    weighted: Mutex<BTreeMap<String, Vec<(String, u32)>>>,
 }
 
 /// The host part of an agent endpoint (`http://10.0.0.1:7000` → `10.0.0.1`).
@@ -209,12 +211,11 @@ async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Actio
             &settings,
             now,
         );
-        let be = haproxy::backend(&tg);
         let doc = TargetGroupStatusDoc {
             targets: tracked.values().map(|t| t.status.clone()).collect(),
             listeners: lock(&ctx.applied)
                 .iter()
-                .filter(|(_, (b, _))| *b == be)
+                .filter(|(_, (groups, _))| groups.contains(&tg))
                 .map(|(l, (_, since))| capstan_core::lb::ServingListener {
                     listener: l.clone(),
                     since: *since,
@@ -229,7 +230,42 @@ async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Actio
     let mut poll = None;
     if let Some(hp) = &ctx.haproxy {
         let tracked = lock(&ctx.tracking).get(&tg).cloned().unwrap_or_default();
-        match hp.sync(&tg, &tracked).await {
+        // The group's own backend, then the weighted listeners' backends it is part of; a
+        // target's sessions are counted over all of them.
+        let mut synced = hp
+            .sync_backend(&haproxy::backend(&tg), &haproxy::group_members(&tracked))
+            .await;
+        let weighted: Vec<(String, Vec<(String, u32)>)> = lock(&ctx.weighted)
+            .iter()
+            .filter(|(_, groups)| groups.iter().any(|(g, _)| *g == tg))
+            .map(|(l, g)| (l.clone(), g.clone()))
+            .collect();
+        for (listener, groups) in weighted {
+            let all = lock(&ctx.tracking).clone();
+            let empty = BTreeMap::new();
+            let parts: Vec<(u32, &BTreeMap<String, Tracked>)> = groups
+                .iter()
+                .map(|(g, w)| (*w, all.get(g).unwrap_or(&empty)))
+                .collect();
+            let more = hp
+                .sync_backend(
+                    &haproxy::listener_backend(&listener),
+                    &haproxy::weighted_members(&parts),
+                )
+                .await;
+            synced = match (synced, more) {
+                (Ok(mut a), Ok(b)) => {
+                    for (id, n) in b {
+                        if let Some(x) = a.get_mut(&id) {
+                            *x += n;
+                        }
+                    }
+                    Ok(a)
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
+        match synced {
             Ok(sessions) => {
                 lock(&ctx.sessions).insert(tg.clone(), sessions);
             }
@@ -281,7 +317,7 @@ async fn data_plane(
             _ = cancel.cancelled() => return,
             c = leadership.acquired() => match c { Some(c) => c, None => return },
         };
-        let mut applied: BTreeMap<String, String> = BTreeMap::new();
+        let mut applied: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
         loop {
             let name_of = |k: &str| keys.parse(k).and_then(|p| p.parts.first().cloned());
             let listeners: Vec<(String, capstan_core::lb::Listener)> = ctx
@@ -299,24 +335,63 @@ async fn data_plane(
                 .filter(|e| e.value.is_ok())
                 .filter_map(|e| name_of(&e.key))
                 .collect();
-            let routes: BTreeMap<String, String> = listeners
+            // Where each listener sends traffic: the deployer's route, else its default action.
+            let split: BTreeMap<String, Vec<(String, u32)>> = listeners
                 .iter()
-                .filter_map(|(name, l)| {
+                .map(|(name, l)| {
                     let routed = ctx
                         .caches
                         .routes
                         .get(&keys.listener_route(name))
                         .and_then(|e| e.value.as_ref().ok().cloned())
-                        .and_then(|r| r.target_groups.first().map(|t| t.target_group_arn.clone()));
-                    let tg = routed.or_else(|| {
-                        l.default_actions.first().and_then(|a| {
-                            a.weighted_target_groups().first().map(|(t, _)| t.clone())
-                        })
-                    })?;
-                    Some((name.clone(), haproxy::backend(lb_object_name(&tg))))
+                        .map(|r| {
+                            r.target_groups
+                                .iter()
+                                .map(|t| (t.target_group_arn.clone(), t.weight.unwrap_or(1)))
+                                .collect::<Vec<_>>()
+                        });
+                    let groups = routed.unwrap_or_else(|| {
+                        l.default_actions
+                            .first()
+                            .map(|a| a.weighted_target_groups())
+                            .unwrap_or_default()
+                    });
+                    let groups: Vec<(String, u32)> = groups
+                        .into_iter()
+                        .filter(|(_, w)| *w > 0)
+                        .map(|(g, w)| (lb_object_name(&g).to_string(), w))
+                        .collect();
+                    (name.clone(), groups)
+                })
+                .filter(|(_, g)| !g.is_empty())
+                .collect();
+            let routes: BTreeMap<String, String> = split
+                .iter()
+                .map(|(l, g)| {
+                    let be = match g.as_slice() {
+                        [(one, _)] => haproxy::backend(one),
+                        _ => haproxy::listener_backend(l),
+                    };
+                    (l.clone(), be)
                 })
                 .collect();
-            let layout = haproxy::Layout::new(&listeners, &groups);
+            let weighted: BTreeMap<String, Vec<(String, u32)>> = split
+                .iter()
+                .filter(|(_, g)| g.len() > 1)
+                .map(|(l, g)| (l.clone(), g.clone()))
+                .collect();
+            // Groups whose weighted listeners changed sync again.
+            {
+                let mut current = lock(&ctx.weighted);
+                if *current != weighted {
+                    for g in current.values().chain(weighted.values()).flatten() {
+                        queue.add(g.0.clone());
+                    }
+                    *current = weighted.clone();
+                }
+            }
+            let mut layout = haproxy::Layout::new(&listeners, &groups);
+            layout.weighted = weighted.keys().cloned().collect();
             let ensured = match hp {
                 Some(hp) => hp.ensure(&layout, &routes).await,
                 None => Ok(false),
@@ -328,10 +403,10 @@ async fn data_plane(
                 .cloned()
                 .collect();
             for l in gone {
-                if let Some((b, _)) = lock(&ctx.applied).remove(&l)
-                    && let Some(g) = b.strip_prefix("be_")
-                {
-                    queue.add(g.to_string());
+                if let Some((groups, _)) = lock(&ctx.applied).remove(&l) {
+                    for g in groups {
+                        queue.add(g);
+                    }
                 }
                 applied.remove(&l);
             }
@@ -344,22 +419,25 @@ async fn data_plane(
                         }
                     }
                     for (l, be) in &routes {
-                        if applied.get(l) != Some(be) {
+                        let now_in: Vec<String> = split
+                            .get(l)
+                            .map(|g| g.iter().map(|(g, _)| g.clone()).collect())
+                            .unwrap_or_default();
+                        if applied.get(l) != Some(&(be.clone(), now_in.clone())) {
                             let routed = match hp {
                                 Some(hp) => hp.route(l, be).await,
                                 None => Ok(()),
                             };
                             match routed {
                                 Ok(()) => {
-                                    applied.insert(l.clone(), be.clone());
+                                    applied.insert(l.clone(), (be.clone(), now_in.clone()));
                                     // Report it on the groups it left and joined.
                                     let before = lock(&ctx.applied)
-                                        .insert(l.clone(), (be.clone(), now()))
-                                        .map(|(b, _)| b);
-                                    for b in before.iter().chain(std::iter::once(be)) {
-                                        if let Some(g) = b.strip_prefix("be_") {
-                                            queue.add(g.to_string());
-                                        }
+                                        .insert(l.clone(), (now_in.clone(), now()))
+                                        .map(|(g, _)| g)
+                                        .unwrap_or_default();
+                                    for g in before.into_iter().chain(now_in) {
+                                        queue.add(g);
                                     }
                                 }
                                 Err(e) => tracing::warn!(listener = %l, error = %e, "cannot route"),
@@ -379,6 +457,7 @@ async fn data_plane(
         }
         // Only the leader drives HAProxy.
         lock(&ctx.applied).clear();
+        lock(&ctx.weighted).clear();
         if let Some(hp) = hp {
             hp.stop().await;
         }
@@ -586,6 +665,7 @@ pub async fn run(args: RegistrarArgs) -> Result<(), RuntimeError> {
         haproxy,
         sessions: Mutex::new(HashMap::new()),
         applied: Mutex::new(BTreeMap::new()),
+        weighted: Mutex::new(BTreeMap::new()),
     });
     let keys = rt.store.keys().clone();
     let (k1, k2, k3) = (keys.clone(), keys.clone(), keys.clone());
