@@ -854,3 +854,53 @@ async fn a_weighted_listener_splits_traffic_and_reweights_without_a_reload() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_start_ramps_a_new_target_weight_up() {
+    let p = plane().await;
+    let s = &p.store.clone();
+    let dir = p.dir.path();
+    put_doc(
+        s,
+        &s.keys().target_group("web-tg"),
+        &json!({"protocol": "HTTP", "healthCheck": {"path": "/", "intervalSeconds": 5, "timeoutSeconds": 2},
+            "attributes": [{"key": "slow_start.duration_seconds", "value": "30"}]}),
+    )
+    .await;
+    let port = capstan_testing::free_port().expect("port");
+    put_doc(
+        s,
+        &s.keys().listener("web"),
+        &json!({"port": port, "defaultActions": [{"type": "forward", "targetGroupArn": "web-tg"}]}),
+    )
+    .await;
+    task_definition(s, 1).await;
+    put_doc(
+        s,
+        &s.keys().service("default", "web"),
+        &json!({"serviceName": "web", "taskDefinition": "web:1", "desiredCount": 1,
+            "loadBalancers": [{"targetGroupArn": "web-tg", "containerName": "app", "containerPort": 8080}]}),
+    )
+    .await;
+    // The server's weight in HAProxy: low when it starts taking traffic, then rising.
+    let weight = || async move {
+        haproxy_command(dir, "show servers state be_web-tg")
+            .await
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 7 && f[6] == "0").then(|| f[7].parse::<u32>().ok())?
+            })
+    };
+    let first = eventually(Duration::from_secs(40), "in traffic", || async move {
+        weight().await
+    })
+    .await;
+    assert!(first < 50, "a new target starts low, got {first}");
+    assert_eq!(get("127.0.0.1", port).await.map(|(c, _)| c), Some(200));
+    eventually(Duration::from_secs(20), "the weight rises", || async move {
+        weight().await.filter(|w| *w > first)
+    })
+    .await;
+}

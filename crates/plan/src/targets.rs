@@ -95,6 +95,8 @@ pub struct Settings {
     pub unhealthy_threshold: u32,
     /// Longest drain, seconds.
     pub deregistration_delay: f64,
+    /// `slow_start.duration_seconds` (0: off).
+    pub slow_start: f64,
 }
 
 impl Settings {
@@ -106,6 +108,10 @@ impl Settings {
             healthy_threshold: hc.healthy_threshold_count.unwrap_or(5),
             unhealthy_threshold: hc.unhealthy_threshold_count.unwrap_or(2),
             deregistration_delay: f64::from(tg.deregistration_delay_secs()),
+            slow_start: tg
+                .attribute("slow_start.duration_seconds")
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0),
         }
     }
 }
@@ -143,9 +149,28 @@ pub struct Tracked {
     pub fails: u32,
     /// When deregistration began.
     pub draining_since: Option<Timestamp>,
+    /// When it last turned healthy (slow start ramps its weight from then).
+    pub healthy_since: Option<Timestamp>,
 }
 
 impl Tracked {
+    /// Its traffic weight out of 100: with slow start, growing linearly from 1 to 100 over the
+    /// group's `slow_start.duration_seconds` after it turned healthy.
+    pub fn weight(&self, s: &Settings, now: Timestamp) -> u32 {
+        match (self.status.state, self.healthy_since) {
+            (TargetState::Healthy, Some(since)) if s.slow_start > 0.0 => {
+                let f = ((now - since) / s.slow_start).clamp(0.0, 1.0);
+                ((100.0 * f).round() as u32).max(1)
+            }
+            _ => 100,
+        }
+    }
+
+    /// Whether its weight is still ramping up at `now`.
+    pub fn ramping(&self, s: &Settings, now: Timestamp) -> bool {
+        self.weight(s, now) < 100
+    }
+
     fn new(w: &Wanted) -> Self {
         Self {
             status: TargetStatus {
@@ -159,12 +184,13 @@ impl Tracked {
             passes: 0,
             fails: 0,
             draining_since: None,
+            healthy_since: None,
         }
     }
 }
 
 /// Applies one health-check result (`Ok` = passed).
-pub fn observe(t: &mut Tracked, result: Result<(), Failure>, s: &Settings) {
+pub fn observe(t: &mut Tracked, result: Result<(), Failure>, s: &Settings, now: Timestamp) {
     if matches!(t.status.state, TargetState::Draining | TargetState::Unused) {
         return;
     }
@@ -178,6 +204,9 @@ pub fn observe(t: &mut Tracked, result: Result<(), Failure>, s: &Settings) {
                 _ => true,
             };
             if healthy {
+                if t.status.state != TargetState::Healthy {
+                    t.healthy_since = Some(now);
+                }
                 t.status.state = TargetState::Healthy;
                 t.status.reason = None;
             }
@@ -186,6 +215,7 @@ pub fn observe(t: &mut Tracked, result: Result<(), Failure>, s: &Settings) {
             t.fails += 1;
             t.passes = 0;
             if t.fails >= s.unhealthy_threshold {
+                t.healthy_since = None;
                 t.status.state = TargetState::Unhealthy;
                 t.status.reason = Some(f.reason().into());
             }
@@ -243,6 +273,7 @@ mod tests {
 
     const S: Settings = Settings {
         interval: 5.0,
+        slow_start: 0.0,
         healthy_threshold: 3,
         unhealthy_threshold: 2,
         deregistration_delay: 10.0,
@@ -370,24 +401,24 @@ mod tests {
             t.status.reason.as_deref(),
             Some("Elb.InitialHealthChecking")
         );
-        observe(t, Ok(()), &S);
+        observe(t, Ok(()), &S, 0.0);
         assert_eq!(t.status.state, TargetState::Healthy);
-        observe(t, Err(Failure::Timeout), &S);
+        observe(t, Err(Failure::Timeout), &S, 0.0);
         assert_eq!(
             t.status.state,
             TargetState::Healthy,
             "one failure is not enough"
         );
-        observe(t, Err(Failure::ResponseCodeMismatch), &S);
+        observe(t, Err(Failure::ResponseCodeMismatch), &S, 0.0);
         assert_eq!(t.status.state, TargetState::Unhealthy);
         assert_eq!(
             t.status.reason.as_deref(),
             Some("Target.ResponseCodeMismatch")
         );
-        observe(t, Ok(()), &S);
-        observe(t, Ok(()), &S);
+        observe(t, Ok(()), &S, 0.0);
+        observe(t, Ok(()), &S, 0.0);
         assert_eq!(t.status.state, TargetState::Unhealthy);
-        observe(t, Ok(()), &S);
+        observe(t, Ok(()), &S, 0.0);
         assert_eq!(t.status.state, TargetState::Healthy);
     }
 
@@ -411,12 +442,36 @@ mod tests {
         assert!(m["b"].status.drained);
         assert_eq!(wake, Some(110.0));
         // Health checks no longer move a draining target.
-        observe(m.get_mut("a").expect("a"), Ok(()), &S);
+        observe(m.get_mut("a").expect("a"), Ok(()), &S, 0.0);
         assert_eq!(m["a"].status.state, TargetState::Draining);
         // The delay passes.
         let wake = converge(&mut m, &[one("a", true)], |_| Some(3), &S, 110.0);
         assert!(m["a"].status.drained);
         assert_eq!(wake, None);
         assert!(!m.contains_key("b"), "b's task is gone");
+    }
+
+    #[test]
+    fn slow_start_ramps_a_new_healthy_target_weight() {
+        let s = Settings {
+            slow_start: 10.0,
+            ..S
+        };
+        let mut t = Tracked::new(&Wanted {
+            task_id: "a".into(),
+            host: "h".into(),
+            port: 1,
+            draining: false,
+        });
+        observe(&mut t, Ok(()), &s, 100.0);
+        assert_eq!(t.healthy_since, Some(100.0));
+        assert_eq!(t.weight(&s, 100.0), 1);
+        assert_eq!(t.weight(&s, 105.0), 50);
+        assert!(t.ramping(&s, 105.0));
+        assert_eq!(t.weight(&s, 111.0), 100);
+        // Without slow start, full weight at once; staying healthy keeps the start time.
+        assert_eq!(t.weight(&S, 100.0), 100);
+        observe(&mut t, Ok(()), &s, 200.0);
+        assert_eq!(t.healthy_since, Some(100.0));
     }
 }

@@ -568,8 +568,12 @@ pub struct Member {
     pub weight: u32,
 }
 
-/// Members of one group's own backend: every tracked target at weight 100.
-pub fn group_members(tracked: &BTreeMap<String, Tracked>) -> Vec<Member> {
+/// Members of one group's own backend: every tracked target, at the weight `weight` gives it
+/// (100, or less while slow start ramps it up).
+pub fn group_members(
+    tracked: &BTreeMap<String, Tracked>,
+    weight: impl Fn(&Tracked) -> u32,
+) -> Vec<Member> {
     tracked
         .iter()
         .map(|(id, t)| Member {
@@ -577,14 +581,17 @@ pub fn group_members(tracked: &BTreeMap<String, Tracked>) -> Vec<Member> {
             host: t.status.host.clone(),
             port: t.status.port,
             state: t.status.state,
-            weight: 100,
+            weight: weight(t).clamp(1, 256),
         })
         .collect()
 }
 
 /// Members of a weighted listener's backend: each group's targets, weighted so that the group's
 /// healthy targets together take its share (`weight / total`) of the traffic.
-pub fn weighted_members(groups: &[(u32, &BTreeMap<String, Tracked>)]) -> Vec<Member> {
+pub fn weighted_members(
+    groups: &[(u32, &BTreeMap<String, Tracked>)],
+    ramp: impl Fn(&Tracked) -> u32 + Copy,
+) -> Vec<Member> {
     let total: f64 = groups.iter().map(|(w, _)| f64::from(*w)).sum();
     let per_server: Vec<f64> = groups
         .iter()
@@ -607,10 +614,8 @@ pub fn weighted_members(groups: &[(u32, &BTreeMap<String, Tracked>)]) -> Vec<Mem
             } else {
                 1
             };
-            group_members(tracked).into_iter().map(move |mut m| {
-                m.weight = weight;
-                m
-            })
+            // The group's share, scaled by each target's own (slow start) weight.
+            group_members(tracked, move |t| (weight * ramp(t)).div_ceil(100).max(1))
         })
         .collect()
 }
@@ -676,6 +681,7 @@ mod tests {
                             passes: 1,
                             fails: 0,
                             draining_since: None,
+                            healthy_since: None,
                         },
                     )
                 })
@@ -683,7 +689,7 @@ mod tests {
         };
         // 3:1 with two servers on one side and one on the other.
         let (blue, green) = (group(&["b1", "b2"]), group(&["g1"]));
-        let m = weighted_members(&[(3, &blue), (1, &green)]);
+        let m = weighted_members(&[(3, &blue), (1, &green)], |_| 100);
         let sum = |prefix: &str| -> u32 {
             m.iter()
                 .filter(|x| x.id.starts_with(prefix))
@@ -695,6 +701,9 @@ mod tests {
         assert!(m.iter().all(|x| (1..=256).contains(&x.weight)));
         // A group without healthy targets does not divide by zero.
         let none = group(&[]);
-        assert_eq!(weighted_members(&[(1, &none), (1, &green)]).len(), 1);
+        assert_eq!(
+            weighted_members(&[(1, &none), (1, &green)], |_| 100).len(),
+            1
+        );
     }
 }

@@ -191,6 +191,7 @@ async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Actio
                                     passes: 0,
                                     fails: 0,
                                     draining_since: None,
+                                    healthy_since: None,
                                 },
                             )
                         })
@@ -232,8 +233,12 @@ async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Actio
         let tracked = lock(&ctx.tracking).get(&tg).cloned().unwrap_or_default();
         // The group's own backend, then the weighted listeners' backends it is part of; a
         // target's sessions are counted over all of them.
+        let ramp = |t: &Tracked| t.weight(&settings, now);
         let mut synced = hp
-            .sync_backend(&haproxy::backend(&tg), &haproxy::group_members(&tracked))
+            .sync_backend(
+                &haproxy::backend(&tg),
+                &haproxy::group_members(&tracked, ramp),
+            )
             .await;
         let weighted: Vec<(String, Vec<(String, u32)>)> = lock(&ctx.weighted)
             .iter()
@@ -250,7 +255,7 @@ async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Actio
             let more = hp
                 .sync_backend(
                     &haproxy::listener_backend(&listener),
-                    &haproxy::weighted_members(&parts),
+                    &haproxy::weighted_members(&parts, ramp),
                 )
                 .await;
             synced = match (synced, more) {
@@ -276,6 +281,10 @@ async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Actio
             .any(|t| t.status.state == TargetState::Draining && !t.status.drained)
         {
             poll = Some(Duration::from_millis(250));
+        }
+        // Slow start: raise the weights again in a second.
+        if tracked.values().any(|t| t.ramping(&settings, now)) {
+            poll = Some(poll.map_or(Duration::from_secs(1), |p| p.min(Duration::from_secs(1))));
         }
     }
     let unchanged = c
@@ -588,7 +597,7 @@ async fn health_checks(
                         for (id, r) in results {
                             if let Some(t) = tracked.get_mut(&id) {
                                 let before = t.status.clone();
-                                targets::observe(t, r, &s);
+                                targets::observe(t, r, &s, capstan_runtime::events::now());
                                 changed |= t.status != before;
                             }
                         }
