@@ -59,18 +59,40 @@ fn processes_with(needle: &str) -> Vec<String> {
     found
 }
 
+/// `capstan dev`, stopped with SIGINT (as Ctrl-C) if a failed assertion leaves it running.
+struct Dev(std::process::Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            if let Ok(pid) = i32::try_from(self.0.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGINT,
+                );
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+        }
+    }
+}
+
 #[test]
 fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("dev");
-    let mut dev = Command::new(binary("capstan"))
+    let mut guard = Dev(Command::new(binary("capstan"))
         .args(["dev", "--api-listen", "127.0.0.1:0", "--etcd-port", "0"])
         .args(["--agents", "2", "--no-haproxy", "--data-dir"])
         .arg(&data)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("capstan dev starts");
+        .expect("capstan dev starts"));
+    let dev = &mut guard.0;
     let stdout = dev.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let endpoint = lines
@@ -109,7 +131,8 @@ fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("ACTIVE"), "{out}");
 
-    // A good revision: deploy --wait follows it to COMPLETED and exits 0.
+    // A good revision, named by its family (its latest revision now): deploy --wait follows it
+    // to COMPLETED and exits 0.
     let v2 = taskdef(dir.path(), "v2.json", "exec sleep 602");
     let (rc, out, err) = capstan(
         ep,
@@ -122,15 +145,23 @@ fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
             "deploy",
             "hello",
             "--task-definition",
-            "hello:2",
+            "hello",
             "--wait",
             "--timeout",
             "120s",
         ],
     );
     assert_eq!(rc, 0, "deploy of a good revision:\n{out}\n{err}");
+    assert!(out.contains("updated to hello:2"), "{out}");
     assert!(out.contains("COMPLETED"), "{out}");
     assert!(out.contains("running 2/2"), "progress lines: {out}");
+    // The same again: nothing to deploy.
+    let (rc, out, err) = capstan(
+        ep,
+        &["deploy", "hello", "--task-definition", "hello", "--wait"],
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("nothing to deploy"), "{out}");
 
     // A broken revision: the breaker trips, deploy --wait exits 1 with its reason.
     let broken = taskdef(dir.path(), "broken.json", "echo crash; exit 1");

@@ -88,6 +88,13 @@ fn arn_page(
     })
 }
 
+/// Whether an UpdateService document sets `taskDefinition`.
+fn names_task_definition(json: &str) -> bool {
+    serde_json::from_str::<Value>(json)
+        .ok()
+        .is_some_and(|v| v.get("taskDefinition").is_some_and(|t| !t.is_null()))
+}
+
 fn now() -> f64 {
     capstan_runtime::events::now()
 }
@@ -713,12 +720,12 @@ impl Api {
         )))
     }
 
-    async fn check_service_refs(&self, s: &Service) -> ApiResult<()> {
-        if let Some(td) = &s.task_definition {
-            self.usable_task_definition(td).await?;
-        } else {
-            return Err(ApiError::invalid("taskDefinition is required"));
-        }
+    /// Checks what the service names exists; returns its task definition as `family:revision`.
+    async fn check_service_refs(&self, s: &Service) -> ApiResult<String> {
+        let resolved = match &s.task_definition {
+            Some(td) => self.usable_task_definition(td).await?.family_revision(),
+            None => return Err(ApiError::invalid("taskDefinition is required")),
+        };
         for cp in &s.capacity_provider_strategy {
             self.require_capacity_provider(&cp.capacity_provider)
                 .await?;
@@ -729,7 +736,7 @@ impl Api {
                     .await?;
             }
         }
-        Ok(())
+        Ok(resolved)
     }
 
     /// CreateService.
@@ -760,7 +767,9 @@ impl Api {
         s.status = None;
         s.force_new_deployment = None;
         s.cluster = Some(cluster.clone());
-        self.check_service_refs(&s).await?;
+        // As ECS does, a family resolves to its latest ACTIVE revision now, so that later
+        // registrations do not change what the service runs.
+        s.task_definition = Some(self.check_service_refs(&s).await?);
         let (existing, status) = self.service_state(&cluster, &s.service_name).await?;
         if existing.is_some() {
             return Err(ApiError::invalid(
@@ -824,8 +833,25 @@ impl Api {
         for _ in 0..CAS_ATTEMPTS {
             let (cur, kv) = self.active_service(&cluster, &name).await?;
             let merged = merge_update(&cur, req.service_json.as_bytes())?;
-            let accepted = accept::<Service>(&merged)?;
-            self.check_service_refs(&accepted.value).await?;
+            let mut accepted = accept::<Service>(&merged)?;
+            let resolved = self.check_service_refs(&accepted.value).await?;
+            // A taskDefinition given here resolves to a revision now (a family: its latest
+            // ACTIVE one); an update without one keeps what the service runs.
+            if names_task_definition(&req.service_json) {
+                // Unless it is what the service already runs (its PRIMARY deployment's): then
+                // the spec stays as it was written, so no deployment starts for nothing.
+                let current = self
+                    .deployments(&cluster, &name)
+                    .await?
+                    .into_iter()
+                    .find(|d| d.status == DeploymentStatus::Primary)
+                    .map(|d| d.task_definition);
+                accepted.value.task_definition = if current.as_ref() == Some(&resolved) {
+                    cur.task_definition.clone()
+                } else {
+                    Some(resolved)
+                };
+            }
             let key = self.keys().service(&cluster, &name);
             match self
                 .store

@@ -92,7 +92,21 @@ pub async fn run(conn: &Conn, cluster: &str, out: Format, args: DeployArgs) -> a
         .filter_map(|j| serde_json::from_str::<Value>(j).ok())
         .map(|d| field(&d, "id"))
         .collect();
-    let mut update = json!({ "taskDefinition": args.task_definition });
+    // The revision a family means now, as UpdateService will resolve it.
+    let target = c
+        .describe_task_definition(pb::DescribeTaskDefinitionRequest {
+            task_definition: args.task_definition.clone(),
+        })
+        .await
+        .map_err(api_error)?
+        .into_inner();
+    let target: Value = serde_json::from_str(&target.task_definition_json).unwrap_or(Value::Null);
+    let target = format!(
+        "{}:{}",
+        field(&target, "family"),
+        field(&target, "revision")
+    );
+    let mut update = json!({ "taskDefinition": target });
     if args.force {
         update["forceNewDeployment"] = json!(true);
     }
@@ -110,10 +124,7 @@ pub async fn run(conn: &Conn, cluster: &str, out: Format, args: DeployArgs) -> a
         println!("{}", updated.service_json);
         return Ok(0);
     }
-    println!(
-        "service {} updated to {}",
-        args.service, args.task_definition
-    );
+    println!("service {} updated to {target}", args.service);
     if !args.wait {
         return Ok(0);
     }
@@ -172,13 +183,13 @@ pub async fn run(conn: &Conn, cluster: &str, out: Format, args: DeployArgs) -> a
                 // Nothing new to roll out: follow the PRIMARY the service already has.
                 let primary = &doc["deployments"][0];
                 if before.contains(&field(primary, "id"))
-                    && field(primary, "taskDefinition") == args.task_definition
+                    && field(primary, "taskDefinition") == target
                     && !args.force
                     && outcome(primary) == Outcome::Completed
                 {
                     say(format!(
-                        "{} already runs {}; nothing to deploy",
-                        args.service, args.task_definition
+                        "{} already runs {target}; nothing to deploy",
+                        args.service
                     ));
                     return Ok(0);
                 }
