@@ -1,8 +1,8 @@
 //! When a task counts as healthy, and when a stopped task counts as a failure (ECS §3.2, §4.3).
 //!
-//! Healthy: RUNNING and wanted RUNNING, and — with container health checks — HEALTHY, without
-//! them RUNNING for the health grace time (ECS: 40 s), and — with load balancers — its target
-//! healthy. Failures, for the circuit breaker and launch backoff: a task that never reached
+//! Healthy: RUNNING and wanted RUNNING, and — with container health checks — HEALTHY, and —
+//! with load balancers — its target healthy; with neither, RUNNING for the health grace time
+//! (ECS: 40 s). Failures, for the circuit breaker and launch backoff: a task that never reached
 //! RUNNING (stage 1), a task stopped for failing its health checks (stage 2) and, beyond ECS, a
 //! task that reached RUNNING and then exited non-zero before it ever counted healthy.
 
@@ -88,8 +88,15 @@ pub fn healthy_since(t: &Task, rules: &HealthRules, target_healthy: bool, now: f
     } else {
         now
     };
-    if rules.load_balanced && t.last_status != TaskStatus::Stopped && !target_healthy {
-        return None;
+    if rules.load_balanced && t.last_status != TaskStatus::Stopped {
+        // ECS: with a load balancer the target group's health decides (and the container
+        // checks too, when there are some); no grace time.
+        if !target_healthy {
+            return None;
+        }
+        if !rules.container_checks {
+            return Some(start);
+        }
     }
     if rules.container_checks {
         return (t.health_status == HealthStatus::Healthy).then_some(start);
@@ -240,6 +247,26 @@ mod tests {
             ..Container::default()
         }];
         t
+    }
+
+    #[test]
+    fn a_load_balanced_task_is_healthy_when_its_target_is_without_a_grace_time() {
+        let lb = HealthRules {
+            load_balanced: true,
+            ..RULES
+        };
+        let t = task(TaskStatus::Running, Some(100.0), None);
+        assert_eq!(
+            classify(&t, &lb, false, 101.0),
+            Class::Running { healthy_at: None }
+        );
+        assert_eq!(classify(&t, &lb, true, 101.0), Class::Healthy);
+        // With container checks too, both are needed.
+        let both = HealthRules {
+            container_checks: true,
+            ..lb
+        };
+        assert_ne!(classify(&t, &both, true, 101.0), Class::Healthy);
     }
 
     #[test]

@@ -83,8 +83,15 @@ pub fn step(bounds: Bounds, primary: DeploymentState, old: &[DeploymentState]) -
     let can_start = new_primary > primary.desired;
     let can_stop = new_old.iter().zip(old).any(|(n, o)| *n < o.desired);
     let completed = primary.healthy >= d && primary.live == d && old_live == 0;
-    let stuck =
-        !completed && !can_start && !can_stop && old_live > 0 && room == 0 && healthy <= floor;
+    // Stuck: PRIMARY still short of D, yet nothing may start or stop. (PRIMARY at D with its
+    // tasks still starting is waiting, not stuck.)
+    let stuck = !completed
+        && !can_start
+        && !can_stop
+        && new_primary < d
+        && old_live > 0
+        && room == 0
+        && healthy <= floor;
     Step {
         primary: new_primary,
         old: new_old,
@@ -135,5 +142,13 @@ mod tests {
         assert!(s.completed);
         let s = step(b(3, 100, 200), dep(3, 3, 2), &[dep(0, 0, 0)]);
         assert!(!s.completed);
+    }
+
+    #[test]
+    fn waiting_for_new_tasks_to_turn_healthy_is_not_stuck() {
+        // D 3, 100/200: PRIMARY already at 3 (starting), the old 3 healthy: wait, do not cry.
+        let s = step(b(3, 100, 200), dep(3, 3, 0), &[dep(3, 3, 3)]);
+        assert!(!s.stuck);
+        assert_eq!(s.old, [3]);
     }
 }
