@@ -1017,3 +1017,86 @@ async fn continue_service_deployment_answers_a_paused_blue_green_deployment() {
     .await;
     kill_task_processes(dir.path());
 }
+
+#[tokio::test]
+async fn with_tls_the_api_and_the_cli_need_a_client_certificate_from_the_ca() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = capstan_testing::pki::Pki::new().expect("pki");
+    let args: Vec<String> = [
+        "--etcd-endpoints",
+        &etcd.endpoints().join(","),
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &pki.path("server.pem"),
+        "--tls-key",
+        &pki.path("server.key"),
+        "--tls-ca",
+        &pki.path("ca.pem"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let api = Proc::start(
+        "capstan-api",
+        &args,
+        &dir.path().join("api.log"),
+        Some("capstan-api "),
+    );
+    let endpoint = api.field("grpc").to_string();
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    let files = |who: &str| capstan_proto::tls::TlsFiles {
+        cert: pki.file(&format!("{who}.pem")),
+        key: pki.file(&format!("{who}.key")),
+        ca: pki.file("ca.pem"),
+    };
+    // A client with a certificate from the cluster CA gets in.
+    let channel = capstan_proto::tls::connect(&endpoint, Some(&files("client")))
+        .await
+        .expect("mTLS connect");
+    let mut c = pb::capstan_client::CapstanClient::new(channel);
+    c.list_clusters(pb::ListClustersRequest::default())
+        .await
+        .expect("a CA-signed client is served");
+    // One from another CA is refused, and so is plain text.
+    let rogue = match capstan_proto::tls::connect(&endpoint, Some(&files("rogue"))).await {
+        Ok(ch) => pb::capstan_client::CapstanClient::new(ch)
+            .list_clusters(pb::ListClustersRequest::default())
+            .await
+            .is_ok(),
+        Err(_) => false,
+    };
+    assert!(!rogue, "a certificate from another CA must be refused");
+    let plain =
+        match capstan_proto::tls::connect(&endpoint.replace("https://", "http://"), None).await {
+            Ok(ch) => pb::capstan_client::CapstanClient::new(ch)
+                .list_clusters(pb::ListClustersRequest::default())
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+    assert!(!plain, "plain text must be refused");
+    // The CLI with the same flags.
+    let cli = |who: &str| {
+        std::process::Command::new(binary("capstan"))
+            .args(["--endpoint", &endpoint])
+            .args(["--tls-ca", &pki.path("ca.pem")])
+            .args(["--tls-cert", &pki.path(&format!("{who}.pem"))])
+            .args(["--tls-key", &pki.path(&format!("{who}.key"))])
+            .args(["cluster", "list"])
+            .output()
+            .expect("capstan runs")
+    };
+    let ok = cli("client");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("default"));
+    assert!(
+        !cli("rogue").status.success(),
+        "the CLI with a rogue certificate is refused"
+    );
+}

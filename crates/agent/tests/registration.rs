@@ -10,7 +10,6 @@ use capstan_proto::agent::v1 as pb;
 use capstan_proto::tls::TlsFiles;
 use capstan_store::{Store, StoreConfig, Write};
 use capstan_testing::EtcdCluster;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use support::*;
 
 async fn store(etcd: &EtcdCluster) -> Store {
@@ -146,59 +145,22 @@ async fn a_draining_status_set_by_others_is_never_overwritten() {
     assert_eq!(ci.status, InstanceStatus::Draining);
 }
 
-struct Pki {
-    dir: tempfile::TempDir,
-}
+struct Pki(capstan_testing::pki::Pki);
 
 impl Pki {
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tmp");
-        let ca_key = KeyPair::generate().expect("key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
-        let issuer = Issuer::new(ca_params, ca_key);
-        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).expect("write");
-        for (name, sans) in [
-            (
-                "server",
-                vec!["localhost".to_string(), "127.0.0.1".to_string()],
-            ),
-            ("client", vec!["scheduler".to_string()]),
-        ] {
-            let key = KeyPair::generate().expect("key");
-            let cert = CertificateParams::new(sans)
-                .expect("params")
-                .signed_by(&key, &issuer)
-                .expect("sign");
-            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).expect("write");
-            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem())
-                .expect("write");
-        }
-        // A client certificate from another CA.
-        let rogue_key = KeyPair::generate().expect("key");
-        let mut rogue_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        rogue_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let rogue_issuer = Issuer::new(rogue_params, rogue_key);
-        let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(vec!["intruder".to_string()])
-            .expect("params")
-            .signed_by(&key, &rogue_issuer)
-            .expect("sign");
-        std::fs::write(dir.path().join("rogue.pem"), cert.pem()).expect("write");
-        std::fs::write(dir.path().join("rogue.key"), key.serialize_pem()).expect("write");
-        Self { dir }
+        Self(capstan_testing::pki::Pki::new().expect("pki"))
     }
 
     fn path(&self, f: &str) -> String {
-        self.dir.path().join(f).display().to_string()
+        self.0.path(f)
     }
 
     fn files(&self, who: &str) -> TlsFiles {
         TlsFiles {
-            cert: self.dir.path().join(format!("{who}.pem")),
-            key: self.dir.path().join(format!("{who}.key")),
-            ca: self.dir.path().join("ca.pem"),
+            cert: self.0.file(&format!("{who}.pem")),
+            key: self.0.file(&format!("{who}.key")),
+            ca: self.0.file("ca.pem"),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod builders;
 pub mod etcd;
+pub mod pki;
 
 pub use etcd::{EtcdCluster, EtcdError};
 
