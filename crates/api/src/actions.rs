@@ -88,6 +88,19 @@ fn arn_page(
     })
 }
 
+/// The name of a target group or listener: the request's, the document's (`field`), or both
+/// when they agree.
+fn object_name(field: &str, in_doc: Option<&str>, requested: &str) -> ApiResult<String> {
+    match (in_doc, requested) {
+        (Some(n), "") => Ok(n.to_string()),
+        (Some(n), r) if n != r => Err(ApiError::invalid(format!(
+            "{field} {n} differs from the request's name {r}"
+        ))),
+        (_, r) if !r.is_empty() => Ok(r.to_string()),
+        _ => Err(ApiError::invalid("name is required")),
+    }
+}
+
 /// Whether an UpdateService document sets `taskDefinition`.
 fn names_task_definition(json: &str) -> bool {
     serde_json::from_str::<Value>(json)
@@ -1540,16 +1553,11 @@ impl Api {
     ) -> ApiResult<pb::DocumentResponse> {
         let accepted = accept::<TargetGroup>(req.target_group_json.as_bytes())?;
         let mut tg = accepted.value;
-        let name = match (&tg.target_group_name, req.name.as_str()) {
-            (Some(n), "") => n.clone(),
-            (Some(n), r) if n != r => {
-                return Err(ApiError::invalid(format!(
-                    "targetGroupName {n} differs from the request's name {r}"
-                )));
-            }
-            (_, r) if !r.is_empty() => r.to_string(),
-            _ => return Err(ApiError::invalid("name is required")),
-        };
+        let name = object_name(
+            "targetGroupName",
+            tg.target_group_name.as_deref(),
+            &req.name,
+        )?;
         tg.target_group_name = Some(name.clone());
         let bytes = serde_json::to_vec(&tg).unwrap_or_default();
         let tg = accept::<TargetGroup>(&bytes)?.value;
@@ -1633,16 +1641,7 @@ impl Api {
     ) -> ApiResult<pb::DocumentResponse> {
         let accepted = accept::<Listener>(req.listener_json.as_bytes())?;
         let mut l = accepted.value;
-        let name = match (&l.listener_name, req.name.as_str()) {
-            (Some(n), "") => n.clone(),
-            (Some(n), r) if n != r => {
-                return Err(ApiError::invalid(format!(
-                    "listenerName {n} differs from the request's name {r}"
-                )));
-            }
-            (_, r) if !r.is_empty() => r.to_string(),
-            _ => return Err(ApiError::invalid("name is required")),
-        };
+        let name = object_name("listenerName", l.listener_name.as_deref(), &req.name)?;
         l.listener_name = Some(name.clone());
         for a in &l.default_actions {
             for (tg, _) in a.weighted_target_groups() {

@@ -28,6 +28,16 @@ pub fn read_doc(path: &Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// Prints a created document and its warnings.
+fn document(out: Format, r: &pb::DocumentResponse, columns: &[Column]) {
+    output::warnings(&r.warnings);
+    output::docs(
+        out,
+        &output::parse_all(std::slice::from_ref(&r.json)),
+        columns,
+    );
+}
+
 fn done(failed: bool) -> anyhow::Result<i32> {
     Ok(i32::from(failed))
 }
@@ -836,8 +846,7 @@ pub async fn capacity_provider(
                 .await
                 .map_err(api_error)?
                 .into_inner();
-            output::warnings(&r.warnings);
-            output::docs(out, &output::parse_all(&[r.json]), CP_COLUMNS);
+            document(out, &r, CP_COLUMNS);
         }
         CapacityProviderCmd::Describe { names } => {
             let r = c
@@ -941,8 +950,7 @@ pub async fn target_group(conn: &Conn, out: Format, cmd: TargetGroupCmd) -> anyh
                 .await
                 .map_err(api_error)?
                 .into_inner();
-            output::warnings(&r.warnings);
-            output::docs(out, &output::parse_all(&[r.json]), TG_COLUMNS);
+            document(out, &r, TG_COLUMNS);
         }
         TargetGroupCmd::Describe { names } => {
             let r = c
