@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use capstan_proto::agent::v1 as pb;
 use capstan_proto::agent::v1::agent_server::AgentServer;
-use capstan_proto::convert::stop_code;
+use capstan_proto::convert::{start_result, stop_code};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
@@ -59,6 +59,19 @@ impl pb::agent_server::Agent for AgentService {
     ) -> Result<Response<pb::StartTaskResponse>, Status> {
         let task = self.agent.start_task(request.get_ref())?;
         Ok(Response::new(pb::StartTaskResponse { task: Some(task) }))
+    }
+
+    async fn start_tasks(
+        &self,
+        request: Request<pb::StartTasksRequest>,
+    ) -> Result<Response<pb::StartTasksResponse>, Status> {
+        let results = request
+            .get_ref()
+            .tasks
+            .iter()
+            .map(|r| start_result(&r.task_id, self.agent.start_task(r).map_err(Status::from)))
+            .collect();
+        Ok(Response::new(pb::StartTasksResponse { results }))
     }
 
     async fn stop_task(

@@ -408,3 +408,68 @@ async fn a_command_that_cannot_start_fails_the_task_with_its_reason() {
         err.message()
     );
 }
+
+#[tokio::test]
+async fn start_tasks_starts_each_task_on_its_own_and_answers_in_order() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent = AgentProc::start(&etcd.endpoints(), &dir.path().join("agent"), &[]);
+    let mut c = agent.client().await;
+    let reqs = vec![
+        start_request("batch-1", 5, sh("app", "exec sleep 600")),
+        start_request("bad id!", 5, sh("app", "exec sleep 600")),
+        start_request("batch-2", 5, sh("app", "exec sleep 600")),
+    ];
+    let results = c
+        .start_tasks(pb::StartTasksRequest { tasks: reqs })
+        .await
+        .expect("StartTasks")
+        .into_inner()
+        .results;
+    let ids: Vec<&str> = results.iter().map(|r| r.task_id.as_str()).collect();
+    assert_eq!(ids, ["batch-1", "bad id!", "batch-2"]);
+    assert_eq!(results[0].code, 0);
+    assert_eq!(results[2].code, 0);
+    assert_eq!(results[1].code, tonic::Code::InvalidArgument as i32);
+    assert!(results[1].task.is_none() && results[1].message.contains("task id"));
+    for id in ["batch-1", "batch-2"] {
+        wait_for(&mut c, id, Duration::from_secs(20), "RUNNING", |t| {
+            status(t) == pb::TaskStatus::Running
+        })
+        .await;
+    }
+    // Idempotent like StartTask; a stale token is refused per task.
+    let again = c
+        .start_tasks(pb::StartTasksRequest {
+            tasks: vec![
+                start_request("batch-1", 5, sh("app", "exec sleep 600")),
+                start_request("batch-3", 4, sh("app", "exec sleep 600")),
+            ],
+        })
+        .await
+        .expect("StartTasks again")
+        .into_inner()
+        .results;
+    assert_eq!(again[0].code, 0);
+    assert_eq!(
+        again[0].task.as_ref().map(status),
+        Some(pb::TaskStatus::Running)
+    );
+    assert_eq!(again[1].code, tonic::Code::FailedPrecondition as i32);
+    let listed = c
+        .list_tasks(pb::ListTasksRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .tasks;
+    assert_eq!(listed.len(), 2, "only batch-1 and batch-2 run");
+    for id in ["batch-1", "batch-2"] {
+        c.stop_task(pb::StopTaskRequest {
+            task_id: id.into(),
+            fencing_token: 5,
+            ..Default::default()
+        })
+        .await
+        .expect("stop");
+    }
+}

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod capacity;
 pub mod deployer;
 pub mod etcd;
+pub mod placement;
 pub mod registrar;
 pub mod scheduler;
 

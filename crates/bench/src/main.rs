@@ -33,6 +33,15 @@ enum Command {
         #[arg(long, default_value_t = 512)]
         value_size: usize,
     },
+    /// Placement planner alone: N tasks over M instances, then N/2 scale-in victims.
+    Placement {
+        /// Tasks.
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+        /// Instances.
+        #[arg(long, default_value_t = 1_000)]
+        instances: usize,
+    },
     /// Scheduler: desiredCount 0 -> N over M in-process fake agents, with the real binary.
     Scheduler {
         /// The capstan-scheduler binary; by default the one beside this bench.
@@ -137,6 +146,9 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("etcd put throughput, {value_size}-byte values, {seconds} s per row");
             etcd::print_table(&rows);
+        }
+        Command::Placement { tasks, instances } => {
+            capstan_bench::placement::print(&capstan_bench::placement::measure(instances, tasks));
         }
         Command::Scheduler {
             scheduler_bin,

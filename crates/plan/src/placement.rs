@@ -3,7 +3,7 @@
 //! each strategy breaking the ties left by the ones before it, a seeded RNG breaking the rest.
 //! Every placement updates the instance's remaining resources before the next one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use capstan_core::service::{
     PlacementConstraint, PlacementConstraintType, PlacementStrategy, PlacementStrategyType,
@@ -266,24 +266,22 @@ pub fn check(inst: &Instance, demand: &Demand, constraints: &[Constraint]) -> Re
     Ok(())
 }
 
-fn zone_count(instances: &[Instance], attr: &str, value: Option<&String>, group: &str) -> i64 {
-    instances
-        .iter()
-        .filter(|i| i.attributes.get(attr) == value)
-        .map(|i| i.group_count(group) as i64)
-        .sum()
-}
-
-/// Tasks of the group per value of each spread attribute, kept up to date while placing so a
-/// placement costs O(instances), not O(instances²): `bucket[s][i]` is instance i's value of
-/// strategy s's attribute, `count[s][b]` the group's tasks in bucket b.
+/// Tasks of the group per value of each spread attribute, and per instance, kept up to date
+/// while placing or choosing victims so one step costs O(instances), not O(instances²):
+/// `bucket[s][i]` is instance i's value of strategy s's attribute, `count[s][b]` the group's tasks
+/// in bucket b, `mine[i]` the group's tasks on instance i.
 struct Zones {
     bucket: Vec<Vec<usize>>,
     count: Vec<Vec<i64>>,
+    mine: Vec<i64>,
 }
 
 impl Zones {
     fn new(instances: &[Instance], strategies: &[Strategy], group: &str) -> Self {
+        let mine: Vec<i64> = instances
+            .iter()
+            .map(|i| i.group_count(group) as i64)
+            .collect();
         let mut bucket = Vec::new();
         let mut count = Vec::new();
         for s in strategies {
@@ -291,20 +289,24 @@ impl Zones {
             let mut b = Vec::with_capacity(instances.len());
             let mut c: Vec<i64> = Vec::new();
             if let Strategy::SpreadAttribute(a) = s {
-                for i in instances {
+                for (n, i) in instances.iter().enumerate() {
                     let next = ids.len();
                     let id = *ids.entry(i.attributes.get(a)).or_insert(next);
                     if id == c.len() {
                         c.push(0);
                     }
-                    c[id] += i.group_count(group) as i64;
+                    c[id] += mine[n];
                     b.push(id);
                 }
             }
             bucket.push(b);
             count.push(c);
         }
-        Self { bucket, count }
+        Self {
+            bucket,
+            count,
+            mine,
+        }
     }
 
     fn get(&self, strategy: usize, instance: usize) -> i64 {
@@ -316,11 +318,15 @@ impl Zones {
             .unwrap_or(0)
     }
 
-    fn placed(&mut self, instance: usize) {
+    /// One task of the group more (`delta` 1) or less (-1) on `instance`.
+    fn add(&mut self, instance: usize, delta: i64) {
         for (s, b) in self.bucket.iter().enumerate() {
             if let Some(&b) = b.get(instance) {
-                self.count[s][b] += 1;
+                self.count[s][b] += delta;
             }
+        }
+        if let Some(m) = self.mine.get_mut(instance) {
+            *m += delta;
         }
     }
 }
@@ -328,34 +334,23 @@ impl Zones {
 /// Most strategies a key holds (ECS allows 5), plus the random tie-breaker.
 const KEY_LEN: usize = 6;
 
-/// Ranking key of placing on `inst` (lower is better); a fixed array, so ranking thousands of
-/// instances allocates nothing.
-fn key(
-    instances: &[Instance],
+/// The instance-level component of the ranking key of placing on instance `i` for strategy
+/// `n` (lower is better); spread-attribute slots are filled from the zone counts by the caller.
+fn component(
+    inst: &Instance,
     i: usize,
+    n: usize,
     zones: &Zones,
     demand: &Demand,
     strategies: &[Strategy],
-    tie: u64,
-) -> [i64; KEY_LEN] {
-    let inst = &instances[i];
-    let mut k = [0i64; KEY_LEN];
-    for (n, (slot, s)) in k
-        .iter_mut()
-        .zip(strategies.iter().take(KEY_LEN - 1))
-        .enumerate()
-    {
-        *slot = match s {
-            Strategy::BinpackCpu => inst.remaining_cpu - demand.cpu,
-            Strategy::BinpackMemory => inst.remaining_memory - demand.memory,
-            Strategy::SpreadInstance => inst.group_count(&demand.group) as i64,
-            Strategy::SpreadAttribute(_) => zones.get(n, i),
-            Strategy::Random => 0,
-        };
+) -> i64 {
+    match strategies.get(n) {
+        Some(Strategy::BinpackCpu) => inst.remaining_cpu - demand.cpu,
+        Some(Strategy::BinpackMemory) => inst.remaining_memory - demand.memory,
+        Some(Strategy::SpreadInstance) => zones.mine[i],
+        Some(Strategy::SpreadAttribute(_)) => zones.get(n, i),
+        Some(Strategy::Random) | None => 0,
     }
-    // `random`, and any tie left by the strategies, is broken by the seeded RNG.
-    k[KEY_LEN - 1] = (tie >> 1) as i64;
-    k
 }
 
 /// Records one task needing `demand` as placed on `inst`.
@@ -364,6 +359,97 @@ pub fn reserve(inst: &mut Instance, demand: &Demand) {
     inst.remaining_memory -= demand.memory;
     inst.used_ports.extend(demand.ports.iter().copied());
     inst.groups.push(demand.group.clone());
+}
+
+/// Instances grouped into cells that share their value of every spread attribute: within a cell
+/// only instance-level components (binpack, spread by instance, the tie) order the instances, so
+/// each cell keeps its fitting instances sorted and a placement compares one head per cell instead
+/// of ranking every instance. After a placement only the chosen instance moves.
+struct Cells {
+    /// Fitting instances of each cell by their instance-level key (spread-attribute slots 0).
+    sets: Vec<BTreeSet<([i64; KEY_LEN], usize)>>,
+    /// Each instance's cell.
+    cell: Vec<usize>,
+    /// Each instance's key in its cell's set, while it is there.
+    key: Vec<Option<[i64; KEY_LEN]>>,
+    /// Each instance's tie-breaker: a random order, and an instance that takes a task goes to
+    /// the back of it.
+    tie: Vec<i64>,
+    /// The next back of the order.
+    next_tie: i64,
+}
+
+fn is_attribute(strategies: &[Strategy], n: usize) -> bool {
+    matches!(strategies.get(n), Some(Strategy::SpreadAttribute(_)))
+}
+
+impl Cells {
+    fn new<R: Rng + ?Sized>(zones: &Zones, strategies: &[Strategy], n: usize, rng: &mut R) -> Self {
+        let mut ids: HashMap<Vec<usize>, usize> = HashMap::new();
+        let cell = (0..n)
+            .map(|i| {
+                let coords: Vec<usize> = (0..KEY_LEN - 1)
+                    .filter(|&s| is_attribute(strategies, s))
+                    .map(|s| zones.bucket[s][i])
+                    .collect();
+                let next = ids.len();
+                *ids.entry(coords).or_insert(next)
+            })
+            .collect();
+        Self {
+            sets: vec![BTreeSet::new(); ids.len()],
+            cell,
+            key: vec![None; n],
+            tie: (0..n).map(|_| (rng.random::<u64>() >> 24) as i64).collect(),
+            next_tie: 1 << 40,
+        }
+    }
+
+    /// Puts instance `i` in (`fits`) or takes it out of its cell, with its current key.
+    fn update(
+        &mut self,
+        i: usize,
+        fits: bool,
+        inst: &Instance,
+        zones: &Zones,
+        demand: &Demand,
+        strategies: &[Strategy],
+    ) {
+        let set = &mut self.sets[self.cell[i]];
+        if let Some(old) = self.key[i].take() {
+            set.remove(&(old, i));
+        }
+        if fits {
+            let mut k = [0i64; KEY_LEN];
+            for (n, slot) in k.iter_mut().enumerate().take(KEY_LEN - 1) {
+                if !is_attribute(strategies, n) {
+                    *slot = component(inst, i, n, zones, demand, strategies);
+                }
+            }
+            k[KEY_LEN - 1] = self.tie[i];
+            set.insert((k, i));
+            self.key[i] = Some(k);
+        }
+    }
+
+    /// The instance with the lowest full key: each cell's head with its spread counts filled in.
+    fn best(&self, zones: &Zones, strategies: &[Strategy]) -> Option<usize> {
+        let mut best: Option<([i64; KEY_LEN], usize)> = None;
+        for set in &self.sets {
+            let Some(&(mut k, i)) = set.first() else {
+                continue;
+            };
+            for (n, slot) in k.iter_mut().enumerate().take(KEY_LEN - 1) {
+                if is_attribute(strategies, n) {
+                    *slot = zones.get(n, i);
+                }
+            }
+            if best.as_ref().is_none_or(|(b, _)| k < *b) {
+                best = Some((k, i));
+            }
+        }
+        best.map(|(_, i)| i)
+    }
 }
 
 /// Places `count` tasks needing `demand`; `instances` are updated as tasks are placed.
@@ -377,47 +463,44 @@ pub fn place<R: Rng + ?Sized>(
 ) -> Placement {
     let mut out = Placement::default();
     let mut zones = Zones::new(instances, strategies, &demand.group);
+    // Every filter looks at the instance alone, so after a placement only the instance that took
+    // the task is checked again.
+    let mut fits: Vec<Result<(), Reason>> = instances
+        .iter()
+        .map(|i| check(i, demand, constraints))
+        .collect();
+    let mut cells = Cells::new(&zones, strategies, instances.len(), rng);
+    for (i, inst) in instances.iter().enumerate() {
+        cells.update(i, fits[i].is_ok(), inst, &zones, demand, strategies);
+    }
     for _ in 0..count {
-        let mut candidates = Vec::new();
-        let mut closest: Option<(u8, usize, Reason)> = None;
-        for (i, inst) in instances.iter().enumerate() {
-            match check(inst, demand, constraints) {
-                Ok(()) => candidates.push(i),
-                Err(r) => {
-                    let better = closest.as_ref().is_none_or(|(s, _, _)| r.stage() > *s);
-                    if better {
-                        closest = Some((r.stage(), i, r));
-                    }
+        let Some(best) = cells.best(&zones, strategies) else {
+            // The closest instance is the first that got furthest through the filters.
+            let mut closest: Option<(u8, usize)> = None;
+            for (i, f) in fits.iter().enumerate() {
+                if let Err(r) = f
+                    && closest.is_none_or(|(s, _)| r.stage() > s)
+                {
+                    closest = Some((r.stage(), i));
                 }
             }
-        }
-        if candidates.is_empty() {
             out.failure = Some(Failure {
-                closest: closest.map(|(_, i, r)| (instances[i].id.clone(), r)),
+                closest: closest.and_then(|(_, i)| {
+                    let reason = fits[i].clone().err()?;
+                    Some((instances[i].id.clone(), reason))
+                }),
             });
             break;
-        }
-        let best = candidates
-            .iter()
-            .map(|&i| {
-                (
-                    key(
-                        instances,
-                        i,
-                        &zones,
-                        demand,
-                        strategies,
-                        rng.random::<u64>(),
-                    ),
-                    i,
-                )
-            })
-            .min()
-            .map(|(_, i)| i)
-            .unwrap_or(candidates[0]);
+        };
         let inst = &mut instances[best];
         reserve(inst, demand);
-        zones.placed(best);
+        zones.add(best, 1);
+        fits[best] = check(inst, demand, constraints);
+        // Among instances the strategies rank equal (all of them for `random`), each takes a task
+        // in turn, in an order drawn at random for this plan.
+        cells.tie[best] = cells.next_tie;
+        cells.next_tie += 1;
+        cells.update(best, fits[best].is_ok(), inst, &zones, demand, strategies);
         out.placed.push(inst.id.clone());
     }
     out
@@ -445,40 +528,99 @@ pub fn choose_victims<R: Rng + ?Sized>(
     strategies: &[Strategy],
     rng: &mut R,
 ) -> Vec<String> {
-    let mut instances: Vec<Instance> = instances.to_vec();
-    let mut left: Vec<&Victim> = tasks.iter().collect();
-    let mut out = Vec::new();
-    while out.len() < count && !left.is_empty() {
-        let pick = left
-            .iter()
-            .enumerate()
-            .map(|(pos, t)| {
-                let inst = instances.iter().find(|i| i.id == t.instance);
-                let mut k = vec![i64::from(t.preference)];
-                for s in strategies {
-                    k.push(match (s, inst) {
-                        (Strategy::SpreadInstance, Some(i)) => -(i.group_count(group) as i64),
-                        (Strategy::SpreadAttribute(a), Some(i)) => {
-                            -zone_count(&instances, a, i.attributes.get(a), group)
-                        }
-                        (Strategy::BinpackCpu, Some(i)) => -i.remaining_cpu,
-                        (Strategy::BinpackMemory, Some(i)) => -i.remaining_memory,
-                        _ => 0,
-                    });
-                }
-                k.push((rng.random::<u64>() >> 1) as i64);
-                (k, pos)
-            })
-            .min()
-            .map(|(_, pos)| pos);
-        let Some(pos) = pick else { break };
-        let victim = left.remove(pos);
-        if let Some(i) = instances.iter_mut().find(|i| i.id == victim.instance)
-            && let Some(g) = i.groups.iter().position(|g| g == group)
-        {
-            i.groups.remove(g);
+    const VKEY: usize = KEY_LEN + 1;
+    let index: HashMap<&str, usize> = instances
+        .iter()
+        .enumerate()
+        .map(|(n, i)| (i.id.as_str(), n))
+        .collect();
+    let mut zones = Zones::new(instances, strategies, group);
+    let inst: Vec<Option<usize>> = tasks
+        .iter()
+        .map(|t| index.get(t.instance.as_str()).copied())
+        .collect();
+    let tie: Vec<i64> = tasks
+        .iter()
+        .map(|_| (rng.random::<u64>() >> 1) as i64)
+        .collect();
+    // The key of a victim: its preference, the strategies reversed (slot 1 + n for strategy n),
+    // its tie. Victims whose instances share every spread-attribute value form a cell ordered by
+    // the other slots; the cell heads are compared with their spread counts filled in.
+    let local = |v: usize, zones: &Zones| -> [i64; VKEY] {
+        let mut k = [0i64; VKEY];
+        k[0] = i64::from(tasks[v].preference);
+        if let Some(i) = inst[v] {
+            for (n, s) in strategies.iter().take(KEY_LEN - 1).enumerate() {
+                k[1 + n] = match s {
+                    Strategy::SpreadInstance => -zones.mine[i],
+                    Strategy::BinpackCpu => -instances[i].remaining_cpu,
+                    Strategy::BinpackMemory => -instances[i].remaining_memory,
+                    Strategy::SpreadAttribute(_) | Strategy::Random => 0,
+                };
+            }
         }
-        out.push(victim.task_id.clone());
+        k[VKEY - 1] = tie[v];
+        k
+    };
+    let mut ids: HashMap<Option<Vec<usize>>, usize> = HashMap::new();
+    let cell: Vec<usize> = inst
+        .iter()
+        .map(|i| {
+            let coords = i.map(|i| {
+                (0..KEY_LEN - 1)
+                    .filter(|&s| is_attribute(strategies, s))
+                    .map(|s| zones.bucket[s][i])
+                    .collect::<Vec<_>>()
+            });
+            let next = ids.len();
+            *ids.entry(coords).or_insert(next)
+        })
+        .collect();
+    let mut on: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (v, i) in inst.iter().enumerate() {
+        if let Some(i) = i {
+            on.entry(*i).or_default().push(v);
+        }
+    }
+    let mut sets: Vec<BTreeSet<([i64; VKEY], usize)>> = vec![BTreeSet::new(); ids.len()];
+    let mut keys: Vec<[i64; VKEY]> = (0..tasks.len()).map(|v| local(v, &zones)).collect();
+    for (v, k) in keys.iter().enumerate() {
+        sets[cell[v]].insert((*k, v));
+    }
+    let mut out = Vec::new();
+    while out.len() < count {
+        let mut best: Option<([i64; VKEY], usize)> = None;
+        for set in &sets {
+            let Some(&(mut k, v)) = set.first() else {
+                continue;
+            };
+            if let Some(i) = inst[v] {
+                for n in 0..KEY_LEN - 1 {
+                    if is_attribute(strategies, n) {
+                        k[1 + n] = -zones.get(n, i);
+                    }
+                }
+            }
+            if best.as_ref().is_none_or(|(b, _)| k < *b) {
+                best = Some((k, v));
+            }
+        }
+        let Some((_, v)) = best else { break };
+        sets[cell[v]].remove(&(keys[v], v));
+        out.push(tasks[v].task_id.clone());
+        let Some(i) = inst[v] else { continue };
+        if zones.mine[i] > 0 {
+            zones.add(i, -1);
+        }
+        // The instance has one task fewer: its other victims' keys move with it.
+        if let Some(list) = on.get_mut(&i) {
+            list.retain(|&w| w != v);
+            for &w in list.iter() {
+                sets[cell[w]].remove(&(keys[w], w));
+                keys[w] = local(w, &zones);
+                sets[cell[w]].insert((keys[w], w));
+            }
+        }
     }
     out
 }
@@ -692,6 +834,26 @@ mod tests {
             &mut rng(),
         );
         assert_eq!(v, vec!["b0"], "an unhealthy task goes first");
+    }
+
+    #[test]
+    fn random_uses_every_instance_about_equally() {
+        let mut is: Vec<Instance> = (0..10)
+            .map(|n| inst(&format!("i{n}"), "a", 1_000_000, 1_000_000))
+            .collect();
+        let p = place(
+            &mut is,
+            &demand(1, 1),
+            1000,
+            &[],
+            &[Strategy::Random],
+            &mut rng(),
+        );
+        assert_eq!(p.placed.len(), 1000);
+        for i in &is {
+            let n = i.groups.len();
+            assert!((50..=150).contains(&n), "{} took {n} of 1000", i.id);
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use capstan_plan::placement::{
-    Constraint, Demand, Instance, Strategy as Placement, default_strategies, place,
+    Constraint, Demand, Instance, Strategy as Placement, Victim, check, choose_victims,
+    default_strategies, place,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -141,4 +142,100 @@ proptest! {
             prop_assert!(hi - lo <= 1, "instances {counts:?}");
         }
     }
+
+    #[test]
+    fn each_task_goes_where_the_strategies_rank_lowest(
+        is in cluster(),
+        strategy in strategies(),
+        count in 1usize..15,
+        seed in any::<u64>(),
+    ) {
+        let mut is = is;
+        let demand = Demand { cpu: 100, memory: 100, ports: vec![], group: "service:web".into() };
+        let mut rng = StdRng::seed_from_u64(seed);
+        for _ in 0..count {
+            let before = is.clone();
+            let p = place(&mut is, &demand, 1, &[], &strategy, &mut rng);
+            let Some(chosen) = p.placed.first() else {
+                prop_assert!(before.iter().all(|i| check(i, &demand, &[]).is_err()));
+                break;
+            };
+            let keys: Vec<(Vec<i64>, &String)> = before
+                .iter()
+                .filter(|i| check(i, &demand, &[]).is_ok())
+                .map(|i| (reference_key(&before, i, &demand, &strategy), &i.id))
+                .collect();
+            let lowest = keys.iter().map(|(k, _)| k).min();
+            let mine = keys.iter().find(|(_, id)| *id == chosen).map(|(k, _)| k);
+            prop_assert!(mine.is_some() && mine == lowest, "chose {chosen} with {mine:?}; lowest {lowest:?}");
+        }
+    }
+
+    #[test]
+    fn each_victim_comes_from_where_the_reversed_strategies_rank_lowest(
+        per_instance in prop::collection::vec((0u8..3, 0usize..4), 1..8),
+        count in 0usize..20,
+        seed in any::<u64>(),
+    ) {
+        let is: Vec<Instance> = per_instance
+            .iter()
+            .enumerate()
+            .map(|(n, (z, k))| instance(n, *z, 4096, 4096, BTreeSet::new(), *k))
+            .collect();
+        let victims: Vec<Victim> = is
+            .iter()
+            .flat_map(|i| (0..i.groups.len()).map(move |k| Victim {
+                task_id: format!("{}-{k}", i.id),
+                instance: i.id.clone(),
+                preference: u8::from(k % 2 == 0),
+            }))
+            .collect();
+        let strategy = default_strategies();
+        let chosen = choose_victims(&victims, count, &is, "service:web", &strategy, &mut StdRng::seed_from_u64(seed));
+        prop_assert_eq!(chosen.len(), count.min(victims.len()));
+        // Replay: every victim ranks lowest among those left, on the cluster as it then was.
+        let mut left = victims.clone();
+        let mut now = is.clone();
+        let demand = Demand { cpu: 0, memory: 0, ports: vec![], group: "service:web".into() };
+        for id in &chosen {
+            let rank = |v: &Victim| {
+                let inst = now.iter().find(|i| i.id == v.instance).cloned().unwrap_or_default();
+                let mut k = vec![i64::from(v.preference)];
+                k.extend(reference_key(&now, &inst, &demand, &strategy).iter().map(|x| -x));
+                k
+            };
+            let lowest = left.iter().map(rank).min();
+            let pos = left.iter().position(|v| &v.task_id == id);
+            prop_assert!(pos.is_some(), "{id} chosen twice or unknown");
+            let v = left.remove(pos.unwrap_or_default());
+            prop_assert_eq!(Some(rank(&v)), lowest, "victim {}", id);
+            if let Some(i) = now.iter_mut().find(|i| i.id == v.instance) {
+                i.groups.pop();
+            }
+        }
+    }
+}
+
+/// The strategies' key for placing on `inst`, computed from scratch (no tie-breaker).
+fn reference_key(
+    all: &[Instance],
+    inst: &Instance,
+    demand: &Demand,
+    strategy: &[Placement],
+) -> Vec<i64> {
+    let mine = |i: &Instance| i.groups.iter().filter(|g| **g == demand.group).count() as i64;
+    strategy
+        .iter()
+        .map(|s| match s {
+            Placement::BinpackCpu => inst.remaining_cpu - demand.cpu,
+            Placement::BinpackMemory => inst.remaining_memory - demand.memory,
+            Placement::SpreadInstance => mine(inst),
+            Placement::SpreadAttribute(a) => all
+                .iter()
+                .filter(|i| i.attributes.get(a) == inst.attributes.get(a))
+                .map(mine)
+                .sum(),
+            Placement::Random => 0,
+        })
+        .collect()
 }

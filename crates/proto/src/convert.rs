@@ -195,6 +195,24 @@ impl pb::TaskState {
     }
 }
 
+/// One task's outcome in a StartTasks answer.
+pub fn start_result(task_id: &str, r: Result<pb::TaskState, tonic::Status>) -> pb::StartTaskResult {
+    match r {
+        Ok(task) => pb::StartTaskResult {
+            task_id: task_id.to_string(),
+            task: Some(task),
+            code: 0,
+            message: String::new(),
+        },
+        Err(status) => pb::StartTaskResult {
+            task_id: task_id.to_string(),
+            task: None,
+            code: status.code() as i32,
+            message: status.message().to_string(),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ pub const START_CONCURRENCY: usize = 4096;
 pub use capstan_runtime::events::now;
 
 /// Why an agent call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AgentCallError {
     /// The endpoint is malformed or TLS files are unreadable.
     #[error("cannot reach agent {endpoint}: {message}")]
@@ -58,6 +58,8 @@ pub enum AgentCallError {
 pub struct Agents {
     clients: Mutex<HashMap<String, AgentClient<Channel>>>,
     tls: Option<TlsFiles>,
+    /// Agents that answered StartTasks with UNIMPLEMENTED.
+    single_only: Mutex<HashSet<String>>,
 }
 
 impl Agents {
@@ -66,6 +68,7 @@ impl Agents {
         Self {
             clients: Mutex::new(HashMap::new()),
             tls,
+            single_only: Mutex::new(HashSet::new()),
         }
     }
 
@@ -115,6 +118,76 @@ impl Agents {
         }
     }
 
+    /// Starts several tasks on the agent at `endpoint` in one StartTasks call (StartTask per task
+    /// with an agent that does not have it). One result per request, in order.
+    pub async fn start_many(
+        &self,
+        endpoint: &str,
+        reqs: Vec<pb::StartTaskRequest>,
+    ) -> Vec<Result<pb::TaskState, AgentCallError>> {
+        let batch = reqs.len() > 1
+            && !self
+                .single_only
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(endpoint);
+        if batch {
+            let n = reqs.len();
+            let call = async {
+                let mut c = self.client(endpoint)?;
+                let req = pb::StartTasksRequest {
+                    tasks: reqs.clone(),
+                };
+                match tokio::time::timeout(AGENT_CALL_TIMEOUT, c.start_tasks(req)).await {
+                    Ok(Ok(r)) => Ok(r.into_inner().results),
+                    Ok(Err(status)) => Err(AgentCallError::Status {
+                        endpoint: endpoint.into(),
+                        status,
+                    }),
+                    Err(_) => Err(AgentCallError::Timeout {
+                        endpoint: endpoint.into(),
+                    }),
+                }
+            };
+            match call.await {
+                Ok(results) if results.len() == n => {
+                    return results
+                        .into_iter()
+                        .map(|r| match r.task {
+                            Some(t) if r.code == 0 => Ok(t),
+                            _ => Err(AgentCallError::Status {
+                                endpoint: endpoint.into(),
+                                status: tonic::Status::new(r.code.into(), r.message),
+                            }),
+                        })
+                        .collect();
+                }
+                Ok(results) => {
+                    let status = tonic::Status::internal(format!(
+                        "StartTasks answered {} results for {n} tasks",
+                        results.len()
+                    ));
+                    let e = AgentCallError::Status {
+                        endpoint: endpoint.into(),
+                        status,
+                    };
+                    return vec![Err(e); n];
+                }
+                Err(AgentCallError::Status { status, .. })
+                    if status.code() == tonic::Code::Unimplemented =>
+                {
+                    // An agent from before StartTasks: one call per task from now on.
+                    self.single_only
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(endpoint.to_string());
+                }
+                Err(e) => return vec![Err(e); n],
+            }
+        }
+        futures::future::join_all(reqs.into_iter().map(|r| self.start(endpoint, r))).await
+    }
+
     /// Stops a task on the agent at `endpoint`.
     pub async fn stop(
         &self,
@@ -148,6 +221,9 @@ pub struct Executor {
     pub caches: Caches,
     /// Longest wait for the registrar's drained mark before StopTask, seconds.
     pub drain_timeout: f64,
+    /// Revision of the newest task records this scheduler created: plans wait for the task cache
+    /// to reach it, so they never count without tasks just written.
+    pub created: std::sync::atomic::AtomicI64,
 }
 
 fn arn(kind: &str, cluster: &str, id: &str) -> String {
@@ -287,9 +363,12 @@ impl Executor {
     pub async fn launch(
         &self,
         claim: &Claim,
-        tasks: Vec<(Task, TaskDefinition, String, Option<i64>)>,
+        mut tasks: Vec<(Task, TaskDefinition, String, Option<i64>)>,
         with: Write,
     ) -> Result<Vec<String>, StoreError> {
+        // One agent's tasks together: its StartTask calls then share a chunk and go out at once,
+        // so HTTP/2 carries them (and the agent its reports) in a few writes instead of one each.
+        tasks.sort_by(|a, b| a.2.cmp(&b.2));
         let mut with = Some(with);
         if tasks.is_empty()
             && let Some(w) = with.take()
@@ -300,6 +379,7 @@ impl Executor {
         // Records are written a chunk per transaction; each chunk's StartTask calls go out as
         // soon as it commits, while the next chunk is being written.
         let (ready, committed) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let mut last_revision = 0;
         let writer = async {
             for (i, chunk) in tasks.chunks(TXN_OPS).enumerate() {
                 // The extra writes (consuming a request) commit with the first batch.
@@ -311,7 +391,11 @@ impl Executor {
                         Some(rev) => w.put_json(&key, t).if_unchanged(&key, *rev),
                     };
                 }
-                self.store.commit(w, Some(claim)).await?;
+                let probe = chunk.first().map(|(t, _, _, _)| t);
+                last_revision = self.commit_records(claim, w, probe).await?;
+                // Before any StartTask of the chunk: its agents' reports wait for these records.
+                self.created
+                    .fetch_max(last_revision, std::sync::atomic::Ordering::SeqCst);
                 let _ = ready.send(i);
             }
             drop(ready);
@@ -327,36 +411,53 @@ impl Executor {
                 .or_insert_with(|| serde_json::to_string(td).unwrap_or_default());
         }
         let td_json = &td_json;
+        let request = |j: usize| {
+            let (t, _, _, _) = &tasks[j];
+            pb::StartTaskRequest {
+                task_id: t.id().to_string(),
+                cluster: last_segment(&t.cluster_arn).to_string(),
+                task_definition_arn: t.task_definition_arn.clone(),
+                task_definition_json: td_json
+                    .get(t.task_definition_arn.as_str())
+                    .cloned()
+                    .unwrap_or_default(),
+                overrides_json: t
+                    .overrides
+                    .as_ref()
+                    .and_then(|o| serde_json::to_string(o).ok())
+                    .unwrap_or_default(),
+                fencing_token: token,
+            }
+        };
+        let request = &request;
+        let all = &tasks;
+        // Each committed chunk's tasks go out as one StartTasks call per agent.
         let caller = futures::stream::unfold(committed, |mut rx| async move {
             rx.recv().await.map(|i| (i, rx))
         })
-        .flat_map(|i| futures::stream::iter(i * TXN_OPS..((i + 1) * TXN_OPS).min(n)))
-        .map(|j| {
-            let tasks = &tasks;
-            async move {
-                let (t, _, endpoint, _) = &tasks[j];
-                let req = pb::StartTaskRequest {
-                    task_id: t.id().to_string(),
-                    cluster: last_segment(&t.cluster_arn).to_string(),
-                    task_definition_arn: t.task_definition_arn.clone(),
-                    task_definition_json: td_json
-                        .get(t.task_definition_arn.as_str())
-                        .cloned()
-                        .unwrap_or_default(),
-                    overrides_json: t
-                        .overrides
-                        .as_ref()
-                        .and_then(|o| serde_json::to_string(o).ok())
-                        .unwrap_or_default(),
-                    fencing_token: token,
-                };
-                (j, self.agents.start(endpoint, req).await)
+        .flat_map(|i| {
+            let range = i * TXN_OPS..((i + 1) * TXN_OPS).min(n);
+            let mut groups: Vec<Vec<usize>> = Vec::new();
+            for j in range {
+                match groups.last_mut() {
+                    Some(g) if g.first().is_some_and(|&f| all[f].2 == all[j].2) => g.push(j),
+                    _ => groups.push(vec![j]),
+                }
             }
+            futures::stream::iter(groups)
+        })
+        .map(|group| async move {
+            let endpoint = &all[group[0]].2;
+            let reqs = group.iter().map(|&j| request(j)).collect();
+            let results = self.agents.start_many(endpoint, reqs).await;
+            group.into_iter().zip(results).collect::<Vec<_>>()
         })
         .buffer_unordered(START_CONCURRENCY)
+        .flat_map(futures::stream::iter)
         .collect::<Vec<_>>();
         let (written, results) = tokio::join!(writer, caller);
         written?;
+        self.caught_up(last_revision).await;
         let mut started = Vec::new();
         for (j, r) in results {
             let t = &tasks[j].0;
@@ -381,15 +482,54 @@ impl Executor {
 
     /// Writes PROVISIONING task records (fenced, in batches); nothing is started.
     pub async fn provision(&self, claim: &Claim, tasks: &[Task]) -> Result<(), StoreError> {
+        let mut last_revision = 0;
         for chunk in tasks.chunks(TXN_OPS) {
             let mut w = Write::new();
             for t in chunk {
                 let key = self.task_key(t);
                 w = w.put_json(&key, t).if_absent(&key);
             }
-            self.store.commit(w, Some(claim)).await?;
+            last_revision = self.commit_records(claim, w, chunk.first()).await?;
         }
+        self.caught_up(last_revision).await;
         Ok(())
+    }
+
+    async fn commit_records(
+        &self,
+        claim: &Claim,
+        w: Write,
+        probe: Option<&Task>,
+    ) -> Result<i64, StoreError> {
+        let probe = probe.map(|t| (self.task_key(t), t));
+        commit_task_records(
+            &self.store,
+            claim,
+            w,
+            probe.as_ref().map(|(k, t)| (k.as_str(), *t)),
+        )
+        .await
+    }
+
+    /// Waits (a few seconds at most) for the task cache to show task records created at
+    /// `revision`: the next plan must count them, or it would place the same tasks again.
+    async fn caught_up(&self, revision: i64) {
+        if revision > 0 {
+            self.created
+                .fetch_max(revision, std::sync::atomic::Ordering::SeqCst);
+            let wait = self.caches.tasks.wait_revision(revision);
+            if tokio::time::timeout(Duration::from_secs(5), wait)
+                .await
+                .is_err()
+            {
+                tracing::warn!(revision, "task cache is behind this scheduler's own writes");
+            }
+        }
+    }
+
+    /// Whether the task cache shows every task record this scheduler has created.
+    pub fn sees_own_tasks(&self) -> bool {
+        self.caches.tasks.revision() >= self.created.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn task_key(&self, t: &Task) -> String {
@@ -546,6 +686,13 @@ impl Executor {
         cluster: &str,
         states: &[pb::TaskState],
     ) -> Result<Vec<String>, StoreError> {
+        // A report can outrun the watch event of its task's own record: wait for the cache to
+        // show what this scheduler created, rather than take the slow per-task path.
+        if !self.sees_own_tasks() {
+            let created = self.created.load(std::sync::atomic::Ordering::SeqCst);
+            let wait = self.caches.tasks.wait_revision(created);
+            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+        }
         // Reports are cumulative: the last one per task is enough.
         let mut latest: BTreeMap<&str, &pb::TaskState> = BTreeMap::new();
         for s in states {
@@ -643,6 +790,30 @@ impl Executor {
         })
         .await?;
         Ok(None)
+    }
+}
+
+/// Commits a chunk of task records, `probe` (key, record) being one of them. The store replays a
+/// commit that timed out, and the replay of one that did land fails its compares (`if_absent`, the
+/// request it consumes): a conflict whose probe key holds exactly what was written is that case,
+/// and counts as committed — otherwise the tasks would be recorded but never started.
+pub async fn commit_task_records(
+    store: &Store,
+    claim: &Claim,
+    w: Write,
+    probe: Option<(&str, &Task)>,
+) -> Result<i64, StoreError> {
+    match store.commit(w, Some(claim)).await {
+        Err(StoreError::Conflict { keys }) => {
+            if let Some((key, t)) = probe
+                && let Some(found) = store.get(key).await?
+                && serde_json::to_vec(t).is_ok_and(|written| written == found.value)
+            {
+                return Ok(found.mod_revision);
+            }
+            Err(StoreError::Conflict { keys })
+        }
+        other => other,
     }
 }
 

@@ -205,12 +205,32 @@ impl Ctx {
     }
 }
 
+/// Task ids listed in an event: ECS's `(task <id>)` items, the first few only, so an event about
+/// thousands of tasks stays a small document.
+fn task_list<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 10;
+    let n = ids.len();
+    let mut out = ids
+        .take(SHOWN)
+        .map(|i| format!("(task {i})"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if n > SHOWN {
+        out.push_str(&format!(" and {} more", n - SHOWN));
+    }
+    out
+}
+
 async fn reconcile(
     key: ServiceKey,
     claim: Arc<Claim>,
     ctx: Arc<Ctx>,
 ) -> Result<Action, StoreError> {
     let caches = &ctx.exec.caches;
+    if !ctx.exec.sees_own_tasks() {
+        // Planning now would miss tasks just created and place them a second time.
+        return Ok(Action::requeue(Duration::from_millis(50)));
+    }
     let keys = ctx.exec.keys.clone();
     let (input, snap) = gather(caches, &keys, &key);
     let (lost, recheck) = ctx.handle_lost(&claim, &key, &snap).await?;
@@ -219,7 +239,9 @@ async fn reconcile(
     }
     // Tasks whose instance is missing (within the grace) are neither live nor replaceable yet.
     let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+    let planning = std::time::Instant::now();
     let plan = scheduling::plan(&input, &mut rng);
+    metrics::histogram!("capstan_scheduler_plan_seconds").record(planning.elapsed().as_secs_f64());
 
     let mut launches = Vec::new();
     let mut stops = Vec::new();
@@ -296,7 +318,9 @@ async fn reconcile(
             .map(|(t, _, _, _)| t.id().to_string())
             .collect();
         let n = ids.len();
+        let launching = std::time::Instant::now();
         ctx.exec.launch(&claim, launches, Write::new()).await?;
+        tracing::debug!(service = %key.service, tasks = n, seconds = launching.elapsed().as_secs_f64(), "launched");
         metrics::counter!("capstan_scheduler_tasks_launched_total").increment(n as u64);
         ctx.event(
             &claim,
@@ -304,10 +328,7 @@ async fn reconcile(
             format!(
                 "service ({}) has started {n} tasks: {}.",
                 key.service,
-                ids.iter()
-                    .map(|i| format!("(task {i})"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                task_list(ids.iter().map(String::as_str))
             ),
         )
         .await?;
@@ -332,11 +353,7 @@ async fn reconcile(
                 "service ({}) has stopped {} running tasks: {}.",
                 key.service,
                 stops.len(),
-                stops
-                    .iter()
-                    .map(|(i, _)| format!("(task {i})"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                task_list(stops.iter().map(|(i, _)| i.as_str()))
             ),
         )
         .await?;
@@ -703,6 +720,7 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
             agents: Agents::new(tls),
             caches: caches.clone(),
             drain_timeout: Duration::from(args.drain_timeout).as_secs_f64(),
+            created: std::sync::atomic::AtomicI64::new(0),
         },
         grace,
         missing_since: Mutex::new(HashMap::new()),
@@ -833,4 +851,23 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
     rt.serve(controller, ctx, |k, c, x| dispatch(k, c, x).boxed())
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::task_list;
+
+    #[test]
+    fn events_list_the_first_ten_tasks_and_count_the_rest() {
+        let few = ["a", "b"];
+        assert_eq!(task_list(few.iter().copied()), "(task a) (task b)");
+        let many: Vec<String> = (0..25).map(|n| format!("t{n}")).collect();
+        let text = task_list(many.iter().map(String::as_str));
+        assert!(text.starts_with("(task t0) (task t1)"), "{text}");
+        assert!(
+            text.contains("(task t9)") && !text.contains("(task t10)"),
+            "{text}"
+        );
+        assert!(text.ends_with(" and 15 more"), "{text}");
+    }
 }
