@@ -9,6 +9,21 @@ use std::time::Duration;
 use capstan_core::task::{Task, TaskStatus};
 use capstan_store::{Store, StoreConfig};
 
+/// A directory for one test's processes and logs: removed afterwards, unless
+/// `CAPSTAN_E2E_KEEP` is set (its path then goes to stderr, to read the logs of a failure).
+pub fn test_dir() -> tempfile::TempDir {
+    let keep = std::env::var_os("CAPSTAN_E2E_KEEP").is_some();
+    let dir = tempfile::Builder::new()
+        .prefix("capstan-e2e-")
+        .disable_cleanup(keep)
+        .tempdir()
+        .expect("test dir");
+    if keep {
+        eprintln!("test dir kept: {}", dir.path().display());
+    }
+    dir
+}
+
 /// The path of a workspace binary. `cargo test` does not build other packages' binaries, so
 /// the test command builds them first (`cargo build --workspace --bins`, as `scripts/test.sh`
 /// does); a nested cargo build here would wait forever on the lock the outer `cargo test` holds.
@@ -48,7 +63,10 @@ impl Proc {
             .expect("log file");
         let mut child = Command::new(binary(bin))
             .args(args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("CAPSTAN_E2E_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(logf)
             .spawn()
@@ -99,8 +117,23 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows what its processes logged last: CI keeps nothing else.
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!(
+                "---- last {} lines of {}\n{}",
+                tail.len(),
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
     }
 }
+
+/// How many lines of each process's log a failing test prints.
+const LOG_TAIL: usize = 80;
 
 /// A process-runtime agent in zone `zone`, state under `dir`.
 pub fn agent(etcd: &[String], dir: &Path, zone: &str) -> Proc {

@@ -26,7 +26,7 @@ fn doc(s: &str) -> Value {
 #[tokio::test]
 async fn task_definitions_get_consecutive_revisions_even_under_20_concurrent_registrations() {
     let etcd = EtcdCluster::single().await.expect("etcd");
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let api = api(&etcd.endpoints(), dir.path());
     let endpoint = api.field("grpc").to_string();
     let mut c = api_client(&endpoint).await;
@@ -168,7 +168,7 @@ async fn task_definitions_get_consecutive_revisions_even_under_20_concurrent_reg
 async fn clusters_services_and_ecs_errors_with_the_deployer_running() {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let ep = etcd.endpoints();
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let api = api(&ep, dir.path());
     let _a = agent(&ep, dir.path(), "zone-a");
     let _sched = scheduler(&ep, dir.path(), "s1");
@@ -462,7 +462,7 @@ async fn clusters_services_and_ecs_errors_with_the_deployer_running() {
 async fn tasks_and_container_instances() {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let ep = etcd.endpoints();
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let api = api(&ep, dir.path());
     let _a = agent(&ep, dir.path(), "zone-a");
     let _b = agent(&ep, dir.path(), "zone-b");
@@ -675,7 +675,7 @@ async fn tasks_and_container_instances() {
 async fn load_balancing_capacity_providers_reflection_and_health() {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let ep = etcd.endpoints();
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let api = api(&ep, dir.path());
     let endpoint = api.field("grpc").to_string();
     let mut c = api_client(&endpoint).await;
@@ -844,7 +844,7 @@ async fn load_balancing_capacity_providers_reflection_and_health() {
 #[tokio::test]
 async fn a_python_grpcio_client_generated_from_proto_uses_the_api() {
     let etcd = EtcdCluster::single().await.expect("etcd");
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let api = api(&etcd.endpoints(), dir.path());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = std::process::Command::new("python3")
@@ -904,7 +904,7 @@ fn the_examples_validate() {
 async fn continue_service_deployment_answers_a_paused_blue_green_deployment() {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let ep = etcd.endpoints();
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let api = api(&ep, dir.path());
     let _a = agent(&ep, dir.path(), "zone-a");
     let _sched = scheduler(&ep, dir.path(), "s1");
@@ -1021,7 +1021,7 @@ async fn continue_service_deployment_answers_a_paused_blue_green_deployment() {
 #[tokio::test]
 async fn with_tls_the_api_and_the_cli_need_a_client_certificate_from_the_ca() {
     let etcd = EtcdCluster::single().await.expect("etcd");
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let pki = capstan_testing::pki::Pki::new().expect("pki");
     let args: Vec<String> = [
         "--etcd-endpoints",

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use capstan_e2e::binary;
+use capstan_e2e::{binary, test_dir};
 use serde_json::json;
 
 /// A marker in every task's environment, to find stray task processes.
@@ -82,7 +82,7 @@ impl Drop for Dev {
 
 #[test]
 fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let data = dir.path().join("dev");
     let mut guard = Dev(Command::new(binary("capstan"))
         .args(["dev", "--api-listen", "127.0.0.1:0", "--etcd-port", "0"])

@@ -41,7 +41,7 @@ impl Drop for Plane {
 async fn plane(deployers: usize) -> Plane {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let endpoints = etcd.endpoints();
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let mut procs: Vec<Proc> = ["a", "b", "c"]
         .iter()
         .map(|z| agent(&endpoints, dir.path(), z))

@@ -49,7 +49,7 @@ async fn plane() -> Plane {
 async fn plane_with(registrar_args: Option<Vec<String>>) -> Plane {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let eps = etcd.endpoints();
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let mut procs: Vec<Proc> = ["a", "b", "c"]
         .iter()
         .map(|z| agent(&eps, dir.path(), z))
@@ -691,7 +691,7 @@ async fn a_request_in_flight_when_its_task_starts_deactivating_completes_before_
 #[tokio::test(flavor = "multi_thread")]
 async fn an_existing_haproxy_is_driven_through_its_socket_and_left_running() {
     // An HAProxy the operator runs, with the frontend and backend names Capstan uses.
-    let ext = tempfile::tempdir().expect("tmp");
+    let ext = test_dir();
     let (sock, map) = (ext.path().join("admin.sock"), ext.path().join("routes.map"));
     std::fs::write(&map, "").expect("map");
     let port = capstan_testing::free_port().expect("port");

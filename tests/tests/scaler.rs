@@ -89,7 +89,7 @@ fn terminated_while_busy(
 async fn the_group_grows_for_provisioning_tasks_then_drains_and_terminates_only_empty_instances() {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let ep = etcd.endpoints();
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let groups = NodeGroups::start(
         &ep,
         dir.path(),
@@ -242,7 +242,7 @@ async fn the_group_grows_for_provisioning_tasks_then_drains_and_terminates_only_
 async fn a_base_and_weight_strategy_splits_tasks_over_two_providers() {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let ep = etcd.endpoints();
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let groups = NodeGroups::start(
         &ep,
         dir.path(),
@@ -307,7 +307,7 @@ async fn a_base_and_weight_strategy_splits_tasks_over_two_providers() {
 async fn a_leader_killed_during_scale_out_never_double_scales() {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let ep = etcd.endpoints();
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let groups = NodeGroups::start(
         &ep,
         dir.path(),
@@ -378,7 +378,7 @@ async fn a_leader_killed_during_scale_out_never_double_scales() {
 async fn run_task_with_a_capacity_provider_waits_in_provisioning_until_capacity_arrives() {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let ep = etcd.endpoints();
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let groups = NodeGroups::start(
         &ep,
         dir.path(),

@@ -34,7 +34,7 @@ impl Drop for Cluster {
 async fn cluster(zones: &[&str]) -> Cluster {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let endpoints = etcd.endpoints();
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = test_dir();
     let agents = zones
         .iter()
         .map(|z| agent(&endpoints, dir.path(), z))

@@ -52,6 +52,8 @@ impl Events {
             }
             last.insert(k, message.clone());
         }
+        // The log carries every event too, so a controller's log tells its story on its own.
+        tracing::info!(%cluster, %service, event = %message, "service event");
         let at = now();
         let id = format!(
             "{:020}-{}",
