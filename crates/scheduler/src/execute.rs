@@ -106,16 +106,9 @@ impl Agents {
         req: pb::StartTaskRequest,
     ) -> Result<pb::TaskState, AgentCallError> {
         let mut c = self.client(endpoint)?;
-        match tokio::time::timeout(AGENT_CALL_TIMEOUT, c.start_task(req)).await {
-            Ok(Ok(r)) => Ok(r.into_inner().task.unwrap_or_default()),
-            Ok(Err(status)) => Err(AgentCallError::Status {
-                endpoint: endpoint.into(),
-                status,
-            }),
-            Err(_) => Err(AgentCallError::Timeout {
-                endpoint: endpoint.into(),
-            }),
-        }
+        timed(endpoint, c.start_task(req))
+            .await
+            .map(|r| r.task.unwrap_or_default())
     }
 
     /// Starts several tasks on the agent at `endpoint` in one StartTasks call (StartTask per task
@@ -138,16 +131,7 @@ impl Agents {
                 let req = pb::StartTasksRequest {
                     tasks: reqs.clone(),
                 };
-                match tokio::time::timeout(AGENT_CALL_TIMEOUT, c.start_tasks(req)).await {
-                    Ok(Ok(r)) => Ok(r.into_inner().results),
-                    Ok(Err(status)) => Err(AgentCallError::Status {
-                        endpoint: endpoint.into(),
-                        status,
-                    }),
-                    Err(_) => Err(AgentCallError::Timeout {
-                        endpoint: endpoint.into(),
-                    }),
-                }
+                timed(endpoint, c.start_tasks(req)).await.map(|r| r.results)
             };
             match call.await {
                 Ok(results) if results.len() == n => {
@@ -195,17 +179,32 @@ impl Agents {
         req: pb::StopTaskRequest,
     ) -> Result<(), AgentCallError> {
         let mut c = self.client(endpoint)?;
-        match tokio::time::timeout(AGENT_CALL_TIMEOUT, c.stop_task(req)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) if status.code() == tonic::Code::NotFound => Ok(()),
-            Ok(Err(status)) => Err(AgentCallError::Status {
-                endpoint: endpoint.into(),
-                status,
-            }),
-            Err(_) => Err(AgentCallError::Timeout {
-                endpoint: endpoint.into(),
-            }),
+        match timed(endpoint, c.stop_task(req)).await {
+            // Already gone: what the stop wanted.
+            Err(AgentCallError::Status { status, .. })
+                if status.code() == tonic::Code::NotFound =>
+            {
+                Ok(())
+            }
+            other => other.map(drop),
         }
+    }
+}
+
+/// One agent call under [`AGENT_CALL_TIMEOUT`], its failures as [`AgentCallError`].
+async fn timed<T>(
+    endpoint: &str,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, AgentCallError> {
+    match tokio::time::timeout(AGENT_CALL_TIMEOUT, call).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(status)) => Err(AgentCallError::Status {
+            endpoint: endpoint.into(),
+            status,
+        }),
+        Err(_) => Err(AgentCallError::Timeout {
+            endpoint: endpoint.into(),
+        }),
     }
 }
 
