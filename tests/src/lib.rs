@@ -50,6 +50,9 @@ pub struct Proc {
     pub fields: Vec<(String, String)>,
     /// Where its stderr goes.
     pub log: PathBuf,
+    /// The log, opened for reading at start: still readable on drop after the test's directory
+    /// is gone (a struct drops its directory before its processes).
+    log_reader: Option<std::fs::File>,
 }
 
 impl Proc {
@@ -96,6 +99,7 @@ impl Proc {
             child,
             fields,
             log: log.to_path_buf(),
+            log_reader: std::fs::File::open(log).ok(),
         }
     }
 
@@ -119,7 +123,10 @@ impl Drop for Proc {
         self.kill();
         // A failing test shows what its processes logged last: CI keeps nothing else.
         if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let mut text = String::new();
+            if let Some(f) = self.log_reader.as_mut() {
+                let _ = std::io::Read::read_to_string(f, &mut text);
+            }
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
             eprintln!(
