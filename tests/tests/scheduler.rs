@@ -89,8 +89,19 @@ async fn put_task_definition(s: &Store, family: &str, cpu: u32, memory: u32, com
     .expect("taskdef");
 }
 
-/// Sets the instance in `zone` DRAINING, keeping its agent's lease (as `etcdctl --ignore-lease`).
+/// Sets the instance in `zone` DRAINING, keeping its agent's lease (as `etcdctl --ignore-lease`);
+/// read again and retried when the agent updated its record in between.
 async fn drain(s: &Store, zone: &str) {
+    for _ in 0..20 {
+        match try_drain(s, zone).await {
+            Err(capstan_store::StoreError::Conflict { .. }) => continue,
+            r => return r.expect("drain"),
+        }
+    }
+    panic!("drain: the instance record kept changing");
+}
+
+async fn try_drain(s: &Store, zone: &str) -> Result<(), capstan_store::StoreError> {
     let listing = s
         .list(
             &s.keys()
@@ -115,7 +126,7 @@ async fn drain(s: &Store, zone: &str) {
         None,
     )
     .await
-    .expect("drain");
+    .map(drop)
 }
 
 /// Writes a RunTask request and waits for the scheduler's result.
