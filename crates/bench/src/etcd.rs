@@ -80,9 +80,15 @@ pub async fn measure(
         p50: pct(0.50),
         p99: pct(0.99),
     };
-    // Leave nothing behind: the next combination starts from the same store size.
-    store.delete_prefix("/capstan-bench/").await?;
     Ok(row)
+}
+
+/// Deletes what [`measure`] wrote. Only once all measuring is done: a big delete leaves etcd's
+/// (3.4) backend read buffer at its size, and every later transaction with a compare copies that
+/// buffer — measured, a scheduler run after one went from ~13,000 to ~6,500 tasks/s.
+pub async fn clean(store: &Store) -> Result<(), StoreError> {
+    store.delete_prefix("/capstan-bench/").await?;
+    Ok(())
 }
 
 /// Prints rows as a table.
@@ -102,4 +108,35 @@ pub fn print_table(rows: &[Row]) {
             r.p99.as_secs_f64() * 1e3,
         );
     }
+}
+
+/// etcd's count of handled gRPC requests per method (from its `/metrics`), to show what a run
+/// asked of it.
+pub async fn requests_by_method(
+    endpoint: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    // reqwest wants a TLS provider even for plain HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let text = reqwest::get(format!("{endpoint}/metrics"))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("grpc_server_handled_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let method = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("grpc_method=\""))
+            .map(|m| m.trim_end_matches('"').to_string());
+        if let (Some(m), Ok(v)) = (method, value.trim().parse::<f64>()) {
+            *out.entry(m).or_insert(0) += v as u64;
+        }
+    }
+    Ok(out)
 }

@@ -144,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
                     );
                 }
             }
+            etcd::clean(&store).await?;
             println!("etcd put throughput, {value_size}-byte values, {seconds} s per row");
             etcd::print_table(&rows);
         }
@@ -162,14 +163,15 @@ async fn main() -> anyhow::Result<()> {
             let etcd_cluster = EtcdCluster::single().await?;
             let endpoints = etcd_cluster.endpoints();
             let store = Store::connect(&StoreConfig::new(endpoints.clone(), "/capstan")).await?;
-            // The physical limit, measured on the same etcd just before.
-            let raw = etcd::measure(&store, 128, 1, Duration::from_secs(2), 512).await?;
             let cancel = tokio_util::sync::CancellationToken::new();
             let fakes = capstan_bench::scheduler::serve_fake_agents(agents, &cancel).await?;
             let figures =
                 capstan_bench::scheduler::measure(&bin, &store, &endpoints, &fakes, tasks).await?;
-            capstan_bench::scheduler::print(&figures, raw.puts_per_sec());
             cancel.cancel();
+            // The physical limit, measured on the same etcd right after (not before: see
+            // `etcd::clean`).
+            let raw = etcd::measure(&store, 128, 1, Duration::from_secs(2), 512).await?;
+            capstan_bench::scheduler::print(&figures, raw.puts_per_sec());
         }
         Command::Deployer {
             tasks,

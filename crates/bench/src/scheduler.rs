@@ -238,6 +238,9 @@ pub struct SchedulerFigures {
     pub writes_per_task: f64,
     /// Scheduler resident memory at the end, KiB.
     pub rss_kib: u64,
+    /// Requests etcd handled during the run (everyone's, the bench's own watch included), by
+    /// gRPC method.
+    pub etcd_requests: Vec<(String, u64)>,
 }
 
 /// Registers each fake agent endpoint as an ACTIVE container instance spread over ten zones.
@@ -345,6 +348,8 @@ pub async fn measure(
     tasks.ready().await;
     let mut changes = tasks.subscribe();
     let before = store.revision().await?;
+    let metrics = etcd.first().map(String::as_str).unwrap_or_default();
+    let requests_before = crate::etcd::requests_by_method(metrics).await?;
     let d = Deployment {
         id: "ecs-svc/bench".into(),
         status: DeploymentStatus::Primary,
@@ -382,6 +387,15 @@ pub async fn measure(
     }
     let elapsed = t0.elapsed();
     let after = store.revision().await?;
+    let etcd_requests = crate::etcd::requests_by_method(metrics)
+        .await?
+        .into_iter()
+        .map(|(m, n)| {
+            let before = requests_before.get(&m).copied().unwrap_or(0);
+            (m, n.saturating_sub(before))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
     // Every task is counted once: more records than tasks would be a double placement.
     let records = store
         .list(&keys.list(capstan_core::keys::Family::Tasks, &["default"]))
@@ -399,6 +413,7 @@ pub async fn measure(
         elapsed,
         writes_per_task: (after - before) as f64 / n as f64,
         rss_kib: rss,
+        etcd_requests,
     })
 }
 
@@ -427,4 +442,10 @@ pub fn print(f: &SchedulerFigures, raw_puts_per_sec: f64) {
         f.writes_per_task,
         f.rss_kib as f64 / 1024.0
     );
+    let requests: Vec<String> = f
+        .etcd_requests
+        .iter()
+        .map(|(m, n)| format!("{m} {n}"))
+        .collect();
+    println!("  etcd requests during the run: {}", requests.join(", "));
 }
