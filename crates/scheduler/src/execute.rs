@@ -362,12 +362,17 @@ impl Executor {
     pub async fn launch(
         &self,
         claim: &Claim,
-        mut tasks: Vec<(Task, TaskDefinition, String, Option<i64>)>,
+        tasks: Vec<(Task, std::sync::Arc<TaskDefinition>, String, Option<i64>)>,
         with: Write,
     ) -> Result<Vec<String>, StoreError> {
         // One agent's tasks together: its StartTask calls then share a chunk and go out at once,
         // so HTTP/2 carries them (and the agent its reports) in a few writes instead of one each.
-        tasks.sort_by(|a, b| a.2.cmp(&b.2));
+        // Grouped rather than sorted: each (large) record moves once.
+        let mut by_agent: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for t in tasks {
+            by_agent.entry(t.2.clone()).or_default().push(t);
+        }
+        let tasks: Vec<_> = by_agent.into_values().flatten().collect();
         let mut with = Some(with);
         if tasks.is_empty()
             && let Some(w) = with.take()
@@ -407,7 +412,7 @@ impl Executor {
         for (t, td, _, _) in &tasks {
             td_json
                 .entry(t.task_definition_arn.as_str())
-                .or_insert_with(|| serde_json::to_string(td).unwrap_or_default());
+                .or_insert_with(|| serde_json::to_string(td.as_ref()).unwrap_or_default());
         }
         let td_json = &td_json;
         let request = |j: usize| {

@@ -109,7 +109,7 @@ pub async fn run_task(
 }
 
 /// A task to write and start: record, task definition, agent endpoint, expected revision.
-type Launch = (capstan_core::Task, TaskDefinition, String, Option<i64>);
+type Launch = (capstan_core::Task, Arc<TaskDefinition>, String, Option<i64>);
 
 /// RunTask's plan: tasks to start, and (with capacity providers) tasks to record PROVISIONING.
 fn plan_run_task(
@@ -121,7 +121,7 @@ fn plan_run_task(
     result: &mut RunTaskResult,
 ) -> (Vec<Launch>, Vec<capstan_core::Task>) {
     let count = req.count();
-    let Some(td) = resolve(caches, keys, &req.task_definition) else {
+    let Some(td) = resolve(caches, keys, &req.task_definition).map(Arc::new) else {
         result.failures = failures(
             count,
             "ClientException",
@@ -281,7 +281,7 @@ pub async fn place_waiting(cluster: &str, claim: &Claim, ctx: &Arc<Ctx>) -> Resu
         }
         let (Some(provider), Some(td)) = (
             t.capacity_provider_name.as_deref(),
-            resolve(caches, keys, &t.task_definition_arn),
+            resolve(caches, keys, &t.task_definition_arn).map(Arc::new),
         ) else {
             continue;
         };

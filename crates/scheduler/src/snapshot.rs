@@ -132,7 +132,7 @@ impl ServiceKey {
 /// What the executor needs besides the plan.
 pub struct Context {
     /// Deployments by id, with their resolved task definitions.
-    pub deployments: BTreeMap<String, (Deployment, Option<TaskDefinition>)>,
+    pub deployments: BTreeMap<String, (Deployment, Option<Arc<TaskDefinition>>)>,
     /// The service's tasks by id.
     pub tasks: BTreeMap<String, Arc<Entry<Task>>>,
     /// The cluster's instances by id.
@@ -277,7 +277,7 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
             last_failure_at,
             providers: provider_shares(caches, keys, &key.cluster, spec.as_ref(), d),
         });
-        deployments.insert(d.id.clone(), (d.clone(), td));
+        deployments.insert(d.id.clone(), (d.clone(), td.map(Arc::new)));
     }
     // PRIMARY first, so its launches win placement.
     inputs.sort_by_key(|d| {
@@ -445,7 +445,7 @@ pub fn drain_until(caches: &Caches, keys: &Keys, t: &Task, timeout: f64, now: f6
 pub fn failed_target_group(
     caches: &Caches,
     keys: &Keys,
-    deployments: &BTreeMap<String, (Deployment, Option<TaskDefinition>)>,
+    deployments: &BTreeMap<String, (Deployment, Option<Arc<TaskDefinition>>)>,
     t: &Task,
     grace: f64,
     now: f64,
