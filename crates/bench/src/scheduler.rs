@@ -230,6 +230,8 @@ pub struct SchedulerFigures {
     pub agents: usize,
     /// From writing the deployment to the last task RUNNING in etcd.
     pub elapsed: Duration,
+    /// From writing the deployment to the first task record created.
+    pub first_created: Duration,
     /// From writing the deployment to the last task record created.
     pub created: Duration,
     /// Task records in etcd when the last task was RUNNING.
@@ -364,6 +366,7 @@ pub async fn measure(
     let mut running = HashSet::new();
     let mut seen = HashSet::new();
     let mut created = None;
+    let mut first_created = None;
     let deadline = t0 + Duration::from_secs(600);
     while running.len() < n {
         let change = tokio::time::timeout_at(deadline.into(), changes.recv())
@@ -374,8 +377,11 @@ pub async fn measure(
         let Some(Change::Put { key, .. }) = change else {
             continue;
         };
-        if seen.insert(key.clone()) && seen.len() == n {
-            created = Some(t0.elapsed());
+        if seen.insert(key.clone()) {
+            first_created.get_or_insert_with(|| t0.elapsed());
+            if seen.len() == n {
+                created = Some(t0.elapsed());
+            }
         }
         if let Some(e) = tasks.get(&key)
             && e.value
@@ -406,6 +412,7 @@ pub async fn measure(
     cancel.cancel();
     drop(child);
     Ok(SchedulerFigures {
+        first_created: first_created.unwrap_or(elapsed),
         created: created.unwrap_or(elapsed),
         records,
         tasks: n,
@@ -432,7 +439,8 @@ pub fn print(f: &SchedulerFigures, raw_puts_per_sec: f64) {
         100.0 * rate / raw_puts_per_sec
     );
     println!(
-        "  all {} task records written after {:.2} s; {} task records in etcd at the end",
+        "  first task record written after {:.2} s, all {} after {:.2} s; {} task records in etcd at the end",
+        f.first_created.as_secs_f64(),
         f.tasks,
         f.created.as_secs_f64(),
         f.records
