@@ -350,8 +350,8 @@ pub async fn measure(
     tasks.ready().await;
     let mut changes = tasks.subscribe();
     let before = store.revision().await?;
-    let metrics = etcd.first().map(String::as_str).unwrap_or_default();
-    let requests_before = crate::etcd::requests_by_method(metrics).await?;
+    let etcd_url = etcd.first().map(String::as_str).unwrap_or_default();
+    let requests_before = crate::etcd::requests_by_method(etcd_url).await?;
     let d = Deployment {
         id: "ecs-svc/bench".into(),
         status: DeploymentStatus::Primary,
@@ -393,7 +393,7 @@ pub async fn measure(
     }
     let elapsed = t0.elapsed();
     let after = store.revision().await?;
-    let etcd_requests = crate::etcd::requests_by_method(metrics)
+    let etcd_requests = crate::etcd::requests_by_method(etcd_url)
         .await?
         .into_iter()
         .map(|(m, n)| {

@@ -208,6 +208,10 @@ async fn timed<T>(
     }
 }
 
+/// A task to write and start: record, task definition, agent endpoint, and the record's mod
+/// revision when it exists already (a placed PROVISIONING task).
+pub type Launch = (Task, std::sync::Arc<TaskDefinition>, String, Option<i64>);
+
 /// The scheduler's writer and caller.
 pub struct Executor {
     /// The store.
@@ -362,7 +366,7 @@ impl Executor {
     pub async fn launch(
         &self,
         claim: &Claim,
-        tasks: Vec<(Task, std::sync::Arc<TaskDefinition>, String, Option<i64>)>,
+        tasks: Vec<Launch>,
         with: Write,
     ) -> Result<Vec<String>, StoreError> {
         // One agent's tasks together: its StartTask calls then share a chunk and go out at once,

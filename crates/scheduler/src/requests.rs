@@ -108,8 +108,7 @@ pub async fn run_task(
     Ok(())
 }
 
-/// A task to write and start: record, task definition, agent endpoint, expected revision.
-type Launch = (capstan_core::Task, Arc<TaskDefinition>, String, Option<i64>);
+use crate::execute::Launch;
 
 /// RunTask's plan: tasks to start, and (with capacity providers) tasks to record PROVISIONING.
 fn plan_run_task(
