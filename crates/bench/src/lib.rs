@@ -29,3 +29,51 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// CPU time (user + system) process `pid` has used so far, seconds (0 when unknown).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and
+    // 13th, in USER_HZ ticks, which Linux fixes at 100 for /proc.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_of_this_process_grows_while_it_computes() {
+        let me = std::process::id();
+        let start = cpu_secs(me);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut x = 0u64;
+        // Spin until the kernel has charged this process at least two more ticks.
+        while cpu_secs(me) < start + 0.02 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "CPU time stuck at {start}"
+            );
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+        }
+        assert!(rss_kib(me) > 0);
+    }
+
+    #[test]
+    fn unknown_processes_have_no_cpu_time() {
+        assert_eq!(cpu_secs(u32::MAX), 0.0);
+    }
+}

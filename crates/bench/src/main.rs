@@ -165,13 +165,27 @@ async fn main() -> anyhow::Result<()> {
             let store = Store::connect(&StoreConfig::new(endpoints.clone(), "/capstan")).await?;
             let cancel = tokio_util::sync::CancellationToken::new();
             let fakes = capstan_bench::scheduler::serve_fake_agents(agents, &cancel).await?;
-            let figures =
-                capstan_bench::scheduler::measure(&bin, &store, &endpoints, &fakes, tasks).await?;
+            let figures = capstan_bench::scheduler::measure(
+                &bin,
+                &store,
+                &endpoints,
+                etcd_cluster.pid(0),
+                &fakes,
+                tasks,
+            )
+            .await?;
             cancel.cancel();
             // The physical limit, measured on the same etcd right after (not before: see
             // `etcd::clean`).
+            let etcd_pid = etcd_cluster.pid(0).unwrap_or(0);
+            let etcd_cpu = capstan_bench::cpu_secs(etcd_pid);
             let raw = etcd::measure(&store, 128, 1, Duration::from_secs(2), 512).await?;
+            let etcd_cpu = capstan_bench::cpu_secs(etcd_pid) - etcd_cpu;
             capstan_bench::scheduler::print(&figures, raw.puts_per_sec());
+            println!(
+                "  raw etcd puts: {:.0} µs of etcd CPU per put",
+                1e6 * etcd_cpu / (raw.txns as f64 * raw.batch as f64).max(1.0)
+            );
         }
         Command::Deployer {
             tasks,

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 
-use crate::{KillOnDrop, rss_kib};
+use crate::{KillOnDrop, cpu_secs, rss_kib};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -243,6 +243,11 @@ pub struct SchedulerFigures {
     /// Requests etcd handled during the run (everyone's, the bench's own watch included), by
     /// gRPC method.
     pub etcd_requests: Vec<(String, u64)>,
+    /// Mean size of a task record at the end, bytes.
+    pub record_bytes: usize,
+    /// CPU seconds used during the run by the scheduler, etcd, and this bench (its fake agents
+    /// and its watch), in that order.
+    pub cpu: [f64; 3],
 }
 
 /// Registers each fake agent endpoint as an ACTIVE container instance spread over ten zones.
@@ -302,6 +307,7 @@ pub async fn measure(
     scheduler_bin: &Path,
     store: &Store,
     etcd: &[String],
+    etcd_pid: Option<u32>,
     endpoints: &[String],
     n: usize,
 ) -> anyhow::Result<SchedulerFigures> {
@@ -359,6 +365,8 @@ pub async fn measure(
         desired_count: n as u32,
         ..Default::default()
     };
+    let pids = [child.0.id(), etcd_pid.unwrap_or(0), std::process::id()];
+    let cpu_before = pids.map(cpu_secs);
     let t0 = Instant::now();
     store
         .put_json(&keys.deployment("default", "bench", &d.id), &d)
@@ -392,6 +400,7 @@ pub async fn measure(
         }
     }
     let elapsed = t0.elapsed();
+    let cpu_after = pids.map(cpu_secs);
     let after = store.revision().await?;
     let etcd_requests = crate::etcd::requests_by_method(etcd_url)
         .await?
@@ -403,11 +412,12 @@ pub async fn measure(
         .filter(|(_, n)| *n > 0)
         .collect();
     // Every task is counted once: more records than tasks would be a double placement.
-    let records = store
+    let listing = store
         .list(&keys.list(capstan_core::keys::Family::Tasks, &["default"]))
         .await?
-        .kvs
-        .len();
+        .kvs;
+    let records = listing.len();
+    let record_bytes = listing.iter().map(|kv| kv.value.len()).sum::<usize>() / records.max(1);
     let rss = rss_kib(child.0.id());
     cancel.cancel();
     drop(child);
@@ -421,6 +431,8 @@ pub async fn measure(
         writes_per_task: (after - before) as f64 / n as f64,
         rss_kib: rss,
         etcd_requests,
+        record_bytes,
+        cpu: [0, 1, 2].map(|i| cpu_after[i] - cpu_before[i]),
     })
 }
 
@@ -456,4 +468,10 @@ pub fn print(f: &SchedulerFigures, raw_puts_per_sec: f64) {
         .map(|(m, n)| format!("{m} {n}"))
         .collect();
     println!("  etcd requests during the run: {}", requests.join(", "));
+    let [scheduler, etcd, bench] = f.cpu;
+    println!(
+        "  CPU during the run: scheduler {scheduler:.2} s, etcd {etcd:.2} s, bench (fake agents, watch) {bench:.2} s; {:.0} µs of CPU per task in all; task records {} bytes",
+        1e6 * (scheduler + etcd + bench) / f.tasks as f64,
+        f.record_bytes
+    );
 }

@@ -296,11 +296,11 @@ impl<T: Send + Sync + 'static> Cache<T> {
     }
 
     fn apply(&self, events: &[etcd_client::Event], header_revision: i64) {
-        let mut changes = Vec::with_capacity(events.len());
-        {
-            let mut st = write(&self.inner.state);
-            for ev in events {
-                let Some(kv) = ev.kv() else { continue };
+        // Decoded before taking the lock: readers (snapshots) never wait on JSON parsing.
+        let decoded: Vec<(EventType, Entry<T>)> = events
+            .iter()
+            .filter_map(|ev| {
+                let kv = ev.kv()?;
                 let kv = KeyValue {
                     key: String::from_utf8_lossy(kv.key()).into_owned(),
                     value: kv.value().to_vec(),
@@ -308,18 +308,38 @@ impl<T: Send + Sync + 'static> Cache<T> {
                     mod_revision: kv.mod_revision(),
                     lease: kv.lease(),
                 };
-                let revision = kv.mod_revision;
+                Some(match ev.event_type() {
+                    EventType::Put => (EventType::Put, self.entry(kv)),
+                    EventType::Delete => (
+                        EventType::Delete,
+                        Entry {
+                            key: kv.key,
+                            value: Err(String::new()),
+                            raw: Vec::new(),
+                            mod_revision: kv.mod_revision,
+                            create_revision: kv.create_revision,
+                            lease: kv.lease,
+                        },
+                    ),
+                })
+            })
+            .collect();
+        let mut changes = Vec::with_capacity(decoded.len());
+        {
+            let mut st = write(&self.inner.state);
+            for (kind, e) in decoded {
+                let revision = e.mod_revision;
                 st.revision = st.revision.max(revision);
-                match ev.event_type() {
+                match kind {
                     EventType::Put => {
-                        let key = kv.key.clone();
-                        st.objects.insert(key.clone(), Arc::new(self.entry(kv)));
+                        let key = e.key.clone();
+                        st.objects.insert(key.clone(), Arc::new(e));
                         changes.push(Change::Put { key, revision });
                     }
                     EventType::Delete => {
-                        st.objects.remove(&kv.key);
+                        st.objects.remove(&e.key);
                         changes.push(Change::Delete {
-                            key: kv.key,
+                            key: e.key,
                             revision,
                         });
                     }

@@ -226,6 +226,11 @@ impl EtcdCluster {
         self.members.iter().map(Member::client_url).collect()
     }
 
+    /// Process id of member `i`, if it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
+    }
+
     /// Client URL of member `i`.
     pub fn endpoint(&self, i: usize) -> String {
         self.members[i].client_url()
