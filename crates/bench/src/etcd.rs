@@ -110,11 +110,48 @@ pub fn print_table(rows: &[Row]) {
     }
 }
 
-/// etcd's count of handled gRPC requests per method (from its `/metrics`), to show what a run
-/// asked of it.
-pub async fn requests_by_method(
-    endpoint: &str,
-) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+/// What etcd's `/metrics` says about the work it has done so far.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Handled gRPC requests per method.
+    pub requests: std::collections::BTreeMap<String, u64>,
+}
+
+impl Metrics {
+    /// Requests handled since `before`, per method, leaving out methods with none.
+    pub fn requests_since(&self, before: &Metrics) -> Vec<(String, u64)> {
+        self.requests
+            .iter()
+            .map(|(m, n)| {
+                let was = before.requests.get(m).copied().unwrap_or(0);
+                (m.clone(), n.saturating_sub(was))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// Parses Prometheus text as etcd 3.4 serves it.
+    pub fn parse(text: &str) -> Self {
+        let mut out = Self::default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("grpc_server_handled_total{")
+                && let Some((labels, value)) = rest.split_once("} ")
+            {
+                let method = labels
+                    .split(',')
+                    .find_map(|l| l.strip_prefix("grpc_method=\""))
+                    .map(|m| m.trim_end_matches('"').to_string());
+                if let (Some(m), Ok(v)) = (method, value.trim().parse::<f64>()) {
+                    *out.requests.entry(m).or_insert(0) += v as u64;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Reads etcd's `/metrics` at `endpoint`.
+pub async fn metrics(endpoint: &str) -> anyhow::Result<Metrics> {
     // reqwest wants a TLS provider even for plain HTTP.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let text = reqwest::get(format!("{endpoint}/metrics"))
@@ -122,21 +159,30 @@ pub async fn requests_by_method(
         .error_for_status()?
         .text()
         .await?;
-    let mut out = std::collections::BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("grpc_server_handled_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        let method = labels
-            .split(',')
-            .find_map(|l| l.strip_prefix("grpc_method=\""))
-            .map(|m| m.trim_end_matches('"').to_string());
-        if let (Some(m), Ok(v)) = (method, value.trim().parse::<f64>()) {
-            *out.entry(m).or_insert(0) += v as u64;
-        }
+    Ok(Metrics::parse(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_handled_requests_from_etcd_metrics() {
+        let before = Metrics::parse(
+            "# HELP x\n\
+             etcd_disk_wal_fsync_duration_seconds_sum 0.5\n\
+             etcd_disk_wal_fsync_duration_seconds_count 100\n\
+             grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Txn\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 7\n",
+        );
+        let after = Metrics::parse(
+            "etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"} 90\n\
+             etcd_disk_wal_fsync_duration_seconds_sum 1.5\n\
+             etcd_disk_wal_fsync_duration_seconds_count 300\n\
+             grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Txn\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 12\n\
+             grpc_server_handled_total{grpc_code=\"Unavailable\",grpc_method=\"Txn\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1\n\
+             grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 0\n",
+        );
+        assert_eq!(after.requests_since(&before), vec![("Txn".to_string(), 6)]);
+        assert!(before.requests_since(&before).is_empty());
     }
-    Ok(out)
 }

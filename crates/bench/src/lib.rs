@@ -49,6 +49,22 @@ pub fn cpu_secs(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// CPU time the hypervisor has taken from this machine since boot, seconds (the `steal` column of
+/// `/proc/stat`; 0 when unknown). On a shared virtual machine it is what makes figures noisy.
+pub fn stolen_secs() -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| steal_ticks(&s))
+        .map_or(0.0, |ticks| ticks as f64 / 100.0)
+}
+
+/// The machine-wide `steal` ticks in `/proc/stat` text.
+fn steal_ticks(stat: &str) -> Option<u64> {
+    let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // cpu user nice system idle iowait irq softirq steal guest guest_nice
+    cpu.split_whitespace().nth(8)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +86,15 @@ mod tests {
             }
         }
         assert!(rss_kib(me) > 0);
+    }
+
+    #[test]
+    fn steal_is_the_eighth_counter_of_the_machine_wide_cpu_line() {
+        let stat = "cpu  4705 356 584 3699 23 23 0 148568 0 0\n\
+                    cpu0 1393280 32966 572056 13343292 6130 0 17875 99 0 0\n";
+        assert_eq!(steal_ticks(stat), Some(148568));
+        assert_eq!(steal_ticks("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(steal_ticks("cpu  1 2 3\n"), None);
     }
 
     #[test]

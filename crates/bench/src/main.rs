@@ -178,12 +178,16 @@ async fn main() -> anyhow::Result<()> {
             // The physical limit, measured on the same etcd right after (not before: see
             // `etcd::clean`).
             let etcd_pid = etcd_cluster.pid(0).unwrap_or(0);
-            let etcd_cpu = capstan_bench::cpu_secs(etcd_pid);
+            let (etcd_cpu, stolen) = (
+                capstan_bench::cpu_secs(etcd_pid),
+                capstan_bench::stolen_secs(),
+            );
             let raw = etcd::measure(&store, 128, 1, Duration::from_secs(2), 512).await?;
             let etcd_cpu = capstan_bench::cpu_secs(etcd_pid) - etcd_cpu;
+            let stolen = capstan_bench::stolen_secs() - stolen;
             capstan_bench::scheduler::print(&figures, raw.puts_per_sec());
             println!(
-                "  raw etcd puts: {:.0} µs of etcd CPU per put",
+                "  raw etcd puts: {:.0} µs of etcd CPU per put; stolen by the hypervisor {stolen:.2} s",
                 1e6 * etcd_cpu / (raw.txns as f64 * raw.batch as f64).max(1.0)
             );
         }

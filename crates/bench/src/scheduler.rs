@@ -6,7 +6,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 
-use crate::{KillOnDrop, cpu_secs, rss_kib};
+use crate::{KillOnDrop, cpu_secs, rss_kib, stolen_secs};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -243,6 +243,8 @@ pub struct SchedulerFigures {
     /// Requests etcd handled during the run (everyone's, the bench's own watch included), by
     /// gRPC method.
     pub etcd_requests: Vec<(String, u64)>,
+    /// CPU seconds the hypervisor took from the machine during the run.
+    pub stolen: f64,
     /// Mean size of a task record at the end, bytes.
     pub record_bytes: usize,
     /// CPU seconds used during the run by the scheduler, etcd, and this bench (its fake agents
@@ -357,7 +359,7 @@ pub async fn measure(
     let mut changes = tasks.subscribe();
     let before = store.revision().await?;
     let etcd_url = etcd.first().map(String::as_str).unwrap_or_default();
-    let requests_before = crate::etcd::requests_by_method(etcd_url).await?;
+    let metrics_before = crate::etcd::metrics(etcd_url).await?;
     let d = Deployment {
         id: "ecs-svc/bench".into(),
         status: DeploymentStatus::Primary,
@@ -367,6 +369,7 @@ pub async fn measure(
     };
     let pids = [child.0.id(), etcd_pid.unwrap_or(0), std::process::id()];
     let cpu_before = pids.map(cpu_secs);
+    let stolen_before = stolen_secs();
     let t0 = Instant::now();
     store
         .put_json(&keys.deployment("default", "bench", &d.id), &d)
@@ -401,16 +404,10 @@ pub async fn measure(
     }
     let elapsed = t0.elapsed();
     let cpu_after = pids.map(cpu_secs);
+    let stolen_after = stolen_secs();
     let after = store.revision().await?;
-    let etcd_requests = crate::etcd::requests_by_method(etcd_url)
-        .await?
-        .into_iter()
-        .map(|(m, n)| {
-            let before = requests_before.get(&m).copied().unwrap_or(0);
-            (m, n.saturating_sub(before))
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let metrics_after = crate::etcd::metrics(etcd_url).await?;
+    let etcd_requests = metrics_after.requests_since(&metrics_before);
     // Every task is counted once: more records than tasks would be a double placement.
     let listing = store
         .list(&keys.list(capstan_core::keys::Family::Tasks, &["default"]))
@@ -432,6 +429,7 @@ pub async fn measure(
         rss_kib: rss,
         etcd_requests,
         record_bytes,
+        stolen: stolen_after - stolen_before,
         cpu: [0, 1, 2].map(|i| cpu_after[i] - cpu_before[i]),
     })
 }
@@ -470,8 +468,9 @@ pub fn print(f: &SchedulerFigures, raw_puts_per_sec: f64) {
     println!("  etcd requests during the run: {}", requests.join(", "));
     let [scheduler, etcd, bench] = f.cpu;
     println!(
-        "  CPU during the run: scheduler {scheduler:.2} s, etcd {etcd:.2} s, bench (fake agents, watch) {bench:.2} s; {:.0} µs of CPU per task in all; task records {} bytes",
+        "  CPU during the run: scheduler {scheduler:.2} s, etcd {etcd:.2} s, bench (fake agents, watch) {bench:.2} s; {:.0} µs of CPU per task in all; stolen by the hypervisor {:.2} s; task records {} bytes",
         1e6 * (scheduler + etcd + bench) / f.tasks as f64,
+        f.stolen,
         f.record_bytes
     );
 }
