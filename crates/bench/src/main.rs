@@ -165,19 +165,15 @@ async fn main() -> anyhow::Result<()> {
             let store = Store::connect(&StoreConfig::new(endpoints.clone(), "/capstan")).await?;
             let cancel = tokio_util::sync::CancellationToken::new();
             let fakes = capstan_bench::scheduler::serve_fake_agents(agents, &cancel).await?;
+            let etcd_pid = etcd_cluster.pid(0);
             let figures = capstan_bench::scheduler::measure(
-                &bin,
-                &store,
-                &endpoints,
-                etcd_cluster.pid(0),
-                &fakes,
-                tasks,
+                &bin, &store, &endpoints, etcd_pid, &fakes, tasks,
             )
             .await?;
             cancel.cancel();
             // The physical limit, measured on the same etcd right after (not before: see
             // `etcd::clean`).
-            let etcd_pid = etcd_cluster.pid(0).unwrap_or(0);
+            let etcd_pid = etcd_pid.unwrap_or(0);
             let (etcd_cpu, stolen) = (
                 capstan_bench::cpu_secs(etcd_pid),
                 capstan_bench::stolen_secs(),

@@ -297,51 +297,38 @@ impl<T: Send + Sync + 'static> Cache<T> {
 
     fn apply(&self, events: &[etcd_client::Event], header_revision: i64) {
         // Decoded before taking the lock: readers (snapshots) never wait on JSON parsing.
-        let decoded: Vec<(EventType, Entry<T>)> = events
+        // Each event: its key, its revision, and the new entry (None for a delete).
+        let decoded: Vec<(String, i64, Option<Entry<T>>)> = events
             .iter()
             .filter_map(|ev| {
                 let kv = ev.kv()?;
-                let kv = KeyValue {
-                    key: String::from_utf8_lossy(kv.key()).into_owned(),
-                    value: kv.value().to_vec(),
-                    create_revision: kv.create_revision(),
-                    mod_revision: kv.mod_revision(),
-                    lease: kv.lease(),
-                };
-                Some(match ev.event_type() {
-                    EventType::Put => (EventType::Put, self.entry(kv)),
-                    EventType::Delete => (
-                        EventType::Delete,
-                        Entry {
-                            key: kv.key,
-                            value: Err(String::new()),
-                            raw: Vec::new(),
-                            mod_revision: kv.mod_revision,
-                            create_revision: kv.create_revision,
-                            lease: kv.lease,
-                        },
-                    ),
-                })
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let revision = kv.mod_revision();
+                let entry = (ev.event_type() == EventType::Put).then(|| {
+                    self.entry(KeyValue {
+                        key: key.clone(),
+                        value: kv.value().to_vec(),
+                        create_revision: kv.create_revision(),
+                        mod_revision: revision,
+                        lease: kv.lease(),
+                    })
+                });
+                Some((key, revision, entry))
             })
             .collect();
         let mut changes = Vec::with_capacity(decoded.len());
         {
             let mut st = write(&self.inner.state);
-            for (kind, e) in decoded {
-                let revision = e.mod_revision;
+            for (key, revision, entry) in decoded {
                 st.revision = st.revision.max(revision);
-                match kind {
-                    EventType::Put => {
-                        let key = e.key.clone();
+                match entry {
+                    Some(e) => {
                         st.objects.insert(key.clone(), Arc::new(e));
                         changes.push(Change::Put { key, revision });
                     }
-                    EventType::Delete => {
-                        st.objects.remove(&e.key);
-                        changes.push(Change::Delete {
-                            key: e.key,
-                            revision,
-                        });
+                    None => {
+                        st.objects.remove(&key);
+                        changes.push(Change::Delete { key, revision });
                     }
                 }
             }
