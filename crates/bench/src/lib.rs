@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod capacity;
+pub mod ceiling;
 pub mod deployer;
 pub mod etcd;
 pub mod placement;

@@ -171,9 +171,10 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             cancel.cancel();
+            let etcd_pid = etcd_pid.unwrap_or(0);
+            let ceiling = capstan_bench::ceiling::after_scheduler_run(&store, etcd_pid).await?;
             // The physical limit, measured on the same etcd right after (not before: see
             // `etcd::clean`).
-            let etcd_pid = etcd_pid.unwrap_or(0);
             let (etcd_cpu, stolen) = (
                 capstan_bench::cpu_secs(etcd_pid),
                 capstan_bench::stolen_secs(),
@@ -182,6 +183,9 @@ async fn main() -> anyhow::Result<()> {
             let etcd_cpu = capstan_bench::cpu_secs(etcd_pid) - etcd_cpu;
             let stolen = capstan_bench::stolen_secs() - stolen;
             capstan_bench::scheduler::print(&figures, raw.puts_per_sec());
+            for c in &ceiling {
+                capstan_bench::ceiling::print(c, raw.puts_per_sec());
+            }
             println!(
                 "  raw etcd puts: {:.0} µs of etcd CPU per put; stolen by the hypervisor {stolen:.2} s",
                 1e6 * etcd_cpu / (raw.txns as f64 * raw.batch as f64).max(1.0)

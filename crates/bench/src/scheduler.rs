@@ -26,9 +26,9 @@ use tonic::{Request, Response, Status};
 /// The one field of a task record the bench follows: decoding whole records would take CPU from
 /// the scheduler and etcd it measures.
 #[derive(Debug, serde::Deserialize)]
-struct TaskLastStatus {
+pub(crate) struct TaskLastStatus {
     #[serde(rename = "lastStatus")]
-    last_status: TaskStatus,
+    pub(crate) last_status: TaskStatus,
 }
 
 /// An agent that runs nothing and reports every task RUNNING at once.
@@ -384,8 +384,9 @@ pub async fn measure(
             .await
             .map_err(|_| {
                 anyhow::anyhow!("only {} of {n} tasks RUNNING after 600 s", running.len())
-            })?;
-        let Some(Change::Put { key, .. }) = change else {
+            })?
+            .ok_or_else(|| anyhow::anyhow!("the task watch ended"))?;
+        let Change::Put { key, .. } = change else {
             continue;
         };
         if seen.insert(key.clone()) {
