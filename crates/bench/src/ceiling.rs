@@ -28,7 +28,8 @@ pub struct CeilingFigures {
     pub tasks: usize,
     /// Whether the two watches ran.
     pub watched: bool,
-    /// From the first PENDING write to the last RUNNING record seen by the watch.
+    /// From the first PENDING write to the last RUNNING record seen by the watch (without the
+    /// watches: to the last RUNNING batch committed).
     pub elapsed: Duration,
     /// CPU seconds used by etcd and by this process (both writers and both watches).
     pub cpu: [f64; 2],
