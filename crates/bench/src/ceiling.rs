@@ -165,10 +165,8 @@ pub async fn measure(
             _ => Ok(()),
         }
     };
-    let (p, r, s) = tokio::join!(pending, running, seen);
-    p?;
-    r?;
-    s?;
+    // The first failure ends the run (a failed write would leave the watch waiting).
+    tokio::try_join!(pending, running, seen)?;
     let elapsed = t0.elapsed();
     let cpu_after = [cpu_secs(etcd_pid), cpu_secs(me)];
     let stolen = stolen_secs() - stolen_before;
