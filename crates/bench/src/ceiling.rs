@@ -11,12 +11,12 @@
 use std::time::{Duration, Instant};
 
 use capstan_core::keys::Family;
-use capstan_core::task::{Task, TaskStatus};
-use capstan_store::{Cache, Candidate, Change, Claim, Store, Write, json_decoder};
+use capstan_core::task::Task;
+use capstan_store::{Cache, Candidate, Claim, Store, Write, json_decoder};
 use tokio_util::sync::CancellationToken;
 
-use crate::scheduler::TaskLastStatus;
-use crate::{cpu_secs, stolen_secs};
+use crate::Usage;
+use crate::scheduler::{TaskLastStatus, until_running};
 
 /// Records per transaction, as the scheduler writes them.
 pub const TXN_OPS: usize = 100;
@@ -82,33 +82,6 @@ impl Watches {
         status.ready().await;
         Self { full, status }
     }
-
-    /// Waits until the lastStatus watch has seen `n` records RUNNING.
-    async fn all_running(
-        &self,
-        mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
-        n: usize,
-    ) -> anyhow::Result<()> {
-        let mut done = std::collections::HashSet::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-        while done.len() < n {
-            let change = tokio::time::timeout_at(deadline, changes.recv())
-                .await
-                .map_err(|_| anyhow::anyhow!("only {} of {n} RUNNING after 600 s", done.len()))?
-                .ok_or_else(|| anyhow::anyhow!("the watch ended"))?;
-            let Change::Put { key, .. } = change else {
-                continue;
-            };
-            if self.status.get(&key).is_some_and(|e| {
-                e.value
-                    .as_ref()
-                    .is_ok_and(|t| t.last_status == TaskStatus::Running)
-            }) {
-                done.insert(key);
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Writes `records` (key, RUNNING document, PENDING document) as described in the module docs,
@@ -131,9 +104,7 @@ pub async fn measure(
         false => None,
     };
     let changes = watches.as_ref().map(|w| w.status.subscribe());
-    let me = std::process::id();
-    let cpu_before = [cpu_secs(etcd_pid), cpu_secs(me)];
-    let stolen_before = stolen_secs();
+    let usage = Usage::start([etcd_pid, std::process::id()]);
     let t0 = Instant::now();
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, i64)>();
@@ -161,15 +132,14 @@ pub async fn measure(
     };
     let seen = async {
         match (&watches, changes) {
-            (Some(w), Some(changes)) => w.all_running(changes, n).await,
+            (Some(w), Some(changes)) => until_running(&w.status, changes, n, |_| {}).await,
             _ => Ok(()),
         }
     };
     // The first failure ends the run (a failed write would leave the watch waiting).
     tokio::try_join!(pending, running, seen)?;
     let elapsed = t0.elapsed();
-    let cpu_after = [cpu_secs(etcd_pid), cpu_secs(me)];
-    let stolen = stolen_secs() - stolen_before;
+    let (cpu, stolen) = usage.since();
     if let Some(w) = &watches {
         // Both watches kept up: the whole-record cache holds every task too.
         w.full.wait_revision(store.revision().await?).await;
@@ -183,7 +153,7 @@ pub async fn measure(
         tasks: n,
         elapsed,
         watched,
-        cpu: [0, 1].map(|i| cpu_after[i] - cpu_before[i]),
+        cpu,
         stolen,
     })
 }

@@ -152,8 +152,7 @@ impl Metrics {
 
 /// Reads etcd's `/metrics` at `endpoint`.
 pub async fn metrics(endpoint: &str) -> anyhow::Result<Metrics> {
-    // reqwest wants a TLS provider even for plain HTTP.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_tls_provider();
     let text = reqwest::get(format!("{endpoint}/metrics"))
         .await?
         .error_for_status()?

@@ -50,6 +50,46 @@ pub fn cpu_secs(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// CPU time used by some processes, and taken by the hypervisor, since a moment.
+pub struct Usage<const N: usize> {
+    pids: [u32; N],
+    cpu: [f64; N],
+    stolen: f64,
+}
+
+impl<const N: usize> Usage<N> {
+    /// Starts counting for `pids` (0 for a process that is not known counts nothing).
+    pub fn start(pids: [u32; N]) -> Self {
+        Self {
+            pids,
+            cpu: pids.map(cpu_secs),
+            stolen: stolen_secs(),
+        }
+    }
+
+    /// CPU seconds each process used since the start, and the seconds stolen meanwhile.
+    pub fn since(&self) -> ([f64; N], f64) {
+        let now = self.pids.map(cpu_secs);
+        (
+            std::array::from_fn(|i| now[i] - self.cpu[i]),
+            stolen_secs() - self.stolen,
+        )
+    }
+}
+
+/// Whether `url` answers 2xx to a GET (a controller's `/readyz`, say).
+pub async fn answers_ok(url: &str) -> bool {
+    install_tls_provider();
+    reqwest::get(url)
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// reqwest wants a TLS provider installed even for plain HTTP.
+pub(crate) fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// CPU time the hypervisor has taken from this machine since boot, seconds (the `steal` column of
 /// `/proc/stat`; 0 when unknown). On a shared virtual machine it is what makes figures noisy.
 pub fn stolen_secs() -> f64 {

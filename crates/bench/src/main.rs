@@ -175,13 +175,9 @@ async fn main() -> anyhow::Result<()> {
             let ceiling = capstan_bench::ceiling::after_scheduler_run(&store, etcd_pid).await?;
             // The physical limit, measured on the same etcd right after (not before: see
             // `etcd::clean`).
-            let (etcd_cpu, stolen) = (
-                capstan_bench::cpu_secs(etcd_pid),
-                capstan_bench::stolen_secs(),
-            );
+            let usage = capstan_bench::Usage::start([etcd_pid]);
             let raw = etcd::measure(&store, 128, 1, Duration::from_secs(2), 512).await?;
-            let etcd_cpu = capstan_bench::cpu_secs(etcd_pid) - etcd_cpu;
-            let stolen = capstan_bench::stolen_secs() - stolen;
+            let ([etcd_cpu], stolen) = usage.since();
             capstan_bench::scheduler::print(&figures, raw.puts_per_sec());
             for c in &ceiling {
                 capstan_bench::ceiling::print(c, raw.puts_per_sec());
@@ -210,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
                 (&sched, &dep),
                 &store,
                 &endpoints,
-                &fakes,
+                &fakes.endpoints,
                 tasks,
                 grace.into(),
             )

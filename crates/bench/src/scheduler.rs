@@ -6,7 +6,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 
-use crate::{KillOnDrop, cpu_secs, rss_kib, stolen_secs};
+use crate::{KillOnDrop, Usage, rss_kib};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -199,26 +199,43 @@ impl Agent for FakeAgent {
     }
 }
 
-/// Serves `n` fake agents on loopback; returns their endpoints.
-pub async fn serve_fake_agents(
-    n: usize,
-    cancel: &CancellationToken,
-) -> anyhow::Result<Vec<String>> {
+/// Fake agents served on loopback.
+pub struct FakeAgents {
+    /// Their gRPC endpoints.
+    pub endpoints: Vec<String>,
+    agents: Vec<FakeAgent>,
+}
+
+impl FakeAgents {
+    /// How many of them a client follows (has a WatchTasks stream open on).
+    pub fn followed(&self) -> usize {
+        self.agents
+            .iter()
+            .filter(|a| a.updates.receiver_count() > 0)
+            .count()
+    }
+}
+
+/// Serves `n` fake agents on loopback until `cancel` fires.
+pub async fn serve_fake_agents(n: usize, cancel: &CancellationToken) -> anyhow::Result<FakeAgents> {
     let mut endpoints = Vec::with_capacity(n);
+    let mut agents = Vec::with_capacity(n);
     for _ in 0..n {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         endpoints.push(format!("http://{}", listener.local_addr()?));
+        let agent = FakeAgent::default();
+        agents.push(agent.clone());
         let cancel = cancel.clone();
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(AgentServer::new(FakeAgent::default()))
+                .add_service(AgentServer::new(agent))
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(listener).with_nodelay(Some(true)),
                     async move { cancel.cancelled().await },
                 ),
         );
     }
-    Ok(endpoints)
+    Ok(FakeAgents { endpoints, agents })
 }
 
 /// What one run measured.
@@ -304,16 +321,18 @@ pub fn spawn_controller(
     ))
 }
 
-/// Registers `endpoints` as container instances, runs the scheduler binary and measures 0 → `n`.
+/// Registers the fake agents as container instances, runs the scheduler binary and measures
+/// 0 → `n`.
 pub async fn measure(
     scheduler_bin: &Path,
     store: &Store,
     etcd: &[String],
     etcd_pid: Option<u32>,
-    endpoints: &[String],
+    fakes: &FakeAgents,
     n: usize,
 ) -> anyhow::Result<SchedulerFigures> {
     let keys = store.keys().clone();
+    let endpoints = &fakes.endpoints;
     register_fake_instances(store, endpoints).await?;
     let td = serde_json::json!({"family": "bench", "revision": 1, "status": "ACTIVE",
         "containerDefinitions": [{"name": "app", "image": "none", "cpu": 1, "memory": 6,
@@ -333,19 +352,33 @@ pub async fn measure(
         )
         .await?;
 
-    let child = spawn_controller(scheduler_bin, etcd, &[], "CAPSTAN_BENCH_SCHEDULER_LOG")?;
-    // Wait for it to lead, with warm caches.
+    // A free loopback port for its admin server, to see when its caches are synced.
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let child = spawn_controller(
+        scheduler_bin,
+        etcd,
+        &["--admin-addr", &admin.to_string()],
+        "CAPSTAN_BENCH_SCHEDULER_LOG",
+    )?;
+    // Wait for it to lead, with warm caches and a task stream open on every agent.
     let deadline = Instant::now() + Duration::from_secs(30);
+    let readyz = format!("http://{admin}/readyz");
     while store
         .list(&keys.list(capstan_core::keys::Family::Elections, &["scheduler"]))
         .await?
         .kvs
         .is_empty()
+        || !crate::answers_ok(&readyz).await
+        || fakes.followed() < endpoints.len()
     {
-        anyhow::ensure!(Instant::now() < deadline, "scheduler did not start");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "scheduler not ready after 30 s (it follows {} of {} agents)",
+            fakes.followed(),
+            endpoints.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let cancel = CancellationToken::new();
     let (tasks, _h) = Cache::<TaskLastStatus>::spawn(
@@ -356,7 +389,7 @@ pub async fn measure(
         cancel.clone(),
     );
     tasks.ready().await;
-    let mut changes = tasks.subscribe();
+    let changes = tasks.subscribe();
     let before = store.revision().await?;
     let etcd_url = etcd.first().map(String::as_str).unwrap_or_default();
     let metrics_before = crate::etcd::metrics(etcd_url).await?;
@@ -367,45 +400,22 @@ pub async fn measure(
         desired_count: n as u32,
         ..Default::default()
     };
-    let pids = [child.0.id(), etcd_pid.unwrap_or(0), std::process::id()];
-    let cpu_before = pids.map(cpu_secs);
-    let stolen_before = stolen_secs();
+    let usage = Usage::start([child.0.id(), etcd_pid.unwrap_or(0), std::process::id()]);
     let t0 = Instant::now();
     store
         .put_json(&keys.deployment("default", "bench", &d.id), &d)
         .await?;
-    let mut running = HashSet::new();
-    let mut seen = HashSet::new();
     let mut created = None;
     let mut first_created = None;
-    let deadline = t0 + Duration::from_secs(600);
-    while running.len() < n {
-        let change = tokio::time::timeout_at(deadline.into(), changes.recv())
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!("only {} of {n} tasks RUNNING after 600 s", running.len())
-            })?
-            .ok_or_else(|| anyhow::anyhow!("the task watch ended"))?;
-        let Change::Put { key, .. } = change else {
-            continue;
-        };
-        if seen.insert(key.clone()) {
-            first_created.get_or_insert_with(|| t0.elapsed());
-            if seen.len() == n {
-                created = Some(t0.elapsed());
-            }
+    until_running(&tasks, changes, n, |records| {
+        first_created.get_or_insert_with(|| t0.elapsed());
+        if records == n {
+            created = Some(t0.elapsed());
         }
-        if let Some(e) = tasks.get(&key)
-            && e.value
-                .as_ref()
-                .is_ok_and(|t| t.last_status == TaskStatus::Running)
-        {
-            running.insert(key);
-        }
-    }
+    })
+    .await?;
     let elapsed = t0.elapsed();
-    let cpu_after = pids.map(cpu_secs);
-    let stolen_after = stolen_secs();
+    let (cpu, stolen) = usage.since();
     let after = store.revision().await?;
     let metrics_after = crate::etcd::metrics(etcd_url).await?;
     let etcd_requests = metrics_after.requests_since(&metrics_before);
@@ -430,9 +440,44 @@ pub async fn measure(
         rss_kib: rss,
         etcd_requests,
         record_bytes,
-        stolen: stolen_after - stolen_before,
-        cpu: [0, 1, 2].map(|i| cpu_after[i] - cpu_before[i]),
+        stolen,
+        cpu,
     })
+}
+
+/// Follows a task watch until `n` records are RUNNING; `on_new(records)` runs each time a record
+/// is seen for the first time, with the number seen so far.
+pub(crate) async fn until_running(
+    tasks: &Cache<TaskLastStatus>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
+    n: usize,
+    mut on_new: impl FnMut(usize),
+) -> anyhow::Result<()> {
+    let mut running = HashSet::new();
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while running.len() < n {
+        let change = tokio::time::timeout_at(deadline, changes.recv())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("only {} of {n} tasks RUNNING after 600 s", running.len())
+            })?
+            .ok_or_else(|| anyhow::anyhow!("the task watch ended"))?;
+        let Change::Put { key, .. } = change else {
+            continue;
+        };
+        if seen.insert(key.clone()) {
+            on_new(seen.len());
+        }
+        if tasks.get(&key).is_some_and(|e| {
+            e.value
+                .as_ref()
+                .is_ok_and(|t| t.last_status == TaskStatus::Running)
+        }) {
+            running.insert(key);
+        }
+    }
+    Ok(())
 }
 
 /// Prints the figures beside the raw etcd rate measured in the same run.
