@@ -8,6 +8,8 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use capstan_agent_client::state::TASKS_DIR;
+
 use crate::model::TaskRecord;
 
 /// The state directory.
@@ -35,7 +37,7 @@ fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()>
 impl StateDir {
     /// Opens (creating) the state dir.
     pub fn open(root: &Path) -> std::io::Result<Self> {
-        fs::create_dir_all(root.join("tasks"))?;
+        fs::create_dir_all(root.join(TASKS_DIR))?;
         Ok(Self {
             root: root.to_path_buf(),
         })
@@ -78,7 +80,7 @@ impl StateDir {
 
     /// Directory for a task's logs.
     pub fn task_dir(&self, task_id: &str) -> PathBuf {
-        self.root.join("tasks").join(task_id)
+        self.root.join(TASKS_DIR).join(task_id)
     }
 
     /// Saves a task record.
@@ -87,7 +89,7 @@ impl StateDir {
         write_atomic(
             &self
                 .root
-                .join("tasks")
+                .join(TASKS_DIR)
                 .join(format!("{}.json", rec.task_id)),
             &bytes,
             false,
@@ -96,13 +98,13 @@ impl StateDir {
 
     /// Removes a task record and its logs.
     pub fn remove_task(&self, task_id: &str) {
-        let _ = fs::remove_file(self.root.join("tasks").join(format!("{task_id}.json")));
+        let _ = fs::remove_file(self.root.join(TASKS_DIR).join(format!("{task_id}.json")));
         let _ = fs::remove_dir_all(self.task_dir(task_id));
     }
 
     /// Every saved task record (unreadable ones are logged and skipped).
     pub fn load_tasks(&self) -> Vec<TaskRecord> {
-        let Ok(entries) = fs::read_dir(self.root.join("tasks")) else {
+        let Ok(entries) = fs::read_dir(self.root.join(TASKS_DIR)) else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -124,30 +126,4 @@ impl StateDir {
     }
 }
 
-/// The process groups of the task containers recorded under an agent's state dir `root` (each
-/// process-runtime container leads its own group), for whoever must stop them without the agent:
-/// `capstan dev` on exit, a node-group provider terminating the machine.
-pub fn task_process_groups(root: &Path) -> Vec<i32> {
-    let Ok(entries) = fs::read_dir(root.join("tasks")) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in entries.flatten() {
-        let Ok(rec) = fs::read(e.path())
-            .map_err(|_| ())
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|_| ()))
-        else {
-            continue;
-        };
-        out.extend(
-            rec["containers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c["handle"]["pid"].as_i64())
-                .filter_map(|p| i32::try_from(p).ok())
-                .filter(|p| *p > 1),
-        );
-    }
-    out
-}
+pub use capstan_agent_client::state::task_process_groups;

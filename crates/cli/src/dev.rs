@@ -129,7 +129,7 @@ impl Plane {
         let groups: Vec<Pid> = self
             .agent_dirs
             .iter()
-            .flat_map(|d| capstan_agent::state::task_process_groups(d))
+            .flat_map(|d| capstan_agent_client::state::task_process_groups(d))
             .map(Pid::from_raw)
             .collect();
         for g in &groups {

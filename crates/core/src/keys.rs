@@ -132,6 +132,39 @@ pub struct ParsedKey {
     pub parts: Vec<String>,
 }
 
+/// A service by cluster and name: the object behind its spec, deployments, status and events.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Cluster.
+    pub cluster: String,
+    /// Service name.
+    pub service: String,
+}
+
+impl ServiceKey {
+    /// The service `service` of `cluster`.
+    pub fn new(cluster: &str, service: &str) -> Self {
+        Self {
+            cluster: cluster.to_string(),
+            service: service.to_string(),
+        }
+    }
+
+    /// Its tasks' group, `service:<name>`.
+    pub fn group(&self) -> String {
+        crate::task::service_group(&self.service)
+    }
+}
+
+/// An object of a cluster by id: a task, a container instance, a RunTask or StopTask request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterKey {
+    /// Cluster.
+    pub cluster: String,
+    /// Task id, instance id or request id.
+    pub id: String,
+}
+
 /// Builds and parses keys under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -198,6 +231,69 @@ impl Keys {
             }
         }
         None
+    }
+
+    /// The service a key belongs to: a service spec, a deployment, a service status, an event or
+    /// a ContinueServiceDeployment request. `None` for any other key.
+    pub fn service_of(&self, key: &str) -> Option<ServiceKey> {
+        let p = self.parse(key)?;
+        match p.family {
+            Family::Services
+            | Family::Deployments
+            | Family::ServiceStatus
+            | Family::Events
+            | Family::ContinueDeploymentRequests => {
+                let mut parts = p.parts.into_iter();
+                Some(ServiceKey {
+                    cluster: parts.next()?,
+                    service: parts.next()?,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The cluster and id of a key of `family`, one of the `<cluster>/<id>` families (tasks,
+    /// container instances, RunTask and StopTask requests and results). `None` for any other.
+    pub fn cluster_key(&self, family: Family, key: &str) -> Option<ClusterKey> {
+        let p = self.parse(key)?;
+        if p.family != family || family.arity() != 2 || family == Family::TaskDefinitions {
+            return None;
+        }
+        let mut parts = p.parts.into_iter();
+        Some(ClusterKey {
+            cluster: parts.next()?,
+            id: parts.next()?,
+        })
+    }
+
+    /// The name in a key of `family`, one of the one-name families (clusters, capacity
+    /// providers, target groups, listeners and their status and routes). `None` for any other.
+    pub fn name_of(&self, family: Family, key: &str) -> Option<String> {
+        let p = self.parse(key)?;
+        if p.family != family || family.arity() != 1 {
+            return None;
+        }
+        p.parts.into_iter().next()
+    }
+
+    /// The cluster a key of any cluster-scoped family names.
+    pub fn cluster_of(&self, key: &str) -> Option<String> {
+        let p = self.parse(key)?;
+        match p.family {
+            Family::Clusters
+            | Family::Services
+            | Family::Deployments
+            | Family::ServiceStatus
+            | Family::Events
+            | Family::Tasks
+            | Family::ContainerInstances
+            | Family::RunTaskRequests
+            | Family::StopTaskRequests
+            | Family::ContinueDeploymentRequests
+            | Family::RunTaskResults => p.parts.into_iter().next(),
+            _ => None,
+        }
     }
 
     /// `clusters/<cluster>`.
@@ -327,6 +423,46 @@ mod tests {
             assert_eq!(parsed.family, f, "{key}");
             assert_eq!(parsed.parts, parts);
         }
+    }
+
+    #[test]
+    fn typed_keys_name_their_object_and_refuse_other_families() {
+        let k = Keys::default();
+        let web = ServiceKey::new("default", "web");
+        for key in [
+            k.service("default", "web"),
+            k.deployment("default", "web", "ecs-svc-1"),
+            k.service_status("default", "web"),
+            k.event("default", "web", "e1"),
+            k.continue_deployment("default", "web", "ecs-svc-1"),
+        ] {
+            assert_eq!(k.service_of(&key), Some(web.clone()), "{key}");
+            assert_eq!(k.cluster_of(&key).as_deref(), Some("default"), "{key}");
+        }
+        assert_eq!(k.service_of(&k.task("default", "t1")), None);
+        assert_eq!(web.group(), "service:web");
+        let task = k.task("default", "t1");
+        assert_eq!(
+            k.cluster_key(Family::Tasks, &task),
+            Some(ClusterKey {
+                cluster: "default".into(),
+                id: "t1".into()
+            })
+        );
+        assert_eq!(k.cluster_key(Family::ContainerInstances, &task), None);
+        assert_eq!(
+            k.cluster_key(Family::TaskDefinitions, &k.task_definition("web", 1)),
+            None
+        );
+        assert_eq!(
+            k.name_of(Family::TargetGroupStatus, &k.target_group_status("tg")),
+            Some("tg".into())
+        );
+        assert_eq!(
+            k.name_of(Family::TargetGroups, &k.target_group_status("tg")),
+            None
+        );
+        assert_eq!(k.cluster_of(&k.target_group("tg")), None);
     }
 
     #[test]

@@ -487,7 +487,7 @@ impl Service {
 
     /// The ECS task group of its tasks: `service:<name>`.
     pub fn task_group(&self) -> String {
-        format!("service:{}", self.service_name)
+        crate::task::service_group(&self.service_name)
     }
 
     /// Validates against ECS's rules; returns warnings for kept-but-ignored fields.

@@ -272,10 +272,43 @@ pub fn task_health<'a>(essential: impl IntoIterator<Item = &'a HealthStatus>) ->
     result
 }
 
+/// What a service's task group starts with: ECS spells it `service:<name>`.
+pub const SERVICE_GROUP_PREFIX: &str = "service:";
+
+/// The task group of service `service`'s tasks.
+pub fn service_group(service: &str) -> String {
+    format!("{SERVICE_GROUP_PREFIX}{service}")
+}
+
+/// The service a task group belongs to; `None` for a group of one-off tasks.
+pub fn group_service(group: &str) -> Option<&str> {
+    group.strip_prefix(SERVICE_GROUP_PREFIX)
+}
+
+/// The id at the end of a key or an ARN.
+pub fn last_segment(s: &str) -> &str {
+    s.rsplit('/').next().unwrap_or(s)
+}
+
 impl Task {
     /// The task id: the last segment of the ARN.
     pub fn id(&self) -> &str {
-        self.task_arn.rsplit('/').next().unwrap_or(&self.task_arn)
+        last_segment(&self.task_arn)
+    }
+
+    /// The cluster's name: the last segment of `clusterArn`.
+    pub fn cluster(&self) -> &str {
+        last_segment(&self.cluster_arn)
+    }
+
+    /// The service whose task this is; `None` for a one-off (RunTask) task.
+    pub fn service(&self) -> Option<&str> {
+        self.group.as_deref().and_then(group_service)
+    }
+
+    /// The id of the container instance it is placed on.
+    pub fn instance_id(&self) -> Option<&str> {
+        self.container_instance_arn.as_deref().map(last_segment)
     }
 }
 
@@ -290,6 +323,27 @@ mod tests {
         assert_eq!(task_health(&[Healthy, Unknown]), Unknown);
         assert_eq!(task_health(&[Unknown, Unhealthy]), Unhealthy);
         assert_eq!(task_health(&[]), Healthy);
+    }
+
+    #[test]
+    fn a_task_names_its_service_cluster_and_instance() {
+        let t = Task {
+            task_arn: "arn:capstan:ecs:local:000000000000:task/prod/abc".into(),
+            cluster_arn: "arn:capstan:ecs:local:000000000000:cluster/prod".into(),
+            group: Some(service_group("web")),
+            container_instance_arn: Some("i-1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            (t.id(), t.cluster(), t.service(), t.instance_id()),
+            ("abc", "prod", Some("web"), Some("i-1"))
+        );
+        let one_off = Task {
+            group: Some("family:web".into()),
+            ..Default::default()
+        };
+        assert_eq!(one_off.service(), None);
+        assert_eq!(one_off.instance_id(), None);
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl Member {
 
     /// Kills the member's task processes (what powering off the machine does to them).
     fn kill_tasks(&self) {
-        for pid in capstan_agent::state::task_process_groups(&self.state_dir) {
+        for pid in capstan_agent_client::state::task_process_groups(&self.state_dir) {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }

@@ -4,9 +4,11 @@
 
 pub mod deploy;
 pub mod health;
+pub mod node_loss;
 pub mod placement;
 pub mod query;
 pub mod rollout;
 pub mod scaling;
 pub mod scheduling;
 pub mod targets;
+pub mod tasks;

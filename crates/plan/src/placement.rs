@@ -39,6 +39,52 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// A registered container instance `id` as placement sees it, before any task is held.
+    pub fn registered(id: &str, ci: &capstan_core::ContainerInstance) -> Self {
+        let ports = ci
+            .registered_resources
+            .iter()
+            .find(|r| r.name == "PORTS")
+            .map(|r| {
+                r.string_set_value
+                    .iter()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Instance {
+            id: id.to_string(),
+            active: ci.status == capstan_core::instance::InstanceStatus::Active,
+            agent_connected: ci.agent_connected,
+            attributes: ci
+                .attributes
+                .iter()
+                .map(|a| (a.name.clone(), a.value.clone().unwrap_or_default()))
+                .collect(),
+            agent_version: ci.version_info.agent_version.clone(),
+            registered_at: ci.registered_at,
+            remaining_cpu: ci.registered("CPU").unwrap_or(0),
+            remaining_memory: ci.registered("MEMORY").unwrap_or(0),
+            used_ports: ports,
+            groups: Vec::new(),
+        }
+    }
+
+    /// Holds what task `t` reserves here (its cpu, memory, group and static `ports`), unless
+    /// it has stopped: a task counts against its instance until then.
+    pub fn hold(&mut self, t: &capstan_core::Task, ports: &BTreeSet<u32>) {
+        if t.last_status == capstan_core::task::TaskStatus::Stopped {
+            return;
+        }
+        let quantity = |q: &Option<String>| q.as_deref().and_then(|c| c.parse::<i64>().ok());
+        self.remaining_cpu -= quantity(&t.cpu).unwrap_or(0);
+        self.remaining_memory -= quantity(&t.memory).unwrap_or(0);
+        if let Some(g) = &t.group {
+            self.groups.push(g.clone());
+        }
+        self.used_ports.extend(ports);
+    }
+
     fn group_count(&self, group: &str) -> usize {
         self.groups.iter().filter(|g| *g == group).count()
     }
@@ -67,6 +113,20 @@ pub struct Demand {
     pub ports: Vec<u32>,
     /// Task group (`service:<name>` or `family:<family>`).
     pub group: String,
+}
+
+/// What a task of `td` in task group `group` needs from an instance.
+pub fn demand(td: &capstan_core::TaskDefinition, group: &str) -> Demand {
+    Demand {
+        cpu: i64::from(td.reserved_cpu()),
+        memory: i64::from(td.reserved_memory()),
+        ports: td
+            .container_definitions
+            .iter()
+            .flat_map(|c| c.port_mappings.iter().filter_map(|p| p.static_host_port()))
+            .collect(),
+        group: group.to_string(),
+    }
 }
 
 /// A binding placement rule.

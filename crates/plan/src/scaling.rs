@@ -15,6 +15,18 @@ pub struct Share {
     pub weight: u32,
 }
 
+/// A capacity provider strategy as shares (a missing base or weight is 0).
+pub fn shares(strategy: Vec<capstan_core::CapacityProviderStrategyItem>) -> Vec<Share> {
+    strategy
+        .into_iter()
+        .map(|i| Share {
+            provider: i.capacity_provider,
+            base: i.base.unwrap_or(0),
+            weight: i.weight.unwrap_or(0),
+        })
+        .collect()
+}
+
 /// How `count` tasks split over `strategy`, in the strategy's order: each item's `base` first
 /// (in order, until the count runs out), then the rest in proportion to `weight`, rounded by the
 /// largest remainder with ties going to the earlier item. Weight-0 items get only their base.

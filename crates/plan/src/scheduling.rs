@@ -96,8 +96,6 @@ pub struct ServiceInput {
     pub strategies: Vec<Strategy>,
     /// Most PENDING + RUNNING tasks over all deployments: floor(D × maximumPercent / 100).
     pub max_tasks: u32,
-    /// Now, epoch seconds.
-    pub now: f64,
     /// DAEMON: one task of the PRIMARY deployment on every eligible instance.
     pub daemon: bool,
 }
@@ -405,8 +403,24 @@ fn provider_victims<R: Rng + ?Sized>(
     }
 }
 
-/// Plans one service.
-pub fn plan<R: Rng + ?Sized>(input: &ServiceInput, rng: &mut R) -> Plan {
+/// Task ids listed in an event: ECS's `(task <id>)` items, the first few only, so an event about
+/// thousands of tasks stays a small document.
+pub fn task_list<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 10;
+    let n = ids.len();
+    let mut out = ids
+        .take(SHOWN)
+        .map(|i| format!("(task {i})"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if n > SHOWN {
+        out.push_str(&format!(" and {} more", n - SHOWN));
+    }
+    out
+}
+
+/// Plans one service at `now` (epoch seconds).
+pub fn plan<R: Rng + ?Sized>(input: &ServiceInput, now: f64, rng: &mut R) -> Plan {
     if input.daemon {
         return plan_daemon(input);
     }
@@ -442,7 +456,7 @@ pub fn plan<R: Rng + ?Sized>(input: &ServiceInput, rng: &mut R) -> Plan {
 
         let wait = d
             .last_failure_at
-            .map_or(0.0, |at| at + launch_backoff(d.failures) - input.now);
+            .map_or(0.0, |at| at + launch_backoff(d.failures) - now);
         if good_n < d.desired && wait > 0.0 {
             out.throttled = Some(out.throttled.map_or(wait, |w: f64| w.min(wait)));
         }
@@ -542,6 +556,9 @@ mod tests {
         }
     }
 
+    /// The tables' clock, epoch seconds.
+    const NOW: f64 = 1000.0;
+
     fn task(id: &str, dep: &str, instance: &str, status: TaskStatus) -> TaskInput {
         TaskInput {
             id: id.into(),
@@ -577,7 +594,6 @@ mod tests {
             constraints: vec![],
             strategies: default_strategies(),
             max_tasks: desired * 2,
-            now: 1000.0,
             daemon: false,
         }
     }
@@ -607,7 +623,7 @@ mod tests {
 
     #[test]
     fn missing_tasks_are_launched_across_zones() {
-        let p = plan(&input(3, vec![]), &mut StdRng::seed_from_u64(1));
+        let p = plan(&input(3, vec![]), NOW, &mut StdRng::seed_from_u64(1));
         assert_eq!(launches(&p), vec!["a", "b", "c"]);
     }
 
@@ -617,6 +633,7 @@ mod tests {
         t.desired_status = DesiredStatus::Stopped;
         let p = plan(
             &input(2, vec![t, task("t2", "d1", "b", TaskStatus::Running)]),
+            NOW,
             &mut StdRng::seed_from_u64(1),
         );
         assert_eq!(launches(&p).len(), 1);
@@ -628,6 +645,7 @@ mod tests {
                     task("t2", "d1", "a", TaskStatus::Pending),
                 ],
             ),
+            NOW,
             &mut StdRng::seed_from_u64(1),
         );
         assert_eq!(stops(&p), vec!["t2"], "a task not yet running goes first");
@@ -639,7 +657,7 @@ mod tests {
         sick.failed_target_group = Some("web-tg".into());
         let mut i = input(2, vec![sick, task("t2", "d1", "b", TaskStatus::Running)]);
         i.max_tasks = 2;
-        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        let p = plan(&i, NOW, &mut StdRng::seed_from_u64(1));
         assert_eq!(
             p.actions,
             vec![Action::Stop {
@@ -654,7 +672,7 @@ mod tests {
         let mut sick = task("t1", "d1", "a", TaskStatus::Running);
         sick.health = HealthStatus::Unhealthy;
         let tasks = vec![sick, task("t2", "d1", "b", TaskStatus::Running)];
-        let p = plan(&input(2, tasks.clone()), &mut StdRng::seed_from_u64(1));
+        let p = plan(&input(2, tasks.clone()), NOW, &mut StdRng::seed_from_u64(1));
         assert_eq!(launches(&p).len(), 1, "replacement first");
         assert!(
             stops(&p).is_empty(),
@@ -663,7 +681,7 @@ mod tests {
         // At maximumPercent 100 there is no room: stop first.
         let mut i = input(2, tasks);
         i.max_tasks = 2;
-        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        let p = plan(&i, NOW, &mut StdRng::seed_from_u64(1));
         assert_eq!(stops(&p), vec!["t1"]);
         // Once the replacement runs, the sick task goes.
         let mut sick = task("t1", "d1", "a", TaskStatus::Running);
@@ -677,6 +695,7 @@ mod tests {
                     task("t3", "d1", "c", TaskStatus::Running),
                 ],
             ),
+            NOW,
             &mut StdRng::seed_from_u64(1),
         );
         assert_eq!(stops(&p), vec!["t1"]);
@@ -684,7 +703,7 @@ mod tests {
 
         let mut i = input(1, vec![task("t1", "d1", "a", TaskStatus::Running)]);
         i.instances[0].active = false;
-        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        let p = plan(&i, NOW, &mut StdRng::seed_from_u64(1));
         assert_eq!(launches(&p).len(), 1);
         assert_ne!(
             launches(&p),
@@ -704,11 +723,10 @@ mod tests {
         let mut i = input(1, vec![]);
         i.deployments[0].failures = 3;
         i.deployments[0].last_failure_at = Some(990.0);
-        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        let p = plan(&i, NOW, &mut StdRng::seed_from_u64(1));
         assert!(launches(&p).is_empty());
         assert_eq!(p.throttled, Some(10.0));
-        i.now = 1010.0;
-        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        let p = plan(&i, NOW + 10.0, &mut StdRng::seed_from_u64(1));
         assert_eq!(launches(&p).len(), 1);
         assert_eq!(p.throttled, None);
     }
@@ -718,7 +736,7 @@ mod tests {
         let mut i = input(0, vec![task("t1", "d1", "a", TaskStatus::Running)]);
         i.daemon = true;
         i.instances[2].active = false;
-        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        let p = plan(&i, NOW, &mut StdRng::seed_from_u64(1));
         assert_eq!(
             launches(&p),
             vec!["b"],
@@ -736,14 +754,14 @@ mod tests {
         i.daemon = true;
         i.instances[0].active = false;
         i.instances.pop();
-        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        let p = plan(&i, NOW, &mut StdRng::seed_from_u64(1));
         assert_eq!(stops(&p), vec!["t1"]);
         assert!(launches(&p).is_empty());
         // An older deployment's task is stopped before the new one starts there.
         let mut i = input(0, vec![task("old", "d0", "a", TaskStatus::Running)]);
         i.daemon = true;
         i.instances.truncate(1);
-        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        let p = plan(&i, NOW, &mut StdRng::seed_from_u64(1));
         assert_eq!(stops(&p), vec!["old"]);
         assert!(launches(&p).is_empty());
     }
@@ -752,6 +770,7 @@ mod tests {
     fn tasks_of_unknown_deployments_are_stopped() {
         let p = plan(
             &input(0, vec![task("old", "d0", "a", TaskStatus::Running)]),
+            NOW,
             &mut StdRng::seed_from_u64(1),
         );
         assert_eq!(stops(&p), vec!["old"]);
@@ -763,7 +782,7 @@ mod tests {
         for inst in &mut i.instances {
             inst.remaining_memory = 10;
         }
-        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        let p = plan(&i, NOW, &mut StdRng::seed_from_u64(1));
         assert!(launches(&p).is_empty());
         let msg = p.failure.expect("failure").message("web");
         assert!(msg.contains("has insufficient memory available."), "{msg}");
@@ -811,6 +830,7 @@ mod tests {
     fn capacity_provider_strategy_splits_base_then_weight_on_each_providers_instances() {
         let p = plan(
             &provider_input(10, vec![], 2),
+            NOW,
             &mut StdRng::seed_from_u64(1),
         );
         let l = launches(&p);
@@ -824,6 +844,7 @@ mod tests {
         // B has no instances: its 6 tasks wait for the scaler, without a placement failure.
         let p = plan(
             &provider_input(10, vec![], 0),
+            NOW,
             &mut StdRng::seed_from_u64(1),
         );
         assert_eq!(launches(&p).len(), 4);
@@ -836,11 +857,11 @@ mod tests {
         let i = provider_input(1, vec![waiting.clone()], 0);
         let mut i = i;
         i.deployments[0].providers[0].base = 0;
-        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        let p = plan(&i, NOW, &mut StdRng::seed_from_u64(1));
         assert!(p.actions.is_empty(), "{p:?}");
         let mut i = provider_input(1, vec![waiting], 1);
         i.deployments[0].providers[0].base = 0;
-        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        let p = plan(&i, NOW, &mut StdRng::seed_from_u64(1));
         assert_eq!(
             p.actions,
             vec![Action::Place {
@@ -859,7 +880,21 @@ mod tests {
         running.provider = Some("B".into());
         let mut i = provider_input(1, vec![waiting, running], 1);
         i.deployments[0].providers[0].base = 0;
-        let p = plan(&i, &mut StdRng::seed_from_u64(1));
+        let p = plan(&i, NOW, &mut StdRng::seed_from_u64(1));
         assert_eq!(stops(&p), vec!["w1"]);
+    }
+
+    #[test]
+    fn events_list_the_first_ten_tasks_and_count_the_rest() {
+        let few = ["a", "b"];
+        assert_eq!(task_list(few.iter().copied()), "(task a) (task b)");
+        let many: Vec<String> = (0..25).map(|n| format!("t{n}")).collect();
+        let text = task_list(many.iter().map(String::as_str));
+        assert!(text.starts_with("(task t0) (task t1)"), "{text}");
+        assert!(
+            text.contains("(task t9)") && !text.contains("(task t10)"),
+            "{text}"
+        );
+        assert!(text.ends_with(" and 15 more"), "{text}");
     }
 }

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use capstan_core::keys::Family;
 use capstan_store::{Claim, Store, StoreError, Write};
@@ -10,13 +9,7 @@ use capstan_store::{Claim, Store, StoreError, Write};
 /// Events kept per service (ECS shows the latest 100).
 pub const EVENTS_KEPT: usize = 100;
 
-/// Now, epoch seconds.
-pub fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+pub use crate::clock::now;
 
 /// Records service events, fenced, skipping a message that repeats the service's previous one.
 pub struct Events {

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod args;
+pub mod clock;
 pub mod controller;
 pub mod events;
 pub mod queue;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use admin::Readiness;
 pub use args::CommonArgs;
+pub use clock::now;
 pub use controller::{Action, Controller, ControllerConfig};
 pub use events::Events;
 pub use queue::{BackoffConfig, WorkQueue};

@@ -14,9 +14,11 @@ use capstan_plan::scheduling::place_on;
 use capstan_store::{Claim, StoreError, Write};
 use rand::SeedableRng;
 
-use crate::Ctx;
-use crate::execute::new_standalone_task;
-use crate::snapshot::{Caches, demand, instances, last_segment};
+use capstan_plan::tasks::{self, NewTask, Placing};
+
+use crate::execute::Launch;
+use crate::reconcile::{Ctx, new_task_id};
+use crate::snapshot::{Caches, demand, instances};
 
 /// The task definition a reference names: its revision, or the family's latest ACTIVE one.
 pub fn resolve(caches: &Caches, keys: &Keys, reference: &str) -> Option<TaskDefinition> {
@@ -70,6 +72,7 @@ pub async fn run_task(
     id: &str,
     claim: &Claim,
     ctx: &Arc<Ctx>,
+    now: f64,
 ) -> Result<(), StoreError> {
     let caches = &ctx.exec.caches;
     let keys = &ctx.exec.keys;
@@ -86,7 +89,7 @@ pub async fn run_task(
             detail: e.clone(),
         }),
         Ok(req) => {
-            (launches, waiting) = plan_run_task(cluster, id, req, caches, keys, &mut result);
+            (launches, waiting) = plan_run_task(cluster, id, req, caches, keys, &mut result, now);
         }
     }
     result.tasks = launches
@@ -104,11 +107,9 @@ pub async fn run_task(
         consume = consume.put_json(&k, t).if_absent(&k);
     }
     tracing::info!(%cluster, request = %id, started = result.tasks.len(), failed = result.failures.len(), "RunTask");
-    ctx.exec.launch(claim, launches, consume).await?;
+    ctx.exec.launch(claim, launches, consume, now).await?;
     Ok(())
 }
-
-use crate::execute::Launch;
 
 /// RunTask's plan: tasks to start, and (with capacity providers) tasks to record PROVISIONING.
 fn plan_run_task(
@@ -118,6 +119,7 @@ fn plan_run_task(
     caches: &Caches,
     keys: &Keys,
     result: &mut RunTaskResult,
+    now: f64,
 ) -> (Vec<Launch>, Vec<capstan_core::Task>) {
     let count = req.count();
     let Some(td) = resolve(caches, keys, &req.task_definition).map(Arc::new) else {
@@ -162,6 +164,21 @@ fn plan_run_task(
         value: id.to_string(),
     });
     let shares = run_task_shares(caches, keys, cluster, req);
+    let started_by = req.started_by.as_deref();
+    let one_off = |placing: Placing<'_>| {
+        let id = new_task_id();
+        let new = NewTask {
+            id: &id,
+            cluster,
+            group: &group,
+            started_by,
+            task_definition: &td,
+            now,
+        };
+        let mut t = tasks::new_task(new, placing);
+        decorate(&mut t, req, &tags);
+        t
+    };
     if !shares.is_empty() {
         // Each provider's share on its own instances; what does not fit waits in PROVISIONING.
         let mut launches = Vec::new();
@@ -177,22 +194,12 @@ fn plan_run_task(
             );
             for inst in &p.placed {
                 if let Some(ci) = docs.get(inst) {
-                    let mut t =
-                        new_standalone_task(cluster, &group, req.started_by.clone(), &td, ci, inst);
-                    decorate(&mut t, req, &tags);
+                    let t = one_off(Placing::On(ci, inst));
                     launches.push((t, td.clone(), ci.agent_endpoint.clone(), None));
                 }
             }
             for _ in p.placed.len() as u32..n {
-                let mut t = crate::execute::new_waiting_task(
-                    cluster,
-                    &group,
-                    req.started_by.clone(),
-                    &td,
-                    &share.provider,
-                );
-                decorate(&mut t, req, &tags);
-                waiting.push(t);
+                waiting.push(one_off(Placing::Waiting(&share.provider)));
             }
         }
         return (launches, waiting);
@@ -227,8 +234,7 @@ fn plan_run_task(
         .iter()
         .filter_map(|inst| {
             let ci = docs.get(inst)?;
-            let mut t = new_standalone_task(cluster, &group, req.started_by.clone(), &td, ci, inst);
-            decorate(&mut t, req, &tags);
+            let t = one_off(Placing::On(ci, inst));
             Some((t, td.clone(), ci.agent_endpoint.clone(), None))
         })
         .collect();
@@ -264,7 +270,12 @@ fn run_task_shares(
 
 /// Places the one-off (RunTask) tasks of `cluster` that wait in PROVISIONING, where their
 /// capacity provider now has room, and starts them.
-pub async fn place_waiting(cluster: &str, claim: &Claim, ctx: &Arc<Ctx>) -> Result<(), StoreError> {
+pub async fn place_waiting(
+    cluster: &str,
+    claim: &Claim,
+    ctx: &Arc<Ctx>,
+    now: f64,
+) -> Result<(), StoreError> {
     let caches = &ctx.exec.caches;
     let keys = &ctx.exec.keys;
     let (mut views, docs) = instances(caches, keys, cluster);
@@ -306,7 +317,7 @@ pub async fn place_waiting(cluster: &str, claim: &Claim, ctx: &Arc<Ctx>) -> Resu
             && let Some(ci) = docs.get(inst)
         {
             launches.push((
-                crate::execute::placed_task(t, ci, inst),
+                tasks::placed(t, ci, inst),
                 td,
                 ci.agent_endpoint.clone(),
                 Some(e.mod_revision),
@@ -314,7 +325,7 @@ pub async fn place_waiting(cluster: &str, claim: &Claim, ctx: &Arc<Ctx>) -> Resu
         }
     }
     if !launches.is_empty() {
-        ctx.exec.launch(claim, launches, Write::new()).await?;
+        ctx.exec.launch(claim, launches, Write::new(), now).await?;
     }
     Ok(())
 }
@@ -325,6 +336,7 @@ pub async fn stop_task(
     task_id: &str,
     claim: &Claim,
     ctx: &Arc<Ctx>,
+    now: f64,
 ) -> Result<(), StoreError> {
     let caches = &ctx.exec.caches;
     let keys = &ctx.exec.keys;
@@ -343,16 +355,8 @@ pub async fn stop_task(
         && t.last_status != TaskStatus::Stopped
     {
         let (_, docs) = instances(caches, keys, cluster);
-        ctx.exec
-            .stop(
-                claim,
-                cluster,
-                last_segment(&t.task_arn),
-                &reason,
-                StopCode::UserInitiated,
-                &docs,
-            )
-            .await?;
+        let code = StopCode::UserInitiated;
+        crate::reconcile::stop(ctx, claim, cluster, t.id(), &reason, code, &docs, now).await?;
     }
     ctx.exec
         .store

@@ -1,16 +1,21 @@
-//! From the watch caches to the planner's input for one service.
+//! From the watch caches to the planners' inputs: reads only, no clock (`now` is passed in), no
+//! rules of its own (those are in `capstan_plan::{scheduling, tasks, node_loss}`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use capstan_core::deployment::RolloutState;
-use capstan_core::instance::{ContainerInstance, InstanceStatus};
+use capstan_core::instance::ContainerInstance;
 use capstan_core::keys::Family;
-use capstan_core::task::{DesiredStatus, Task, TaskStatus};
+use capstan_core::keys::ServiceKey;
+use capstan_core::lb::TargetGroupStatusDoc;
+use capstan_core::task::{DesiredStatus, Task, TaskStatus, last_segment};
 use capstan_core::taskdef::TaskDefinitionRef;
 use capstan_core::{Deployment, Keys, Service, TaskDefinition};
-use capstan_plan::placement::{self, Demand, Instance};
+use capstan_plan::placement::{self, Instance};
+use capstan_plan::rollout::Bounds;
 use capstan_plan::scheduling::{DeploymentInput, ServiceInput, TaskInput};
+use capstan_plan::{node_loss, tasks};
 use capstan_store::{Cache, Decoder, Entry, json_decoder};
 
 /// The caches the scheduler reads.
@@ -34,6 +39,21 @@ pub struct Caches {
     pub targets: Cache<capstan_core::lb::TargetGroupStatusDoc>,
     /// Cluster specs, for the default capacity provider strategy.
     pub clusters: Cache<capstan_core::Cluster>,
+}
+
+impl Caches {
+    /// Whether every cache has its first list.
+    pub fn ready(&self) -> bool {
+        self.services.is_ready()
+            && self.deployments.is_ready()
+            && self.taskdefs.is_ready()
+            && self.tasks.is_ready()
+            && self.instances.is_ready()
+            && self.runtask.is_ready()
+            && self.stoptask.is_ready()
+            && self.targets.is_ready()
+            && self.clusters.is_ready()
+    }
 }
 
 /// The capacity provider strategy a deployment's tasks use: its own (the service's), else the
@@ -81,29 +101,14 @@ pub fn strategy_shares(
     shares(strategy)
 }
 
-/// A strategy as the planner's shares.
-pub fn shares(
-    strategy: Vec<capstan_core::CapacityProviderStrategyItem>,
-) -> Vec<capstan_plan::scaling::Share> {
-    strategy
-        .into_iter()
-        .map(|i| capstan_plan::scaling::Share {
-            provider: i.capacity_provider,
-            base: i.base.unwrap_or(0),
-            weight: i.weight.unwrap_or(0),
-        })
-        .collect()
-}
+pub use capstan_plan::scaling::shares;
 
 /// A one-off (RunTask) task waiting in PROVISIONING for its capacity provider.
 pub fn waiting_one_off(t: &Task) -> bool {
     t.last_status == TaskStatus::Provisioning
         && t.container_instance_arn.is_none()
         && t.desired_status == DesiredStatus::Running
-        && !t
-            .group
-            .as_deref()
-            .is_some_and(|g| g.starts_with("service:"))
+        && t.service().is_none()
 }
 
 pub use capstan_runtime::spec_decoder;
@@ -111,22 +116,6 @@ pub use capstan_runtime::spec_decoder;
 /// Decoder for controller-written documents.
 pub fn status_decoder<T: serde::de::DeserializeOwned + Send + Sync + 'static>() -> Decoder<T> {
     json_decoder()
-}
-
-/// A service, by cluster and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServiceKey {
-    /// Cluster.
-    pub cluster: String,
-    /// Service name.
-    pub service: String,
-}
-
-impl ServiceKey {
-    /// Its task group.
-    pub fn group(&self) -> String {
-        format!("service:{}", self.service)
-    }
 }
 
 /// What the executor needs besides the plan.
@@ -139,31 +128,9 @@ pub struct Context {
     pub instances: BTreeMap<String, ContainerInstance>,
 }
 
-/// The id at the end of a key or ARN.
-pub fn last_segment(s: &str) -> &str {
-    s.rsplit('/').next().unwrap_or(s)
-}
+pub use capstan_plan::placement::demand;
 
-/// What a task of `td` needs from an instance.
-pub fn demand(td: &TaskDefinition, group: &str) -> Demand {
-    Demand {
-        cpu: i64::from(td.reserved_cpu()),
-        memory: i64::from(td.reserved_memory()),
-        ports: td
-            .container_definitions
-            .iter()
-            .flat_map(|c| c.port_mappings.iter().filter_map(|p| p.static_host_port()))
-            .collect(),
-        group: group.to_string(),
-    }
-}
-
-/// A task counts against its instance until it has stopped.
-fn holds_resources(t: &Task) -> bool {
-    t.last_status != TaskStatus::Stopped
-}
-
-/// The cluster's instances as placement sees them, with every live task's reservation applied.
+/// The cluster's instances as placement sees them, with every live task's reservation held.
 pub fn instances(
     caches: &Caches,
     keys: &Keys,
@@ -177,36 +144,7 @@ pub fn instances(
     {
         let Ok(ci) = &e.value else { continue };
         let id = last_segment(&e.key).to_string();
-        let ports = ci
-            .registered_resources
-            .iter()
-            .find(|r| r.name == "PORTS")
-            .map(|r| {
-                r.string_set_value
-                    .iter()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.insert(
-            id.clone(),
-            Instance {
-                id: id.clone(),
-                active: ci.status == InstanceStatus::Active,
-                agent_connected: ci.agent_connected,
-                attributes: ci
-                    .attributes
-                    .iter()
-                    .map(|a| (a.name.clone(), a.value.clone().unwrap_or_default()))
-                    .collect(),
-                agent_version: ci.version_info.agent_version.clone(),
-                registered_at: ci.registered_at,
-                remaining_cpu: ci.registered("CPU").unwrap_or(0),
-                remaining_memory: ci.registered("MEMORY").unwrap_or(0),
-                used_ports: ports,
-                groups: Vec::new(),
-            },
-        );
+        out.insert(id.clone(), Instance::registered(&id, ci));
         docs.insert(id, ci.clone());
     }
     for e in caches
@@ -214,32 +152,13 @@ pub fn instances(
         .list_prefix(&keys.list(Family::Tasks, &[cluster]))
     {
         let Ok(t) = &e.value else { continue };
-        if !holds_resources(t) {
-            continue;
-        }
-        let Some(inst) = t
-            .container_instance_arn
-            .as_deref()
-            .and_then(|i| out.get_mut(last_segment(i)))
-        else {
+        let Some(inst) = t.instance_id().and_then(|i| out.get_mut(i)) else {
             continue;
         };
-        inst.remaining_cpu -= t
-            .cpu
-            .as_deref()
-            .and_then(|c| c.parse::<i64>().ok())
-            .unwrap_or(0);
-        inst.remaining_memory -= t
-            .memory
-            .as_deref()
-            .and_then(|c| c.parse::<i64>().ok())
-            .unwrap_or(0);
-        if let Some(g) = &t.group {
-            inst.groups.push(g.clone());
-        }
-        if let Some(td) = task_definition(caches, keys, &t.task_definition_arn) {
-            inst.used_ports.extend(demand(&td, "").ports);
-        }
+        let ports = task_definition(caches, keys, &t.task_definition_arn)
+            .map(|td| demand(&td, "").ports.into_iter().collect())
+            .unwrap_or_default();
+        inst.hold(t, &ports);
     }
     (out.into_values().collect(), docs)
 }
@@ -251,8 +170,8 @@ pub fn task_definition(caches: &Caches, keys: &Keys, reference: &str) -> Option<
     caches.taskdefs.get(&key)?.value.as_ref().ok().cloned()
 }
 
-/// Builds the planner input for one service.
-pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, Context) {
+/// Builds the planner input for one service as of `now`.
+pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey, now: f64) -> (ServiceInput, Context) {
     let group = key.group();
     let spec = caches
         .services
@@ -287,7 +206,6 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
     });
     let mut tasks = BTreeMap::new();
     let mut task_inputs = Vec::new();
-    let now = crate::execute::now();
     let grace = spec
         .as_ref()
         .and_then(|s| s.health_check_grace_period_seconds)
@@ -324,8 +242,12 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
                 .unwrap_or_default();
             let constraints = placement::constraints(&s.placement_constraints, &td_constraints)
                 .unwrap_or_default();
-            let desired = s.desired_count.unwrap_or(0);
-            let max = (u64::from(desired) * u64::from(s.maximum_percent()) / 100) as u32;
+            let max = Bounds {
+                desired: s.desired_count.unwrap_or(0),
+                min_healthy_percent: 0,
+                max_percent: s.maximum_percent(),
+            }
+            .ceiling();
             (
                 constraints,
                 placement::strategies(&s.placement_strategy),
@@ -343,7 +265,6 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
             constraints,
             strategies,
             max_tasks,
-            now: crate::execute::now(),
             daemon: spec.as_ref().is_some_and(|s| {
                 s.scheduling_strategy() == capstan_core::service::SchedulingStrategy::Daemon
             }),
@@ -356,10 +277,7 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey) -> (ServiceInput, 
     )
 }
 
-pub use capstan_plan::health::{QUICK_EXIT_SECS, never_started};
-
-/// The deployment's latest tasks that stopped without ever reaching RUNNING, in a row, and when
-/// the latest of them stopped. Tasks the scheduler stopped itself do not count.
+/// The deployment's tasks, for the launch-failure count.
 pub fn launch_failures(
     caches: &Caches,
     keys: &Keys,
@@ -367,81 +285,78 @@ pub fn launch_failures(
     group: &str,
     deployment: &str,
 ) -> (u32, Option<f64>) {
-    let mut mine: Vec<Task> = caches
+    let entries = caches
         .tasks
-        .list_prefix(&keys.list(Family::Tasks, &[cluster]))
+        .list_prefix(&keys.list(Family::Tasks, &[cluster]));
+    let mine: Vec<&Task> = entries
         .iter()
         .filter_map(|e| e.value.as_ref().ok())
         .filter(|t| {
             t.group.as_deref() == Some(group) && t.started_by.as_deref() == Some(deployment)
         })
-        .cloned()
         .collect();
-    mine.sort_by(|a, b| {
-        b.created_at
-            .unwrap_or(0.0)
-            .total_cmp(&a.created_at.unwrap_or(0.0))
-    });
-    let mut failures = 0;
-    let mut last: Option<f64> = None;
-    for t in &mine {
-        if !never_started(t) {
-            if t.last_status == TaskStatus::Stopped
-                && t.stop_code == Some(capstan_core::task::StopCode::ServiceSchedulerInitiated)
-            {
-                continue;
-            }
-            break;
-        }
-        failures += 1;
-        let at = t.stopped_at.unwrap_or(0.0);
-        last = Some(last.map_or(at, |l: f64| l.max(at)));
-    }
-    (failures, last)
+    tasks::launch_failures(&mine)
 }
 
-/// Whether a task still has to be stopped by its agent.
-pub fn stop_pending(t: &Task) -> bool {
-    t.desired_status == DesiredStatus::Stopped && t.last_status != TaskStatus::Stopped
-}
-
-/// Until when a stopping load-balanced task stays DEACTIVATING: while a target group of its
-/// deployment still lists its target and has not marked it drained, at most `timeout` after the
-/// stop began. `None`: StopTask may go now (no load balancer, target gone or drained, timed out).
-pub fn drain_until(caches: &Caches, keys: &Keys, t: &Task, timeout: f64, now: f64) -> Option<f64> {
-    use capstan_core::lb::TargetState;
-    if t.last_status != TaskStatus::Deactivating {
-        return None;
-    }
-    let service = t.group.as_deref()?.strip_prefix("service:")?;
-    let cluster = last_segment(&t.cluster_arn);
-    let deployment =
-        caches
-            .deployments
-            .get(&keys.deployment(cluster, service, t.started_by.as_deref()?))?;
-    let d = deployment.value.as_ref().ok()?;
-    let registered = d
+/// The status documents of the target groups of a deployment, by group name.
+fn target_groups(
+    caches: &Caches,
+    keys: &Keys,
+    deployment: &Deployment,
+) -> Vec<(String, Arc<Entry<TargetGroupStatusDoc>>)> {
+    deployment
         .load_balancers
         .iter()
         .filter_map(|lb| lb.target_group_arn.as_deref())
+        .map(capstan_core::service::lb_object_name)
         .filter_map(|tg| {
             caches
                 .targets
-                .get(&keys.target_group_status(capstan_core::service::lb_object_name(tg)))
+                .get(&keys.target_group_status(tg))
+                .map(|e| (tg.to_string(), e))
         })
-        .any(|e| {
-            e.value.as_ref().is_ok_and(|doc| {
-                doc.targets
-                    .iter()
-                    .any(|x| x.task_id == t.id() && x.state != TargetState::Unused && !x.drained)
-            })
-        });
-    let until = t.stopping_at.unwrap_or(now) + timeout;
-    (registered && now < until).then_some(until)
+        .collect()
 }
 
-/// The target group, among those of the task's deployment, that reports its target unhealthy —
-/// once the service's `healthCheckGracePeriodSeconds` since the task started have passed.
+/// Until when a stopping load-balanced task stays DEACTIVATING ([`tasks::drain_until`]), from
+/// the target groups of its deployment.
+pub fn drain_until(caches: &Caches, keys: &Keys, t: &Task, timeout: f64, now: f64) -> Option<f64> {
+    let service = t.service()?;
+    let deployment =
+        caches
+            .deployments
+            .get(&keys.deployment(t.cluster(), service, t.started_by.as_deref()?))?;
+    let d = deployment.value.as_ref().ok()?;
+    let groups = target_groups(caches, keys, d);
+    let docs: Vec<&TargetGroupStatusDoc> = groups
+        .iter()
+        .filter_map(|(_, e)| e.value.as_ref().ok())
+        .collect();
+    tasks::drain_until(t, tasks::registered(t.id(), &docs), timeout, now)
+}
+
+/// The next step of a task's pending stop ([`tasks::stop_step`]).
+pub fn stop_step(
+    caches: &Caches,
+    keys: &Keys,
+    t: &Task,
+    instances: &BTreeMap<String, ContainerInstance>,
+    drain_timeout: f64,
+    now: f64,
+) -> tasks::StopStep {
+    let endpoint = t
+        .instance_id()
+        .and_then(|i| instances.get(i))
+        .map(|ci| ci.agent_endpoint.as_str());
+    tasks::stop_step(
+        t,
+        endpoint,
+        drain_until(caches, keys, t, drain_timeout, now),
+    )
+}
+
+/// The target group, among those of the task's deployment, that failed the task
+/// ([`tasks::failed_target_group`]).
 pub fn failed_target_group(
     caches: &Caches,
     keys: &Keys,
@@ -450,26 +365,36 @@ pub fn failed_target_group(
     grace: f64,
     now: f64,
 ) -> Option<String> {
-    use capstan_core::lb::TargetState;
-    if t.last_status != TaskStatus::Running || t.started_at.is_none_or(|s| now - s < grace) {
-        return None;
-    }
     let (d, _) = deployments.get(t.started_by.as_deref()?)?;
-    d.load_balancers
+    let groups = target_groups(caches, keys, d);
+    let docs: Vec<(&str, &TargetGroupStatusDoc)> = groups
         .iter()
-        .filter_map(|lb| lb.target_group_arn.as_deref())
-        .map(capstan_core::service::lb_object_name)
-        .find(|tg| {
-            caches
-                .targets
-                .get(&keys.target_group_status(tg))
-                .is_some_and(|e| {
-                    e.value.as_ref().is_ok_and(|doc| {
-                        doc.targets
-                            .iter()
-                            .any(|x| x.task_id == t.id() && x.state == TargetState::Unhealthy)
-                    })
+        .filter_map(|(name, e)| e.value.as_ref().ok().map(|doc| (name.as_str(), doc)))
+        .collect();
+    tasks::failed_target_group(t, &docs, grace, now).map(str::to_string)
+}
+
+/// The node-loss rule's input for the tasks in `ctx` (one service's), with the clocks kept so far.
+pub fn node_loss_input(
+    ctx: &Context,
+    missing_since: BTreeMap<String, f64>,
+    grace: f64,
+) -> node_loss::Input {
+    node_loss::Input {
+        tasks: ctx
+            .tasks
+            .values()
+            .filter_map(|e| e.value.as_ref().ok())
+            .filter(|t| t.last_status != TaskStatus::Stopped)
+            .filter_map(|t| {
+                Some(node_loss::Placed {
+                    task: t.id().to_string(),
+                    instance: t.instance_id()?.to_string(),
                 })
-        })
-        .map(str::to_string)
+            })
+            .collect(),
+        present: ctx.instances.keys().cloned().collect(),
+        missing_since,
+        grace,
+    }
 }

@@ -10,6 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::election::Claim;
+
+/// Attempts of [`Store::update_json`] before it gives up on a key others keep changing.
+pub const UPDATE_ATTEMPTS: usize = 5;
 use crate::error::{Result, StoreError, is_unavailable};
 
 /// Default timeout of one attempt of a call. A call sent as the raft leader dies can hang for
@@ -441,6 +444,46 @@ impl Store {
         }
         Err(StoreError::Conflict {
             keys: write.keys.join(", "),
+        })
+    }
+
+    /// Read-modify-write of one JSON document with compare-and-swap: reads `key`, lets `f` change
+    /// the value (it returns whether it did), and commits only if the key is unchanged since the
+    /// read, fenced by `fence`; a lost compare is retried with a fresh read, up to
+    /// [`UPDATE_ATTEMPTS`] times. Returns the value as written (or as read, when `f` changed
+    /// nothing), `None` when the key does not exist.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when every attempt lost its compare; any error of [`Store::commit`].
+    pub async fn update_json<T, F>(
+        &self,
+        key: &str,
+        fence: Option<&Claim>,
+        mut f: F,
+    ) -> Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(&mut T) -> bool,
+    {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(kv) = self.get(key).await? else {
+                return Ok(None);
+            };
+            let mut value: T = kv.json()?;
+            if !f(&mut value) {
+                return Ok(Some(value));
+            }
+            let w = Write::new()
+                .put_json(key, &value)
+                .if_unchanged(key, kv.mod_revision);
+            match self.commit(w, fence).await {
+                Ok(_) => return Ok(Some(value)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict {
+            keys: key.to_string(),
         })
     }
 

@@ -1,6 +1,8 @@
 //! Test support for Capstan: real etcd members started from Debian's `etcd` binary on free
-//! loopback ports in temporary directories, and builders for resources.
+//! loopback ports in temporary directories, fake agents over real gRPC, and builders for
+//! resources.
 
+pub mod agent;
 pub mod builders;
 pub mod etcd;
 pub mod pki;
@@ -16,26 +18,10 @@ pub fn free_port() -> std::io::Result<u16> {
 /// Kills (SIGKILL) the process group of every task recorded in an agent's state dir: tasks
 /// outlive their agent by design, and a test must not leave them behind.
 pub fn kill_task_processes(state_dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(state_dir.join("tasks")) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let Ok(bytes) = std::fs::read(e.path()) else {
-            continue;
-        };
-        let Ok(rec) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            continue;
-        };
-        for c in rec["containers"].as_array().into_iter().flatten() {
-            if let Some(pid) = c["handle"]["pid"]
-                .as_i64()
-                .and_then(|p| i32::try_from(p).ok())
-            {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
+    for pid in capstan_agent_client::state::task_process_groups(state_dir) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }

@@ -5,9 +5,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use capstan_agent_client::{AgentApi, Agents};
 use capstan_proto::agent::v1 as pb;
 use capstan_proto::agent::v1::agent_server::{Agent, AgentServer};
-use capstan_scheduler::execute::Agents;
 use futures::Stream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
