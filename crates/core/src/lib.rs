@@ -39,6 +39,29 @@ pub use validate::{DocumentError, Issue, ValidationError, parse_json};
 /// Seconds since the Unix epoch, as ECS's JSON protocol writes timestamps.
 pub type Timestamp = f64;
 
+/// A status document stamped with when it last changed; the stamp is not part of the change
+/// (a controller writes the document only when something else in it moved).
+pub trait Stamped {
+    /// Sets `updatedAt`.
+    fn stamp(&mut self, at: Option<Timestamp>);
+}
+
+macro_rules! stamped {
+    ($($t:ty),*) => {$(
+        impl Stamped for $t {
+            fn stamp(&mut self, at: Option<Timestamp>) {
+                self.updated_at = at;
+            }
+        }
+    )*};
+}
+
+stamped!(
+    ServiceStatusDoc,
+    capacity::CapacityProviderStatusDoc,
+    lb::TargetGroupStatusDoc
+);
+
 /// A `{key, value}` tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -1,17 +1,18 @@
-//! From the watch caches to the deployer planner's input for one service.
+//! From the watch caches to the deployer planner's input for one service: reads only, no clock.
 
 use std::collections::HashMap;
 
 use capstan_core::deployment::Deployment;
-use capstan_core::keys::Family;
+use capstan_core::keys::{Family, ServiceKey};
 use capstan_core::lb::{ListenerRoute, TargetGroupStatusDoc};
 use capstan_core::requests::ContinueDeploymentRequest;
 use capstan_core::service::{SchedulingStrategy, lb_object_name};
 use capstan_core::task::Task;
 use capstan_core::taskdef::{TaskDefinitionRef, TaskDefinitionStatus};
 use capstan_core::{Keys, Service, ServiceStatusDoc, TaskDefinition};
-use capstan_plan::deploy::Config;
+use capstan_plan::deploy::{self, Config};
 use capstan_plan::health::{HealthRules, Observed, Tally, tally};
+use capstan_plan::service::fingerprint;
 use capstan_store::Cache;
 
 /// The caches the deployer reads.
@@ -47,39 +48,6 @@ impl Caches {
             && self.status.is_ready()
             && self.routes.is_ready()
     }
-}
-
-/// A service, by cluster and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServiceKey {
-    /// Cluster.
-    pub cluster: String,
-    /// Service name.
-    pub service: String,
-}
-
-/// FNV-1a, 64 bits: a fingerprint that stays the same across builds (unlike `DefaultHasher`).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// Fingerprint of the fields whose change starts a deployment: task definition, load balancers,
-/// placement, capacity provider strategy, and — when `forceNewDeployment` is true — the write
-/// itself (`mod_revision`). desiredCount, deployment configuration and the grace period are not
-/// in it: they apply to the running deployment.
-pub fn fingerprint(spec: &Service, mod_revision: i64) -> String {
-    let force = spec.force_new_deployment == Some(true);
-    let doc = serde_json::json!({
-        "taskDefinition": spec.task_definition,
-        "loadBalancers": spec.load_balancers,
-        "placementConstraints": spec.placement_constraints,
-        "placementStrategy": spec.placement_strategy,
-        "capacityProviderStrategy": spec.capacity_provider_strategy,
-        "forced": if force { mod_revision } else { 0 },
-    });
-    format!("{:016x}", fnv1a(doc.to_string().as_bytes()))
 }
 
 /// Resolves `family:revision` or `family` (the latest ACTIVE revision) to `family:revision`.
@@ -221,4 +189,56 @@ pub fn tallies(
         out.insert(d.id.clone(), tally(&observed, &rules, reset, now));
     }
     out
+}
+
+/// Whether the registrar reports `primary`'s test and production listeners routed to its
+/// target groups (in their status' `listeners`).
+pub fn routed(
+    caches: &Caches,
+    keys: &capstan_core::Keys,
+    spec: &capstan_core::Service,
+    primary: &Deployment,
+) -> deploy::Routed {
+    let mut out = deploy::Routed::default();
+    for (i, lb) in spec.load_balancers.iter().enumerate() {
+        let Some(adv) = &lb.advanced_configuration else {
+            continue;
+        };
+        let Some(tg) = primary
+            .load_balancers
+            .get(i)
+            .and_then(|l| l.target_group_arn.as_deref())
+            .map(lb_object_name)
+        else {
+            continue;
+        };
+        let serving: Vec<String> = caches
+            .targets
+            .get(&keys.target_group_status(tg))
+            .and_then(|e| e.value.as_ref().ok().cloned())
+            .map(|d| d.listeners.into_iter().map(|l| l.listener).collect())
+            .unwrap_or_default();
+        let here = |l: &Option<String>| {
+            l.as_deref()
+                .is_none_or(|l| serving.iter().any(|s| s == lb_object_name(l)))
+        };
+        out.test &= here(&adv.test_listener_rule);
+        out.production &= here(&adv.production_listener_rule);
+    }
+    out
+}
+
+/// Services of the cluster whose spec satisfies `pred`.
+pub fn services_where(
+    caches: &Caches,
+    keys: &capstan_core::Keys,
+    pred: impl Fn(&capstan_core::Service) -> bool,
+) -> Vec<ServiceKey> {
+    caches
+        .services
+        .list()
+        .iter()
+        .filter(|e| e.value.as_ref().is_ok_and(&pred))
+        .filter_map(|e| keys.service_of(&e.key))
+        .collect()
 }

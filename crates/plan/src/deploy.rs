@@ -98,8 +98,6 @@ pub struct View<'a> {
     pub tallies: &'a HashMap<String, Tally>,
     /// The PRIMARY's hooks at its current stage.
     pub hooks: Hooks,
-    /// Now, epoch seconds.
-    pub now: Timestamp,
     /// Id for a deployment this call creates.
     pub new_id: &'a str,
     /// Whether the data plane already routes the PRIMARY's listeners to it.
@@ -187,6 +185,7 @@ pub fn breaker_state(
 
 struct Planner<'a> {
     view: &'a View<'a>,
+    now: Timestamp,
     deps: Vec<Deployment>,
     out: Decision,
 }
@@ -249,20 +248,20 @@ impl Planner<'_> {
             status: DeploymentStatus::Primary,
             task_definition: cfg.task_definition.clone(),
             desired_count: 0,
-            created_at: Some(self.view.now),
-            updated_at: Some(self.view.now),
+            created_at: Some(self.now),
+            updated_at: Some(self.now),
             rollout_state: RolloutState::InProgress,
             rollout_state_reason: Some(format!("ECS deployment {id} in progress.")),
             capacity_provider_strategy: cfg.capacity_provider_strategy.clone(),
             strategy: Some(cfg.strategy),
             lifecycle_stage: stage,
-            stage_started_at: stage.map(|_| self.view.now),
+            stage_started_at: stage.map(|_| self.now),
             circuit_breaker: Some(breaker_state(cfg.breaker.as_ref(), cfg.desired, 0)),
             spec_fingerprint: Some(cfg.fingerprint.clone()),
             load_balancers,
             ..Deployment::default()
         });
-        self.wake(self.view.now);
+        self.wake(self.now);
         self.deps.len() - 1
     }
 
@@ -324,7 +323,7 @@ impl Planner<'_> {
             self.deps[b].spec_fingerprint = self.deps[p].spec_fingerprint.clone();
             self.deps[b].rollback = Some(RollbackInfo {
                 reason: why.to_string(),
-                started_at: self.view.now,
+                started_at: self.now,
                 from_deployment: id.clone(),
             });
             for role in [ListenerRole::Production, ListenerRole::Test] {
@@ -359,7 +358,7 @@ impl Planner<'_> {
         self.deps[n].rollout_state_reason = Some(reason.clone());
         self.deps[n].rollback = Some(RollbackInfo {
             reason: why.to_string(),
-            started_at: self.view.now,
+            started_at: self.now,
             from_deployment: id.clone(),
         });
         self.event(format!("(deployment {id}) {reason}"));
@@ -497,11 +496,11 @@ impl Planner<'_> {
                 self.view.routed.production
             }
             LifecycleStage::BakeTime => {
-                let until = self.deps[p].stage_started_at.unwrap_or(self.view.now) + cfg.bake_secs;
-                if self.view.now < until {
+                let until = self.deps[p].stage_started_at.unwrap_or(self.now) + cfg.bake_secs;
+                if self.now < until {
                     self.wake(until);
                 }
-                self.view.now >= until
+                self.now >= until
             }
             LifecycleStage::CleanUp => blue.is_none_or(|b| self.tally(&self.deps[b].id).live == 0),
             _ => true,
@@ -514,9 +513,9 @@ impl Planner<'_> {
             Some(next) => {
                 let d = &mut self.deps[p];
                 d.lifecycle_stage = Some(next);
-                d.stage_started_at = Some(self.view.now);
+                d.stage_started_at = Some(self.now);
                 d.lifecycle_hook_details.clear();
-                self.wake(self.view.now);
+                self.wake(self.now);
             }
             None => self.complete(p),
         }
@@ -579,7 +578,7 @@ pub fn same(a: &Deployment, b: &Deployment) -> bool {
 }
 
 /// Plans one reconcile of a service's deployments.
-pub fn plan(view: &View<'_>) -> Decision {
+pub fn plan<R: rand::Rng + ?Sized>(view: &View<'_>, now: Timestamp, _rng: &mut R) -> Decision {
     let mut deps = view.deployments.to_vec();
     deps.sort_by(|a, b| {
         a.created_at
@@ -589,6 +588,7 @@ pub fn plan(view: &View<'_>) -> Decision {
     });
     let mut pl = Planner {
         view,
+        now,
         deps,
         out: Decision::default(),
     };
@@ -644,7 +644,7 @@ pub fn plan(view: &View<'_>) -> Decision {
         let before = view.deployments.iter().find(|o| o.id == d.id);
         if before.is_none_or(|b| !same(&d, b)) {
             let mut d = d;
-            d.updated_at = Some(view.now);
+            d.updated_at = Some(now);
             pl.out.put.push(d);
         }
     }
@@ -692,16 +692,19 @@ mod tests {
     ) -> Decision {
         let tallies: HashMap<String, Tally> =
             tallies.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        plan(&View {
-            service: "web",
-            config: c,
-            deployments: deps,
-            tallies: &tallies,
-            hooks,
-            now: 1000.0,
-            new_id: "ecs-svc/new",
-            routed: Routed::default(),
-        })
+        plan(
+            &View {
+                service: "web",
+                config: c,
+                deployments: deps,
+                tallies: &tallies,
+                hooks,
+                new_id: "ecs-svc/new",
+                routed: Routed::default(),
+            },
+            1000.0,
+            &mut rand::rng(),
+        )
     }
 
     /// Applies a decision to a deployment list.
@@ -1020,16 +1023,19 @@ mod tests {
         .into_iter()
         .collect();
         let step = |routed: Routed| {
-            plan(&View {
-                service: "web",
-                config: Some(&c),
-                deployments: &deps,
-                tallies: &tallies,
-                hooks: Hooks::Done,
-                now: 1000.0,
-                new_id: "ecs-svc/other",
-                routed,
-            })
+            plan(
+                &View {
+                    service: "web",
+                    config: Some(&c),
+                    deployments: &deps,
+                    tallies: &tallies,
+                    hooks: Hooks::Done,
+                    new_id: "ecs-svc/other",
+                    routed,
+                },
+                1000.0,
+                &mut rand::rng(),
+            )
         };
         let waiting = step(Routed {
             test: true,

@@ -4,11 +4,13 @@
 
 pub mod deploy;
 pub mod health;
+pub mod hooks;
 pub mod node_loss;
 pub mod placement;
 pub mod query;
 pub mod rollout;
 pub mod scaling;
 pub mod scheduling;
+pub mod service;
 pub mod targets;
 pub mod tasks;

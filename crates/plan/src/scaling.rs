@@ -150,8 +150,6 @@ pub struct ScalingInput {
     pub provisioning: Vec<Need>,
     /// Since when each registered instance has been empty (container instance id → epoch s).
     pub empty_since: BTreeMap<String, f64>,
-    /// Now, epoch seconds.
-    pub now: f64,
 }
 
 /// The scaler's decision for one provider.
@@ -175,6 +173,38 @@ pub struct ScalingPlan {
     pub held: Option<String>,
     /// PROVISIONING tasks that fit no instance of the group's shape (never scaled for).
     pub unfit: u32,
+}
+
+impl ScalingPlan {
+    /// The provider's status document for this plan: the group's bounds, the desired capacity
+    /// it holds after the round, and the PROVISIONING tasks counted. Unstamped.
+    pub fn status(
+        &self,
+        min_size: u32,
+        max_size: u32,
+        desired: u32,
+        provisioning: u32,
+    ) -> capstan_core::capacity::CapacityProviderStatusDoc {
+        capstan_core::capacity::CapacityProviderStatusDoc {
+            capacity_provider_reservation: (self.reservation * 100.0).round() / 100.0,
+            instances_needed: self.needed,
+            running_instances: self.running,
+            desired_capacity: desired,
+            min_size,
+            max_size,
+            provisioning_tasks: provisioning,
+            empty_since: self.empty_since.clone(),
+            message: self.held.clone().or_else(|| {
+                (self.unfit > 0).then(|| {
+                    format!(
+                        "{} PROVISIONING tasks need more than one instance of the group holds",
+                        self.unfit
+                    )
+                })
+            }),
+            updated_at: None,
+        }
+    }
 }
 
 /// Instances of `shape` needed to hold `tasks`, first-fit decreasing; tasks bigger than one
@@ -217,7 +247,7 @@ pub fn reservation(needed: u32, running: u32) -> f64 {
 
 /// Plans one round for one provider. Scale-out sets the desired capacity to a value computed from
 /// the state (never an increment), so a new leader repeating the round sets the same value.
-pub fn plan(input: &ScalingInput) -> ScalingPlan {
+pub fn plan<R: rand::Rng + ?Sized>(input: &ScalingInput, now: f64, _rng: &mut R) -> ScalingPlan {
     let s = &input.scaling;
     let live: Vec<&GroupInstance> = input.instances.iter().filter(|i| !i.terminating).collect();
     let registered: Vec<&&GroupInstance> = live
@@ -241,7 +271,7 @@ pub fn plan(input: &ScalingInput) -> ScalingPlan {
         if let Some(ci) = &i.container_instance
             && i.busy_tasks == 0
         {
-            let since = input.empty_since.get(ci).copied().unwrap_or(input.now);
+            let since = input.empty_since.get(ci).copied().unwrap_or(now);
             out.empty_since.insert(ci.clone(), since);
         }
     }
@@ -251,9 +281,7 @@ pub fn plan(input: &ScalingInput) -> ScalingPlan {
     let target = target.clamp(input.min_size, input.max_size.max(input.min_size));
     let current = input.desired.max(live.len() as u32);
     if target > current {
-        let warming = live
-            .iter()
-            .any(|i| i.launched_at + s.warmup_secs > input.now);
+        let warming = live.iter().any(|i| i.launched_at + s.warmup_secs > now);
         if warming {
             out.held = Some("an instance is within its warm-up period".into());
         } else {
@@ -280,7 +308,7 @@ pub fn plan(input: &ScalingInput) -> ScalingPlan {
             i.container_instance
                 .as_ref()
                 .and_then(|ci| out.empty_since.get(ci))
-                .is_some_and(|since| input.now - since >= s.scale_in_after_secs)
+                .is_some_and(|since| now - since >= s.scale_in_after_secs)
         })
         .collect();
     candidates.sort_by(|a, b| {
@@ -394,8 +422,19 @@ mod tests {
                 provisioning
             ],
             empty_since: BTreeMap::new(),
-            now: 10_000.0,
         }
+    }
+
+    /// The tables' clock, epoch seconds.
+    const NOW: f64 = 10_000.0;
+
+    /// The planner at [`NOW`] (the scaler draws nothing at random).
+    fn plan(i: &ScalingInput) -> ScalingPlan {
+        plan_at(i, NOW)
+    }
+
+    fn plan_at(i: &ScalingInput, now: f64) -> ScalingPlan {
+        super::plan(i, now, &mut rand::rng())
     }
 
     #[test]
@@ -488,25 +527,24 @@ mod tests {
         assert_eq!(p.empty_since.get("ci1"), Some(&10_000.0));
         // After the evaluation period: drain both empty ones (target 1 = the busy one).
         i.empty_since = p.empty_since;
-        i.now += 900.0;
-        let p = plan(&i);
+        let p = plan_at(&i, NOW + 900.0);
         assert_eq!(p.drain, ["ci1", "ci2"]);
         assert!(p.terminate.is_empty());
         // Drained and empty: terminate.
         i.instances[1].draining = true;
         i.instances[2].draining = true;
-        let p = plan(&i);
+        let p = plan_at(&i, NOW + 900.0);
         assert_eq!(p.terminate.len(), 2);
         // A busy instance is never a candidate, and the minimum holds.
         i.instances[0].busy_tasks = 0;
         i.instances[0].all_tasks = 0;
         i.empty_since.insert("ci0".into(), 0.0);
         i.instances[0].draining = true;
-        let p = plan(&i);
+        let p = plan_at(&i, NOW + 900.0);
         assert_eq!(p.terminate.len(), 2, "min_size 1 keeps one: {p:?}");
         // A drained instance with a daemon task still stopping waits.
         i.instances[1].all_tasks = 1;
-        let p = plan(&i);
+        let p = plan_at(&i, NOW + 900.0);
         assert!(!p.terminate.contains(&"i1".to_string()));
     }
 }

@@ -263,6 +263,39 @@ pub fn converge(
     wake
 }
 
+/// Where each listener sends traffic, as (target group, weight): the deployer's route for it
+/// (blue/green), else its default action. Groups of weight 0 are left out, and so are listeners
+/// that route nowhere.
+pub fn listener_split(
+    listeners: &[(String, capstan_core::lb::Listener)],
+    routes: &BTreeMap<String, capstan_core::lb::ListenerRoute>,
+) -> BTreeMap<String, Vec<(String, u32)>> {
+    listeners
+        .iter()
+        .map(|(name, l)| {
+            let groups = match routes.get(name) {
+                Some(r) => r
+                    .target_groups
+                    .iter()
+                    .map(|t| (t.target_group_arn.clone(), t.weight.unwrap_or(1)))
+                    .collect(),
+                None => l
+                    .default_actions
+                    .first()
+                    .map(|a| a.weighted_target_groups())
+                    .unwrap_or_default(),
+            };
+            let groups: Vec<(String, u32)> = groups
+                .into_iter()
+                .filter(|(_, w)| *w > 0)
+                .map(|(g, w)| (capstan_core::service::lb_object_name(&g).to_string(), w))
+                .collect();
+            (name.clone(), groups)
+        })
+        .filter(|(_, g)| !g.is_empty())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use capstan_core::service::LoadBalancer;
@@ -473,5 +506,42 @@ mod tests {
         assert_eq!(t.weight(&S, 100.0), 100);
         observe(&mut t, Ok(()), &s, 200.0);
         assert_eq!(t.healthy_since, Some(100.0));
+    }
+
+    #[test]
+    fn a_listener_follows_its_route_else_its_default_action() {
+        use capstan_core::lb::{Listener, ListenerRoute, TargetGroupTuple};
+        let listener: Listener = serde_json::from_value(serde_json::json!({
+            "port": 80,
+            "defaultActions": [{"type": "forward", "targetGroupArn": "blue"}]
+        }))
+        .expect("listener");
+        let listeners = vec![("web".to_string(), listener)];
+        let none = BTreeMap::new();
+        assert_eq!(
+            listener_split(&listeners, &none)["web"],
+            vec![("blue".to_string(), 1)]
+        );
+        let routes = BTreeMap::from([(
+            "web".to_string(),
+            ListenerRoute {
+                target_groups: vec![
+                    TargetGroupTuple {
+                        target_group_arn: "green".into(),
+                        weight: Some(100),
+                    },
+                    TargetGroupTuple {
+                        target_group_arn: "blue".into(),
+                        weight: Some(0),
+                    },
+                ],
+                ..Default::default()
+            },
+        )]);
+        assert_eq!(
+            listener_split(&listeners, &routes)["web"],
+            vec![("green".to_string(), 100)],
+            "the route wins; weight 0 is left out"
+        );
     }
 }

@@ -62,10 +62,9 @@ proptest! {
                 deployments: &deps,
                 tallies: &tallies,
                 hooks: Hooks::Done,
-                now: f64::from(tick),
                 new_id: "ecs-svc/new",
                 routed: capstan_plan::deploy::Routed::default(),
-            });
+            }, f64::from(tick), &mut rand::rng());
             for p in &decision.put {
                 deps.retain(|x| x.id != p.id);
                 deps.push(p.clone());

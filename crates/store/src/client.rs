@@ -166,6 +166,25 @@ impl Write {
         }
     }
 
+    /// Puts the status document `doc` at `key`, stamped `now`, unless it equals `old` but for
+    /// the stamp: a status put on every reconcile would churn etcd and wake every watcher.
+    pub fn put_status_if_changed<T>(self, key: &str, old: Option<&T>, mut doc: T, now: f64) -> Self
+    where
+        T: capstan_core::Stamped + Serialize + PartialEq + Clone,
+    {
+        doc.stamp(None);
+        let unchanged = old.is_some_and(|old| {
+            let mut old = old.clone();
+            old.stamp(None);
+            old == doc
+        });
+        if unchanged {
+            return self;
+        }
+        doc.stamp(Some(now));
+        self.put_json(key, &doc)
+    }
+
     /// Deletes a key.
     pub fn delete(mut self, key: &str) -> Self {
         self.ops.push(TxnOp::delete(key, None));

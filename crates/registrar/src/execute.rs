@@ -1,0 +1,144 @@
+//! The registrar's IO: health checks of targets, programming the data plane, and fenced writes
+//! of target group status. It decides nothing: targets come from `capstan_plan::targets`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use capstan_core::lb::{LbProtocol, TargetGroup, TargetGroupStatusDoc};
+use capstan_plan::targets::{Failure, Tracked};
+use capstan_store::{Claim, Store, StoreError, Write};
+
+use crate::dataplane::{DataPlane, DataPlaneError};
+use crate::haproxy;
+use crate::snapshot::Caches;
+
+/// The registrar's writer and caller.
+pub struct Executor {
+    /// The store.
+    pub store: Store,
+    /// Caches (for the status documents as written).
+    pub caches: Caches,
+    /// The data plane, when there is one.
+    pub data_plane: Option<Box<dyn DataPlane>>,
+}
+
+impl Executor {
+    /// Puts a group's status document when it changed (ignoring `updatedAt`).
+    pub async fn put_status(
+        &self,
+        claim: &Claim,
+        tg: &str,
+        doc: TargetGroupStatusDoc,
+        now: f64,
+    ) -> Result<(), StoreError> {
+        let keys = self.store.keys();
+        let old = self.caches.status_of(keys, tg);
+        let w = Write::new().put_status_if_changed(
+            &keys.target_group_status(tg),
+            old.as_ref(),
+            doc,
+            now,
+        );
+        if !w.is_empty() {
+            self.store.commit(w, Some(claim)).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the status document of a group that no longer exists.
+    pub async fn delete_status(&self, claim: &Claim, tg: &str) -> Result<(), StoreError> {
+        let key = self.store.keys().target_group_status(tg);
+        if self.caches.status.get(&key).is_some() {
+            self.store
+                .commit(Write::new().delete(&key), Some(claim))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Programs group `tg`'s own backend with `tracked`, then the backends of the weighted
+    /// listeners it is part of (`weighted`: listener → its groups and weights; `all`: every
+    /// group's targets), each target at the weight `ramp` gives it. Returns the in-flight
+    /// sessions per target over all of them; `None` without a data plane.
+    pub async fn sync(
+        &self,
+        tg: &str,
+        tracked: &BTreeMap<String, Tracked>,
+        weighted: &[(String, Vec<(String, u32)>)],
+        all: &HashMap<String, BTreeMap<String, Tracked>>,
+        ramp: impl Fn(&Tracked) -> u32 + Copy,
+    ) -> Option<Result<HashMap<String, u32>, DataPlaneError>> {
+        let hp = self.data_plane.as_deref()?;
+        let mut synced = hp
+            .sync_backend(
+                &haproxy::backend(tg),
+                &haproxy::group_members(tracked, ramp),
+            )
+            .await;
+        for (listener, groups) in weighted {
+            let empty = BTreeMap::new();
+            let parts: Vec<(u32, &BTreeMap<String, Tracked>)> = groups
+                .iter()
+                .map(|(g, w)| (*w, all.get(g).unwrap_or(&empty)))
+                .collect();
+            let more = hp
+                .sync_backend(
+                    &haproxy::listener_backend(listener),
+                    &haproxy::weighted_members(&parts, ramp),
+                )
+                .await;
+            synced = match (synced, more) {
+                (Ok(mut a), Ok(b)) => {
+                    for (id, n) in b {
+                        if let Some(x) = a.get_mut(&id) {
+                            *x += n;
+                        }
+                    }
+                    Ok(a)
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
+        Some(synced)
+    }
+}
+
+/// One health check of `host:port` with the group's settings.
+pub async fn check(
+    http: &reqwest::Client,
+    tg: &TargetGroup,
+    host: &str,
+    port: u16,
+) -> Result<(), Failure> {
+    let hc = tg.effective_health_check();
+    let timeout = Duration::from_secs(u64::from(hc.timeout_seconds.unwrap_or(6)));
+    let port = match hc.port.as_deref() {
+        Some("traffic-port") | None => port,
+        Some(p) => p.parse().unwrap_or(port),
+    };
+    match hc.protocol.unwrap_or_default() {
+        LbProtocol::Tcp => {
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err(Failure::ConnectionFailed),
+                Err(_) => Err(Failure::Timeout),
+            }
+        }
+        LbProtocol::Http => {
+            let url = format!("http://{host}:{port}{}", hc.path.as_deref().unwrap_or("/"));
+            match http.get(&url).timeout(timeout).send().await {
+                Ok(resp) => {
+                    let code = resp.status().as_u16();
+                    if hc.matcher.as_ref().is_none_or(|m| m.matches(code)) {
+                        Ok(())
+                    } else {
+                        Err(Failure::ResponseCodeMismatch)
+                    }
+                }
+                Err(e) if e.is_timeout() => Err(Failure::Timeout),
+                Err(_) => Err(Failure::ConnectionFailed),
+            }
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The registrar's loops: the per-group reconcile (targets converged with
+//! `capstan_plan::targets`, the data plane programmed, status written) and the health-check
+//! rounds that feed it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use capstan_core::lb::{TargetGroup, TargetGroupStatusDoc, TargetState};
+use capstan_plan::targets::{self, Settings, Tracked};
+use capstan_runtime::{Action, WorkQueue};
+use capstan_store::{Claim, Leadership, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::execute::{self, Executor};
+use crate::snapshot;
+
+/// Targets by group, then by task id, as this leader tracks them.
+pub type Tracking = Mutex<HashMap<String, BTreeMap<String, Tracked>>>;
+
+/// Shared state of the registrar.
+pub struct Ctx {
+    /// Writer, caller and data plane.
+    pub exec: Executor,
+    /// Targets as this leader tracks them.
+    pub tracking: Tracking,
+    /// Sessions per target at the last sync, by group then task.
+    pub sessions: Mutex<HashMap<String, HashMap<String, u32>>>,
+    /// Listener → (the groups it routes to, since when) as applied to the data plane.
+    pub applied: Mutex<BTreeMap<String, (Vec<String>, f64)>>,
+    /// Listeners that split traffic over several groups: listener → (group, weight).
+    pub weighted: Mutex<BTreeMap<String, Vec<(String, u32)>>>,
+}
+
+/// Locks, ignoring poison: the tracked state stays usable after a panicked reconcile.
+pub fn lock<T>(t: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reconciles one target group.
+pub async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<Action, StoreError> {
+    let exec = &ctx.exec;
+    let c = &exec.caches;
+    if !c.ready() {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    let now = capstan_runtime::now();
+    let keys = exec.store.keys().clone();
+    let Some(spec) = c.group(&keys, &tg) else {
+        lock(&ctx.tracking).remove(&tg);
+        exec.delete_status(&claim, &tg).await?;
+        return Ok(Action::await_change());
+    };
+    let wanted = snapshot::wanted(c, &tg);
+    let settings = Settings::of(&spec);
+    let (doc, wake) = {
+        let mut all = lock(&ctx.tracking);
+        let tracked = all.entry(tg.clone()).or_insert_with(|| {
+            // A new leader carries on from the last status written.
+            c.status_of(&keys, &tg)
+                .map(|doc| {
+                    doc.targets
+                        .into_iter()
+                        .map(|s| {
+                            (
+                                s.task_id.clone(),
+                                Tracked {
+                                    status: s,
+                                    passes: 0,
+                                    fails: 0,
+                                    draining_since: None,
+                                    healthy_since: None,
+                                },
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        // Without a data plane nothing flows through a target, so it has no sessions.
+        let sessions = lock(&ctx.sessions).get(&tg).cloned();
+        let wake = targets::converge(
+            tracked,
+            &wanted,
+            |id| match (&exec.data_plane, &sessions) {
+                (None, _) => Some(0),
+                (Some(_), Some(s)) => Some(s.get(id).copied().unwrap_or(0)),
+                (Some(_), None) => None,
+            },
+            &settings,
+            now,
+        );
+        let doc = TargetGroupStatusDoc {
+            targets: tracked.values().map(|t| t.status.clone()).collect(),
+            listeners: lock(&ctx.applied)
+                .iter()
+                .filter(|(_, (groups, _))| groups.contains(&tg))
+                .map(|(l, (_, since))| capstan_core::lb::ServingListener {
+                    listener: l.clone(),
+                    since: *since,
+                })
+                .collect(),
+            updated_at: None,
+        };
+        (doc, wake)
+    };
+    // The data plane follows the targets first, so that a target the status calls healthy is
+    // already taking traffic; sessions feed the next drain decision.
+    let mut poll = None;
+    if exec.data_plane.is_some() {
+        let tracked = lock(&ctx.tracking).get(&tg).cloned().unwrap_or_default();
+        let ramp = |t: &Tracked| t.weight(&settings, now);
+        let weighted: Vec<(String, Vec<(String, u32)>)> = lock(&ctx.weighted)
+            .iter()
+            .filter(|(_, groups)| groups.iter().any(|(g, _)| *g == tg))
+            .map(|(l, g)| (l.clone(), g.clone()))
+            .collect();
+        let all = lock(&ctx.tracking).clone();
+        match exec.sync(&tg, &tracked, &weighted, &all, ramp).await {
+            Some(Ok(sessions)) => {
+                lock(&ctx.sessions).insert(tg.clone(), sessions);
+            }
+            Some(Err(e)) => tracing::warn!(%tg, error = %e, "cannot program haproxy"),
+            None => {}
+        }
+        if tracked
+            .values()
+            .any(|t| t.status.state == TargetState::Draining && !t.status.drained)
+        {
+            poll = Some(Duration::from_millis(250));
+        }
+        // Slow start: raise the weights again in a second.
+        if tracked.values().any(|t| t.ramping(&settings, now)) {
+            poll = Some(poll.map_or(Duration::from_secs(1), |p| p.min(Duration::from_secs(1))));
+        }
+    }
+    exec.put_status(&claim, &tg, doc, now).await?;
+    let wait = match wake {
+        Some(at) => Duration::from_secs_f64((at - now).max(0.0)),
+        None => Duration::from_secs(30),
+    };
+    Ok(Action::requeue(poll.map_or(wait, |p| p.min(wait))))
+}
+
+/// A group due for checks: its name, spec, targets (task id, host, port), and whether its
+/// interval is up (else only its never-checked targets are due).
+type Due = (String, TargetGroup, Vec<(String, String, u16)>, bool);
+
+/// Health-checks every tracked target while this replica leads, each group at its interval and
+/// a new target at once (so it can go healthy without waiting an interval); a target whose
+/// state changes queues its group for a status write.
+pub async fn health_checks(
+    ctx: Arc<Ctx>,
+    queue: WorkQueue<String>,
+    mut leadership: Leadership,
+    cancel: CancellationToken,
+) {
+    // HTTP checks only need plain TCP, but reqwest wants a TLS provider installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = match reqwest::Client::builder().build() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the health-check client");
+            return;
+        }
+    };
+    let mut next: HashMap<String, tokio::time::Instant> = HashMap::new();
+    let mut checked: HashSet<(String, String)> = HashSet::new();
+    loop {
+        let claim = tokio::select! {
+            _ = cancel.cancelled() => return,
+            c = leadership.acquired() => match c { Some(c) => c, None => return },
+        };
+        loop {
+            let now = tokio::time::Instant::now();
+            let due: Vec<Due> = {
+                let all = lock(&ctx.tracking);
+                checked.retain(|(tg, id)| all.get(tg).is_some_and(|t| t.contains_key(id)));
+                all.iter()
+                    .filter_map(|(tg, tracked)| {
+                        let interval_up = next.get(tg).is_none_or(|at| *at <= now);
+                        let targets: Vec<(String, String, u16)> = tracked
+                            .values()
+                            .filter(|t| t.status.state != TargetState::Draining)
+                            .filter(|t| {
+                                interval_up
+                                    || !checked.contains(&(tg.clone(), t.status.task_id.clone()))
+                            })
+                            .map(|t| {
+                                (
+                                    t.status.task_id.clone(),
+                                    t.status.host.clone(),
+                                    t.status.port,
+                                )
+                            })
+                            .collect();
+                        if targets.is_empty() && !interval_up {
+                            return None;
+                        }
+                        let spec = ctx.exec.caches.group(ctx.exec.store.keys(), tg)?;
+                        Some((tg.clone(), spec, targets, interval_up))
+                    })
+                    .collect()
+            };
+            for (tg, spec, targets, interval_up) in due {
+                let s = Settings::of(&spec);
+                if interval_up {
+                    next.insert(tg.clone(), now + Duration::from_secs_f64(s.interval));
+                }
+                for (id, _, _) in &targets {
+                    checked.insert((tg.clone(), id.clone()));
+                }
+                let results = futures::future::join_all(targets.iter().map(|(id, host, port)| {
+                    let (http, spec) = (&http, &spec);
+                    async move { (id.clone(), execute::check(http, spec, host, *port).await) }
+                }))
+                .await;
+                let mut changed = false;
+                {
+                    let mut all = lock(&ctx.tracking);
+                    if let Some(tracked) = all.get_mut(&tg) {
+                        for (id, r) in results {
+                            if let Some(t) = tracked.get_mut(&id) {
+                                let before = t.status.clone();
+                                targets::observe(t, r, &s, capstan_runtime::now());
+                                changed |= t.status != before;
+                            }
+                        }
+                    }
+                }
+                if changed {
+                    queue.add(tg);
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = leadership.lost(&claim) => break,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+        lock(&ctx.tracking).clear();
+        next.clear();
+        checked.clear();
+    }
+}

@@ -1,0 +1,184 @@
+//! From the watch caches to the target planner's inputs: reads only, no clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use capstan_core::Keys;
+use capstan_core::deployment::Deployment;
+use capstan_core::instance::ContainerInstance;
+use capstan_core::keys::Family;
+use capstan_core::lb::{Listener, ListenerRoute, TargetGroup, TargetGroupStatusDoc};
+use capstan_core::service::lb_object_name;
+use capstan_core::task::Task;
+use capstan_plan::targets::{self, Wanted};
+use capstan_store::Cache;
+
+/// The caches the registrar reads.
+#[derive(Clone)]
+pub struct Caches {
+    /// Target group specs (validated).
+    pub groups: Cache<TargetGroup>,
+    /// Deployments (their load balancers).
+    pub deployments: Cache<Deployment>,
+    /// Tasks.
+    pub tasks: Cache<Task>,
+    /// Container instances (their addresses).
+    pub instances: Cache<ContainerInstance>,
+    /// Target group status (its own).
+    pub status: Cache<TargetGroupStatusDoc>,
+    /// Listener specs.
+    pub listeners: Cache<capstan_core::lb::Listener>,
+    /// Listener routes (the deployer's).
+    pub routes: Cache<capstan_core::lb::ListenerRoute>,
+}
+
+impl Caches {
+    /// Whether every cache has its first list.
+    pub fn ready(&self) -> bool {
+        self.groups.is_ready()
+            && self.deployments.is_ready()
+            && self.tasks.is_ready()
+            && self.instances.is_ready()
+            && self.status.is_ready()
+            && self.listeners.is_ready()
+            && self.routes.is_ready()
+    }
+
+    /// A target group's spec, if it decodes.
+    pub fn group(&self, keys: &Keys, tg: &str) -> Option<TargetGroup> {
+        self.groups
+            .get(&keys.target_group(tg))
+            .and_then(|e| e.value.as_ref().ok().cloned())
+    }
+
+    /// A target group's last status document, if it decodes.
+    pub fn status_of(&self, keys: &Keys, tg: &str) -> Option<TargetGroupStatusDoc> {
+        self.status
+            .get(&keys.target_group_status(tg))
+            .and_then(|e| e.value.as_ref().ok().cloned())
+    }
+}
+
+/// The host part of an agent endpoint (`http://10.0.0.1:7000` → `10.0.0.1`).
+pub fn host_of_endpoint(endpoint: &str) -> Option<String> {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => authority,
+    };
+    (!host.is_empty()).then(|| host.trim_matches(['[', ']']).to_string())
+}
+
+/// The targets group `tg` should have: the tasks of the deployments that name it, at their
+/// instances' addresses.
+pub fn wanted(c: &Caches, tg: &str) -> Vec<Wanted> {
+    let deployments: Vec<Deployment> = c
+        .deployments
+        .list()
+        .iter()
+        .filter_map(|e| e.value.as_ref().ok().cloned())
+        .filter(|d| {
+            d.load_balancers
+                .iter()
+                .any(|lb| lb.target_group_arn.as_deref().map(lb_object_name) == Some(tg))
+        })
+        .collect();
+    let tasks: Vec<Task> = c
+        .tasks
+        .list()
+        .iter()
+        .filter_map(|e| e.value.as_ref().ok().cloned())
+        .filter(|t| {
+            deployments
+                .iter()
+                .any(|d| t.started_by.as_deref() == Some(d.id.as_str()))
+        })
+        .collect();
+    let instances: HashMap<String, String> = c
+        .instances
+        .list()
+        .iter()
+        .filter_map(|e| {
+            let ci = e.value.as_ref().ok()?;
+            let id = e.key.rsplit('/').next()?.to_string();
+            Some((id, host_of_endpoint(&ci.agent_endpoint)?))
+        })
+        .collect();
+    targets::wanted(tg, &deployments, &tasks, |i| instances.get(i).cloned())
+}
+
+/// The listeners (by name) and the names of the target groups whose specs decode.
+pub fn layout(c: &Caches, keys: &Keys) -> (Vec<(String, Listener)>, Vec<String>) {
+    let listeners = c
+        .listeners
+        .list()
+        .iter()
+        .filter_map(|e| {
+            let name = keys.name_of(Family::Listeners, &e.key)?;
+            Some((name, e.value.as_ref().ok()?.clone()))
+        })
+        .collect();
+    let groups = c
+        .groups
+        .list()
+        .iter()
+        .filter(|e| e.value.is_ok())
+        .filter_map(|e| keys.name_of(Family::TargetGroups, &e.key))
+        .collect();
+    (listeners, groups)
+}
+
+/// The deployer's listener routes, by listener name.
+pub fn routes(c: &Caches, keys: &Keys) -> BTreeMap<String, ListenerRoute> {
+    c.routes
+        .list()
+        .iter()
+        .filter_map(|e| {
+            let name = keys.name_of(Family::ListenerRoutes, &e.key)?;
+            Some((name, e.value.as_ref().ok()?.clone()))
+        })
+        .collect()
+}
+
+/// Groups named by the load balancers of `deployments`.
+pub fn groups_of(deployments: &[Arc<capstan_store::Entry<Deployment>>]) -> Vec<String> {
+    let mut out: Vec<String> = deployments
+        .iter()
+        .filter_map(|e| e.value.as_ref().ok())
+        .flat_map(|d| d.load_balancers.iter())
+        .filter_map(|lb| {
+            lb.target_group_arn
+                .as_deref()
+                .map(|t| lb_object_name(t).to_string())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_come_from_agent_endpoints() {
+        assert_eq!(
+            host_of_endpoint("http://10.0.0.1:7000").as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            host_of_endpoint("https://node-1:7000/").as_deref(),
+            Some("node-1")
+        );
+        assert_eq!(
+            host_of_endpoint("http://[::1]:7000").as_deref(),
+            Some("::1")
+        );
+        assert_eq!(
+            host_of_endpoint("127.0.0.1:7000").as_deref(),
+            Some("127.0.0.1")
+        );
+    }
+}
