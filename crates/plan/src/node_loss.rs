@@ -41,8 +41,8 @@ pub struct Plan {
     pub recheck: Option<f64>,
 }
 
-/// Applies the node-loss rule at `now`.
-pub fn plan(input: &Input, now: f64) -> Plan {
+/// Applies the node-loss rule at `now` (nothing is drawn at random).
+pub fn plan<R: rand::Rng + ?Sized>(input: &Input, now: f64, _rng: &mut R) -> Plan {
     let mut since = input.missing_since.clone();
     since.retain(|id, _| !input.present.contains(id));
     let mut out = Plan::default();
@@ -83,18 +83,18 @@ mod tests {
             ..Default::default()
         };
         // First seen missing: the clock starts, look again when the grace is over.
-        let p = plan(&input, 100.0);
+        let p = plan(&input, 100.0, &mut rand::rng());
         assert!(p.lost.is_empty());
         assert_eq!(p.recheck, Some(5.0));
         assert_eq!(p.missing_since.get("i-gone"), Some(&100.0));
 
         input.missing_since = p.missing_since;
-        let p = plan(&input, 103.0);
+        let p = plan(&input, 103.0, &mut rand::rng());
         assert!(p.lost.is_empty());
         assert_eq!(p.recheck, Some(2.0));
 
         input.missing_since = p.missing_since;
-        let p = plan(&input, 105.0);
+        let p = plan(&input, 105.0, &mut rand::rng());
         assert_eq!(p.lost, vec![placed("t1", "i-gone")]);
         assert_eq!(p.recheck, None);
     }
@@ -108,13 +108,13 @@ mod tests {
             ..Default::default()
         };
         input.present.insert("i-1".into());
-        let p = plan(&input, 200.0);
+        let p = plan(&input, 200.0, &mut rand::rng());
         assert!(p.lost.is_empty() && p.missing_since.is_empty());
 
         // Gone again later: a fresh grace, not the old clock.
         input.present.clear();
         input.missing_since = p.missing_since;
-        let p = plan(&input, 300.0);
+        let p = plan(&input, 300.0, &mut rand::rng());
         assert!(p.lost.is_empty());
         assert_eq!(p.missing_since.get("i-1"), Some(&300.0));
     }
@@ -127,7 +127,7 @@ mod tests {
             missing_since: [("i-1".to_string(), 95.0)].into(),
             ..Default::default()
         };
-        let p = plan(&input, 100.0);
+        let p = plan(&input, 100.0, &mut rand::rng());
         assert_eq!(p.recheck, Some(5.0));
         assert_eq!(p.missing_since.len(), 2);
     }

@@ -223,6 +223,48 @@ pub fn observe(t: &mut Tracked, result: Result<(), Failure>, s: &Settings, now: 
     }
 }
 
+/// Everything the target planner needs about one target group.
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    /// The targets as tracked so far.
+    pub tracked: &'a BTreeMap<String, Tracked>,
+    /// The targets the group should have.
+    pub wanted: &'a [Wanted],
+    /// Active sessions per target as the data plane last counted them; `None` when unknown.
+    /// Without a data plane every target has none.
+    pub sessions: Option<&'a std::collections::HashMap<String, u32>>,
+    /// Whether a data plane serves the group.
+    pub data_plane: bool,
+    /// The group's settings.
+    pub settings: &'a Settings,
+}
+
+/// The target planner's answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// The targets to track from now on.
+    pub tracked: BTreeMap<String, Tracked>,
+    /// When to look again for a drain that only time will end.
+    pub wake: Option<Timestamp>,
+}
+
+/// Plans one target group at `now` ([`converge`] over a copy; nothing is drawn at random).
+pub fn plan<R: rand::Rng + ?Sized>(input: &Input<'_>, now: Timestamp, _rng: &mut R) -> Plan {
+    let mut tracked = input.tracked.clone();
+    let wake = converge(
+        &mut tracked,
+        input.wanted,
+        |id| match (input.data_plane, input.sessions) {
+            (false, _) => Some(0),
+            (true, Some(s)) => Some(s.get(id).copied().unwrap_or(0)),
+            (true, None) => None,
+        },
+        input.settings,
+        now,
+    );
+    Plan { tracked, wake }
+}
+
 /// Brings the tracked targets in line with the wanted ones at `now`; `sessions(task)` is the
 /// data plane's count of the target's active sessions (`None` when unknown). Returns when to
 /// look again for a drain that only time will end.

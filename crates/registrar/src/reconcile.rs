@@ -79,17 +79,19 @@ pub async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<A
         });
         // Without a data plane nothing flows through a target, so it has no sessions.
         let sessions = lock(&ctx.sessions).get(&tg).cloned();
-        let wake = targets::converge(
-            tracked,
-            &wanted,
-            |id| match (&exec.data_plane, &sessions) {
-                (None, _) => Some(0),
-                (Some(_), Some(s)) => Some(s.get(id).copied().unwrap_or(0)),
-                (Some(_), None) => None,
+        let plan = targets::plan(
+            &targets::Input {
+                tracked,
+                wanted: &wanted,
+                sessions: sessions.as_ref(),
+                data_plane: exec.data_plane.is_some(),
+                settings: &settings,
             },
-            &settings,
             now,
+            &mut rand::rng(),
         );
+        *tracked = plan.tracked;
+        let wake = plan.wake;
         let doc = TargetGroupStatusDoc {
             targets: tracked.values().map(|t| t.status.clone()).collect(),
             listeners: lock(&ctx.applied)

@@ -166,7 +166,7 @@ impl Ctx {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let input = snapshot::node_loss_input(snap, std::mem::take(&mut *since), self.grace);
-            let plan = node_loss::plan(&input, now);
+            let plan = node_loss::plan(&input, now, &mut rand::rng());
             *since = plan.missing_since.clone();
             plan
         };
