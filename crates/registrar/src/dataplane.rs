@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use capstan_plan::targets;
 use capstan_runtime::WorkQueue;
-use capstan_store::Leadership;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
@@ -82,23 +81,21 @@ impl DataPlane for crate::haproxy::Haproxy {
     }
 }
 
-/// Keeps HAProxy's layout (listeners, groups) and listener routes in step while this replica
-/// leads; a (re)start queues every group so its servers are set again.
+/// Keeps HAProxy's layout (listeners, groups) and listener routes in step for one term of
+/// leadership (see `capstan_runtime::spawn_while_leading`); a (re)start queues every group so
+/// its servers are set again. `shutdown` is the process's token: a term that ends because the
+/// process stops leaves HAProxy serving, for the next registrar to adopt.
 pub async fn follow(
     ctx: Arc<Ctx>,
     queue: WorkQueue<String>,
-    mut leadership: Leadership,
-    cancel: CancellationToken,
+    shutdown: CancellationToken,
+    term: CancellationToken,
 ) {
     // Without a data plane, routes count as applied at once (status and deployments still
     // follow them).
     let hp = ctx.exec.data_plane.as_deref();
     let keys = ctx.exec.store.keys().clone();
-    loop {
-        let claim = tokio::select! {
-            _ = cancel.cancelled() => return,
-            c = leadership.acquired() => match c { Some(c) => c, None => return },
-        };
+    {
         let mut applied: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
         loop {
             let (listeners, groups) = snapshot::layout(&ctx.exec.caches, &keys);
@@ -188,11 +185,13 @@ pub async fn follow(
             }
             tokio::select! {
                 biased;
-                // Shutting down: HAProxy keeps serving; the next registrar adopts it.
-                _ = cancel.cancelled() => return,
-                _ = leadership.lost(&claim) => break,
+                _ = term.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
+        }
+        // Shutting down: HAProxy keeps serving; the next registrar adopts it.
+        if shutdown.is_cancelled() {
+            return;
         }
         // Only the leader drives HAProxy.
         lock(&ctx.applied).clear();

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use capstan_core::keys::Family;
-use capstan_runtime::{Controller, ControllerConfig, Runtime, RuntimeError};
+use capstan_runtime::{Controller, ControllerConfig, Runtime, RuntimeError, spawn_while_leading};
 use capstan_store::json_decoder;
 use futures::FutureExt;
 
@@ -116,18 +116,20 @@ pub async fn run(args: RegistrarArgs) -> Result<(), RuntimeError> {
                     .collect()
             }
         });
-    tokio::spawn(dataplane::follow(
-        ctx.clone(),
-        controller.queue(),
+    let (follower, queue, shutdown) = (ctx.clone(), controller.queue(), rt.cancel.clone());
+    spawn_while_leading(
         rt.leadership.clone(),
         rt.cancel.clone(),
-    ));
-    tokio::spawn(reconcile::health_checks(
-        ctx.clone(),
-        controller.queue(),
+        move |_claim, term| {
+            dataplane::follow(follower.clone(), queue.clone(), shutdown.clone(), term)
+        },
+    );
+    let (checker, queue) = (ctx.clone(), controller.queue());
+    spawn_while_leading(
         rt.leadership.clone(),
         rt.cancel.clone(),
-    ));
+        move |_claim, term| reconcile::health_checks(checker.clone(), queue.clone(), term),
+    );
     rt.serve(controller, ctx, |k, c, x| reconcile(k, c, x).boxed())
         .await;
     Ok(())

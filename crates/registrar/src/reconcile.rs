@@ -9,7 +9,7 @@ use std::time::Duration;
 use capstan_core::lb::{TargetGroup, TargetGroupStatusDoc, TargetState};
 use capstan_plan::targets::{self, Settings, Tracked};
 use capstan_runtime::{Action, WorkQueue};
-use capstan_store::{Claim, Leadership, StoreError};
+use capstan_store::{Claim, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::execute::{self, Executor};
@@ -148,15 +148,10 @@ pub async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<A
 /// interval is up (else only its never-checked targets are due).
 type Due = (String, TargetGroup, Vec<(String, String, u16)>, bool);
 
-/// Health-checks every tracked target while this replica leads, each group at its interval and
+/// Health-checks every tracked target for one term of leadership, each group at its interval and
 /// a new target at once (so it can go healthy without waiting an interval); a target whose
 /// state changes queues its group for a status write.
-pub async fn health_checks(
-    ctx: Arc<Ctx>,
-    queue: WorkQueue<String>,
-    mut leadership: Leadership,
-    cancel: CancellationToken,
-) {
+pub async fn health_checks(ctx: Arc<Ctx>, queue: WorkQueue<String>, term: CancellationToken) {
     // HTTP checks only need plain TCP, but reqwest wants a TLS provider installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = match reqwest::Client::builder().build() {
@@ -168,11 +163,7 @@ pub async fn health_checks(
     };
     let mut next: HashMap<String, tokio::time::Instant> = HashMap::new();
     let mut checked: HashSet<(String, String)> = HashSet::new();
-    loop {
-        let claim = tokio::select! {
-            _ = cancel.cancelled() => return,
-            c = leadership.acquired() => match c { Some(c) => c, None => return },
-        };
+    {
         loop {
             let now = tokio::time::Instant::now();
             let due: Vec<Due> = {
@@ -235,13 +226,11 @@ pub async fn health_checks(
                 }
             }
             tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = leadership.lost(&claim) => break,
+                _ = term.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
         }
+        // The next leader starts from the status written.
         lock(&ctx.tracking).clear();
-        next.clear();
-        checked.clear();
     }
 }

@@ -11,6 +11,7 @@ pub mod args;
 pub mod clock;
 pub mod controller;
 pub mod events;
+pub mod leading;
 pub mod queue;
 pub mod telemetry;
 
@@ -27,6 +28,7 @@ pub use args::CommonArgs;
 pub use clock::now;
 pub use controller::{Action, Controller, ControllerConfig};
 pub use events::Events;
+pub use leading::spawn_while_leading;
 pub use queue::{BackoffConfig, WorkQueue};
 pub use telemetry::{LogFormat, TelemetryGuard};
 

@@ -13,7 +13,7 @@ use capstan_core::keys::{ClusterKey, Family};
 use capstan_core::task::{StopCode, Task, TaskStatus};
 use capstan_plan::tasks;
 use capstan_proto::agent::v1 as pb;
-use capstan_store::{Claim, Leadership, StoreError, Write};
+use capstan_store::{Claim, StoreError, Write};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -211,14 +211,10 @@ async fn write_reports(
     }
 }
 
-/// Runs one watcher per registered instance while this replica leads.
-pub async fn manage_agents(ctx: Arc<Ctx>, mut leadership: Leadership, cancel: CancellationToken) {
-    loop {
-        let claim = tokio::select! {
-            _ = cancel.cancelled() => return,
-            c = leadership.acquired() => match c { Some(c) => c, None => return },
-        };
-        let term = cancel.child_token();
+/// Runs one watcher per registered instance for one term of leadership (see
+/// `capstan_runtime::spawn_while_leading`), until `term` is cancelled.
+pub async fn follow_agents(ctx: Arc<Ctx>, claim: Arc<Claim>, term: CancellationToken) {
+    {
         let (reports, rx) = mpsc::channel(REPORT_QUEUE);
         tokio::spawn(write_reports(ctx.clone(), claim.clone(), rx, term.clone()));
         let mut watchers: BTreeMap<String, (String, CancellationToken)> = BTreeMap::new();
@@ -263,12 +259,10 @@ pub async fn manage_agents(ctx: Arc<Ctx>, mut leadership: Leadership, cancel: Ca
                 keep
             });
             tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = leadership.lost(&claim) => break,
+                _ = term.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
-        term.cancel();
     }
 }
 

@@ -24,7 +24,9 @@ use std::time::Duration;
 use capstan_agent_client::Agents;
 use capstan_core::Keys;
 use capstan_core::keys::{ClusterKey, Family, ServiceKey};
-use capstan_runtime::{Controller, ControllerConfig, Events, Runtime, RuntimeError};
+use capstan_runtime::{
+    Controller, ControllerConfig, Events, Runtime, RuntimeError, spawn_while_leading,
+};
 use futures::FutureExt;
 
 pub use crate::args::SchedulerArgs;
@@ -150,11 +152,12 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
                 .into_iter()
                 .collect()
         });
-    tokio::spawn(agents::manage_agents(
-        ctx.clone(),
+    let follower = ctx.clone();
+    spawn_while_leading(
         rt.leadership.clone(),
         rt.cancel.clone(),
-    ));
+        move |claim, term| agents::follow_agents(follower.clone(), claim, term),
+    );
     rt.serve(controller, ctx, |k, c, x| reconcile_key(k, c, x).boxed())
         .await;
     Ok(())
