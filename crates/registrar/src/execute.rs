@@ -23,7 +23,7 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Puts a group's status document when it changed (ignoring `updatedAt`).
+    /// Puts a status document when it changed (ignoring `updatedAt`).
     pub async fn put_status(
         &self,
         claim: &Claim,
@@ -33,15 +33,10 @@ impl Executor {
     ) -> Result<(), StoreError> {
         let keys = self.store.keys();
         let old = self.caches.status_of(keys, tg);
-        let w = Write::new().put_status_if_changed(
-            &keys.target_group_status(tg),
-            old.as_ref(),
-            doc,
-            now,
-        );
-        if !w.is_empty() {
-            self.store.commit(w, Some(claim)).await?;
-        }
+        let key = keys.target_group_status(tg);
+        self.store
+            .put_status_if_changed(&key, old.as_ref(), doc, now, Some(claim))
+            .await?;
         Ok(())
     }
 

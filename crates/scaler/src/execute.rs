@@ -131,7 +131,7 @@ impl Executor {
         }
     }
 
-    /// Puts a provider's status document when it changed (ignoring `updatedAt`).
+    /// Puts a status document when it changed (ignoring `updatedAt`).
     pub async fn put_status(
         &self,
         claim: &Claim,
@@ -142,10 +142,9 @@ impl Executor {
         let keys = self.store.keys();
         let old = self.caches.status_of(keys, provider);
         let key = keys.capacity_provider_status(provider);
-        let w = Write::new().put_status_if_changed(&key, old.as_ref(), doc, now);
-        if !w.is_empty() {
-            self.store.commit(w, Some(claim)).await?;
-        }
+        self.store
+            .put_status_if_changed(&key, old.as_ref(), doc, now, Some(claim))
+            .await?;
         Ok(())
     }
 

@@ -506,6 +506,28 @@ impl Store {
         })
     }
 
+    /// Commits the status document `doc` at `key`, fenced, stamped `now`, unless it equals `old`
+    /// (what the caller's cache holds) but for the stamp ([`Write::put_status_if_changed`]).
+    /// Returns whether it wrote.
+    pub async fn put_status_if_changed<T>(
+        &self,
+        key: &str,
+        old: Option<&T>,
+        doc: T,
+        now: f64,
+        fence: Option<&Claim>,
+    ) -> Result<bool>
+    where
+        T: capstan_core::Stamped + Serialize + PartialEq + Clone,
+    {
+        let w = Write::new().put_status_if_changed(key, old, doc, now);
+        if w.is_empty() {
+            return Ok(false);
+        }
+        self.commit(w, fence).await?;
+        Ok(true)
+    }
+
     /// Whether `claim`'s leader key still exists with the revision it was won at.
     pub async fn holds(&self, claim: &Claim) -> Result<bool> {
         let kv = self.get(&claim.key).await?;

@@ -468,3 +468,89 @@ async fn three_members_with_one_stopped_keep_store_and_election_working() {
     assert_eq!(a.current().as_deref(), Some(&*claim));
     cancel.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_json_retries_a_lost_compare_and_status_is_written_only_when_it_changed() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let s = store(etcd.endpoints()).await;
+    let key = "/capstan/test/counter";
+    assert_eq!(
+        s.update_json(key, None, |d: &mut Doc| {
+            d.n += 1;
+            true
+        })
+        .await
+        .expect("absent key"),
+        None
+    );
+    s.put_json(key, &Doc { n: 1 }).await.expect("put");
+    // Another writer gets in between the first read and its commit: the update reads again.
+    let mut attempts = 0;
+    let other = s.clone();
+    let done = s
+        .update_json(key, None, |d: &mut Doc| {
+            attempts += 1;
+            if attempts == 1 {
+                let other = other.clone();
+                // Runs to completion before this attempt commits (block_in_place keeps the
+                // runtime's other tasks going).
+                tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current()
+                        .block_on(other.put_json(key, &Doc { n: 10 }))
+                        .expect("concurrent put");
+                });
+            }
+            d.n += 1;
+            true
+        })
+        .await
+        .expect("update")
+        .expect("present");
+    assert_eq!(attempts, 2, "the lost compare was retried");
+    assert_eq!(
+        done,
+        Doc { n: 11 },
+        "the retry started from the other writer's value"
+    );
+    let stored: Doc = s.get_json(key).await.expect("get").expect("present").value;
+    assert_eq!(stored, Doc { n: 11 });
+
+    // Status documents: equal but for the stamp is not written again.
+    let status_key = "/capstan/status/capacityproviders/cp";
+    let doc = capstan_core::capacity::CapacityProviderStatusDoc {
+        desired_capacity: 2,
+        ..Default::default()
+    };
+    assert!(
+        s.put_status_if_changed(status_key, None, doc.clone(), 100.0, None)
+            .await
+            .expect("first write")
+    );
+    let written: capstan_core::capacity::CapacityProviderStatusDoc = s
+        .get_json(status_key)
+        .await
+        .expect("get")
+        .expect("present")
+        .value;
+    assert_eq!(written.updated_at, Some(100.0));
+    let rev = s.revision().await.expect("revision");
+    assert!(
+        !s.put_status_if_changed(status_key, Some(&written), doc.clone(), 200.0, None)
+            .await
+            .expect("unchanged")
+    );
+    assert_eq!(
+        s.revision().await.expect("revision"),
+        rev,
+        "nothing written"
+    );
+    let moved = capstan_core::capacity::CapacityProviderStatusDoc {
+        desired_capacity: 3,
+        ..doc
+    };
+    assert!(
+        s.put_status_if_changed(status_key, Some(&written), moved, 300.0, None)
+            .await
+            .expect("changed")
+    );
+}
