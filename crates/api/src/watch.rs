@@ -1,74 +1,16 @@
-//! Watching: RunTask's wait for the scheduler's answer, and the WatchService stream.
+//! Watching: the WatchService stream (RunTask waits with `Store::wait_for_put`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use capstan_core::Task;
 use capstan_core::keys::Family;
 use capstan_proto::api::v1 as pb;
-use capstan_store::{Cache, Change, Decoder, KeyValue, Store, StoreError};
-use etcd_client::{EventType, WatchOptions};
+use capstan_store::{Cache, Change, Decoder};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::Api;
-
-/// Waits until `key` is written after revision `after`; `None` when `timeout` passes first.
-pub async fn wait_for_key(
-    store: &Store,
-    key: &str,
-    after: i64,
-    timeout: Duration,
-) -> Result<Option<KeyValue>, StoreError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut client = store.client();
-    let opts = WatchOptions::new().with_start_revision(after + 1);
-    let mut stream = client
-        .watch(key, Some(opts))
-        .await
-        .map_err(|source| StoreError::Etcd {
-            op: "watch",
-            source,
-        })?;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.message()).await {
-            Err(_) => return Ok(None),
-            Ok(Ok(Some(resp))) => {
-                if resp
-                    .events()
-                    .iter()
-                    .any(|e| e.event_type() == EventType::Put)
-                {
-                    return store.get(key).await;
-                }
-            }
-            // The stream broke: the key may have been written meanwhile.
-            Ok(Ok(None) | Err(_)) => {
-                if let Some(kv) = store.get(key).await? {
-                    return Ok(Some(kv));
-                }
-                tokio::time::sleep_until(
-                    deadline.min(tokio::time::Instant::now() + Duration::from_millis(200)),
-                )
-                .await;
-                if tokio::time::Instant::now() >= deadline {
-                    return Ok(None);
-                }
-                stream = client
-                    .watch(
-                        key,
-                        Some(WatchOptions::new().with_start_revision(after + 1)),
-                    )
-                    .await
-                    .map_err(|source| StoreError::Etcd {
-                        op: "watch",
-                        source,
-                    })?;
-            }
-        }
-    }
-}
 
 fn raw() -> Decoder<Vec<u8>> {
     Arc::new(|_key, bytes| Ok(bytes.to_vec()))

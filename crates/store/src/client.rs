@@ -528,6 +528,64 @@ impl Store {
         Ok(true)
     }
 
+    /// Waits until `key` is written after revision `after`, and returns it; `None` when `timeout`
+    /// passes first. A broken watch is opened again from the same revision.
+    pub async fn wait_for_put(
+        &self,
+        key: &str,
+        after: i64,
+        timeout: Duration,
+    ) -> Result<Option<KeyValue>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut client = self.client();
+        let opts = etcd_client::WatchOptions::new().with_start_revision(after + 1);
+        let mut stream =
+            client
+                .watch(key, Some(opts))
+                .await
+                .map_err(|source| StoreError::Etcd {
+                    op: "watch",
+                    source,
+                })?;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.message()).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(Some(resp))) => {
+                    if resp
+                        .events()
+                        .iter()
+                        .any(|e| e.event_type() == etcd_client::EventType::Put)
+                    {
+                        return self.get(key).await;
+                    }
+                }
+                // The stream broke: the key may have been written meanwhile.
+                Ok(Ok(None) | Err(_)) => {
+                    if let Some(kv) = self.get(key).await? {
+                        return Ok(Some(kv));
+                    }
+                    tokio::time::sleep_until(
+                        deadline.min(tokio::time::Instant::now() + Duration::from_millis(200)),
+                    )
+                    .await;
+                    if tokio::time::Instant::now() >= deadline {
+                        return Ok(None);
+                    }
+                    stream = client
+                        .watch(
+                            key,
+                            Some(etcd_client::WatchOptions::new().with_start_revision(after + 1)),
+                        )
+                        .await
+                        .map_err(|source| StoreError::Etcd {
+                            op: "watch",
+                            source,
+                        })?;
+                }
+            }
+        }
+    }
+
     /// Whether `claim`'s leader key still exists with the revision it was won at.
     pub async fn holds(&self, claim: &Claim) -> Result<bool> {
         let kv = self.get(&claim.key).await?;

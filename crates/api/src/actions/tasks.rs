@@ -1,0 +1,206 @@
+//! Tasks: RunTask, StartTask, StopTask, DescribeTasks, ListTasks.
+
+use super::*;
+
+impl Api {
+    pub(crate) async fn task(&self, cluster: &str, id: &str) -> ApiResult<Option<Task>> {
+        Ok(self
+            .get::<Task>(&self.keys().task(cluster, id))
+            .await?
+            .map(|(t, _)| t))
+    }
+
+    /// Writes a RunTask request and waits for the scheduler's answer.
+    pub(crate) async fn submit_run_task(
+        &self,
+        cluster: &str,
+        request: &RunTaskRequest,
+    ) -> ApiResult<pb::DescribeResponse> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let key = self.keys().key(Family::RunTaskRequests, &[cluster, &id]);
+        let result_key = self.keys().key(Family::RunTaskResults, &[cluster, &id]);
+        let rev = self.store.put_json(&key, request).await?;
+        let Some(kv) = self
+            .store
+            .wait_for_put(&result_key, rev, self.run_task_timeout)
+            .await?
+        else {
+            return Err(ApiError::new(
+                Exception::Server,
+                format!(
+                    "the scheduler did not answer within {:?}; is capstan-scheduler running? The request stays queued as {key}",
+                    self.run_task_timeout
+                ),
+            ));
+        };
+        let result: RunTaskResult = decode(&kv).unwrap_or_default();
+        let mut out = pb::DescribeResponse::default();
+        for t in &result.tasks {
+            if let Some(task) = self.task(cluster, t).await? {
+                out.items_json.push(to_json(&task));
+            }
+        }
+        out.failures = result
+            .failures
+            .into_iter()
+            .map(|f| pb::Failure {
+                arn: String::new(),
+                reason: f.reason,
+                detail: f.detail,
+            })
+            .collect();
+        Ok(out)
+    }
+
+    /// RunTask: places and starts up to 10 tasks through the scheduler.
+    pub async fn run_task(&self, req: pb::RunTaskRequest) -> ApiResult<pb::DescribeResponse> {
+        let accepted = accept::<RunTaskRequest>(req.run_task_json.as_bytes())?;
+        let mut r = accepted.value;
+        let cluster = match (&r.cluster, req.cluster.as_str()) {
+            (Some(c), "") => name_of(c).to_string(),
+            _ => cluster_or_default(&req.cluster).to_string(),
+        };
+        self.require_cluster(&cluster).await?;
+        self.usable_task_definition(&r.task_definition).await?;
+        for cp in &r.capacity_provider_strategy {
+            self.require_capacity_provider(&cp.capacity_provider)
+                .await?;
+        }
+        r.cluster = Some(cluster.clone());
+        self.submit_run_task(&cluster, &r).await
+    }
+
+    /// StartTask: one task on each named container instance.
+    pub async fn start_task(&self, req: pb::StartTaskRequest) -> ApiResult<pb::DescribeResponse> {
+        let cluster = cluster_or_default(&req.cluster).to_string();
+        self.require_cluster(&cluster).await?;
+        if req.container_instances.is_empty() || req.container_instances.len() > 10 {
+            return Err(ApiError::invalid(
+                "containerInstances must name 1 to 10 container instances",
+            ));
+        }
+        self.usable_task_definition(&req.task_definition).await?;
+        let overrides: Option<TaskOverride> = if req.overrides_json.trim().is_empty() {
+            None
+        } else {
+            Some(capstan_core::parse_json(req.overrides_json.as_bytes())?)
+        };
+        let mut out = pb::DescribeResponse::default();
+        for ci in &req.container_instances {
+            let id = name_of(ci);
+            if self
+                .store
+                .get(&self.keys().container_instance(&cluster, id))
+                .await?
+                .is_none()
+            {
+                out.failures
+                    .push(missing(format!("container-instance/{cluster}/{id}")));
+                continue;
+            }
+            let r = RunTaskRequest {
+                task_definition: req.task_definition.clone(),
+                count: Some(1),
+                group: (!req.group.is_empty()).then(|| req.group.clone()),
+                started_by: (!req.started_by.is_empty()).then(|| req.started_by.clone()),
+                placement_constraints: vec![PlacementConstraint {
+                    kind: PlacementConstraintType::MemberOf,
+                    expression: Some(format!("ec2InstanceId == {id}")),
+                }],
+                overrides: overrides.clone(),
+                cluster: Some(cluster.clone()),
+                ..Default::default()
+            };
+            let bytes = serde_json::to_vec(&r).unwrap_or_default();
+            let r = accept::<RunTaskRequest>(&bytes)?.value;
+            let part = self.submit_run_task(&cluster, &r).await?;
+            out.items_json.extend(part.items_json);
+            out.failures.extend(part.failures.into_iter().map(|mut f| {
+                f.arn = arn(&format!("container-instance/{cluster}/{id}"));
+                f
+            }));
+        }
+        Ok(out)
+    }
+
+    /// StopTask: writes the request key the scheduler consumes.
+    pub async fn stop_task(&self, req: pb::StopTaskRequest) -> ApiResult<pb::TaskResponse> {
+        let cluster = cluster_or_default(&req.cluster).to_string();
+        self.require_cluster(&cluster).await?;
+        let id = name_of(&req.task).to_string();
+        let Some(mut task) = self.task(&cluster, &id).await? else {
+            return Err(ApiError::invalid(format!(
+                "The referenced task was not found: {id} in cluster {cluster}."
+            )));
+        };
+        let body = StopTaskRequest {
+            reason: (!req.reason.is_empty()).then(|| req.reason.clone()),
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let body = accept::<StopTaskRequest>(&bytes)?.value;
+        if task.desired_status == DesiredStatus::Running {
+            self.store
+                .put_json(
+                    &self.keys().key(Family::StopTaskRequests, &[&cluster, &id]),
+                    &body,
+                )
+                .await?;
+            // As ECS answers: the task with the stop accepted.
+            task.desired_status = DesiredStatus::Stopped;
+            if task.stopped_reason.is_none() {
+                task.stopped_reason = body.reason;
+            }
+        }
+        Ok(pb::TaskResponse {
+            task_json: to_json(&task),
+        })
+    }
+
+    /// DescribeTasks.
+    pub async fn describe_tasks(
+        &self,
+        req: pb::DescribeTasksRequest,
+    ) -> ApiResult<pb::DescribeResponse> {
+        let cluster = cluster_or_default(&req.cluster).to_string();
+        self.require_cluster(&cluster).await?;
+        if req.tasks.is_empty() || req.tasks.len() > 100 {
+            return Err(ApiError::invalid("tasks must name 1 to 100 tasks"));
+        }
+        let mut out = pb::DescribeResponse::default();
+        for t in &req.tasks {
+            let id = name_of(t);
+            match self.task(&cluster, id).await? {
+                Some(task) => out.items_json.push(to_json(&task)),
+                None => out.failures.push(missing(format!("task/{cluster}/{id}"))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// ListTasks.
+    pub async fn list_tasks(&self, req: pb::ListTasksRequest) -> ApiResult<pb::ListResponse> {
+        let cluster = cluster_or_default(&req.cluster).to_string();
+        self.require_cluster(&cluster).await?;
+        let filter = TaskFilter {
+            family: req.family,
+            service_name: name_of(&req.service_name).to_string(),
+            desired_status: req.desired_status,
+            container_instance: req.container_instance,
+            started_by: req.started_by,
+        };
+        filter.validate()?;
+        let ids: Vec<String> = self
+            .list::<Task>(&self.keys().list(Family::Tasks, &[&cluster]))
+            .await?
+            .iter()
+            .filter(|(t, _)| filter.matches(t))
+            .map(|(_, kv)| name_of(&kv.key).to_string())
+            .collect();
+        arn_page(
+            ids,
+            req.max_results,
+            &req.next_token,
+            &format!("task/{cluster}/"),
+        )
+    }
+}

@@ -1,0 +1,148 @@
+//! `capstan task …`
+
+use super::*;
+
+/// `capstan task …`
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// Run one-off tasks (RunTask): from a JSON file, or a task definition and count.
+    Run {
+        /// RunTask JSON file.
+        #[arg(short = 'f', long = "file", conflicts_with = "task_definition")]
+        file: Option<PathBuf>,
+        /// `family:revision` or `family`.
+        #[arg(long, required_unless_present = "file")]
+        task_definition: Option<String>,
+        /// How many (1-10).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Recorded on the tasks.
+        #[arg(long)]
+        started_by: Option<String>,
+    },
+    /// Stop a task.
+    Stop {
+        /// Task id or ARN.
+        task: String,
+        /// Recorded as the stopped reason.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// List tasks.
+    List {
+        /// Only this family.
+        #[arg(long, default_value = "")]
+        family: String,
+        /// Only this service's tasks.
+        #[arg(long, default_value = "")]
+        service: String,
+        /// RUNNING (default) or STOPPED.
+        #[arg(long, default_value = "RUNNING")]
+        desired_status: String,
+        /// Only tasks on this container instance.
+        #[arg(long, default_value = "")]
+        container_instance: String,
+        /// Only tasks started by this value (a deployment id for service tasks).
+        #[arg(long, default_value = "")]
+        started_by: String,
+    },
+    /// Describe tasks.
+    Describe {
+        /// Task ids or ARNs.
+        #[arg(required = true)]
+        tasks: Vec<String>,
+    },
+}
+
+/// Columns of a task.
+pub const TASK_COLUMNS: &[Column] = &[
+    ("TASK", |v| short(&field(v, "taskArn"))),
+    ("TASK DEFINITION", |v| field(v, "taskDefinitionArn")),
+    ("LAST", |v| field(v, "lastStatus")),
+    ("DESIRED", |v| field(v, "desiredStatus")),
+    ("HEALTH", |v| field(v, "healthStatus")),
+    ("INSTANCE", |v| short(&field(v, "containerInstanceArn"))),
+    ("GROUP", |v| field(v, "group")),
+    ("STARTED", |v| time(v, "startedAt")),
+    ("STOPPED REASON", |v| field(v, "stoppedReason")),
+];
+
+/// Runs a task command.
+pub async fn task(conn: &Conn, cluster: &str, out: Format, cmd: TaskCmd) -> anyhow::Result<i32> {
+    let mut c = conn.client().await?;
+    let cluster = cluster.to_string();
+    match cmd {
+        TaskCmd::Run {
+            file,
+            task_definition,
+            count,
+            started_by,
+        } => {
+            let body = match (file, task_definition) {
+                (Some(f), _) => read_doc(&f)?,
+                (None, Some(td)) => {
+                    let mut v = json!({"taskDefinition": td, "count": count});
+                    if let Some(s) = started_by {
+                        v["startedBy"] = json!(s);
+                    }
+                    v.to_string()
+                }
+                (None, None) => anyhow::bail!("give --task-definition or -f"),
+            };
+            let r = c
+                .run_task(pb::RunTaskRequest {
+                    cluster,
+                    run_task_json: body,
+                })
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            output::docs(out, &output::parse_all(&r.items_json), TASK_COLUMNS);
+            return done(output::failures(&r.failures));
+        }
+        TaskCmd::Stop { task, reason } => {
+            let r = c
+                .stop_task(pb::StopTaskRequest {
+                    cluster,
+                    task,
+                    reason,
+                })
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            output::docs(out, &output::parse_all(&[r.task_json]), TASK_COLUMNS);
+        }
+        TaskCmd::List {
+            family,
+            service,
+            desired_status,
+            container_instance,
+            started_by,
+        } => {
+            let r = c
+                .list_tasks(pb::ListTasksRequest {
+                    cluster,
+                    family,
+                    service_name: service,
+                    desired_status,
+                    container_instance,
+                    started_by,
+                    ..Default::default()
+                })
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            output::list(out, "TASK", &r.arns);
+        }
+        TaskCmd::Describe { tasks } => {
+            let r = c
+                .describe_tasks(pb::DescribeTasksRequest { cluster, tasks })
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            output::docs(out, &output::parse_all(&r.items_json), TASK_COLUMNS);
+            return done(output::failures(&r.failures));
+        }
+    }
+    Ok(0)
+}
