@@ -74,13 +74,7 @@ pub struct AgentArgs {
     /// How long stopped tasks stay visible (and their containers kept) before clean-up.
     #[arg(long, env = "CAPSTAN_AGENT_TASK_RETENTION", default_value = "1h")]
     pub task_retention: humantime::Duration,
-    /// Server certificate (PEM); with --tls-key and --tls-ca turns on mutual TLS.
-    #[arg(long, env = "CAPSTAN_AGENT_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
-    pub tls_cert: Option<PathBuf>,
-    /// Server key (PEM).
-    #[arg(long, env = "CAPSTAN_AGENT_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
-    pub tls_key: Option<PathBuf>,
-    /// CA (PEM) that must have signed every caller's client certificate.
-    #[arg(long, env = "CAPSTAN_AGENT_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
-    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: callers need a client certificate from the cluster CA.
+    #[command(flatten)]
+    pub tls: capstan_proto::tls::TlsArgs,
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capstan_proto::tls::{TlsError, TlsFiles};
+use capstan_proto::tls::TlsError;
 use capstan_runtime::{Readiness, spawn_signal_handler};
 use capstan_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -112,14 +112,7 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
         .await
         .map_err(io(format!("cannot listen on {}", args.listen)))?;
     let bound = listener.local_addr().map_err(io("listener address"))?;
-    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
-        (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: ca.clone(),
-        }),
-        _ => None,
-    };
+    let tls = args.tls.files();
     let advertise = args.advertise.clone().unwrap_or_else(|| {
         if bound.ip().is_unspecified() {
             format!("127.0.0.1:{}", bound.port())

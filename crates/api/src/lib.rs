@@ -10,11 +10,10 @@ pub mod shape;
 pub mod watch;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use capstan_proto::api::v1::capstan_server::CapstanServer;
-use capstan_proto::tls::{TlsError, TlsFiles};
+use capstan_proto::tls::TlsError;
 use capstan_runtime::CommonArgs;
 use capstan_runtime::admin::Readiness;
 use capstan_store::{Store, StoreError};
@@ -44,16 +43,9 @@ pub struct ApiArgs {
     /// How long RunTask and StartTask wait for the scheduler's answer.
     #[arg(long, env = "CAPSTAN_RUN_TASK_TIMEOUT", default_value = "30s")]
     pub run_task_timeout: humantime::Duration,
-    /// Server certificate (PEM); with --tls-key and --tls-ca the API requires client
-    /// certificates signed by that CA (mutual TLS).
-    #[arg(long, env = "CAPSTAN_API_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
-    pub tls_cert: Option<PathBuf>,
-    /// Server key (PEM).
-    #[arg(long, env = "CAPSTAN_API_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
-    pub tls_key: Option<PathBuf>,
-    /// CA that signs client certificates (PEM).
-    #[arg(long, env = "CAPSTAN_API_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
-    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: clients need a certificate from the cluster CA.
+    #[command(flatten)]
+    pub tls: capstan_proto::tls::TlsArgs,
 }
 
 /// Why the API could not start.
@@ -99,14 +91,7 @@ pub async fn run(args: ApiArgs) -> Result<(), StartError> {
         context: "listener address".into(),
         source,
     })?;
-    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
-        (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: ca.clone(),
-        }),
-        _ => None,
-    };
+    let tls = args.tls.files();
     let scheme = if tls.is_some() { "https" } else { "http" };
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -6,8 +6,6 @@ pub mod deploy;
 pub mod dev;
 pub mod output;
 
-use std::path::PathBuf;
-
 use capstan_proto::api::v1::capstan_client::CapstanClient;
 use capstan_proto::tls::TlsFiles;
 use clap::{Parser, Subcommand};
@@ -36,15 +34,9 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
-    /// CA that signed the API's certificate (enables mutual TLS with --tls-cert/--tls-key).
-    #[arg(long, global = true, env = "CAPSTAN_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate.
-    #[arg(long, global = true, env = "CAPSTAN_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// Client key.
-    #[arg(long, global = true, env = "CAPSTAN_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS to the API: the client certificate and key, and the cluster CA.
+    #[command(flatten)]
+    pub tls: capstan_proto::tls::TlsArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -93,14 +85,7 @@ pub struct Conn {
 impl Conn {
     /// From the command line.
     pub fn from_cli(cli: &Cli) -> Self {
-        let tls = match (&cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
-            (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
-                ca: ca.clone(),
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
-            _ => None,
-        };
+        let tls = cli.tls.files();
         Self {
             endpoint: cli.endpoint.clone(),
             tls,

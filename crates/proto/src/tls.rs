@@ -18,6 +18,36 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
+/// This component's identity for mutual TLS, one flag group for every binary: its certificate
+/// and key, and the cluster CA that signs every peer. All three or none.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// Certificate (PEM) this component presents; with --tls-key and --tls-ca turns on mutual
+    /// TLS: peers without a certificate from the CA are refused, and nothing speaks plain text.
+    #[arg(long, global = true, env = "CAPSTAN_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "CAPSTAN_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM) that signed every peer's certificate.
+    #[arg(long, global = true, env = "CAPSTAN_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The files, when mutual TLS is configured.
+    pub fn files(&self) -> Option<TlsFiles> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Why TLS could not be set up, or a connection made.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -67,4 +97,40 @@ pub async fn connect(endpoint: &str, tls: Option<&TlsFiles>) -> Result<Channel, 
         ep = ep.tls_config(tls.client()?)?;
     }
     Ok(ep.connect().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        tls: TlsArgs,
+    }
+
+    #[test]
+    fn tls_is_all_three_files_or_none() {
+        let none = Args::try_parse_from(["x"]).expect("no TLS");
+        assert!(none.tls.files().is_none());
+        let all = Args::try_parse_from([
+            "x",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-ca",
+            "ca.pem",
+        ])
+        .expect("mutual TLS");
+        let f = all.tls.files().expect("files");
+        assert_eq!(
+            (f.cert.to_str(), f.key.to_str(), f.ca.to_str()),
+            (Some("c.pem"), Some("k.pem"), Some("ca.pem"))
+        );
+        assert!(Args::try_parse_from(["x", "--tls-cert", "c.pem"]).is_err());
+        assert!(Args::try_parse_from(["x", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_err());
+    }
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use capstan_store::{StoreConfig, TlsFiles};
+use capstan_store::{EtcdTls, StoreConfig};
 
 use crate::telemetry::LogFormat;
 
@@ -64,7 +64,7 @@ impl CommonArgs {
             cfg.credentials = Some((u.clone(), p.clone()));
         }
         if self.etcd_ca.is_some() || self.etcd_cert.is_some() {
-            cfg.tls = Some(TlsFiles {
+            cfg.tls = Some(EtcdTls {
                 ca: self.etcd_ca.clone(),
                 cert: self.etcd_cert.clone(),
                 key: self.etcd_key.clone(),

@@ -1,6 +1,6 @@
 //! The scheduler's flags.
 
-use capstan_proto::tls::TlsFiles;
+use capstan_proto::tls::TlsArgs;
 use capstan_runtime::CommonArgs;
 
 /// Command-line arguments of `capstan-scheduler`.
@@ -29,34 +29,13 @@ pub struct SchedulerArgs {
     /// each). 0 reconciles on every change.
     #[arg(long, env = "CAPSTAN_SCHEDULER_SETTLE", default_value = "100ms")]
     pub settle: humantime::Duration,
-    /// Client certificate for agents (mutual TLS, with --agent-tls-key and --agent-tls-ca).
-    #[arg(long, env = "CAPSTAN_AGENT_CLIENT_CERT", requires_all = ["agent_tls_key", "agent_tls_ca"])]
-    pub agent_tls_cert: Option<std::path::PathBuf>,
-    /// Client key for agents.
-    #[arg(long, env = "CAPSTAN_AGENT_CLIENT_KEY", requires_all = ["agent_tls_cert", "agent_tls_ca"])]
-    pub agent_tls_key: Option<std::path::PathBuf>,
-    /// CA that signed the agents' certificates.
-    #[arg(long, env = "CAPSTAN_AGENT_CA", requires_all = ["agent_tls_cert", "agent_tls_key"])]
-    pub agent_tls_ca: Option<std::path::PathBuf>,
+    /// Mutual TLS to the agents: the scheduler's certificate and key, and the cluster CA that
+    /// signed the agents'. With it, an agent registered at an `http://` endpoint is refused.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl SchedulerArgs {
-    /// The client certificate, key and CA for agents, when mutual TLS is configured.
-    pub fn agent_tls(&self) -> Option<TlsFiles> {
-        match (
-            &self.agent_tls_cert,
-            &self.agent_tls_key,
-            &self.agent_tls_ca,
-        ) {
-            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                ca: ca.clone(),
-            }),
-            _ => None,
-        }
-    }
-
     /// How long an instance may be missing before its tasks are lost.
     pub fn grace(&self) -> std::time::Duration {
         self.node_loss_grace

@@ -55,7 +55,7 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
         exec: Executor {
             store: rt.store.clone(),
             keys: keys.clone(),
-            agents: Arc::new(Agents::new(args.agent_tls())),
+            agents: Arc::new(Agents::new(args.tls.files())),
             caches: caches.clone(),
             created: AtomicI64::new(0),
         },

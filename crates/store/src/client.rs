@@ -21,9 +21,11 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys fetched per page when listing, so large families stay under gRPC message limits.
 pub const LIST_PAGE: i64 = 1000;
 
-/// Client TLS files for etcd.
+/// TLS to etcd: the CA that signed its members (server verification) and, for mutual TLS,
+/// this client's certificate and key. Not the cluster identity of `capstan_proto::tls`: etcd may
+/// have a CA of its own.
 #[derive(Debug, Clone, Default)]
-pub struct TlsFiles {
+pub struct EtcdTls {
     /// CA bundle that signed the etcd members' certificates.
     pub ca: Option<PathBuf>,
     /// Client certificate (mutual TLS).
@@ -42,7 +44,7 @@ pub struct StoreConfig {
     /// User name and password, when etcd auth is on.
     pub credentials: Option<(String, String)>,
     /// TLS, when etcd serves https.
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<EtcdTls>,
     /// Per-call timeout.
     pub call_timeout: Duration,
 }

@@ -14,7 +14,7 @@ pub mod error;
 pub mod lease;
 
 pub use cache::{Cache, CacheStats, Change, Decoder, Entry, json_decoder};
-pub use client::{KeyValue, Listing, Store, StoreConfig, TlsFiles, Versioned, Write};
+pub use client::{EtcdTls, KeyValue, Listing, Store, StoreConfig, Versioned, Write};
 pub use election::{Candidate, Claim, Leadership, campaign};
 pub use error::{Result, StoreError};
 pub use lease::KeptLease;
