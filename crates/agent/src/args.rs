@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use capstan_runtime::CommonArgs;
+use capstan_runtime::{AdminArgs, LogArgs, StoreArgs};
 
 /// Which runtime runs the containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -30,9 +30,15 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 #[derive(Debug, clap::Parser)]
 #[command(name = "capstan-agent", version)]
 pub struct AgentArgs {
-    /// etcd, prefix, admin address and logging.
+    /// etcd.
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub store: StoreArgs,
+    /// The admin server.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Logs.
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Cluster this instance joins.
     #[arg(long, env = "CAPSTAN_CLUSTER", default_value = "default")]
     pub cluster: String,

@@ -147,9 +147,9 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
     let (registered_tx, registered_rx) = tokio::sync::watch::channel(false);
     readiness.add("registered", move || *registered_rx.borrow());
     let (admin_addr, admin) =
-        capstan_runtime::admin::serve(args.common.admin_addr, readiness, cancel.clone())
+        capstan_runtime::admin::serve(args.admin.admin_addr, readiness, cancel.clone())
             .await
-            .map_err(io(format!("admin server on {}", args.common.admin_addr)))?;
+            .map_err(io(format!("admin server on {}", args.admin.admin_addr)))?;
     // A machine-readable line, so scripts and tests can find a port-0 agent.
     println!(
         "capstan-agent grpc={endpoint} admin={admin_addr} instance={instance_id} adopted={adopted}"
@@ -159,7 +159,7 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
     let registration = {
         let cancel = cancel.clone();
         let agent = agent.clone();
-        let store_cfg = args.common.store_config();
+        let store_cfg = args.store.store_config();
         let ttl = args.lease_ttl;
         tokio::spawn(async move {
             // etcd may be down when the agent starts: tasks are served meanwhile.

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use capstan_proto::api::v1::capstan_server::CapstanServer;
 use capstan_proto::tls::TlsError;
-use capstan_runtime::CommonArgs;
 use capstan_runtime::admin::Readiness;
+use capstan_runtime::{AdminArgs, LogArgs, StoreArgs};
 use capstan_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -34,9 +34,15 @@ pub const LISTEN_DEFAULT: &str = "127.0.0.1:7400";
     about = "Capstan's gRPC API (ECS's actions)"
 )]
 pub struct ApiArgs {
-    /// Shared flags (etcd, prefix, admin server, logs).
+    /// etcd.
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub store: StoreArgs,
+    /// The admin server.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Logs.
+    #[command(flatten)]
+    pub log: LogArgs,
     /// gRPC listen address; port 0 picks a free port.
     #[arg(long, env = "CAPSTAN_API_LISTEN", default_value = LISTEN_DEFAULT)]
     pub listen: SocketAddr,
@@ -78,7 +84,7 @@ pub enum StartError {
 pub async fn run(args: ApiArgs) -> Result<(), StartError> {
     let cancel = CancellationToken::new();
     capstan_runtime::spawn_signal_handler(cancel.clone());
-    let store = Store::connect(&args.common.store_config()).await?;
+    let store = Store::connect(&args.store.store_config()).await?;
     let api = Api::new(store, Duration::from(args.run_task_timeout));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -122,10 +128,10 @@ pub async fn run(args: ApiArgs) -> Result<(), StartError> {
             )
     };
     let (admin_addr, admin) =
-        capstan_runtime::admin::serve(args.common.admin_addr, Readiness::default(), cancel.clone())
+        capstan_runtime::admin::serve(args.admin.admin_addr, Readiness::default(), cancel.clone())
             .await
             .map_err(|source| StartError::Io {
-                context: format!("admin server on {}", args.common.admin_addr),
+                context: format!("admin server on {}", args.admin.admin_addr),
                 source,
             })?;
     // A machine-readable line, so scripts and tests can find a port-0 server.

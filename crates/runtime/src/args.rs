@@ -13,27 +13,16 @@ pub const ETCD_ENDPOINTS_DEFAULT: &str = "http://127.0.0.1:2379";
 /// Default election TTL, seconds.
 pub const ELECTION_TTL_DEFAULT: u64 = 5;
 
-/// Arguments shared by every binary; flatten into each binary's own `Args`.
+/// How to reach etcd: endpoints, the installation's prefix, TLS and auth. Every binary that
+/// talks to etcd flattens it.
 #[derive(Debug, Clone, clap::Args)]
-pub struct CommonArgs {
+pub struct StoreArgs {
     /// etcd client URLs, comma-separated.
     #[arg(long, env = "CAPSTAN_ETCD_ENDPOINTS", default_value = ETCD_ENDPOINTS_DEFAULT, value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
     /// Key prefix of this installation; several installations can share one etcd.
     #[arg(long, env = "CAPSTAN_PREFIX", default_value = capstan_core::keys::DEFAULT_PREFIX)]
     pub prefix: String,
-    /// Address of the admin server (/metrics, /healthz, /readyz); port 0 picks a free port.
-    #[arg(long, env = "CAPSTAN_ADMIN_ADDR", default_value = "127.0.0.1:0")]
-    pub admin_addr: SocketAddr,
-    /// Leader election lease TTL in whole seconds (at least 2).
-    #[arg(long, env = "CAPSTAN_ELECTION_TTL", default_value_t = ELECTION_TTL_DEFAULT, value_parser = clap::value_parser!(u64).range(2..=3600))]
-    pub election_ttl: u64,
-    /// Replica identity, stored in the election value; default `<hostname>-<pid>`.
-    #[arg(long, env = "CAPSTAN_ID")]
-    pub id: Option<String>,
-    /// Log format.
-    #[arg(long, env = "CAPSTAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
     /// CA certificate that signed etcd's server certificates (enables TLS to etcd).
     #[arg(long, env = "CAPSTAN_ETCD_CA")]
     pub etcd_ca: Option<PathBuf>,
@@ -56,7 +45,7 @@ pub struct CommonArgs {
     pub etcd_password: Option<String>,
 }
 
-impl CommonArgs {
+impl StoreArgs {
     /// The store configuration these arguments describe.
     pub fn store_config(&self) -> StoreConfig {
         let mut cfg = StoreConfig::new(self.etcd_endpoints.clone(), &self.prefix);
@@ -72,7 +61,20 @@ impl CommonArgs {
         }
         cfg
     }
+}
 
+/// Leader election: a controller's replicas campaign; the API and agents do not.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ElectionArgs {
+    /// Leader election lease TTL in whole seconds (at least 2).
+    #[arg(long, env = "CAPSTAN_ELECTION_TTL", default_value_t = ELECTION_TTL_DEFAULT, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub election_ttl: u64,
+    /// Replica identity, stored in the election value; default `<hostname>-<pid>`.
+    #[arg(long, env = "CAPSTAN_ID")]
+    pub id: Option<String>,
+}
+
+impl ElectionArgs {
     /// This replica's identity.
     pub fn replica_id(&self) -> String {
         self.id.clone().unwrap_or_else(|| {
@@ -91,6 +93,52 @@ impl CommonArgs {
     }
 }
 
+/// The admin server (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    /// Address of the admin server (/metrics, /healthz, /readyz); port 0 picks a free port.
+    #[arg(long, env = "CAPSTAN_ADMIN_ADDR", default_value = "127.0.0.1:0")]
+    pub admin_addr: SocketAddr,
+}
+
+/// Logging.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, env = "CAPSTAN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// What every controller takes: etcd, election, admin server and logs. A binary that does not
+/// campaign (the API, an agent) flattens only the groups it uses.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// etcd.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Leader election.
+    #[command(flatten)]
+    pub election: ElectionArgs,
+    /// Admin server.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Logs.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl CommonArgs {
+    /// The store configuration.
+    pub fn store_config(&self) -> StoreConfig {
+        self.store.store_config()
+    }
+
+    /// The election TTL.
+    pub fn election_ttl(&self) -> Duration {
+        self.election.election_ttl()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -106,9 +154,9 @@ mod tests {
     #[test]
     fn defaults_and_lists_parse() {
         let a = Args::try_parse_from(["x"]).expect("defaults");
-        assert_eq!(a.common.etcd_endpoints, vec![ETCD_ENDPOINTS_DEFAULT]);
-        assert_eq!(a.common.prefix, "/capstan");
-        assert_eq!(a.common.election_ttl, 5);
+        assert_eq!(a.common.store.etcd_endpoints, vec![ETCD_ENDPOINTS_DEFAULT]);
+        assert_eq!(a.common.store.prefix, "/capstan");
+        assert_eq!(a.common.election.election_ttl, 5);
         let a = Args::try_parse_from([
             "x",
             "--etcd-endpoints",
@@ -119,10 +167,29 @@ mod tests {
             "r1",
         ])
         .expect("parses");
-        assert_eq!(a.common.etcd_endpoints, vec!["http://a:1", "http://b:2"]);
-        assert_eq!(a.common.replica_id(), "r1");
+        assert_eq!(
+            a.common.store.etcd_endpoints,
+            vec!["http://a:1", "http://b:2"]
+        );
+        assert_eq!(a.common.election.replica_id(), "r1");
         assert!(a.common.store_config().tls.is_none());
         assert!(Args::try_parse_from(["x", "--election-ttl", "1"]).is_err());
         assert!(Args::try_parse_from(["x", "--etcd-user", "u"]).is_err());
+    }
+
+    #[derive(Parser)]
+    struct ApiLike {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    }
+
+    #[test]
+    fn a_binary_that_does_not_campaign_takes_no_election_flags() {
+        let a = ApiLike::try_parse_from(["x", "--prefix", "/p"]).expect("parses");
+        assert_eq!(a.store.store_config().prefix, "/p");
+        assert_eq!(a.admin.admin_addr.ip().to_string(), "127.0.0.1");
+        assert!(ApiLike::try_parse_from(["x", "--election-ttl", "3"]).is_err());
     }
 }

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::Readiness;
-pub use args::CommonArgs;
+pub use args::{AdminArgs, CommonArgs, ElectionArgs, LogArgs, StoreArgs};
 pub use clock::now;
 pub use controller::{Action, Controller, ControllerConfig};
 pub use events::Events;
@@ -86,20 +86,18 @@ impl Runtime {
         spawn_signal_handler(cancel.clone());
         let store = Store::connect(&args.store_config()).await?;
         let readiness = Readiness::default();
-        let (admin_addr, admin) = admin::serve(args.admin_addr, readiness.clone(), cancel.clone())
+        let addr = args.admin.admin_addr;
+        let (admin_addr, admin) = admin::serve(addr, readiness.clone(), cancel.clone())
             .await
-            .map_err(|source| RuntimeError::Admin {
-                addr: args.admin_addr,
-                source,
-            })?;
-        let id = args.replica_id();
+            .map_err(|source| RuntimeError::Admin { addr, source })?;
+        let id = args.election.replica_id();
         tracing::info!(%controller, %id, admin = %admin_addr, "started");
         let (leadership, election) = campaign(
             store.clone(),
             Candidate {
                 election: store.keys().election(controller),
                 id: id.clone(),
-                ttl_secs: i64::try_from(args.election_ttl).unwrap_or(5),
+                ttl_secs: i64::try_from(args.election.election_ttl).unwrap_or(5),
             },
             cancel.clone(),
         );
