@@ -36,7 +36,7 @@ impl Action {
         Action::AwaitChange
     }
 
-    /// The usual answer to a failed etcd write: a lost compare (another write got there first,
+    /// The usual answer to a failed etcd call: a lost compare (another write got there first,
     /// the cache will catch up) is retried at once; anything else backs off.
     pub fn after_store_error(e: &capstan_store::StoreError) -> Self {
         match e {
@@ -45,6 +45,25 @@ impl Action {
             }
             _ => Action::Backoff,
         }
+    }
+}
+
+/// What the runtime needs to know of a reconcile's error: what to do with the key, and a short
+/// stable label for `capstan_reconcile_errors_total{reason}`.
+pub trait ReconcileError: std::fmt::Display + Send + 'static {
+    /// What to do with the key after this error.
+    fn action(&self) -> Action;
+    /// The metric label.
+    fn metric_label(&self) -> &'static str;
+}
+
+impl ReconcileError for capstan_store::StoreError {
+    fn action(&self) -> Action {
+        Action::after_store_error(self)
+    }
+
+    fn metric_label(&self) -> &'static str {
+        capstan_store::StoreError::metric_label(self)
     }
 }
 
@@ -99,6 +118,11 @@ where
             all_keys: Vec::new(),
             feeders: Vec::new(),
         }
+    }
+
+    /// Its name, for metrics and logs.
+    pub fn name(&self) -> &str {
+        &self.config.name
     }
 
     /// The queue, to trigger keys from elsewhere (requests, timers).
@@ -363,6 +387,22 @@ mod tests {
             gaps.iter().all(|g| *g <= Duration::from_secs(8)),
             "{gaps:?}"
         );
+    }
+
+    #[test]
+    fn store_errors_say_what_to_do_with_the_key_and_how_to_count_them() {
+        use capstan_store::StoreError;
+        let conflict = StoreError::Conflict { keys: "k".into() };
+        assert_eq!(
+            ReconcileError::action(&conflict),
+            Action::Requeue(Duration::from_millis(50))
+        );
+        assert_eq!(ReconcileError::metric_label(&conflict), "conflict");
+        let lost = StoreError::NotLeader {
+            election: "e".into(),
+        };
+        assert_eq!(ReconcileError::action(&lost), Action::Backoff);
+        assert_eq!(ReconcileError::metric_label(&lost), "not_leader");
     }
 
     #[tokio::test(start_paused = true)]

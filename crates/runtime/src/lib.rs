@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub use admin::Readiness;
 pub use args::{AdminArgs, CommonArgs, ElectionArgs, LogArgs, StoreArgs};
 pub use clock::now;
-pub use controller::{Action, Controller, ControllerConfig};
+pub use controller::{Action, Controller, ControllerConfig, ReconcileError};
 pub use events::Events;
 pub use leading::spawn_while_leading;
 pub use queue::{BackoffConfig, WorkQueue};
@@ -134,9 +134,10 @@ impl Runtime {
         cache
     }
 
-    /// Runs `controller` while this replica leads (failed etcd writes retried per
-    /// [`Action::after_store_error`]) until SIGTERM/SIGINT, then shuts down.
-    pub async fn serve<K, C, R>(
+    /// Runs `controller` while this replica leads until SIGTERM/SIGINT, then shuts down. A
+    /// failed reconcile's key is retried as its error says ([`ReconcileError::action`]) and
+    /// counted in `capstan_reconcile_errors_total{controller, reason}`.
+    pub async fn serve<K, C, R, E>(
         self,
         controller: Controller<K>,
         ctx: std::sync::Arc<C>,
@@ -144,21 +145,27 @@ impl Runtime {
     ) where
         K: Clone + Eq + std::hash::Hash + std::fmt::Debug + Send + Sync + 'static,
         C: Send + Sync + 'static,
+        E: ReconcileError,
         R: Fn(
                 K,
                 std::sync::Arc<capstan_store::Claim>,
                 std::sync::Arc<C>,
-            ) -> futures::future::BoxFuture<'static, Result<Action, StoreError>>
+            ) -> futures::future::BoxFuture<'static, Result<Action, E>>
             + Send
             + Sync
             + 'static,
     {
+        let name = controller.name().to_string();
         controller
             .run(
                 self.leadership.clone(),
                 ctx,
                 reconcile,
-                |_k, e: &StoreError, _c| Action::after_store_error(e),
+                move |_k, e: &E, _c| {
+                    metrics::counter!("capstan_reconcile_errors_total", "controller" => name.clone(), "reason" => e.metric_label())
+                        .increment(1);
+                    e.action()
+                },
                 self.cancel.clone(),
             )
             .await;
