@@ -31,32 +31,18 @@ use crate::snapshot::{Caches, services_where};
 /// Runs the deployer until SIGTERM/SIGINT.
 pub async fn run(args: DeployerArgs) -> Result<(), RuntimeError> {
     let rt = Runtime::start("deployer", &args.common).await?;
-    let resync = Duration::from_secs(300);
     let caches = Caches {
-        services: rt.cache(Family::Services, capstan_runtime::spec_decoder(), resync),
-        deployments: rt.cache(Family::Deployments, capstan_store::json_decoder(), resync),
-        taskdefs: rt.cache(
-            Family::TaskDefinitions,
-            capstan_runtime::spec_decoder(),
-            resync,
-        ),
-        tasks: rt.cache(Family::Tasks, capstan_store::json_decoder(), resync),
-        targets: rt.cache(
-            Family::TargetGroupStatus,
-            capstan_store::json_decoder(),
-            resync,
-        ),
+        services: rt.cache(Family::Services, capstan_runtime::spec_decoder()),
+        deployments: rt.cache(Family::Deployments, capstan_store::json_decoder()),
+        taskdefs: rt.cache(Family::TaskDefinitions, capstan_runtime::spec_decoder()),
+        tasks: rt.cache(Family::Tasks, capstan_store::json_decoder()),
+        targets: rt.cache(Family::TargetGroupStatus, capstan_store::json_decoder()),
         continues: rt.cache(
             Family::ContinueDeploymentRequests,
             capstan_runtime::spec_decoder(),
-            resync,
         ),
-        status: rt.cache(Family::ServiceStatus, capstan_store::json_decoder(), resync),
-        routes: rt.cache(
-            Family::ListenerRoutes,
-            capstan_store::json_decoder(),
-            resync,
-        ),
+        status: rt.cache(Family::ServiceStatus, capstan_store::json_decoder()),
+        routes: rt.cache(Family::ListenerRoutes, capstan_store::json_decoder()),
     };
     let http = execute::http_client().map_err(RuntimeError::Setup)?;
     let ctx = Arc::new(Ctx {

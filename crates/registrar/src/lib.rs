@@ -21,7 +21,6 @@ pub mod snapshot;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use capstan_core::keys::Family;
 use capstan_runtime::{Controller, ControllerConfig, Runtime, RuntimeError, spawn_while_leading};
@@ -37,19 +36,14 @@ pub use crate::snapshot::{Caches, host_of_endpoint};
 /// Runs the registrar until SIGTERM/SIGINT.
 pub async fn run(args: RegistrarArgs) -> Result<(), RuntimeError> {
     let rt = Runtime::start("registrar", &args.common).await?;
-    let resync = Duration::from_secs(300);
     let caches = Caches {
-        groups: rt.cache(
-            Family::TargetGroups,
-            capstan_runtime::spec_decoder(),
-            resync,
-        ),
-        deployments: rt.cache(Family::Deployments, json_decoder(), resync),
-        tasks: rt.cache(Family::Tasks, json_decoder(), resync),
-        instances: rt.cache(Family::ContainerInstances, json_decoder(), resync),
-        status: rt.cache(Family::TargetGroupStatus, json_decoder(), resync),
-        listeners: rt.cache(Family::Listeners, capstan_runtime::spec_decoder(), resync),
-        routes: rt.cache(Family::ListenerRoutes, json_decoder(), resync),
+        groups: rt.cache(Family::TargetGroups, capstan_runtime::spec_decoder()),
+        deployments: rt.cache(Family::Deployments, json_decoder()),
+        tasks: rt.cache(Family::Tasks, json_decoder()),
+        instances: rt.cache(Family::ContainerInstances, json_decoder()),
+        status: rt.cache(Family::TargetGroupStatus, json_decoder()),
+        listeners: rt.cache(Family::Listeners, capstan_runtime::spec_decoder()),
+        routes: rt.cache(Family::ListenerRoutes, json_decoder()),
     };
     let haproxy = (!args.no_data_plane).then(|| {
         let dir = args

@@ -32,6 +32,10 @@ pub use leading::spawn_while_leading;
 pub use queue::{BackoffConfig, WorkQueue};
 pub use telemetry::{LogFormat, TelemetryGuard};
 
+/// How often a controller's watch caches relist from etcd, the safety net under the watch (a
+/// missed event is repaired within this).
+pub const CACHE_RESYNC: Duration = Duration::from_secs(300);
+
 /// Why a controller process could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -113,13 +117,10 @@ impl Runtime {
         })
     }
 
-    /// Starts a watch cache of one key family and makes `/readyz` wait for its first list.
-    pub fn cache<T: Send + Sync + 'static>(
-        &self,
-        family: Family,
-        decode: Decoder<T>,
-        resync: Duration,
-    ) -> Cache<T> {
+    /// Starts a watch cache of one key family, relisted every [`CACHE_RESYNC`], and makes
+    /// `/readyz` wait for its first list.
+    pub fn cache<T: Send + Sync + 'static>(&self, family: Family, decode: Decoder<T>) -> Cache<T> {
+        let resync = CACHE_RESYNC;
         let prefix = self.store.keys().list(family, &[]);
         let (cache, _task) = Cache::spawn(
             self.store.clone(),

@@ -66,7 +66,7 @@ async fn replica(endpoints: &[String], id: &str) -> Replica {
     let runtime = Runtime::start("mirror", &args.common)
         .await
         .expect("runtime");
-    let clusters = runtime.cache(Family::Clusters, json_decoder(), Duration::from_secs(300));
+    let clusters = runtime.cache(Family::Clusters, json_decoder());
     let reconciles = Arc::new(AtomicUsize::new(0));
     let ctx = Arc::new(Ctx {
         store: runtime.store.clone(),

@@ -29,24 +29,14 @@ pub use crate::snapshot::Caches;
 /// Runs the scaler until SIGTERM/SIGINT.
 pub async fn run(args: ScalerArgs) -> Result<(), RuntimeError> {
     let rt = Runtime::start("scaler", &args.common).await?;
-    let resync = Duration::from_secs(300);
     let caches = Caches {
-        providers: rt.cache(
-            Family::CapacityProviders,
-            capstan_runtime::spec_decoder(),
-            resync,
-        ),
-        instances: rt.cache(
-            Family::ContainerInstances,
-            capstan_store::json_decoder(),
-            resync,
-        ),
-        tasks: rt.cache(Family::Tasks, capstan_store::json_decoder(), resync),
-        services: rt.cache(Family::Services, capstan_runtime::spec_decoder(), resync),
+        providers: rt.cache(Family::CapacityProviders, capstan_runtime::spec_decoder()),
+        instances: rt.cache(Family::ContainerInstances, capstan_store::json_decoder()),
+        tasks: rt.cache(Family::Tasks, capstan_store::json_decoder()),
+        services: rt.cache(Family::Services, capstan_runtime::spec_decoder()),
         status: rt.cache(
             Family::CapacityProviderStatus,
             capstan_store::json_decoder(),
-            resync,
         ),
     };
     let interval = Duration::from(args.interval);

@@ -38,17 +38,16 @@ use crate::snapshot::{Caches, spec_decoder, status_decoder};
 /// Runs the scheduler until SIGTERM/SIGINT.
 pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
     let rt = Runtime::start("scheduler", &args.common).await?;
-    let resync = Duration::from_secs(300);
     let caches = Caches {
-        services: rt.cache(Family::Services, spec_decoder(), resync),
-        deployments: rt.cache(Family::Deployments, status_decoder(), resync),
-        taskdefs: rt.cache(Family::TaskDefinitions, spec_decoder(), resync),
-        tasks: rt.cache(Family::Tasks, status_decoder(), resync),
-        instances: rt.cache(Family::ContainerInstances, status_decoder(), resync),
-        runtask: rt.cache(Family::RunTaskRequests, spec_decoder(), resync),
-        stoptask: rt.cache(Family::StopTaskRequests, spec_decoder(), resync),
-        targets: rt.cache(Family::TargetGroupStatus, status_decoder(), resync),
-        clusters: rt.cache(Family::Clusters, spec_decoder(), resync),
+        services: rt.cache(Family::Services, spec_decoder()),
+        deployments: rt.cache(Family::Deployments, status_decoder()),
+        taskdefs: rt.cache(Family::TaskDefinitions, spec_decoder()),
+        tasks: rt.cache(Family::Tasks, status_decoder()),
+        instances: rt.cache(Family::ContainerInstances, status_decoder()),
+        runtask: rt.cache(Family::RunTaskRequests, spec_decoder()),
+        stoptask: rt.cache(Family::StopTaskRequests, spec_decoder()),
+        targets: rt.cache(Family::TargetGroupStatus, status_decoder()),
+        clusters: rt.cache(Family::Clusters, spec_decoder()),
     };
     let keys = rt.store.keys().clone();
     let ctx = Arc::new(Ctx {
