@@ -7,17 +7,17 @@
 //!   remembers that for the endpoint;
 //! - with TLS configured, an `http://` endpoint is refused, never dialled in plain text.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use capstan_proto::agent::v1 as pb;
 use capstan_proto::agent::v1::agent_client::AgentClient;
-use capstan_proto::tls::TlsFiles;
+use capstan_proto::tls::{Channels, TlsFiles};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Timeout of one unary agent call.
 pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,8 +81,7 @@ pub trait AgentApi: Send + Sync + 'static {
 
 /// gRPC clients of the agents, one channel per endpoint.
 pub struct Agents {
-    clients: Mutex<HashMap<String, AgentClient<Channel>>>,
-    tls: Option<TlsFiles>,
+    channels: Channels,
     /// Agents that answered StartTasks with UNIMPLEMENTED.
     single_only: Mutex<HashSet<String>>,
 }
@@ -91,43 +90,21 @@ impl Agents {
     /// A pool; with `tls`, calls use mutual TLS and plain-text endpoints are refused.
     pub fn new(tls: Option<TlsFiles>) -> Self {
         Self {
-            clients: Mutex::new(HashMap::new()),
-            tls,
+            channels: Channels::new(tls),
             single_only: Mutex::new(HashSet::new()),
         }
     }
 
     /// The client for `endpoint` (connected lazily).
     pub fn client(&self, endpoint: &str) -> Result<AgentClient<Channel>, AgentCallError> {
-        let mut clients = self
-            .clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = clients.get(endpoint) {
-            return Ok(c.clone());
-        }
-        let err = |m: String| AgentCallError::Connect {
-            endpoint: endpoint.to_string(),
-            message: m,
-        };
-        let mut ep = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| err(e.to_string()))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
-        if let Some(tls) = &self.tls {
-            // tonic picks TLS by scheme: an http:// endpoint would be dialled in plain text.
-            if !endpoint.starts_with("https://") {
-                return Err(err(
-                    "TLS is configured and the endpoint is not https://: plain text refused".into(),
-                ));
-            }
-            ep = ep
-                .tls_config(tls.client().map_err(|e| err(e.to_string()))?)
-                .map_err(|e| err(e.to_string()))?;
-        }
-        let client = AgentClient::new(ep.connect_lazy());
-        clients.insert(endpoint.to_string(), client.clone());
-        Ok(client)
+        let channel = self
+            .channels
+            .get(endpoint)
+            .map_err(|e| AgentCallError::Connect {
+                endpoint: endpoint.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(AgentClient::new(channel))
     }
 
     fn single_only(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -267,26 +244,5 @@ async fn timed<T>(
         Err(_) => Err(AgentCallError::Timeout {
             endpoint: endpoint.into(),
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn with_tls_configured_a_plain_text_endpoint_is_refused() {
-        let tls = TlsFiles {
-            cert: "/nonexistent/cert.pem".into(),
-            key: "/nonexistent/key.pem".into(),
-            ca: "/nonexistent/ca.pem".into(),
-        };
-        let pool = Agents::new(Some(tls));
-        let e = pool
-            .client("http://127.0.0.1:1")
-            .expect_err("plain text must be refused");
-        assert!(e.to_string().contains("plain text refused"), "{e}");
-        // Without TLS the same endpoint is an ordinary (lazy) plain-text client.
-        assert!(Agents::new(None).client("http://127.0.0.1:1").is_ok());
     }
 }

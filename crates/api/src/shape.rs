@@ -192,8 +192,7 @@ impl TaskFilter {
             .unwrap_or_default();
         task.desired_status == wanted
             && (self.family.is_empty() || family == self.family)
-            && (self.service_name.is_empty()
-                || task.group.as_deref() == Some(&format!("service:{}", self.service_name)))
+            && (self.service_name.is_empty() || task.service() == Some(self.service_name.as_str()))
             && (self.container_instance.is_empty()
                 || task
                     .container_instance_arn

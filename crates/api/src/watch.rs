@@ -30,7 +30,7 @@ pub async fn watch_service(
     let keys = store.keys().clone();
     let spec_key = keys.service(&cluster, &service);
     let status_key = keys.service_status(&cluster, &service);
-    let group = format!("service:{service}");
+    let group = capstan_core::task::service_group(&service);
     let spawn = |prefix: String| {
         let (cache, _handle) = Cache::spawn(
             store.clone(),

@@ -122,7 +122,7 @@ pub fn tasks_by_deployment(
     keys: &Keys,
     key: &ServiceKey,
 ) -> HashMap<String, Vec<Task>> {
-    let group = format!("service:{}", key.service);
+    let group = key.group();
     let mut out: HashMap<String, Vec<Task>> = HashMap::new();
     for e in caches
         .tasks

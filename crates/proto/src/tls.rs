@@ -63,6 +63,13 @@ pub enum TlsError {
     /// tonic refused the configuration or the endpoint.
     #[error("{0}")]
     Transport(#[from] tonic::transport::Error),
+    /// TLS is configured and the endpoint is not `https://`: tonic picks TLS by scheme, so it
+    /// would be dialled in plain text.
+    #[error("TLS is configured and {endpoint} is not https://: plain text refused")]
+    PlainText {
+        /// The endpoint.
+        endpoint: String,
+    },
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -88,6 +95,55 @@ impl TlsFiles {
     }
 }
 
+/// gRPC channels by endpoint, one each, connected lazily with this component's TLS identity.
+/// With TLS configured, an `http://` endpoint is refused, never dialled in plain text.
+pub struct Channels {
+    channels: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
+    tls: Option<TlsFiles>,
+}
+
+impl Channels {
+    /// A pool; with `tls`, every channel uses mutual TLS.
+    pub fn new(tls: Option<TlsFiles>) -> Self {
+        Self {
+            channels: std::sync::Mutex::default(),
+            tls,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Channel>> {
+        self.channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The channel to `endpoint`.
+    pub fn get(&self, endpoint: &str) -> Result<Channel, TlsError> {
+        if let Some(c) = self.lock().get(endpoint) {
+            return Ok(c.clone());
+        }
+        let mut ep = Endpoint::from_shared(endpoint.to_string())?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            if !endpoint.starts_with("https://") {
+                return Err(TlsError::PlainText {
+                    endpoint: endpoint.to_string(),
+                });
+            }
+            ep = ep.tls_config(tls.client()?)?;
+        }
+        let channel = ep.connect_lazy();
+        self.lock().insert(endpoint.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Drops the channel to `endpoint`: the next call connects anew.
+    pub fn forget(&self, endpoint: &str) {
+        self.lock().remove(endpoint);
+    }
+}
+
 /// Connects to a gRPC endpoint (`http://host:port` or, with TLS, `https://host:port`).
 pub async fn connect(endpoint: &str, tls: Option<&TlsFiles>) -> Result<Channel, TlsError> {
     let mut ep = Endpoint::from_shared(endpoint.to_string())?
@@ -109,6 +165,21 @@ mod tests {
     struct Args {
         #[command(flatten)]
         tls: TlsArgs,
+    }
+
+    #[tokio::test]
+    async fn with_tls_configured_a_plain_text_endpoint_is_refused() {
+        let tls = TlsFiles {
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+            ca: "/nonexistent/ca.pem".into(),
+        };
+        let e = Channels::new(Some(tls))
+            .get("http://127.0.0.1:1")
+            .expect_err("plain text must be refused");
+        assert!(e.to_string().contains("plain text refused"), "{e}");
+        // Without TLS the same endpoint is an ordinary (lazy) plain-text channel.
+        assert!(Channels::new(None).get("http://127.0.0.1:1").is_ok());
     }
 
     #[test]

@@ -1,14 +1,12 @@
 //! The scaler's IO: calls to node-group providers (one channel per endpoint) and fenced etcd
 //! writes — DRAINING marks and status documents. It decides nothing.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use capstan_core::capacity::CapacityProviderStatusDoc;
 use capstan_core::capacity::NodeGroupProvider;
 use capstan_core::instance::InstanceStatus;
 use capstan_proto::nodegroup::v1 as pb;
 use capstan_proto::nodegroup::v1::node_group_provider_client::NodeGroupProviderClient;
+use capstan_proto::tls::Channels;
 use capstan_store::{Claim, Store, StoreError, Write};
 use tonic::transport::Channel;
 
@@ -20,7 +18,7 @@ pub struct Executor {
     pub store: Store,
     /// Caches (for the status documents as written).
     pub caches: Caches,
-    clients: Mutex<HashMap<String, Channel>>,
+    channels: Channels,
 }
 
 impl Executor {
@@ -29,39 +27,16 @@ impl Executor {
         Self {
             store,
             caches,
-            clients: Mutex::new(HashMap::new()),
+            // The node-group provider has no TLS yet (issue 18).
+            channels: Channels::new(None),
         }
     }
 
-    async fn client(&self, endpoint: &str) -> Result<NodeGroupProviderClient<Channel>, String> {
-        let cached = self
-            .clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn client(&self, endpoint: &str) -> Result<NodeGroupProviderClient<Channel>, String> {
+        self.channels
             .get(endpoint)
-            .cloned();
-        let channel = match cached {
-            Some(c) => c,
-            None => {
-                let c = capstan_proto::tls::connect(endpoint, None)
-                    .await
-                    .map_err(|e| format!("node-group provider {endpoint}: {e}"))?;
-                self.clients
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(endpoint.to_string(), c.clone());
-                c
-            }
-        };
-        Ok(NodeGroupProviderClient::new(channel))
-    }
-
-    /// Drops the channel to `endpoint`, so the next call connects anew.
-    fn forget(&self, endpoint: &str) {
-        self.clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(endpoint);
+            .map(NodeGroupProviderClient::new)
+            .map_err(|e| format!("node-group provider {endpoint}: {e}"))
     }
 
     /// The node group as its provider describes it; a failure is the message to show.
@@ -69,21 +44,21 @@ impl Executor {
         &self,
         ng: &NodeGroupProvider,
     ) -> Result<pb::DescribeGroupResponse, String> {
-        let mut c = self.client(&ng.endpoint).await?;
+        let mut c = self.client(&ng.endpoint)?;
         let r = c
             .describe_group(pb::DescribeGroupRequest {
                 group_id: ng.group_id.clone(),
             })
             .await;
         r.map(tonic::Response::into_inner).map_err(|s| {
-            self.forget(&ng.endpoint);
+            self.channels.forget(&ng.endpoint);
             format!("node-group provider {}: {}", ng.endpoint, s.message())
         })
     }
 
     /// Sets the group's desired capacity (a value, never an increment); returns what it holds.
     pub async fn set_desired(&self, ng: &NodeGroupProvider, to: u32) -> Result<u32, String> {
-        let mut c = self.client(&ng.endpoint).await?;
+        let mut c = self.client(&ng.endpoint)?;
         let req = pb::SetDesiredCapacityRequest {
             group_id: ng.group_id.clone(),
             desired_capacity: to,
@@ -96,7 +71,7 @@ impl Executor {
 
     /// Terminates the group's instances `ids`; returns the desired capacity it then holds.
     pub async fn terminate(&self, ng: &NodeGroupProvider, ids: &[String]) -> Result<u32, String> {
-        let mut c = self.client(&ng.endpoint).await?;
+        let mut c = self.client(&ng.endpoint)?;
         let req = pb::TerminateInstancesRequest {
             group_id: ng.group_id.clone(),
             instance_ids: ids.to_vec(),
