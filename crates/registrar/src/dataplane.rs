@@ -95,109 +95,106 @@ pub async fn follow(
     // follow them).
     let hp = ctx.exec.data_plane.as_deref();
     let keys = ctx.exec.store.keys().clone();
-    {
-        let mut applied: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-        loop {
-            let (listeners, groups) = snapshot::layout(&ctx.exec.caches, &keys);
-            let split =
-                targets::listener_split(&listeners, &snapshot::routes(&ctx.exec.caches, &keys));
-            let routes: BTreeMap<String, String> = split
-                .iter()
-                .map(|(l, g)| {
-                    let be = match g.as_slice() {
-                        [(one, _)] => haproxy::backend(one),
-                        _ => haproxy::listener_backend(l),
-                    };
-                    (l.clone(), be)
-                })
-                .collect();
-            let weighted: BTreeMap<String, Vec<(String, u32)>> = split
-                .iter()
-                .filter(|(_, g)| g.len() > 1)
-                .map(|(l, g)| (l.clone(), g.clone()))
-                .collect();
-            // Groups whose weighted listeners changed sync again.
-            {
-                let mut current = lock(&ctx.weighted);
-                if *current != weighted {
-                    for g in current.values().chain(weighted.values()).flatten() {
-                        queue.add(g.0.clone());
-                    }
-                    *current = weighted.clone();
+    let mut applied: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    loop {
+        let (listeners, groups) = snapshot::layout(&ctx.exec.caches, &keys);
+        let split = targets::listener_split(&listeners, &snapshot::routes(&ctx.exec.caches, &keys));
+        let routes: BTreeMap<String, String> = split
+            .iter()
+            .map(|(l, g)| {
+                let be = match g.as_slice() {
+                    [(one, _)] => haproxy::backend(one),
+                    _ => haproxy::listener_backend(l),
+                };
+                (l.clone(), be)
+            })
+            .collect();
+        let weighted: BTreeMap<String, Vec<(String, u32)>> = split
+            .iter()
+            .filter(|(_, g)| g.len() > 1)
+            .map(|(l, g)| (l.clone(), g.clone()))
+            .collect();
+        // Groups whose weighted listeners changed sync again.
+        {
+            let mut current = lock(&ctx.weighted);
+            if *current != weighted {
+                for g in current.values().chain(weighted.values()).flatten() {
+                    queue.add(g.0.clone());
+                }
+                *current = weighted.clone();
+            }
+        }
+        let mut layout = haproxy::Layout::new(&listeners, &groups);
+        layout.weighted = weighted.keys().cloned().collect();
+        let ensured = match hp {
+            Some(hp) => hp.ensure(&layout, &routes).await,
+            None => Ok(false),
+        };
+        // Listeners that are gone route nowhere.
+        let gone: Vec<String> = lock(&ctx.applied)
+            .keys()
+            .filter(|l| !routes.contains_key(*l))
+            .cloned()
+            .collect();
+        for l in gone {
+            if let Some((groups, _)) = lock(&ctx.applied).remove(&l) {
+                for g in groups {
+                    queue.add(g);
                 }
             }
-            let mut layout = haproxy::Layout::new(&listeners, &groups);
-            layout.weighted = weighted.keys().cloned().collect();
-            let ensured = match hp {
-                Some(hp) => hp.ensure(&layout, &routes).await,
-                None => Ok(false),
-            };
-            // Listeners that are gone route nowhere.
-            let gone: Vec<String> = lock(&ctx.applied)
-                .keys()
-                .filter(|l| !routes.contains_key(*l))
-                .cloned()
-                .collect();
-            for l in gone {
-                if let Some((groups, _)) = lock(&ctx.applied).remove(&l) {
-                    for g in groups {
-                        queue.add(g);
+            applied.remove(&l);
+        }
+        match ensured {
+            Ok(restarted) => {
+                if restarted {
+                    applied.clear();
+                    for g in &groups {
+                        queue.add(g.clone());
                     }
                 }
-                applied.remove(&l);
-            }
-            match ensured {
-                Ok(restarted) => {
-                    if restarted {
-                        applied.clear();
-                        for g in &groups {
-                            queue.add(g.clone());
-                        }
-                    }
-                    for (l, be) in &routes {
-                        let now_in: Vec<String> = split
-                            .get(l)
-                            .map(|g| g.iter().map(|(g, _)| g.clone()).collect())
-                            .unwrap_or_default();
-                        if applied.get(l) != Some(&(be.clone(), now_in.clone())) {
-                            let routed = match hp {
-                                Some(hp) => hp.route(l, be).await,
-                                None => Ok(()),
-                            };
-                            match routed {
-                                Ok(()) => {
-                                    applied.insert(l.clone(), (be.clone(), now_in.clone()));
-                                    // Report it on the groups it left and joined.
-                                    let before = lock(&ctx.applied)
-                                        .insert(l.clone(), (now_in.clone(), capstan_runtime::now()))
-                                        .map(|(g, _)| g)
-                                        .unwrap_or_default();
-                                    for g in before.into_iter().chain(now_in) {
-                                        queue.add(g);
-                                    }
+                for (l, be) in &routes {
+                    let now_in: Vec<String> = split
+                        .get(l)
+                        .map(|g| g.iter().map(|(g, _)| g.clone()).collect())
+                        .unwrap_or_default();
+                    if applied.get(l) != Some(&(be.clone(), now_in.clone())) {
+                        let routed = match hp {
+                            Some(hp) => hp.route(l, be).await,
+                            None => Ok(()),
+                        };
+                        match routed {
+                            Ok(()) => {
+                                applied.insert(l.clone(), (be.clone(), now_in.clone()));
+                                // Report it on the groups it left and joined.
+                                let before = lock(&ctx.applied)
+                                    .insert(l.clone(), (now_in.clone(), capstan_runtime::now()))
+                                    .map(|(g, _)| g)
+                                    .unwrap_or_default();
+                                for g in before.into_iter().chain(now_in) {
+                                    queue.add(g);
                                 }
-                                Err(e) => tracing::warn!(listener = %l, error = %e, "cannot route"),
                             }
+                            Err(e) => tracing::warn!(listener = %l, error = %e, "cannot route"),
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot run haproxy"),
             }
-            tokio::select! {
-                biased;
-                _ = term.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
+            Err(e) => tracing::warn!(error = %e, "cannot run haproxy"),
         }
-        // Shutting down: HAProxy keeps serving; the next registrar adopts it.
-        if shutdown.is_cancelled() {
-            return;
+        tokio::select! {
+            biased;
+            _ = term.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
-        // Only the leader drives HAProxy.
-        lock(&ctx.applied).clear();
-        lock(&ctx.weighted).clear();
-        if let Some(hp) = hp {
-            hp.stop().await;
-        }
+    }
+    // Shutting down: HAProxy keeps serving; the next registrar adopts it.
+    if shutdown.is_cancelled() {
+        return;
+    }
+    // Only the leader drives HAProxy.
+    lock(&ctx.applied).clear();
+    lock(&ctx.weighted).clear();
+    if let Some(hp) = hp {
+        hp.stop().await;
     }
 }

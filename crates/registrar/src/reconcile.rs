@@ -163,74 +163,72 @@ pub async fn health_checks(ctx: Arc<Ctx>, queue: WorkQueue<String>, term: Cancel
     };
     let mut next: HashMap<String, tokio::time::Instant> = HashMap::new();
     let mut checked: HashSet<(String, String)> = HashSet::new();
-    {
-        loop {
-            let now = tokio::time::Instant::now();
-            let due: Vec<Due> = {
-                let all = lock(&ctx.tracking);
-                checked.retain(|(tg, id)| all.get(tg).is_some_and(|t| t.contains_key(id)));
-                all.iter()
-                    .filter_map(|(tg, tracked)| {
-                        let interval_up = next.get(tg).is_none_or(|at| *at <= now);
-                        let targets: Vec<(String, String, u16)> = tracked
-                            .values()
-                            .filter(|t| t.status.state != TargetState::Draining)
-                            .filter(|t| {
-                                interval_up
-                                    || !checked.contains(&(tg.clone(), t.status.task_id.clone()))
-                            })
-                            .map(|t| {
-                                (
-                                    t.status.task_id.clone(),
-                                    t.status.host.clone(),
-                                    t.status.port,
-                                )
-                            })
-                            .collect();
-                        if targets.is_empty() && !interval_up {
-                            return None;
-                        }
-                        let spec = ctx.exec.caches.group(ctx.exec.store.keys(), tg)?;
-                        Some((tg.clone(), spec, targets, interval_up))
-                    })
-                    .collect()
-            };
-            for (tg, spec, targets, interval_up) in due {
-                let s = Settings::of(&spec);
-                if interval_up {
-                    next.insert(tg.clone(), now + Duration::from_secs_f64(s.interval));
-                }
-                for (id, _, _) in &targets {
-                    checked.insert((tg.clone(), id.clone()));
-                }
-                let results = futures::future::join_all(targets.iter().map(|(id, host, port)| {
-                    let (http, spec) = (&http, &spec);
-                    async move { (id.clone(), execute::check(http, spec, host, *port).await) }
-                }))
-                .await;
-                let mut changed = false;
-                {
-                    let mut all = lock(&ctx.tracking);
-                    if let Some(tracked) = all.get_mut(&tg) {
-                        for (id, r) in results {
-                            if let Some(t) = tracked.get_mut(&id) {
-                                let before = t.status.clone();
-                                targets::observe(t, r, &s, capstan_runtime::now());
-                                changed |= t.status != before;
-                            }
+    loop {
+        let now = tokio::time::Instant::now();
+        let due: Vec<Due> = {
+            let all = lock(&ctx.tracking);
+            checked.retain(|(tg, id)| all.get(tg).is_some_and(|t| t.contains_key(id)));
+            all.iter()
+                .filter_map(|(tg, tracked)| {
+                    let interval_up = next.get(tg).is_none_or(|at| *at <= now);
+                    let targets: Vec<(String, String, u16)> = tracked
+                        .values()
+                        .filter(|t| t.status.state != TargetState::Draining)
+                        .filter(|t| {
+                            interval_up
+                                || !checked.contains(&(tg.clone(), t.status.task_id.clone()))
+                        })
+                        .map(|t| {
+                            (
+                                t.status.task_id.clone(),
+                                t.status.host.clone(),
+                                t.status.port,
+                            )
+                        })
+                        .collect();
+                    if targets.is_empty() && !interval_up {
+                        return None;
+                    }
+                    let spec = ctx.exec.caches.group(ctx.exec.store.keys(), tg)?;
+                    Some((tg.clone(), spec, targets, interval_up))
+                })
+                .collect()
+        };
+        for (tg, spec, targets, interval_up) in due {
+            let s = Settings::of(&spec);
+            if interval_up {
+                next.insert(tg.clone(), now + Duration::from_secs_f64(s.interval));
+            }
+            for (id, _, _) in &targets {
+                checked.insert((tg.clone(), id.clone()));
+            }
+            let results = futures::future::join_all(targets.iter().map(|(id, host, port)| {
+                let (http, spec) = (&http, &spec);
+                async move { (id.clone(), execute::check(http, spec, host, *port).await) }
+            }))
+            .await;
+            let mut changed = false;
+            {
+                let mut all = lock(&ctx.tracking);
+                if let Some(tracked) = all.get_mut(&tg) {
+                    for (id, r) in results {
+                        if let Some(t) = tracked.get_mut(&id) {
+                            let before = t.status.clone();
+                            targets::observe(t, r, &s, capstan_runtime::now());
+                            changed |= t.status != before;
                         }
                     }
                 }
-                if changed {
-                    queue.add(tg);
-                }
             }
-            tokio::select! {
-                _ = term.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            if changed {
+                queue.add(tg);
             }
         }
-        // The next leader starts from the status written.
-        lock(&ctx.tracking).clear();
+        tokio::select! {
+            _ = term.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
     }
+    // The next leader starts from the status written.
+    lock(&ctx.tracking).clear();
 }

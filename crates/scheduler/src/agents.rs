@@ -214,54 +214,52 @@ async fn write_reports(
 /// Runs one watcher per registered instance for one term of leadership (see
 /// `capstan_runtime::spawn_while_leading`), until `term` is cancelled.
 pub async fn follow_agents(ctx: Arc<Ctx>, claim: Arc<Claim>, term: CancellationToken) {
-    {
-        let (reports, rx) = mpsc::channel(REPORT_QUEUE);
-        tokio::spawn(write_reports(ctx.clone(), claim.clone(), rx, term.clone()));
-        let mut watchers: BTreeMap<String, (String, CancellationToken)> = BTreeMap::new();
-        let keys = ctx.exec.keys.clone();
-        loop {
-            let mut seen = HashSet::new();
-            for e in ctx.exec.caches.instances.list() {
-                let Ok(ci) = &e.value else { continue };
-                let Some(ClusterKey {
+    let (reports, rx) = mpsc::channel(REPORT_QUEUE);
+    tokio::spawn(write_reports(ctx.clone(), claim.clone(), rx, term.clone()));
+    let mut watchers: BTreeMap<String, (String, CancellationToken)> = BTreeMap::new();
+    let keys = ctx.exec.keys.clone();
+    loop {
+        let mut seen = HashSet::new();
+        for e in ctx.exec.caches.instances.list() {
+            let Ok(ci) = &e.value else { continue };
+            let Some(ClusterKey {
+                cluster,
+                id: instance,
+            }) = keys.cluster_key(Family::ContainerInstances, &e.key)
+            else {
+                continue;
+            };
+            seen.insert(e.key.clone());
+            let fresh = watchers
+                .get(&e.key)
+                .is_none_or(|(ep, _)| *ep != ci.agent_endpoint);
+            if fresh {
+                if let Some((_, old)) = watchers.remove(&e.key) {
+                    old.cancel();
+                }
+                let stop = term.child_token();
+                tokio::spawn(watch_agent(
+                    ctx.clone(),
+                    claim.clone(),
+                    reports.clone(),
                     cluster,
-                    id: instance,
-                }) = keys.cluster_key(Family::ContainerInstances, &e.key)
-                else {
-                    continue;
-                };
-                seen.insert(e.key.clone());
-                let fresh = watchers
-                    .get(&e.key)
-                    .is_none_or(|(ep, _)| *ep != ci.agent_endpoint);
-                if fresh {
-                    if let Some((_, old)) = watchers.remove(&e.key) {
-                        old.cancel();
-                    }
-                    let stop = term.child_token();
-                    tokio::spawn(watch_agent(
-                        ctx.clone(),
-                        claim.clone(),
-                        reports.clone(),
-                        cluster,
-                        instance,
-                        ci.agent_endpoint.clone(),
-                        stop.clone(),
-                    ));
-                    watchers.insert(e.key.clone(), (ci.agent_endpoint.clone(), stop));
-                }
+                    instance,
+                    ci.agent_endpoint.clone(),
+                    stop.clone(),
+                ));
+                watchers.insert(e.key.clone(), (ci.agent_endpoint.clone(), stop));
             }
-            watchers.retain(|k, (_, stop)| {
-                let keep = seen.contains(k);
-                if !keep {
-                    stop.cancel();
-                }
-                keep
-            });
-            tokio::select! {
-                _ = term.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        watchers.retain(|k, (_, stop)| {
+            let keep = seen.contains(k);
+            if !keep {
+                stop.cancel();
             }
+            keep
+        });
+        tokio::select! {
+            _ = term.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
 }

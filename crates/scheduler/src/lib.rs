@@ -31,9 +31,35 @@ use futures::FutureExt;
 
 pub use crate::args::SchedulerArgs;
 use crate::execute::Executor;
+pub use crate::reconcile::Ctx;
 use crate::reconcile::reconcile_key;
-pub use crate::reconcile::{Ctx, Key};
 use crate::snapshot::{Caches, spec_decoder, status_decoder};
+
+/// What the scheduler reconciles.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A service's deployments.
+    Service(ServiceKey),
+    /// A RunTask request.
+    RunTask {
+        /// Cluster.
+        cluster: String,
+        /// Request id.
+        id: String,
+    },
+    /// A StopTask request.
+    StopTask {
+        /// Cluster.
+        cluster: String,
+        /// Task id.
+        task: String,
+    },
+    /// One-off tasks of a cluster waiting in PROVISIONING for capacity.
+    Waiting {
+        /// Cluster.
+        cluster: String,
+    },
+}
 
 /// Runs the scheduler until SIGTERM/SIGINT.
 pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {

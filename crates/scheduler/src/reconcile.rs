@@ -16,6 +16,7 @@ use capstan_runtime::{Action, Events};
 use capstan_store::{Claim, StoreError, Write};
 use rand::SeedableRng;
 
+use crate::Key;
 use crate::execute::{self, Executor};
 use crate::requests;
 use crate::snapshot::{self, gather};
@@ -34,32 +35,6 @@ pub struct Ctx {
     pub retention: Duration,
     /// Longest wait for the registrar's drained mark before StopTask, seconds.
     pub drain_timeout: f64,
-}
-
-/// What the scheduler reconciles.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Key {
-    /// A service's deployments.
-    Service(ServiceKey),
-    /// A RunTask request.
-    RunTask {
-        /// Cluster.
-        cluster: String,
-        /// Request id.
-        id: String,
-    },
-    /// A StopTask request.
-    StopTask {
-        /// Cluster.
-        cluster: String,
-        /// Task id.
-        task: String,
-    },
-    /// One-off tasks of a cluster waiting in PROVISIONING for capacity.
-    Waiting {
-        /// Cluster.
-        cluster: String,
-    },
 }
 
 /// Reconciles one key: the loop body `Runtime::serve` runs.
@@ -113,19 +88,34 @@ fn service_task<'a>(
     }
 }
 
+/// One task to stop, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct StopOrder<'a> {
+    /// Cluster.
+    pub cluster: &'a str,
+    /// Task id.
+    pub task: &'a str,
+    /// stoppedReason.
+    pub reason: &'a str,
+    /// stopCode.
+    pub code: StopCode,
+}
+
 /// Stops a task: desired STOPPED (DEACTIVATING), then its first stop step (StopTask, unless its
 /// targets must drain first).
-#[allow(clippy::too_many_arguments)]
 pub async fn stop(
     ctx: &Ctx,
     claim: &Claim,
-    cluster: &str,
-    task: &str,
-    reason: &str,
-    code: StopCode,
+    order: StopOrder<'_>,
     instances: &BTreeMap<String, ContainerInstance>,
     now: f64,
 ) -> Result<(), StoreError> {
+    let StopOrder {
+        cluster,
+        task,
+        reason,
+        code,
+    } = order;
     let Some(t) = ctx
         .exec
         .begin_stop(claim, cluster, task, reason, code, now)
@@ -309,18 +299,13 @@ async fn reconcile(
         .await?;
     }
     for (task, reason) in &stops {
-        let code = StopCode::ServiceSchedulerInitiated;
-        stop(
-            &ctx,
-            &claim,
-            &key.cluster,
+        let order = StopOrder {
+            cluster: &key.cluster,
             task,
             reason,
-            code,
-            &snap.instances,
-            now,
-        )
-        .await?;
+            code: StopCode::ServiceSchedulerInitiated,
+        };
+        stop(&ctx, &claim, order, &snap.instances, now).await?;
     }
     if !stops.is_empty() {
         ctx.event(

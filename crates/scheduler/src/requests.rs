@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use capstan_plan::tasks::{self, NewTask, Placing};
 
 use crate::execute::Launch;
-use crate::reconcile::{Ctx, new_task_id};
+use crate::reconcile::{Ctx, StopOrder, new_task_id};
 use crate::snapshot::{Caches, demand, instances};
 
 /// The task definition a reference names: its revision, or the family's latest ACTIVE one.
@@ -355,8 +355,13 @@ pub async fn stop_task(
         && t.last_status != TaskStatus::Stopped
     {
         let (_, docs) = instances(caches, keys, cluster);
-        let code = StopCode::UserInitiated;
-        crate::reconcile::stop(ctx, claim, cluster, t.id(), &reason, code, &docs, now).await?;
+        let order = StopOrder {
+            cluster,
+            task: t.id(),
+            reason: &reason,
+            code: StopCode::UserInitiated,
+        };
+        crate::reconcile::stop(ctx, claim, order, &docs, now).await?;
     }
     ctx.exec
         .store
