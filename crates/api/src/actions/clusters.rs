@@ -271,20 +271,13 @@ impl Api {
                 Some(kv) => w.if_unchanged(&key, kv.mod_revision),
                 None => w.if_absent(&key),
             };
-            match self.store.commit(w, None).await {
-                Ok(_) => {
-                    return Ok(pb::ClusterResponse {
-                        cluster_json: to_json(&self.cluster_view(&accepted.value).await?),
-                        warnings: warnings(accepted.warnings),
-                    });
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+            if committed(self.store.commit(w, None).await)? {
+                return Ok(pb::ClusterResponse {
+                    cluster_json: to_json(&self.cluster_view(&accepted.value).await?),
+                    warnings: warnings(accepted.warnings),
+                });
             }
         }
-        Err(ApiError::new(
-            Exception::Server,
-            "the cluster keeps changing; retry",
-        ))
+        Err(busy("the cluster"))
     }
 }

@@ -150,23 +150,14 @@ impl Api {
                 c.status = status;
                 c.status_reason = (status == InstanceStatus::Draining)
                     .then(|| "Draining requested by UpdateContainerInstancesState".to_string());
-                match self
-                    .store
-                    .commit(
-                        Write::new()
-                            .put_json_with_lease(&key, &c, kv.lease)
-                            .if_unchanged(&key, kv.mod_revision),
-                        None,
-                    )
-                    .await
-                {
-                    Ok(_) => {
-                        done = Some(c);
-                        break;
-                    }
-                    // The agent rewrote its registration meanwhile: read again.
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(e) => return Err(e.into()),
+                // Under the agent's lease; the agent rewriting its registration meanwhile loses
+                // the compare for one of us, and we read again.
+                let w = Write::new()
+                    .put_json_with_lease(&key, &c, kv.lease)
+                    .if_unchanged(&key, kv.mod_revision);
+                if committed(self.store.commit(w, None).await)? {
+                    done = Some(c);
+                    break;
                 }
             }
             match done {

@@ -45,6 +45,20 @@ pub const DEFAULT_CLUSTER: &str = "default";
 /// Attempts of a compare-and-swap write before giving up.
 const CAS_ATTEMPTS: usize = 200;
 
+/// What a compare-and-swap write says after [`CAS_ATTEMPTS`] lost compares: retry later.
+fn busy(what: &str) -> ApiError {
+    ApiError::new(Exception::Server, format!("{what} keeps changing; retry"))
+}
+
+/// A compare-and-swap commit's outcome: `true` when it landed, `false` when a compare was lost.
+fn committed(r: Result<i64, StoreError>) -> ApiResult<bool> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The API's handle on the store.
 #[derive(Clone)]
 pub struct Api {

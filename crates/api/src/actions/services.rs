@@ -182,34 +182,22 @@ impl Api {
                 };
             }
             let key = self.keys().service(&cluster, &name);
-            match self
-                .store
-                .commit(
-                    Write::new()
-                        .put_json(&key, &accepted.value)
-                        .if_unchanged(&key, kv.mod_revision),
-                    None,
-                )
-                .await
-            {
-                Ok(_) => {
-                    let doc = self
-                        .describe_one(&cluster, &name)
-                        .await?
-                        .unwrap_or_else(|| json!({}));
-                    return Ok(pb::ServiceResponse {
-                        service_json: doc.to_string(),
-                        warnings: warnings(accepted.warnings),
-                    });
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+            let w = Write::new()
+                .put_json(&key, &accepted.value)
+                .if_unchanged(&key, kv.mod_revision);
+            if !committed(self.store.commit(w, None).await)? {
+                continue;
             }
+            let doc = self
+                .describe_one(&cluster, &name)
+                .await?
+                .unwrap_or_else(|| json!({}));
+            return Ok(pb::ServiceResponse {
+                service_json: doc.to_string(),
+                warnings: warnings(accepted.warnings),
+            });
         }
-        Err(ApiError::new(
-            Exception::Server,
-            "the service keeps changing; retry",
-        ))
+        Err(busy("the service"))
     }
 
     /// DescribeServices.

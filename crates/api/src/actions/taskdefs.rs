@@ -27,24 +27,17 @@ impl Api {
             td.deregistered_at = None;
             td.task_definition_arn = Some(arn(&format!("task-definition/{}:{next}", td.family)));
             let key = self.keys().task_definition(&td.family, next);
-            match self
-                .store
-                .commit(Write::new().put_json(&key, &td).if_absent(&key), None)
-                .await
-            {
-                Ok(_) => {
-                    return Ok(pb::TaskDefinitionResponse {
-                        task_definition_json: to_json(&td),
-                        warnings: warnings(accepted.warnings),
-                    });
-                }
-                Err(StoreError::Conflict { .. }) => {
-                    // Another caller took this revision; spread retries a little.
-                    let jitter = (uuid::Uuid::new_v4().as_u128() % 5) as u64 + attempt as u64 % 5;
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
-                }
-                Err(e) => return Err(e.into()),
+            let w = Write::new().put_json(&key, &td).if_absent(&key);
+            if !committed(self.store.commit(w, None).await)? {
+                // Another caller took this revision; spread retries a little.
+                let jitter = (uuid::Uuid::new_v4().as_u128() % 5) as u64 + attempt as u64 % 5;
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
+                continue;
             }
+            return Ok(pb::TaskDefinitionResponse {
+                task_definition_json: to_json(&td),
+                warnings: warnings(accepted.warnings),
+            });
         }
         Err(ApiError::new(
             Exception::Server,
