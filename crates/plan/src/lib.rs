@@ -9,6 +9,7 @@ pub mod node_loss;
 pub mod placement;
 pub mod query;
 pub mod rollout;
+pub mod run_task;
 pub mod scaling;
 pub mod scheduling;
 pub mod service;

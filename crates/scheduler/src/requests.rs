@@ -8,8 +8,9 @@ use capstan_core::requests::{RunTaskFailure, RunTaskRequest, RunTaskResult, Stop
 use capstan_core::task::{StopCode, TaskStatus};
 use capstan_core::taskdef::{TaskDefinitionRef, TaskDefinitionStatus};
 use capstan_core::{Keys, Tag, TaskDefinition};
-use capstan_plan::placement::{self, Reason};
-use capstan_plan::scaling::{Share, split};
+use capstan_plan::placement;
+use capstan_plan::run_task as run_plan;
+use capstan_plan::scaling::Share;
 use capstan_plan::scheduling::place_on;
 use capstan_store::{Claim, StoreError, Write};
 use rand::SeedableRng;
@@ -42,27 +43,6 @@ pub fn resolve(caches: &Caches, keys: &Keys, reference: &str) -> Option<TaskDefi
             .max_by_key(|td| td.revision.unwrap_or(0))
             .cloned(),
     }
-}
-
-fn failure_reason(r: Option<&Reason>) -> &'static str {
-    match r {
-        Some(Reason::Cpu) => "RESOURCE:CPU",
-        Some(Reason::Memory) => "RESOURCE:MEMORY",
-        Some(Reason::Ports) => "RESOURCE:PORTS",
-        Some(Reason::AgentDisconnected) => "AGENT",
-        Some(Reason::NotActive) => "NO ACTIVE INSTANCES",
-        Some(Reason::DistinctInstance | Reason::MemberOf(_)) => "MissingAttribute",
-        None => "NO ACTIVE INSTANCES",
-    }
-}
-
-fn failures(n: u32, reason: &str, detail: String) -> Vec<RunTaskFailure> {
-    (0..n)
-        .map(|_| RunTaskFailure {
-            reason: reason.to_string(),
-            detail: detail.clone(),
-        })
-        .collect()
 }
 
 /// Consumes one RunTask request: places and starts its tasks, records what happened under
@@ -123,7 +103,7 @@ fn plan_run_task(
 ) -> (Vec<Launch>, Vec<capstan_core::Task>) {
     let count = req.count();
     let Some(td) = resolve(caches, keys, &req.task_definition).map(Arc::new) else {
-        result.failures = failures(
+        result.failures = run_plan::failures(
             count,
             "ClientException",
             format!(
@@ -138,7 +118,7 @@ fn plan_run_task(
             Ok(c) => c,
             Err((field, e)) => {
                 result.failures =
-                    failures(count, "InvalidParameterException", format!("{field}: {e}"));
+                    run_plan::failures(count, "InvalidParameterException", format!("{field}: {e}"));
                 return (Vec::new(), Vec::new());
             }
         };
@@ -155,15 +135,26 @@ fn plan_run_task(
             need.memory = m;
         }
     }
-    let (mut views, docs) = instances(caches, keys, cluster);
-    let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
-    let strategies = placement::strategies(&req.placement_strategy);
+    let (views, docs) = instances(caches, keys, cluster);
     let mut tags = req.tags.clone();
     tags.push(Tag {
         key: "capstan:run-task-request".into(),
         value: id.to_string(),
     });
-    let shares = run_task_shares(caches, keys, cluster, req);
+    let input = run_plan::Input {
+        count,
+        demand: need,
+        constraints,
+        strategies: placement::strategies(&req.placement_strategy),
+        shares: run_task_shares(caches, keys, cluster, req),
+        instances: views,
+    };
+    let plan = run_plan::plan(
+        &input,
+        now,
+        &mut rand::rngs::StdRng::from_rng(&mut rand::rng()),
+    );
+    result.failures = plan.failures;
     let started_by = req.started_by.as_deref();
     let one_off = |placing: Placing<'_>| {
         let id = new_task_id();
@@ -179,57 +170,7 @@ fn plan_run_task(
         decorate(&mut t, req, &tags);
         t
     };
-    if !shares.is_empty() {
-        // Each provider's share on its own instances; what does not fit waits in PROVISIONING.
-        let mut launches = Vec::new();
-        let mut waiting = Vec::new();
-        for (share, n) in shares.iter().zip(split(count, &shares)) {
-            let p = place_on(
-                &mut views,
-                &share.provider,
-                &need,
-                n as usize,
-                (&constraints, &strategies),
-                &mut rng,
-            );
-            for inst in &p.placed {
-                if let Some(ci) = docs.get(inst) {
-                    let t = one_off(Placing::On(ci, inst));
-                    launches.push((t, td.clone(), ci.agent_endpoint.clone(), None));
-                }
-            }
-            for _ in p.placed.len() as u32..n {
-                waiting.push(one_off(Placing::Waiting(&share.provider)));
-            }
-        }
-        return (launches, waiting);
-    }
-    let p = placement::place(
-        &mut views,
-        &need,
-        count as usize,
-        &constraints,
-        &strategies,
-        &mut rng,
-    );
-    let unplaced = count - p.placed.len() as u32;
-    if let Some(f) = &p.failure
-        && unplaced > 0
-    {
-        let detail = match &f.closest {
-            Some((inst, reason)) => format!(
-                "The closest matching container-instance {inst} {}",
-                reason.phrase()
-            ),
-            None => "No Container Instances were found in your cluster.".into(),
-        };
-        result.failures = failures(
-            unplaced,
-            failure_reason(f.closest.as_ref().map(|(_, r)| r)),
-            detail,
-        );
-    }
-    let launches = p
+    let launches = plan
         .placed
         .iter()
         .filter_map(|inst| {
@@ -238,7 +179,12 @@ fn plan_run_task(
             Some((t, td.clone(), ci.agent_endpoint.clone(), None))
         })
         .collect();
-    (launches, Vec::new())
+    let waiting = plan
+        .waiting
+        .iter()
+        .map(|provider| one_off(Placing::Waiting(provider)))
+        .collect();
+    (launches, waiting)
 }
 
 /// RunTask's overrides and tags on a new task record.
