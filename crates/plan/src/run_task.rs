@@ -117,6 +117,46 @@ pub fn plan<R: Rng + ?Sized>(input: &Input, _now: f64, rng: &mut R) -> Plan {
     out
 }
 
+/// A one-off task waiting in PROVISIONING for its capacity provider.
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    /// Task id.
+    pub task: String,
+    /// The provider it waits for.
+    pub provider: String,
+    /// What it needs.
+    pub demand: Demand,
+    /// Its task definition's constraints.
+    pub constraints: Vec<Constraint>,
+}
+
+/// Places the waiting one-off tasks, in order, where their providers now have room (the default
+/// strategies; a request's own are not kept on the task). Returns (task, instance) for each
+/// placed one; the rest keep waiting.
+pub fn place_waiting<R: Rng + ?Sized>(
+    waiting: &[Waiting],
+    instances: &[Instance],
+    _now: f64,
+    rng: &mut R,
+) -> Vec<(String, String)> {
+    let mut views = instances.to_vec();
+    let strategies = placement::default_strategies();
+    waiting
+        .iter()
+        .filter_map(|w| {
+            let p = place_on(
+                &mut views,
+                &w.provider,
+                &w.demand,
+                1,
+                (&w.constraints, &strategies),
+                rng,
+            );
+            p.placed.into_iter().next().map(|i| (w.task.clone(), i))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -178,6 +218,32 @@ mod tests {
             "No Container Instances were found in your cluster."
         );
         assert!(none.waiting.is_empty());
+    }
+
+    #[test]
+    fn waiting_tasks_take_the_room_their_provider_now_has_in_order() {
+        let demand = input(1, vec![], vec![]).demand;
+        let w = |task: &str, provider: &str| Waiting {
+            task: task.into(),
+            provider: provider.into(),
+            demand: demand.clone(),
+            constraints: Vec::new(),
+        };
+        let instances = vec![instance("ia", 1024, Some("a")), instance("ix", 4096, None)];
+        let placed = place_waiting(
+            &[w("t1", "a"), w("t2", "a"), w("t3", "a"), w("t4", "b")],
+            &instances,
+            0.0,
+            &mut StdRng::seed_from_u64(1),
+        );
+        assert_eq!(
+            placed,
+            [
+                ("t1".to_string(), "ia".to_string()),
+                ("t2".into(), "ia".into())
+            ],
+            "two fit on a's instance; b has none; the instance of no provider is not used"
+        );
     }
 
     #[test]

@@ -255,6 +255,14 @@ pub fn launch_failures(tasks: &[&Task]) -> (u32, Option<f64>) {
     (failures, last)
 }
 
+/// The record after an agent's report (`reported`: the record with the report applied), or
+/// `None` when the report changes nothing. A record never moves backwards: the scheduler's
+/// DEACTIVATING outranks the agent's RUNNING.
+pub fn merge_report(current: &Task, mut reported: Task) -> Option<Task> {
+    reported.last_status = reported.last_status.max(current.last_status);
+    (reported != *current).then_some(reported)
+}
+
 /// Whether an agent must not run a task it reports: the scheduler has no record of it, or has
 /// recorded it STOPPED (its host was declared lost). A task the agent reports stopped is fine.
 pub fn must_not_run(recorded: Option<&Task>, reported_stopped: bool) -> bool {
@@ -492,6 +500,32 @@ mod tests {
             "in grace"
         );
         assert_eq!(failed_target_group(&t, &groups[..1], 30.0, 140.0), None);
+    }
+
+    #[test]
+    fn a_report_never_moves_a_record_backwards_and_an_unchanged_one_is_no_write() {
+        let current = Task {
+            last_status: TaskStatus::Deactivating,
+            ..Default::default()
+        };
+        let running = Task {
+            last_status: TaskStatus::Running,
+            ..Default::default()
+        };
+        assert_eq!(
+            merge_report(&current, running),
+            None,
+            "RUNNING does not undo DEACTIVATING"
+        );
+        let stopped = Task {
+            last_status: TaskStatus::Stopped,
+            ..Default::default()
+        };
+        assert_eq!(
+            merge_report(&current, stopped.clone()).map(|t| t.last_status),
+            Some(TaskStatus::Stopped)
+        );
+        assert_eq!(merge_report(&stopped, stopped.clone()), None);
     }
 
     #[test]

@@ -302,14 +302,13 @@ impl Executor {
                 slow.push(s);
                 continue;
             }
-            let mut next = current.clone();
-            if s.apply_to(&mut next).is_err() {
+            let mut reported = current.clone();
+            if s.apply_to(&mut reported).is_err() {
                 continue;
             }
-            next.last_status = next.last_status.max(current.last_status);
-            if next == *current {
+            let Some(mut next) = tasks::merge_report(current, reported) else {
                 continue;
-            }
+            };
             next.version += 1;
             batch.push((s, key, next, entry.mod_revision));
         }
@@ -366,17 +365,17 @@ impl Executor {
             return Ok(refuse.then(|| state.task_id.clone()));
         }
         self.update_task(claim, cluster, &state.task_id, |t| {
-            let mut next = t.clone();
-            if state.apply_to(&mut next).is_err() {
+            let mut reported = t.clone();
+            if state.apply_to(&mut reported).is_err() {
                 return false;
             }
-            // Never move backwards: DEACTIVATING (ours) outranks RUNNING (the agent's).
-            next.last_status = next.last_status.max(t.last_status);
-            if next == *t {
-                return false;
+            match tasks::merge_report(t, reported) {
+                Some(next) => {
+                    *t = next;
+                    true
+                }
+                None => false,
             }
-            *t = next;
-            true
         })
         .await?;
         Ok(None)

@@ -11,7 +11,6 @@ use capstan_core::{Keys, Tag, TaskDefinition};
 use capstan_plan::placement;
 use capstan_plan::run_task as run_plan;
 use capstan_plan::scaling::Share;
-use capstan_plan::scheduling::place_on;
 use capstan_store::{Claim, StoreError, Write};
 use rand::SeedableRng;
 
@@ -224,13 +223,13 @@ pub async fn place_waiting(
 ) -> Result<(), StoreError> {
     let caches = &ctx.exec.caches;
     let keys = &ctx.exec.keys;
-    let (mut views, docs) = instances(caches, keys, cluster);
-    let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
-    let mut launches = Vec::new();
-    for e in caches
+    let (views, docs) = instances(caches, keys, cluster);
+    let entries = caches
         .tasks
-        .list_prefix(&keys.list(Family::Tasks, &[cluster]))
-    {
+        .list_prefix(&keys.list(Family::Tasks, &[cluster]));
+    let mut found = std::collections::HashMap::new();
+    let mut waiting = Vec::new();
+    for e in &entries {
         let Ok(t) = &e.value else { continue };
         if !crate::snapshot::waiting_one_off(t) {
             continue;
@@ -249,24 +248,24 @@ pub async fn place_waiting(
         if let Some(m) = t.memory.as_deref().and_then(|m| m.parse().ok()) {
             need.memory = m;
         }
-        let constraints =
-            placement::constraints(&[], &td.placement_constraints).unwrap_or_default();
-        let p = place_on(
-            &mut views,
-            provider,
-            &need,
-            1,
-            (&constraints, &placement::default_strategies()),
-            &mut rng,
-        );
-        if let Some(inst) = p.placed.first()
-            && let Some(ci) = docs.get(inst)
-        {
+        waiting.push(run_plan::Waiting {
+            task: t.id().to_string(),
+            provider: provider.to_string(),
+            demand: need,
+            constraints: placement::constraints(&[], &td.placement_constraints).unwrap_or_default(),
+        });
+        found.insert(t.id().to_string(), (t, td, e.mod_revision));
+    }
+    let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+    let mut launches = Vec::new();
+    for (task, inst) in run_plan::place_waiting(&waiting, &views, now, &mut rng) {
+        if let (Some((t, td, rev)), Some(ci)) = (found.get(&task), docs.get(&inst)) {
+            let endpoint = ci.agent_endpoint.clone();
             launches.push((
-                tasks::placed(t, ci, inst),
-                td,
-                ci.agent_endpoint.clone(),
-                Some(e.mod_revision),
+                tasks::placed(t, ci, &inst),
+                td.clone(),
+                endpoint,
+                Some(*rev),
             ));
         }
     }
