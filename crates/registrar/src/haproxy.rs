@@ -216,11 +216,18 @@ impl Haproxy {
             tokio::fs::write(self.pid_file(), pid.to_string()).await?;
         }
         // Ready once the admin socket answers.
+        let mut ready = false;
         for _ in 0..100 {
             if self.command("show info").await.is_ok() {
+                ready = true;
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if ready {
+            tracing::info!(pid = ?child.id(), listeners = layout.listeners.len(), "haproxy started");
+        } else {
+            tracing::warn!(pid = ?child.id(), "haproxy started but its admin socket does not answer");
         }
         *st = Some((layout.clone(), Process::Child(child)));
         Ok(true)

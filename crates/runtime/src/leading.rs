@@ -33,7 +33,12 @@ where
             let term = cancel.child_token();
             let mut run = tokio::spawn(work(claim.clone(), term.clone()));
             let finished = tokio::select! {
-                _ = &mut run => true,
+                r = &mut run => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "work of this term failed; it starts again next term");
+                    }
+                    true
+                }
                 _ = leadership.lost(&claim) => false,
                 _ = cancel.cancelled() => false,
             };
