@@ -33,11 +33,21 @@ async fn watch_agent(
     stop: CancellationToken,
 ) {
     let backoff = Duration::from_millis(500);
+    let mut failures = 0u32;
     while !stop.is_cancelled() {
         let mut stream = match ctx.exec.agents.watch(&endpoint).await {
-            Ok(s) => s,
+            Ok(s) => {
+                failures = 0;
+                s
+            }
             Err(e) => {
-                tracing::debug!(%endpoint, error = %e, "WatchTasks failed; retrying");
+                failures += 1;
+                // A moment's failure is normal (an agent restarting); one that lasts is not.
+                if failures == 10 {
+                    tracing::warn!(%endpoint, error = %e, "WatchTasks keeps failing; still retrying");
+                } else {
+                    tracing::debug!(%endpoint, error = %e, "WatchTasks failed; retrying");
+                }
                 tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(backoff) => continue }
             }
         };
@@ -78,6 +88,7 @@ async fn watch_agent(
                 })
                 .await;
             if sent.is_err() {
+                tracing::warn!(%endpoint, "the report writer is gone: this agent is no longer followed");
                 return;
             }
             let intruders = tokio::select! {
@@ -187,7 +198,13 @@ async fn write_reports(
             }
             match failed {
                 None => break out,
-                Some(StoreError::NotLeader { .. }) => return,
+                Some(StoreError::NotLeader { .. }) => {
+                    tracing::warn!(
+                        reports = n,
+                        "not the leader any more: reports are left to the next one"
+                    );
+                    return;
+                }
                 Some(e) => {
                     tracing::warn!(error = %e, reports = n, "cannot record agent reports; retrying");
                     tokio::select! {
