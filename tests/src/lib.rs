@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests: locate (or build) the workspace's binaries, run them as real
 //! processes, and read the cluster's state back from etcd.
 
+pub mod web;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -172,6 +174,20 @@ pub fn agent(etcd: &[String], dir: &Path, zone: &str) -> Proc {
     )
 }
 
+/// Agents in zones a, b and c (registered), scheduler `s1` and deployer `d1` (tasks healthy
+/// after 1 s), and a store client.
+pub async fn workers(etcd: &[String], dir: &Path) -> (Vec<Proc>, Store) {
+    let mut procs: Vec<Proc> = ["a", "b", "c"]
+        .iter()
+        .map(|z| agent(etcd, dir, z))
+        .collect();
+    let store = store(etcd).await;
+    registered(&store, "default", 3).await;
+    procs.push(scheduler(etcd, dir, "s1"));
+    procs.push(deployer(etcd, dir, "d1", "1s"));
+    (procs, store)
+}
+
 /// A replica of controller `name` (`scheduler`, `deployer`) named `id`, with `extra` flags.
 pub fn controller(name: &str, etcd: &[String], dir: &Path, id: &str, extra: &[&str]) -> Proc {
     let mut args: Vec<String> = [
@@ -299,6 +315,13 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The replica id leading controller `name` now (the oldest election key's value), if any.
+pub async fn leader(store: &Store, name: &str) -> Option<String> {
+    let l = store.list(&store.keys().election(name)).await.ok()?;
+    let first = l.kvs.iter().min_by_key(|kv| kv.create_revision)?;
+    Some(String::from_utf8_lossy(&first.value).to_string())
 }
 
 /// Kills every task process recorded in the agent state dirs under `dir` (tests leave nothing).

@@ -560,15 +560,9 @@ async fn leader_sigkill_mid_rollout_keeps_the_bounds_and_finishes() {
 
 /// The deployer leader's replica id (the election value).
 async fn leader_id(s: &Store) -> String {
-    eventually(
-        Duration::from_secs(10),
-        "a deployer leader",
-        || async move {
-            let l = s.list(&s.keys().election("deployer")).await.ok()?;
-            let first = l.kvs.iter().min_by_key(|kv| kv.create_revision)?;
-            Some(String::from_utf8_lossy(&first.value).to_string())
-        },
-    )
+    eventually(Duration::from_secs(10), "a deployer leader", || {
+        leader(s, "deployer")
+    })
     .await
 }
 

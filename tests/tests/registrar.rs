@@ -2,12 +2,14 @@
 //! the real scheduler, deployer and registrar. (HAProxy joins when the registrar drives it.)
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use capstan_core::deployment::{Deployment, DeploymentStatus, RolloutState};
 use capstan_core::lb::{TargetGroupStatusDoc, TargetState};
+use capstan_e2e::web::{
+    body, counting_client, get, healthy, slow_task_definition, task_definition,
+};
 use capstan_e2e::*;
 use capstan_store::Store;
 use capstan_testing::EtcdCluster;
@@ -28,15 +30,7 @@ impl Drop for Plane {
         }
         kill_task_processes(self.dir.path());
         // The registrar's HAProxy outlives a SIGKILLed registrar (it keeps serving): stop it.
-        let pids = std::fs::read_to_string(self.dir.path().join("haproxy/haproxy.pid"));
-        for pid in pids.iter().flat_map(|t| t.split_whitespace()) {
-            if let Ok(pid) = pid.parse::<i32>() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
+        web::kill_haproxy(&self.dir.path().join("haproxy"));
     }
 }
 
@@ -50,14 +44,7 @@ async fn plane_with(registrar_args: Option<Vec<String>>) -> Plane {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let eps = etcd.endpoints();
     let dir = test_dir();
-    let mut procs: Vec<Proc> = ["a", "b", "c"]
-        .iter()
-        .map(|z| agent(&eps, dir.path(), z))
-        .collect();
-    let store = store(&eps).await;
-    registered(&store, "default", 3).await;
-    procs.push(scheduler(&eps, dir.path(), "s1"));
-    procs.push(deployer(&eps, dir.path(), "d1", "1s"));
+    let (mut procs, store) = workers(&eps, dir.path()).await;
     let hp = dir.path().join("haproxy");
     let args = registrar_args
         .unwrap_or_else(|| vec!["--haproxy-dir".to_string(), hp.display().to_string()]);
@@ -73,50 +60,12 @@ async fn plane_with(registrar_args: Option<Vec<String>>) -> Plane {
 }
 
 /// `web:<rev>`: busybox httpd on the dynamic port, answering `/` with `<rev> <task id>`.
-async fn task_definition(s: &Store, rev: u32) {
-    let cmd = format!(
-        "d=/tmp/capstan-www-$CAPSTAN_TASK_ID; mkdir -p $d; echo {rev} $CAPSTAN_TASK_ID > $d/index.html; \
-         exec busybox httpd -f -p 127.0.0.1:$PORT -h $d"
-    );
-    let td = json!({
-        "family": "web", "revision": rev, "status": "ACTIVE",
-        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 64, "memory": 32,
-            "portMappings": [{"containerPort": 8080, "hostPort": 0}],
-            "entryPoint": ["sh", "-c"], "command": [cmd], "stopTimeout": 2}]
-    });
-    put_doc(s, &s.keys().task_definition("web", rev), &td).await;
-}
-
 async fn status(s: &Store) -> TargetGroupStatusDoc {
     s.get_json::<TargetGroupStatusDoc>(&s.keys().target_group_status("web-tg"))
         .await
         .expect("get")
         .map(|v| v.value)
         .unwrap_or_default()
-}
-
-fn healthy(doc: &TargetGroupStatusDoc) -> BTreeSet<String> {
-    doc.targets
-        .iter()
-        .filter(|t| t.state == TargetState::Healthy)
-        .map(|t| t.task_id.clone())
-        .collect()
-}
-
-async fn body(host: &str, port: u16) -> Option<String> {
-    let (code, body) = get(host, port).await?;
-    (code == 200).then(|| body.trim().to_string())
-}
-
-/// A plain HTTP/1.0 GET over a TCP stream: status code and body.
-async fn get(host: &str, port: u16) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect((host, port)).await.ok()?;
-    c.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
-    let mut out = String::new();
-    c.read_to_string(&mut out).await.ok()?;
-    let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, out.split("\r\n\r\n").nth(1)?.to_string()))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -333,7 +282,7 @@ async fn a_blue_green_production_shift_through_haproxy_drops_no_request() {
 /// Writes `doc` (web:2) while a client requests through the listener every 20 ms; once web:2
 /// has COMPLETED, not one request may have failed and the listener serves web:2.
 async fn update_under_traffic(s: &Store, port: u16, doc: Value) {
-    let (stop, counts) = counting_client(port);
+    let (stop, counts) = counting_client("127.0.0.1", port);
     put_doc(s, &s.keys().service("default", "web"), &doc).await;
     eventually(Duration::from_secs(90), "web:2 COMPLETED", || async move {
         deploys(s)
@@ -399,7 +348,7 @@ async fn a_registrar_restart_while_traffic_flows_fails_no_request() {
     .await;
     let pid_file = p.dir.path().join("haproxy/haproxy.pid");
     let pid_before = std::fs::read_to_string(&pid_file).expect("pid file");
-    let (stop, counts) = counting_client(port);
+    let (stop, counts) = counting_client("127.0.0.1", port);
     // SIGKILL the registrar (the last process started), start another on the same directory.
     let mut old = p.procs.pop().expect("registrar");
     old.kill();
@@ -413,9 +362,7 @@ async fn a_registrar_restart_while_traffic_flows_fails_no_request() {
         &["--haproxy-dir", &hp.display().to_string()],
     ));
     eventually(Duration::from_secs(20), "r2 leads", || async move {
-        let l = s.list(&s.keys().election("registrar")).await.ok()?;
-        let first = l.kvs.iter().min_by_key(|kv| kv.create_revision)?;
-        (first.value == b"r2").then_some(())
+        (leader(s, "registrar").await? == "r2").then_some(())
     })
     .await;
     // Traffic keeps flowing after the takeover too.
@@ -437,40 +384,6 @@ async fn a_registrar_restart_while_traffic_flows_fails_no_request() {
         pid_before,
         "the new registrar adopted the running HAProxy"
     );
-}
-
-/// Requests through the listener every 20 ms until stopped; (succeeded, failed or non-2xx)
-/// readable while it runs.
-fn counting_client(port: u16) -> (Arc<AtomicBool>, Arc<(AtomicU32, AtomicU32)>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let counts = Arc::new((AtomicU32::new(0), AtomicU32::new(0)));
-    let (st, c) = (stop.clone(), counts.clone());
-    tokio::spawn(async move {
-        while !st.load(Ordering::SeqCst) {
-            match get("127.0.0.1", port).await {
-                Some((200, _)) => c.0.fetch_add(1, Ordering::SeqCst),
-                _ => c.1.fetch_add(1, Ordering::SeqCst),
-            };
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    (stop, counts)
-}
-
-/// `web:<rev>` that also answers `/cgi-bin/slow` after `secs` seconds (busybox httpd CGI).
-async fn slow_task_definition(s: &Store, rev: u32, secs: u32) {
-    let cmd = format!(
-        "d=/tmp/capstan-www-$CAPSTAN_TASK_ID; mkdir -p $d/cgi-bin; echo {rev} $CAPSTAN_TASK_ID > $d/index.html; \
-         printf '#!/bin/sh\\nsleep {secs}\\necho Content-Type: text/plain\\necho\\necho slow done\\n' > $d/cgi-bin/slow; \
-         chmod +x $d/cgi-bin/slow; exec busybox httpd -f -p 127.0.0.1:$PORT -h $d"
-    );
-    let td = json!({
-        "family": "web", "revision": rev, "status": "ACTIVE",
-        "containerDefinitions": [{"name": "app", "image": "x", "cpu": 64, "memory": 32,
-            "portMappings": [{"containerPort": 8080, "hostPort": 0}],
-            "entryPoint": ["sh", "-c"], "command": [cmd], "stopTimeout": 2}]
-    });
-    put_doc(s, &s.keys().task_definition("web", rev), &td).await;
 }
 
 /// GET `path`: status code and body.
@@ -569,7 +482,7 @@ async fn a_new_listener_reloads_haproxy_seamlessly_under_traffic() {
         },
     )
     .await;
-    let (stop, counts) = counting_client(port);
+    let (stop, counts) = counting_client("127.0.0.1", port);
     let port2 = capstan_testing::free_port().expect("port");
     put_doc(
         s,

@@ -2,6 +2,7 @@
 //! `capstan.agent.v1.Agent` over gRPC (mutual TLS when given certificates), and registers its
 //! container instance in etcd under a lease.
 
+pub mod advertise;
 pub mod agent;
 pub mod args;
 pub mod model;
@@ -51,6 +52,9 @@ pub enum StartError {
     /// gRPC server.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// No address controllers can reach.
+    #[error(transparent)]
+    Advertise(#[from] advertise::AdvertiseError),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -113,13 +117,12 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
         .map_err(io(format!("cannot listen on {}", args.listen)))?;
     let bound = listener.local_addr().map_err(io("listener address"))?;
     let tls = args.tls.files();
-    let advertise = args.advertise.clone().unwrap_or_else(|| {
-        if bound.ip().is_unspecified() {
-            format!("127.0.0.1:{}", bound.port())
-        } else {
-            bound.to_string()
-        }
-    });
+    let outward = if args.advertise.is_none() && bound.ip().is_unspecified() {
+        advertise::outward_ip(&args.store.etcd_endpoints).await
+    } else {
+        None
+    };
+    let advertise = advertise::advertised(bound, args.advertise.as_deref(), outward)?;
     let endpoint = format!(
         "{}://{advertise}",
         if tls.is_some() { "https" } else { "http" }

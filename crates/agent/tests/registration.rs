@@ -267,3 +267,45 @@ async fn the_agent_registers_again_after_losing_its_lease_or_etcd() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_agent_listening_everywhere_with_only_loopback_to_advertise_refuses_to_start() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let s = store(&etcd).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    // etcd is on loopback, so the route toward it gives 127.0.0.1: controllers elsewhere
+    // would dial their own loopback.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_capstan-agent"))
+        .args(["--etcd-endpoints", &etcd.endpoints().join(",")])
+        .args([
+            "--state-dir",
+            &dir.path().join("agent").display().to_string(),
+        ])
+        .args(["--runtime", "process", "--listen", "0.0.0.0:0"])
+        .output()
+        .expect("run capstan-agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started: {stderr}");
+    assert!(stderr.contains("--advertise HOST:PORT"), "{stderr}");
+    let listed = s
+        .list(
+            &s.keys()
+                .list(capstan_core::keys::Family::ContainerInstances, &[]),
+        )
+        .await
+        .expect("list");
+    assert!(listed.kvs.is_empty(), "registered: {:?}", listed.kvs);
+    // Told where it is reached, it starts and registers that address.
+    let agent = AgentProc::start(
+        &etcd.endpoints(),
+        &dir.path().join("agent"),
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--advertise",
+            "agent-1.example:7000",
+        ],
+    );
+    let ci = registration(&s, &agent.instance, Duration::from_secs(10), |_| true).await;
+    assert_eq!(ci.agent_endpoint, "http://agent-1.example:7000");
+}

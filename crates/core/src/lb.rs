@@ -341,7 +341,8 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// The bind address, loopback by default.
+    /// The bind address, loopback by default (the API checks port conflicts on it; a registrar
+    /// binds a listener without one on its own host address, `--listen-address`).
     pub fn bind_address(&self) -> &str {
         self.bind_address.as_deref().unwrap_or("127.0.0.1")
     }
@@ -460,7 +461,7 @@ pub enum TargetState {
 }
 
 /// One target of a target group.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TargetStatus {
     /// Task id the target belongs to.
@@ -477,6 +478,10 @@ pub struct TargetStatus {
     /// Draining has finished: the scheduler may stop the task (set with state `draining`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub drained: bool,
+    /// When it last turned healthy (epoch seconds): slow start ramps its weight from then, on
+    /// every load-balancer host alike.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_since: Option<crate::Timestamp>,
 }
 
 /// A listener whose traffic a target group takes, and since when (the registrar applied it).

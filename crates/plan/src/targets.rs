@@ -149,15 +149,13 @@ pub struct Tracked {
     pub fails: u32,
     /// When deregistration began.
     pub draining_since: Option<Timestamp>,
-    /// When it last turned healthy (slow start ramps its weight from then).
-    pub healthy_since: Option<Timestamp>,
 }
 
 impl Tracked {
     /// Its traffic weight out of 100: with slow start, growing linearly from 1 to 100 over the
     /// group's `slow_start.duration_seconds` after it turned healthy.
     pub fn weight(&self, s: &Settings, now: Timestamp) -> u32 {
-        match (self.status.state, self.healthy_since) {
+        match (self.status.state, self.status.healthy_since) {
             (TargetState::Healthy, Some(since)) if s.slow_start > 0.0 => {
                 let f = ((now - since) / s.slow_start).clamp(0.0, 1.0);
                 ((100.0 * f).round() as u32).max(1)
@@ -171,21 +169,26 @@ impl Tracked {
         self.weight(s, now) < 100
     }
 
-    fn new(w: &Wanted) -> Self {
+    /// A target as a status document shows it: a new leader, or a load-balancer host that
+    /// only follows the leader, carries on from there (check counts start again).
+    pub fn carried(status: TargetStatus) -> Self {
         Self {
-            status: TargetStatus {
-                task_id: w.task_id.clone(),
-                host: w.host.clone(),
-                port: w.port,
-                state: TargetState::Initial,
-                reason: Some("Elb.InitialHealthChecking".into()),
-                drained: false,
-            },
+            status,
             passes: 0,
             fails: 0,
             draining_since: None,
-            healthy_since: None,
         }
+    }
+
+    fn new(w: &Wanted) -> Self {
+        Self::carried(TargetStatus {
+            task_id: w.task_id.clone(),
+            host: w.host.clone(),
+            port: w.port,
+            state: TargetState::Initial,
+            reason: Some("Elb.InitialHealthChecking".into()),
+            ..Default::default()
+        })
     }
 }
 
@@ -205,7 +208,7 @@ pub fn observe(t: &mut Tracked, result: Result<(), Failure>, s: &Settings, now: 
             };
             if healthy {
                 if t.status.state != TargetState::Healthy {
-                    t.healthy_since = Some(now);
+                    t.status.healthy_since = Some(now);
                 }
                 t.status.state = TargetState::Healthy;
                 t.status.reason = None;
@@ -215,7 +218,7 @@ pub fn observe(t: &mut Tracked, result: Result<(), Failure>, s: &Settings, now: 
             t.fails += 1;
             t.passes = 0;
             if t.fails >= s.unhealthy_threshold {
-                t.healthy_since = None;
+                t.status.healthy_since = None;
                 t.status.state = TargetState::Unhealthy;
                 t.status.reason = Some(f.reason().into());
             }
@@ -230,8 +233,9 @@ pub struct Input<'a> {
     pub tracked: &'a BTreeMap<String, Tracked>,
     /// The targets the group should have.
     pub wanted: &'a [Wanted],
-    /// Active sessions per target as the data plane last counted them; `None` when unknown.
-    /// Without a data plane every target has none.
+    /// Active sessions per draining target, counted by the data plane after it set the target
+    /// draining (a count from before could miss a request that started since); a target not
+    /// listed is unknown, not idle. Without a data plane every target has none.
     pub sessions: Option<&'a std::collections::HashMap<String, u32>>,
     /// Whether a data plane serves the group.
     pub data_plane: bool,
@@ -256,7 +260,7 @@ pub fn plan<R: rand::Rng + ?Sized>(input: &Input<'_>, now: Timestamp, _rng: &mut
         input.wanted,
         |id| match (input.data_plane, input.sessions) {
             (false, _) => Some(0),
-            (true, Some(s)) => Some(s.get(id).copied().unwrap_or(0)),
+            (true, Some(s)) => s.get(id).copied(),
             (true, None) => None,
         },
         input.settings,
@@ -527,6 +531,44 @@ mod tests {
     }
 
     #[test]
+    fn a_drain_waits_for_a_session_count_taken_while_draining() {
+        let m = tracked(&[one("a", false)]);
+        let wanted = [one("a", true)];
+        let input = |sessions| Input {
+            tracked: &m,
+            wanted: &wanted,
+            sessions,
+            data_plane: true,
+            settings: &S,
+        };
+        let mut rng = rand::rng();
+        // The data plane counted other targets, not this one since it began draining: unknown.
+        let none = std::collections::HashMap::from([("b".to_string(), 0)]);
+        let p = plan(&input(Some(&none)), 100.0, &mut rng);
+        assert!(!p.tracked["a"].status.drained);
+        assert_eq!(p.wake, Some(110.0));
+        // Counted while draining: one session open, then none.
+        let open = std::collections::HashMap::from([("a".to_string(), 1)]);
+        assert!(
+            !plan(&input(Some(&open)), 100.0, &mut rng).tracked["a"]
+                .status
+                .drained
+        );
+        let idle = std::collections::HashMap::from([("a".to_string(), 0)]);
+        assert!(
+            plan(&input(Some(&idle)), 100.0, &mut rng).tracked["a"]
+                .status
+                .drained
+        );
+        // Without a data plane nothing flows: drained at once.
+        let bare = Input {
+            data_plane: false,
+            ..input(None)
+        };
+        assert!(plan(&bare, 100.0, &mut rng).tracked["a"].status.drained);
+    }
+
+    #[test]
     fn slow_start_ramps_a_new_healthy_target_weight() {
         let s = Settings {
             slow_start: 10.0,
@@ -539,7 +581,7 @@ mod tests {
             draining: false,
         });
         observe(&mut t, Ok(()), &s, 100.0);
-        assert_eq!(t.healthy_since, Some(100.0));
+        assert_eq!(t.status.healthy_since, Some(100.0));
         assert_eq!(t.weight(&s, 100.0), 1);
         assert_eq!(t.weight(&s, 105.0), 50);
         assert!(t.ramping(&s, 105.0));
@@ -547,7 +589,7 @@ mod tests {
         // Without slow start, full weight at once; staying healthy keeps the start time.
         assert_eq!(t.weight(&S, 100.0), 100);
         observe(&mut t, Ok(()), &s, 200.0);
-        assert_eq!(t.healthy_since, Some(100.0));
+        assert_eq!(t.status.healthy_since, Some(100.0));
     }
 
     #[test]

@@ -11,12 +11,16 @@ pub struct RegistrarArgs {
     /// etcd, prefix, admin address, election and logging.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// HAProxy binary the leader runs as the data plane.
+    /// HAProxy binary every replica runs as this host's data plane.
     #[arg(long, env = "CAPSTAN_HAPROXY_BIN", default_value = "haproxy")]
     pub haproxy_bin: PathBuf,
     /// Directory for HAProxy's configuration, map and admin socket; a temporary one by default.
     #[arg(long, env = "CAPSTAN_HAPROXY_DIR")]
     pub haproxy_dir: Option<PathBuf>,
+    /// Address this host's HAProxy binds listeners on that name no `bindAddress` (loopback
+    /// unless asked: a load-balancer host passes its own, or 0.0.0.0).
+    #[arg(long, env = "CAPSTAN_LISTEN_ADDRESS", default_value = "127.0.0.1")]
+    pub listen_address: std::net::IpAddr,
     /// Run without a data plane (health checks and status only).
     #[arg(long, env = "CAPSTAN_NO_DATA_PLANE")]
     pub no_data_plane: bool,

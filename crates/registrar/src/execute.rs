@@ -1,15 +1,13 @@
-//! The registrar's IO: health checks of targets, programming the data plane, and fenced writes
-//! of target group status. It decides nothing: targets come from `capstan_plan::targets`.
+//! The registrar's IO: health checks of targets and fenced writes of target group status (the
+//! data plane is programmed from that status by `dataplane::serve`). It decides nothing: targets come from `capstan_plan::targets`.
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use capstan_core::lb::{LbProtocol, TargetGroup, TargetGroupStatusDoc};
-use capstan_plan::targets::{Failure, Tracked};
+use capstan_plan::targets::Failure;
 use capstan_store::{Claim, Store, StoreError, Write};
 
-use crate::dataplane::{DataPlane, DataPlaneError};
-use crate::haproxy;
+use crate::dataplane::DataPlane;
 use crate::snapshot::Caches;
 
 /// The registrar's writer and caller.
@@ -49,52 +47,6 @@ impl Executor {
                 .await?;
         }
         Ok(())
-    }
-
-    /// Programs group `tg`'s own backend with `tracked`, then the backends of the weighted
-    /// listeners it is part of (`weighted`: listener → its groups and weights; `all`: every
-    /// group's targets), each target at the weight `ramp` gives it. Returns the in-flight
-    /// sessions per target over all of them; `None` without a data plane.
-    pub async fn sync(
-        &self,
-        tg: &str,
-        tracked: &BTreeMap<String, Tracked>,
-        weighted: &[(String, Vec<(String, u32)>)],
-        all: &HashMap<String, BTreeMap<String, Tracked>>,
-        ramp: impl Fn(&Tracked) -> u32 + Copy,
-    ) -> Option<Result<HashMap<String, u32>, DataPlaneError>> {
-        let hp = self.data_plane.as_deref()?;
-        let mut synced = hp
-            .sync_backend(
-                &haproxy::backend(tg),
-                &haproxy::group_members(tracked, ramp),
-            )
-            .await;
-        for (listener, groups) in weighted {
-            let empty = BTreeMap::new();
-            let parts: Vec<(u32, &BTreeMap<String, Tracked>)> = groups
-                .iter()
-                .map(|(g, w)| (*w, all.get(g).unwrap_or(&empty)))
-                .collect();
-            let more = hp
-                .sync_backend(
-                    &haproxy::listener_backend(listener),
-                    &haproxy::weighted_members(&parts, ramp),
-                )
-                .await;
-            synced = match (synced, more) {
-                (Ok(mut a), Ok(b)) => {
-                    for (id, n) in b {
-                        if let Some(x) = a.get_mut(&id) {
-                            *x += n;
-                        }
-                    }
-                    Ok(a)
-                }
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
-        }
-        Some(synced)
     }
 }
 

@@ -295,17 +295,6 @@ impl Haproxy {
         })
     }
 
-    /// Stops HAProxy (leadership lost, or shutdown); an external one is left alone.
-    pub async fn stop(&self) {
-        if self.external.is_some() {
-            self.state.lock().await.take();
-            return;
-        }
-        if let Some((_, process)) = self.state.lock().await.take() {
-            process.kill().await;
-        }
-    }
-
     /// Points listener `name` at `backend`.
     pub async fn route(&self, name: &str, backend: &str) -> Result<(), DataPlaneError> {
         let map = self.map();
@@ -322,13 +311,8 @@ impl Haproxy {
     }
 
     /// Makes backend `be`'s servers match `members`: healthy ones ready at their weight,
-    /// draining ones draining, others out of traffic, unknown ones deleted; returns current
-    /// sessions per member id.
-    pub async fn sync_backend(
-        &self,
-        be: &str,
-        members: &[Member],
-    ) -> Result<HashMap<String, u32>, DataPlaneError> {
+    /// draining ones draining, others out of traffic, unknown ones deleted.
+    pub async fn sync_backend(&self, be: &str, members: &[Member]) -> Result<(), DataPlaneError> {
         let servers = parse_servers(&self.command(&format!("show servers state {be}")).await?);
         for m in members {
             let srv = format!("{be}/{}", m.id);
@@ -379,16 +363,11 @@ impl Haproxy {
                 .await?;
             self.command(&format!("del server {srv}")).await?;
         }
-        let stats = parse_sessions(&self.command("show stat").await?);
-        Ok(members
-            .iter()
-            .map(|m| {
-                let n = stats
-                    .get(&(be.to_string(), m.id.clone()))
-                    .copied()
-                    .unwrap_or(0);
-                (m.id.clone(), n)
-            })
-            .collect())
+        Ok(())
+    }
+
+    /// Sessions in flight per (backend, server), every backend at once.
+    pub async fn sessions(&self) -> Result<HashMap<(String, String), u32>, DataPlaneError> {
+        Ok(parse_sessions(&self.command("show stat").await?))
     }
 }

@@ -3,9 +3,11 @@
 //! TCP connect) with ELBv2's thresholds, drains deregistering targets and marks them drained so
 //! the scheduler may stop their tasks, and writes `/capstan/status/targetgroups/<name>`.
 //!
-//! The leader supervises HAProxy ([`haproxy`]): one frontend per listener, one backend per target
+//! Every replica supervises its own HAProxy ([`haproxy`], programmed by [`dataplane::serve`]
+//! from the leader's status documents): one frontend per listener, one backend per target
 //! group; healthy targets are ready servers, draining ones drain, and a draining target is
-//! drained once HAProxy reports no sessions on it (or the deregistration delay passed).
+//! drained once the leader's HAProxy reports no sessions on it (or the deregistration delay
+//! passed).
 
 //!
 //! Shape (see docs/architecture.md): `args`, `snapshot`, `reconcile`, `execute`, and what only
@@ -68,7 +70,7 @@ pub async fn run(args: RegistrarArgs) -> Result<(), RuntimeError> {
         tracking: Mutex::new(HashMap::new()),
         sessions: Mutex::new(HashMap::new()),
         applied: Mutex::new(BTreeMap::new()),
-        weighted: Mutex::new(BTreeMap::new()),
+        listen_address: args.listen_address.to_string(),
     });
     let keys = rt.store.keys().clone();
     let (k1, k2, k3) = (keys.clone(), keys.clone(), keys.clone());
@@ -110,14 +112,12 @@ pub async fn run(args: RegistrarArgs) -> Result<(), RuntimeError> {
                     .collect()
             }
         });
-    let (follower, queue, shutdown) = (ctx.clone(), controller.queue(), rt.cancel.clone());
-    spawn_while_leading(
-        rt.leadership.clone(),
+    // Every replica serves; only the leader decides (health checks, drains, status).
+    tokio::spawn(dataplane::serve(
+        ctx.clone(),
+        controller.queue(),
         rt.cancel.clone(),
-        move |_claim, term| {
-            dataplane::follow(follower.clone(), queue.clone(), shutdown.clone(), term)
-        },
-    );
+    ));
     let (checker, queue) = (ctx.clone(), controller.queue());
     spawn_while_leading(
         rt.leadership.clone(),

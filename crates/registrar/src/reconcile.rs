@@ -24,12 +24,12 @@ pub struct Ctx {
     pub exec: Executor,
     /// Targets as this leader tracks them.
     pub tracking: Tracking,
-    /// Sessions per target at the last sync, by group then task.
+    /// Sessions per target on this host's data plane, by group then task.
     pub sessions: Mutex<HashMap<String, HashMap<String, u32>>>,
-    /// Listener → (the groups it routes to, since when) as applied to the data plane.
+    /// Listener → (the groups it routes to, since when) as applied to this host's data plane.
     pub applied: Mutex<BTreeMap<String, (Vec<String>, f64)>>,
-    /// Listeners that split traffic over several groups: listener → (group, weight).
-    pub weighted: Mutex<BTreeMap<String, Vec<(String, u32)>>>,
+    /// Where this host binds listeners that name no address.
+    pub listen_address: String,
 }
 
 /// Locks, ignoring poison: the tracked state stays usable after a panicked reconcile.
@@ -55,28 +55,10 @@ pub async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<A
     let settings = Settings::of(&spec);
     let (doc, wake) = {
         let mut all = lock(&ctx.tracking);
-        let tracked = all.entry(tg.clone()).or_insert_with(|| {
-            // A new leader carries on from the last status written.
-            c.status_of(&keys, &tg)
-                .map(|doc| {
-                    doc.targets
-                        .into_iter()
-                        .map(|s| {
-                            (
-                                s.task_id.clone(),
-                                Tracked {
-                                    status: s,
-                                    passes: 0,
-                                    fails: 0,
-                                    draining_since: None,
-                                    healthy_since: None,
-                                },
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        });
+        // A new leader carries on from the last status written.
+        let tracked = all
+            .entry(tg.clone())
+            .or_insert_with(|| snapshot::decided(c, &keys, &tg));
         // Without a data plane nothing flows through a target, so it has no sessions.
         let sessions = lock(&ctx.sessions).get(&tg).cloned();
         let plan = targets::plan(
@@ -106,42 +88,25 @@ pub async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<A
         };
         (doc, wake)
     };
-    // The data plane follows the targets first, so that a target the status calls healthy is
-    // already taking traffic; sessions feed the next drain decision.
-    let mut poll = None;
-    if exec.data_plane.is_some() {
-        let tracked = lock(&ctx.tracking).get(&tg).cloned().unwrap_or_default();
-        let ramp = |t: &Tracked| t.weight(&settings, now);
-        let weighted: Vec<(String, Vec<(String, u32)>)> = lock(&ctx.weighted)
-            .iter()
-            .filter(|(_, groups)| groups.iter().any(|(g, _)| *g == tg))
-            .map(|(l, g)| (l.clone(), g.clone()))
-            .collect();
-        let all = lock(&ctx.tracking).clone();
-        match exec.sync(&tg, &tracked, &weighted, &all, ramp).await {
-            Some(Ok(sessions)) => {
-                lock(&ctx.sessions).insert(tg.clone(), sessions);
-            }
-            Some(Err(e)) => tracing::warn!(%tg, error = %e, "cannot program haproxy"),
-            None => {}
-        }
-        if tracked
-            .values()
-            .any(|t| t.status.state == TargetState::Draining && !t.status.drained)
-        {
-            poll = Some(Duration::from_millis(250));
-        }
-        // Slow start: raise the weights again in a second.
-        if tracked.values().any(|t| t.ramping(&settings, now)) {
-            poll = Some(poll.map_or(Duration::from_secs(1), |p| p.min(Duration::from_secs(1))));
-        }
-    }
+    // Every load-balancer host (this one too) programs its data plane from the status written
+    // here (`dataplane::serve`); sessions it counted feed the next drain decision, so a drain
+    // is looked at again soon.
+    let poll = tracked_draining(&ctx, &tg).then_some(Duration::from_millis(250));
     exec.put_status(&claim, &tg, doc, now).await?;
     let wait = match wake {
         Some(at) => Duration::from_secs_f64((at - now).max(0.0)),
         None => Duration::from_secs(30),
     };
     Ok(Action::requeue(poll.map_or(wait, |p| p.min(wait))))
+}
+
+/// Whether group `tg` has a target still draining.
+fn tracked_draining(ctx: &Ctx, tg: &str) -> bool {
+    ctx.exec.data_plane.is_some()
+        && lock(&ctx.tracking).get(tg).is_some_and(|t| {
+            t.values()
+                .any(|t| t.status.state == TargetState::Draining && !t.status.drained)
+        })
 }
 
 /// A group due for checks: its name, spec, targets (task id, host, port), and whether its

@@ -10,7 +10,7 @@ use capstan_core::keys::Family;
 use capstan_core::lb::{Listener, ListenerRoute, TargetGroup, TargetGroupStatusDoc};
 use capstan_core::service::lb_object_name;
 use capstan_core::task::Task;
-use capstan_plan::targets::{self, Wanted};
+use capstan_plan::targets::{self, Tracked, Wanted};
 use capstan_store::Cache;
 
 /// The caches the registrar reads.
@@ -106,6 +106,19 @@ pub fn wanted(c: &Caches, tg: &str) -> Vec<Wanted> {
         })
         .collect();
     targets::wanted(tg, &deployments, &tasks, |i| instances.get(i).cloned())
+}
+
+/// A group's targets as the leader last decided them (its status document): what every
+/// load-balancer host serves, and where a new leader carries on from.
+pub fn decided(c: &Caches, keys: &Keys, tg: &str) -> BTreeMap<String, Tracked> {
+    c.status_of(keys, tg)
+        .map(|doc| {
+            doc.targets
+                .into_iter()
+                .map(|s| (s.task_id.clone(), Tracked::carried(s)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The listeners (by name) and the names of the target groups whose specs decode.

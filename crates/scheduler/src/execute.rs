@@ -9,7 +9,9 @@ use std::time::Duration;
 use capstan_agent_client::{AgentApi, start_request, stop_request};
 use capstan_core::Keys;
 use capstan_core::TaskDefinition;
+use capstan_core::keys::Family;
 use capstan_core::task::{StopCode, Task};
+use capstan_core::taskdef::TaskDefinitionRef;
 use capstan_plan::tasks::{self, StopStep};
 use capstan_store::{Claim, Store, StoreError, Write};
 use futures::StreamExt;
@@ -41,6 +43,37 @@ pub struct Executor {
 }
 
 impl Executor {
+    /// The task definition `reference` names, read from etcd itself (the cache may not have
+    /// seen one registered a moment ago).
+    pub async fn read_task_definition(
+        &self,
+        reference: &str,
+    ) -> Result<Option<TaskDefinition>, StoreError> {
+        let Ok(r) = TaskDefinitionRef::parse(reference) else {
+            return Ok(None);
+        };
+        let decode = |bytes: &[u8]| capstan_core::accept::<TaskDefinition>(bytes).ok();
+        Ok(match r.revision {
+            Some(rev) => self
+                .store
+                .get(&self.keys.task_definition(&r.family, rev))
+                .await?
+                .and_then(|kv| decode(&kv.value).map(|a| a.value)),
+            None => {
+                let prefix = self.keys.list(Family::TaskDefinitions, &[&r.family]);
+                let all: Vec<TaskDefinition> = self
+                    .store
+                    .list(&prefix)
+                    .await?
+                    .kvs
+                    .iter()
+                    .filter_map(|kv| decode(&kv.value).map(|a| a.value))
+                    .collect();
+                crate::requests::latest_active(all.iter()).cloned()
+            }
+        })
+    }
+
     /// Writes task records (fenced, in batches) and asks their agents to start them: new records
     /// (`None`) are created, placed PROVISIONING ones (`Some(mod_revision)`) updated if unchanged.
     /// Tasks an agent refuses are recorded STOPPED with the reason, to be replaced.

@@ -31,17 +31,25 @@ pub fn resolve(caches: &Caches, keys: &Keys, reference: &str) -> Option<TaskDefi
             .as_ref()
             .ok()
             .cloned(),
-        None => caches
-            .taskdefs
-            .list_prefix(&keys.list(Family::TaskDefinitions, &[&r.family]))
-            .iter()
-            .filter_map(|e| e.value.as_ref().ok())
-            .filter(|td| {
-                td.status.unwrap_or(TaskDefinitionStatus::Active) == TaskDefinitionStatus::Active
-            })
-            .max_by_key(|td| td.revision.unwrap_or(0))
-            .cloned(),
+        None => latest_active(
+            caches
+                .taskdefs
+                .list_prefix(&keys.list(Family::TaskDefinitions, &[&r.family]))
+                .iter()
+                .filter_map(|e| e.value.as_ref().ok()),
+        )
+        .cloned(),
     }
+}
+
+/// The family's latest ACTIVE revision among `tds`.
+pub fn latest_active<'a>(
+    tds: impl Iterator<Item = &'a TaskDefinition>,
+) -> Option<&'a TaskDefinition> {
+    tds.filter(|td| {
+        td.status.unwrap_or(TaskDefinitionStatus::Active) == TaskDefinitionStatus::Active
+    })
+    .max_by_key(|td| td.revision.unwrap_or(0))
 }
 
 /// Consumes one RunTask request: places and starts its tasks, records what happened under
@@ -68,7 +76,35 @@ pub async fn run_task(
             detail: e.clone(),
         }),
         Ok(req) => {
-            (launches, waiting) = plan_run_task(cluster, id, req, caches, keys, &mut result, now);
+            // A task definition registered just before the request may not be in the cache
+            // yet (its watch runs apart from the requests'): etcd itself has it.
+            let td = match resolve(caches, keys, &req.task_definition) {
+                Some(td) => Some(td),
+                None => ctx.exec.read_task_definition(&req.task_definition).await?,
+            };
+            match td {
+                Some(td) => {
+                    (launches, waiting) = plan_run_task(
+                        (cluster, id),
+                        req,
+                        Arc::new(td),
+                        caches,
+                        keys,
+                        &mut result,
+                        now,
+                    );
+                }
+                None => {
+                    result.failures = run_plan::failures(
+                        req.count(),
+                        "ClientException",
+                        format!(
+                            "Unable to describe task definition {}.",
+                            req.task_definition
+                        ),
+                    );
+                }
+            }
         }
     }
     result.tasks = launches
@@ -92,26 +128,15 @@ pub async fn run_task(
 
 /// RunTask's plan: tasks to start, and (with capacity providers) tasks to record PROVISIONING.
 fn plan_run_task(
-    cluster: &str,
-    id: &str,
+    (cluster, id): (&str, &str),
     req: &RunTaskRequest,
+    td: Arc<TaskDefinition>,
     caches: &Caches,
     keys: &Keys,
     result: &mut RunTaskResult,
     now: f64,
 ) -> (Vec<Launch>, Vec<capstan_core::Task>) {
     let count = req.count();
-    let Some(td) = resolve(caches, keys, &req.task_definition).map(Arc::new) else {
-        result.failures = run_plan::failures(
-            count,
-            "ClientException",
-            format!(
-                "Unable to describe task definition {}.",
-                req.task_definition
-            ),
-        );
-        return (Vec::new(), Vec::new());
-    };
     let constraints =
         match placement::constraints(&req.placement_constraints, &td.placement_constraints) {
             Ok(c) => c,

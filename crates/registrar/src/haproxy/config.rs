@@ -31,12 +31,16 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The layout for these listeners and groups.
-    pub fn new(listeners: &[(String, Listener)], groups: &[String]) -> Self {
+    /// The layout for these listeners and groups; a listener that names no `bindAddress`
+    /// binds `host_address` (this load-balancer host's).
+    pub fn new(listeners: &[(String, Listener)], groups: &[String], host_address: &str) -> Self {
         Self {
             listeners: listeners
                 .iter()
-                .map(|(n, l)| (n.clone(), (l.bind_address().to_string(), l.port)))
+                .map(|(n, l)| {
+                    let addr = l.bind_address.as_deref().unwrap_or(host_address);
+                    (n.clone(), (addr.to_string(), l.port))
+                })
                 .collect(),
             groups: groups.to_vec(),
             weighted: Vec::new(),
@@ -181,9 +185,10 @@ pub fn group_members(
 
 /// Members of a weighted listener's backend: each group's targets, weighted so that the group's
 /// healthy targets together take its share (`weight / total`) of the traffic.
+/// `ramp(i, target)` is a target's own weight out of 100 in group `i` (slow start).
 pub fn weighted_members(
     groups: &[(u32, &BTreeMap<String, Tracked>)],
-    ramp: impl Fn(&Tracked) -> u32 + Copy,
+    ramp: impl Fn(usize, &Tracked) -> u32 + Copy,
 ) -> Vec<Member> {
     let total: f64 = groups.iter().map(|(w, _)| f64::from(*w)).sum();
     let per_server: Vec<f64> = groups
@@ -201,14 +206,15 @@ pub fn weighted_members(
     groups
         .iter()
         .zip(per_server)
-        .flat_map(|((_, tracked), share)| {
+        .enumerate()
+        .flat_map(|(i, ((_, tracked), share))| {
             let weight = if top > 0.0 {
                 ((256.0 * share / top).round() as u32).clamp(1, 256)
             } else {
                 1
             };
             // The group's share, scaled by each target's own (slow start) weight.
-            group_members(tracked, move |t| (weight * ramp(t)).div_ceil(100).max(1))
+            group_members(tracked, move |t| (weight * ramp(i, t)).div_ceil(100).max(1))
         })
         .collect()
 }
@@ -274,7 +280,6 @@ mod tests {
                             passes: 1,
                             fails: 0,
                             draining_since: None,
-                            healthy_since: None,
                         },
                     )
                 })
@@ -282,7 +287,7 @@ mod tests {
         };
         // 3:1 with two servers on one side and one on the other.
         let (blue, green) = (group(&["b1", "b2"]), group(&["g1"]));
-        let m = weighted_members(&[(3, &blue), (1, &green)], |_| 100);
+        let m = weighted_members(&[(3, &blue), (1, &green)], |_, _| 100);
         let sum = |prefix: &str| -> u32 {
             m.iter()
                 .filter(|x| x.id.starts_with(prefix))
@@ -295,7 +300,7 @@ mod tests {
         // A group without healthy targets does not divide by zero.
         let none = group(&[]);
         assert_eq!(
-            weighted_members(&[(1, &none), (1, &green)], |_| 100).len(),
+            weighted_members(&[(1, &none), (1, &green)], |_, _| 100).len(),
             1
         );
     }
