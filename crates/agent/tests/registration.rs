@@ -157,11 +157,7 @@ impl Pki {
     }
 
     fn files(&self, who: &str) -> TlsFiles {
-        TlsFiles {
-            cert: self.0.file(&format!("{who}.pem")),
-            key: self.0.file(&format!("{who}.key")),
-            ca: self.0.file("ca.pem"),
-        }
+        self.0.files(who)
     }
 }
 
@@ -308,4 +304,52 @@ async fn an_agent_listening_everywhere_with_only_loopback_to_advertise_refuses_t
     );
     let ci = registration(&s, &agent.instance, Duration::from_secs(10), |_| true).await;
     assert_eq!(ci.agent_endpoint, "http://agent-1.example:7000");
+}
+
+#[tokio::test]
+async fn with_tls_an_agent_whose_certificate_does_not_name_its_advertised_host_refuses_to_start() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let pki = Pki::new();
+    let tls = |who: &str| {
+        [
+            "--tls-cert".to_string(),
+            pki.path(&format!("{who}.pem")),
+            "--tls-key".to_string(),
+            pki.path(&format!("{who}.key")),
+            "--tls-ca".to_string(),
+            pki.path("ca.pem"),
+        ]
+    };
+    // The server certificate names localhost and 127.0.0.1, not agent-9.example.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_capstan-agent"))
+        .args(["--etcd-endpoints", &etcd.endpoints().join(",")])
+        .args([
+            "--state-dir",
+            &dir.path().join("agent").display().to_string(),
+        ])
+        .args([
+            "--runtime",
+            "process",
+            "--advertise",
+            "agent-9.example:7000",
+        ])
+        .args(tls("server"))
+        .output()
+        .expect("run capstan-agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started: {stderr}");
+    assert!(
+        stderr.contains("not agent-9.example") && stderr.contains("capstan certs issue"),
+        "{stderr}"
+    );
+    // Issued for that host, it starts and registers it.
+    pki.0.issue("agent-9", &["agent-9.example"]).expect("issue");
+    let args = tls("agent-9");
+    let mut extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    extra.extend(["--advertise", "agent-9.example:7000"]);
+    let agent = AgentProc::start(&etcd.endpoints(), &dir.path().join("agent"), &extra);
+    let s = store(&etcd).await;
+    let ci = registration(&s, &agent.instance, Duration::from_secs(10), |_| true).await;
+    assert_eq!(ci.agent_endpoint, "https://agent-9.example:7000");
 }

@@ -1,6 +1,7 @@
 //! The `capstan` command: ECS's actions over Capstan's gRPC API (`capstan <noun> <verb>`), a
 //! live `deploy --wait`, and `capstan dev`, which starts a whole local control plane.
 
+pub mod certs;
 pub mod commands;
 pub mod deploy;
 pub mod dev;
@@ -73,6 +74,9 @@ pub enum Command {
     Listener(commands::ListenerCmd),
     /// Start a local control plane: etcd, the API, the controllers, agents and HAProxy.
     Dev(dev::DevArgs),
+    /// The cluster's certificates: a CA, and one certificate per component.
+    #[command(subcommand)]
+    Certs(certs::CertsCmd),
 }
 
 /// Connection settings for the API.
@@ -118,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let cluster = cli.cluster.clone();
     match cli.command {
         Command::Dev(args) => dev::run(args).await,
+        Command::Certs(c) => certs::run(c),
         Command::Deploy(args) => deploy::run(&conn, &cluster, out, args).await,
         Command::Cluster(c) => commands::cluster(&conn, out, c).await,
         Command::TaskDef(c) => commands::taskdef(&conn, out, c).await,

@@ -119,6 +119,10 @@ pub struct Args {
     /// and are adopted on restart, as a cloud's instances outlive its API clients.
     #[arg(long)]
     pub stop_on_exit: bool,
+    /// Mutual TLS: the provider serves with it, and the agents it starts get the same identity
+    /// (its certificate must name 127.0.0.1, where they listen).
+    #[command(flatten)]
+    pub tls: capstan_proto::tls::TlsArgs,
 }
 
 fn now_ms() -> i64 {
@@ -268,8 +272,16 @@ impl Provider {
             .arg("--attribute")
             .arg(format!("ecs.availability-zone={zone}"))
             .arg("--attribute")
-            .arg(format!("capstan.node-group={}", g.spec.id))
-            .stdin(Stdio::null())
+            .arg(format!("capstan.node-group={}", g.spec.id));
+        if let Some(tls) = self.args.tls.files() {
+            cmd.arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key)
+                .arg("--tls-ca")
+                .arg(&tls.ca);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         let mut child = cmd.spawn()?;
@@ -502,6 +514,9 @@ pub enum StartError {
     /// The gRPC server.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// TLS files.
+    #[error(transparent)]
+    Tls(#[from] capstan_proto::tls::TlsError),
 }
 
 /// Serves until SIGTERM/SIGINT.
@@ -509,14 +524,20 @@ pub async fn run(args: Args) -> Result<(), StartError> {
     let cancel = CancellationToken::new();
     capstan_runtime::spawn_signal_handler(cancel.clone());
     let listen = args.listen;
+    let tls = args.tls.files();
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        server = server.tls_config(tls.server()?)?;
+    }
     let provider = Provider::new(args)?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
-    println!("capstan-nodegroup-local grpc=http://{bound}");
-    tracing::info!(%bound, "node-group provider started");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("capstan-nodegroup-local grpc={scheme}://{bound}");
+    tracing::info!(%bound, tls = tls.is_some(), "node-group provider started");
     let keeper = tokio::spawn(provider.clone().run(cancel.clone()));
     let c = cancel.clone();
-    tonic::transport::Server::builder()
+    server
         .add_service(NodeGroupProviderServer::new(Service(provider)))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),

@@ -31,12 +31,16 @@ pub struct Wanted {
 }
 
 /// The targets of group `tg` from the deployments' load balancers and their tasks;
-/// `host_of(instance id)` gives an instance's address.
+/// `host_of(instance id)` gives an instance's address, and `last_host(task id)` the address a
+/// target was last served at. An instance whose registration is gone for a moment (its lease
+/// lapsed while etcd was away, and the agent is registering again) keeps its tasks' targets at
+/// their last address: only a task's own state takes a target out of the data plane.
 pub fn wanted(
     tg: &str,
     deployments: &[Deployment],
     tasks: &[Task],
     host_of: impl Fn(&str) -> Option<String>,
+    last_host: impl Fn(&str) -> Option<String>,
 ) -> Vec<Wanted> {
     let mut out = Vec::new();
     for d in deployments {
@@ -66,7 +70,8 @@ pub fn wanted(
                     .container_instance_arn
                     .as_deref()
                     .map(|a| a.rsplit('/').next().unwrap_or(a));
-                let (Some(b), Some(host)) = (binding, instance.and_then(&host_of)) else {
+                let host = instance.and_then(&host_of).or_else(|| last_host(t.id()));
+                let (Some(b), Some(host)) = (binding, host) else {
                     continue;
                 };
                 let Ok(port) = u16::try_from(b.host_port) else {
@@ -435,7 +440,7 @@ mod tests {
             ),
         ];
         let host = |i: &str| (i == "i1").then(|| "10.0.0.1".to_string());
-        let w = wanted("web-blue", &deps, &tasks, host);
+        let w = wanted("web-blue", &deps, &tasks, host, |_| None);
         assert_eq!(
             w,
             vec![
@@ -453,7 +458,17 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(wanted("web-green", &deps, &tasks, host).len(), 1);
+        assert_eq!(wanted("web-green", &deps, &tasks, host, |_| None).len(), 1);
+        // The instance's registration is gone: a target keeps the address it was served at;
+        // one never served is not a target until the instance is back.
+        let gone = |_: &str| None;
+        let last = |t: &str| (t == "t1").then(|| "10.0.0.1".to_string());
+        let w = wanted("web-blue", &deps, &tasks, gone, last);
+        assert_eq!(w.len(), 1);
+        assert_eq!(
+            (w[0].task_id.as_str(), w[0].host.as_str()),
+            ("t1", "10.0.0.1")
+        );
     }
 
     fn tracked(w: &[Wanted]) -> BTreeMap<String, Tracked> {

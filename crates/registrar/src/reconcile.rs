@@ -51,7 +51,7 @@ pub async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<A
         exec.delete_status(&claim, &tg).await?;
         return Ok(Action::await_change());
     };
-    let wanted = snapshot::wanted(c, &tg);
+    let wanted = snapshot::wanted(c, &keys, &tg);
     let settings = Settings::of(&spec);
     let (doc, wake) = {
         let mut all = lock(&ctx.tracking);

@@ -71,8 +71,8 @@ pub fn host_of_endpoint(endpoint: &str) -> Option<String> {
 }
 
 /// The targets group `tg` should have: the tasks of the deployments that name it, at their
-/// instances' addresses.
-pub fn wanted(c: &Caches, tg: &str) -> Vec<Wanted> {
+/// instances' addresses (or, while an instance is not registered, where they were served).
+pub fn wanted(c: &Caches, keys: &Keys, tg: &str) -> Vec<Wanted> {
     let deployments: Vec<Deployment> = c
         .deployments
         .list()
@@ -105,7 +105,22 @@ pub fn wanted(c: &Caches, tg: &str) -> Vec<Wanted> {
             Some((id, host_of_endpoint(&ci.agent_endpoint)?))
         })
         .collect();
-    targets::wanted(tg, &deployments, &tasks, |i| instances.get(i).cloned())
+    let last: HashMap<String, String> = c
+        .status_of(keys, tg)
+        .map(|doc| {
+            doc.targets
+                .into_iter()
+                .map(|t| (t.task_id, t.host))
+                .collect()
+        })
+        .unwrap_or_default();
+    targets::wanted(
+        tg,
+        &deployments,
+        &tasks,
+        |i| instances.get(i).cloned(),
+        |t| last.get(t).cloned(),
+    )
 }
 
 /// A group's targets as the leader last decided them (its status document): what every

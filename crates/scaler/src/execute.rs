@@ -6,7 +6,7 @@ use capstan_core::capacity::NodeGroupProvider;
 use capstan_core::instance::InstanceStatus;
 use capstan_proto::nodegroup::v1 as pb;
 use capstan_proto::nodegroup::v1::node_group_provider_client::NodeGroupProviderClient;
-use capstan_proto::tls::Channels;
+use capstan_proto::tls::{Channels, TlsFiles};
 use capstan_store::{Claim, Store, StoreError, Write};
 use tonic::transport::Channel;
 
@@ -22,13 +22,12 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor writing through `store`.
-    pub fn new(store: Store, caches: Caches) -> Self {
+    /// An executor writing through `store`, calling providers with `tls` when set.
+    pub fn new(store: Store, caches: Caches, tls: Option<TlsFiles>) -> Self {
         Self {
             store,
             caches,
-            // The node-group provider has no TLS yet (issue 18).
-            channels: Channels::new(None),
+            channels: Channels::new(tls),
         }
     }
 

@@ -41,7 +41,7 @@ pub async fn run(args: ScalerArgs) -> Result<(), RuntimeError> {
     };
     let interval = Duration::from(args.interval);
     let ctx = Arc::new(Ctx {
-        exec: Executor::new(rt.store.clone(), caches.clone()),
+        exec: Executor::new(rt.store.clone(), caches.clone(), args.tls.files()),
         interval,
     });
     let mut config = ControllerConfig::new("scaler");

@@ -1,7 +1,8 @@
-//! A throwaway PKI for mutual-TLS tests: a CA, a server certificate for `localhost`/`127.0.0.1`,
-//! a client certificate, and a client certificate from another CA (which must be refused).
+//! A throwaway PKI for mutual-TLS tests, made with `capstan-pki` (what `capstan certs` uses): a
+//! CA, a server certificate for `localhost`/`127.0.0.1`, a client certificate, and a client
+//! certificate from another CA (which must be refused).
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use capstan_pki::{Ca, PkiError};
 
 /// Certificates and keys as PEM files in a temporary directory: `ca.pem`, `server.pem`/`.key`,
 /// `client.pem`/`.key`, `rogue.pem`/`.key`.
@@ -9,49 +10,40 @@ pub struct Pki {
     dir: tempfile::TempDir,
 }
 
-/// Why the PKI could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum PkiError {
-    /// Generating or signing.
-    #[error("rcgen: {0}")]
-    Rcgen(#[from] rcgen::Error),
-    /// Writing the files.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
-
 impl Pki {
     /// Makes a fresh CA and its certificates.
     pub fn new() -> Result<Self, PkiError> {
-        let dir = tempfile::tempdir()?;
-        let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca_params.self_signed(&ca_key)?;
-        let issuer = Issuer::new(ca_params, ca_key);
-        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem())?;
-        for (name, sans) in [
-            (
-                "server",
-                vec!["localhost".to_string(), "127.0.0.1".to_string()],
-            ),
-            ("client", vec!["client".to_string()]),
-        ] {
-            let key = KeyPair::generate()?;
-            let cert = CertificateParams::new(sans)?.signed_by(&key, &issuer)?;
-            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem())?;
-            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem())?;
+        let dir = tempfile::tempdir().map_err(|source| PkiError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let ca = Ca::create(dir.path(), "capstan test CA")?;
+        ca.issue("server", &["localhost".into(), "127.0.0.1".into()], 1)?;
+        ca.issue("client", &["client".into()], 1)?;
+        // The same names from a CA nobody trusts.
+        let rogue_dir = dir.path().join("rogue-ca");
+        let rogue = Ca::create(&rogue_dir, "rogue CA")?.issue("rogue", &["intruder".into()], 1)?;
+        for (from, to) in [(&rogue.cert, "rogue.pem"), (&rogue.key, "rogue.key")] {
+            let to = dir.path().join(to);
+            std::fs::copy(from, &to).map_err(|source| PkiError::Io { path: to, source })?;
         }
-        let rogue_key = KeyPair::generate()?;
-        let mut rogue_params = CertificateParams::new(Vec::<String>::new())?;
-        rogue_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let rogue_issuer = Issuer::new(rogue_params, rogue_key);
-        let key = KeyPair::generate()?;
-        let cert =
-            CertificateParams::new(vec!["intruder".to_string()])?.signed_by(&key, &rogue_issuer)?;
-        std::fs::write(dir.path().join("rogue.pem"), cert.pem())?;
-        std::fs::write(dir.path().join("rogue.key"), key.serialize_pem())?;
         Ok(Self { dir })
+    }
+
+    /// Issues `<name>.pem`/`<name>.key` from the same CA for `hosts`.
+    pub fn issue(&self, name: &str, hosts: &[&str]) -> Result<(), PkiError> {
+        let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        Ca::load(self.dir.path())?.issue(name, &hosts, 1)?;
+        Ok(())
+    }
+
+    /// The TLS identity `<who>.pem`/`<who>.key` with the CA.
+    pub fn files(&self, who: &str) -> capstan_proto::tls::TlsFiles {
+        capstan_proto::tls::TlsFiles {
+            cert: self.file(&format!("{who}.pem")),
+            key: self.file(&format!("{who}.key")),
+            ca: self.file("ca.pem"),
+        }
     }
 
     /// The path of one of its files, as a string for command lines.
