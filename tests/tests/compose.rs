@@ -10,8 +10,9 @@ use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use capstan_core::deployment::RolloutState;
 use capstan_e2e::web::{body, counting_client};
-use capstan_e2e::{binary, eventually, leader, running, tasks};
+use capstan_e2e::{binary, deployments_of, eventually, leader, running, tasks};
 use capstan_store::{EtcdTls, Store, StoreConfig};
 
 /// The compose project the test runs as (apart from a user's `capstan`).
@@ -285,7 +286,7 @@ fn task_processes(agent: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn scheduler_failover_an_agent_host_cut_off_and_callers_without_the_ca_in_the_topology() {
+async fn etcd_member_scheduler_deployer_and_agent_host_faults_and_callers_without_the_ca() {
     if !can_run() {
         return;
     }
@@ -345,6 +346,10 @@ async fn scheduler_failover_an_agent_host_cut_off_and_callers_without_the_ca_in_
     };
     assert!(!rogue_etcd, "etcd took a certificate from another CA");
 
+    // One etcd member is stopped for what follows, until the agent host is cut off: everything
+    // keeps working on the other two.
+    docker(&["stop", "--time", "1", &container("etcd-3")]);
+
     // The scheduler leader is SIGKILLed during a scale-out: exactly the desired count runs, and
     // no task id runs on two hosts.
     let first = eventually(Duration::from_secs(20), "a scheduler leader", || {
@@ -377,6 +382,46 @@ async fn scheduler_failover_an_agent_host_cut_off_and_callers_without_the_ca_in_
         served.len(),
         "a task id answered from two hosts: {served:?}"
     );
+
+    // The deployer leader is SIGKILLed during a rolling deployment: the standby carries it to
+    // COMPLETED, every task on the new revision, never above maximumPercent (200 %: 18 tasks).
+    let td = compose_dir().join("web-taskdef.json").display().to_string();
+    t.capstan(&["taskdef", "register", "-f", &td]);
+    let first = eventually(Duration::from_secs(20), "a deployer leader", || {
+        leader(s, "deployer")
+    })
+    .await;
+    t.capstan(&["service", "update", "web", "--task-definition", "web:2"]);
+    docker(&["kill", &container(&first)]);
+    let killed_at = Instant::now();
+    let most = std::sync::atomic::AtomicUsize::new(0);
+    let done = eventually(Duration::from_secs(180), "web:2 COMPLETED", || async {
+        let live = running(&tasks(s, "default").await).len();
+        most.fetch_max(live, Ordering::SeqCst);
+        let d = deployments_of(s, "web").await;
+        d.iter()
+            .find(|d| {
+                d.task_definition.ends_with("web:2") && d.rollout_state == RolloutState::Completed
+            })
+            .map(|_| live)
+    })
+    .await;
+    let most = most.load(Ordering::SeqCst);
+    eprintln!(
+        "deployer leader {first} killed mid deployment: web:2 COMPLETED after {:?}, at most {most} tasks live",
+        killed_at.elapsed()
+    );
+    assert!(
+        most <= 18,
+        "{most} tasks live at once, above maximumPercent"
+    );
+    let on_two: Vec<_> = running(&tasks(s, "default").await)
+        .iter()
+        .filter(|t| t.task_definition_arn.ends_with("web:2"))
+        .map(|t| t.id().to_string())
+        .collect();
+    assert_eq!((done, on_two.len()), (9, 9), "{on_two:?}");
+    docker(&["start", &container("etcd-3")]);
 
     // An agent host is cut off for longer than the node-loss grace: its tasks are replaced on
     // the others; back on the network, its old tasks are stopped, never left running twice.
