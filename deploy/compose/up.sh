@@ -28,6 +28,12 @@ for _ in $(seq 300); do
   sleep 0.2
 done
 capstan cluster describe >/dev/null
+# The example spreads over the agent hosts: wait until all three have registered (a service
+# placed on fewer hosts stays there; tasks are not moved once they run).
+for _ in $(seq 300); do
+  [ "$(capstan -o json instance list 2>/dev/null | grep -o '"containerInstanceArn"' | wc -l)" -ge 3 ] && break
+  sleep 0.2
+done
 if ! capstan service describe web >/dev/null 2>&1; then
   capstan taskdef register -f "$here/web-taskdef.json" >/dev/null
   capstan targetgroup create web-blue -f "$here/../../examples/web-targetgroup.json" >/dev/null

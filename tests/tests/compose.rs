@@ -99,6 +99,20 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        // A failing test shows what the hosts logged last: CI keeps nothing else.
+        if std::thread::panicking() {
+            let logs = Command::new("docker-compose")
+                .args(["logs", "--no-color", "--tail=25"])
+                .current_dir(compose_dir())
+                .env("COMPOSE_PROJECT_NAME", PROJECT)
+                .output();
+            if let Ok(l) = logs {
+                eprintln!(
+                    "---- docker-compose logs\n{}",
+                    String::from_utf8_lossy(&l.stdout)
+                );
+            }
+        }
         let _ = Command::new("bash")
             .arg(compose_dir().join("down.sh"))
             .env("COMPOSE_PROJECT_NAME", PROJECT)
