@@ -317,6 +317,30 @@ where
     }
 }
 
+/// Whether every tool in `tools` (each `[program, arg…]`) runs and succeeds; when one does not,
+/// the test says so and is not run, except with `CI=true`, where a missing tool fails it.
+pub fn tools_or_not_in_ci(tools: &[&[&str]]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|t| {
+            !Command::new(t[0])
+                .args(&t[1..])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|t| t[0])
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{missing:?} needed (CI=true: scripts/install-deps.sh installs them)"
+    );
+    eprintln!("{missing:?} not found: this test did not run");
+    false
+}
+
 /// The replica id leading controller `name` now (the oldest election key's value), if any.
 pub async fn leader(store: &Store, name: &str) -> Option<String> {
     let l = store.list(&store.keys().election(name)).await.ok()?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use capstan_core::deployment::RolloutState;
 use capstan_e2e::web::{body, counting_client};
-use capstan_e2e::{binary, deployments_of, eventually, leader, running, tasks};
+use capstan_e2e::{binary, deployments_of, eventually, leader, running, tasks, tools_or_not_in_ci};
 use capstan_store::{EtcdTls, Store, StoreConfig};
 
 /// The compose project the test runs as (apart from a user's `capstan`).
@@ -135,28 +135,17 @@ async fn served(host: &str, n: usize) -> BTreeSet<(String, String)> {
     seen
 }
 
-/// Whether both tools are here; with `CI=true` their absence fails the test.
-fn tools_present() -> bool {
-    let ok = |t: &str| {
-        Command::new(t)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    ok("docker") && ok("docker-compose")
+/// Whether to run: docker and docker-compose are here (see `tools_or_not_in_ci`).
+fn can_run() -> bool {
+    tools_or_not_in_ci(&[&["docker", "version"], &["docker-compose", "version"]])
 }
 
-/// Whether to run: the tools are here, or (not in CI) say so and do not.
-fn can_run() -> bool {
-    if tools_present() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "docker and docker-compose are needed (CI=true)"
-    );
-    eprintln!("docker or docker-compose not found: this test did not run");
-    false
+/// The topology up, one at a time, and a store client of its etcd.
+async fn start() -> (tokio::sync::MutexGuard<'static, ()>, Topology, Store) {
+    let one = ONE_AT_A_TIME.lock().await;
+    let t = Topology::up();
+    let s = t.store().await;
+    (one, t, s)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -164,9 +153,7 @@ async fn the_ha_topology_serves_on_both_lb_hosts_through_host_leader_and_etcd_fa
     if !can_run() {
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().await;
-    let t = Topology::up();
-    let s = t.store().await;
+    let (_one, t, s) = start().await;
     let s = &s;
 
     // 3 tasks, one on each agent host, served through both LB hosts.
@@ -304,9 +291,7 @@ async fn etcd_member_scheduler_deployer_and_agent_host_faults_and_callers_withou
     if !can_run() {
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().await;
-    let t = Topology::up();
-    let s = t.store().await;
+    let (_one, t, s) = start().await;
     let s = &s;
     eventually(Duration::from_secs(180), "3 tasks RUNNING", || async {
         (placements(s).await.len() == 3).then_some(())

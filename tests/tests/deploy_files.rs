@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use capstan_e2e::tools_or_not_in_ci;
+
 const COMPONENTS: [&str; 6] = [
     "api",
     "scheduler",
@@ -17,16 +19,7 @@ const COMPONENTS: [&str; 6] = [
 
 #[test]
 fn every_systemd_unit_verifies_cleanly_and_is_hardened() {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "systemd-analyze is needed (CI=true)"
-        );
-        eprintln!("systemd-analyze not found: this test did not run");
+    if !tools_or_not_in_ci(&[&["systemd-analyze", "--version"]]) {
         return;
     }
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
@@ -101,12 +94,7 @@ fn helm(args: &[&str]) -> String {
 
 #[test]
 fn the_helm_chart_lints_and_renders_a_default_and_an_ha_release() {
-    if Command::new("helm").arg("version").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "helm is needed (CI=true; scripts/install-helm.sh)"
-        );
-        eprintln!("helm not found: this test did not run");
+    if !tools_or_not_in_ci(&[&["helm", "version"]]) {
         return;
     }
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/capstan");
