@@ -358,16 +358,25 @@ pub fn kill_task_processes(dir: &Path) {
     }
 }
 
-/// A `capstan-api` server on a free port; its endpoint is `field("grpc")`.
+/// A `capstan-api` server on a free port with authorization off (`--authorization none`), for
+/// tests about everything but security; its endpoint is `field("grpc")`.
 pub fn api(etcd: &[String], dir: &Path) -> Proc {
-    api_with_tls(etcd, dir, None)
+    api_with(etcd, dir, None, &["--authorization", "none"])
 }
 
-/// A `capstan-api` server on a free port, serving mutual TLS with `tls` when given.
-pub fn api_with_tls(
+/// The file a test API writes its audit log to.
+pub fn audit_log(dir: &Path) -> std::path::PathBuf {
+    dir.join("api-audit.log")
+}
+
+/// A `capstan-api` server on a free port, serving mutual TLS with `tls` when given, with
+/// `auth` flags (authorization is IAM's unless they say otherwise); its audit log is
+/// [`audit_log`].
+pub fn api_with(
     etcd: &[String],
     dir: &Path,
     tls: Option<&capstan_proto::tls::TlsFiles>,
+    auth: &[&str],
 ) -> Proc {
     let mut args: Vec<String> = [
         "--etcd-endpoints",
@@ -376,10 +385,13 @@ pub fn api_with_tls(
         "127.0.0.1:0",
         "--run-task-timeout",
         "20s",
+        "--audit-log",
+        &audit_log(dir).display().to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(auth.iter().map(|s| s.to_string()));
     args.extend(tls.map(tls_args).unwrap_or_default());
     Proc::start(
         "capstan-api",

@@ -1024,7 +1024,13 @@ async fn with_tls_the_api_and_the_cli_need_a_client_certificate_from_the_ca() {
     let dir = test_dir();
     let pki = capstan_testing::pki::Pki::new().expect("pki");
     let files = |who: &str| pki.files(who);
-    let api = api_with_tls(&etcd.endpoints(), dir.path(), Some(&files("server")));
+    // The pki's `client` certificate is capstan://user/client: the administrator here.
+    let api = api_with(
+        &etcd.endpoints(),
+        dir.path(),
+        Some(&files("server")),
+        &["--admin", "capstan://user/client"],
+    );
     let endpoint = api.field("grpc").to_string();
     assert!(endpoint.starts_with("https://"), "{endpoint}");
     // A client with a certificate from the cluster CA gets in.

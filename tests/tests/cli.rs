@@ -27,12 +27,17 @@ fn taskdef(dir: &Path, name: &str, cmd: &str) -> std::path::PathBuf {
 }
 
 fn capstan(endpoint: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary("capstan"))
-        .arg("--endpoint")
-        .arg(endpoint)
-        .args(args)
-        .output()
-        .expect("capstan runs");
+    capstan_as(endpoint, None, args)
+}
+
+/// `capstan` with a bearer token in CAPSTAN_TOKEN.
+fn capstan_as(endpoint: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(binary("capstan"));
+    cmd.arg("--endpoint").arg(endpoint).args(args);
+    if let Some(t) = token {
+        cmd.env("CAPSTAN_TOKEN", t);
+    }
+    let out = cmd.output().expect("capstan runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -104,13 +109,33 @@ fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
                 .and_then(|r| r.split_whitespace().next().map(str::to_string))
         })
         .expect("capstan dev prints its API endpoint");
+    // Auth is on: dev bootstraps IAM and prints its administrator's token.
+    let token = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split_once("CAPSTAN_TOKEN=")
+                .map(|(_, t)| t.trim_end_matches(')').trim().to_string())
+        })
+        .expect("capstan dev prints an admin token");
+    let tok = Some(token.as_str());
     // Keep draining its output so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines.by_ref() {});
     let ep = endpoint.as_str();
+    let (rc, _, err) = capstan(ep, &["cluster", "list"]);
+    assert_ne!(
+        rc, 0,
+        "capstan dev must refuse a caller without credentials"
+    );
+    assert!(err.contains("AccessDeniedException"), "{err}");
+    let (rc, out, err) = capstan_as(ep, tok, &["auth", "whoami"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("capstan://user/admin"), "{out}");
 
     let v1 = taskdef(dir.path(), "v1.json", "exec sleep 601");
-    let (rc, out, err) = capstan(
+    let (rc, out, err) = capstan_as(
         ep,
+        tok,
         &["taskdef", "register", "-f", v1.to_str().expect("path")],
     );
     assert_eq!(rc, 0, "{out}{err}");
@@ -124,8 +149,9 @@ fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
         .to_string(),
     )
     .expect("write");
-    let (rc, out, err) = capstan(
+    let (rc, out, err) = capstan_as(
         ep,
+        tok,
         &["service", "create", "-f", svc.to_str().expect("path")],
     );
     assert_eq!(rc, 0, "{out}{err}");
@@ -134,13 +160,15 @@ fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
     // A good revision, named by its family (its latest revision now): deploy --wait follows it
     // to COMPLETED and exits 0.
     let v2 = taskdef(dir.path(), "v2.json", "exec sleep 602");
-    let (rc, out, err) = capstan(
+    let (rc, out, err) = capstan_as(
         ep,
+        tok,
         &["taskdef", "register", "-f", v2.to_str().expect("path")],
     );
     assert_eq!(rc, 0, "{out}{err}");
-    let (rc, out, err) = capstan(
+    let (rc, out, err) = capstan_as(
         ep,
+        tok,
         &[
             "deploy",
             "hello",
@@ -156,8 +184,9 @@ fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
     assert!(out.contains("COMPLETED"), "{out}");
     assert!(out.contains("running 2/2"), "progress lines: {out}");
     // The same again: nothing to deploy.
-    let (rc, out, err) = capstan(
+    let (rc, out, err) = capstan_as(
         ep,
+        tok,
         &["deploy", "hello", "--task-definition", "hello", "--wait"],
     );
     assert_eq!(rc, 0, "{out}{err}");
@@ -165,13 +194,15 @@ fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
 
     // A broken revision: the breaker trips, deploy --wait exits 1 with its reason.
     let broken = taskdef(dir.path(), "broken.json", "echo crash; exit 1");
-    let (rc, out, err) = capstan(
+    let (rc, out, err) = capstan_as(
         ep,
+        tok,
         &["taskdef", "register", "-f", broken.to_str().expect("path")],
     );
     assert_eq!(rc, 0, "{out}{err}");
-    let (rc, out, err) = capstan(
+    let (rc, out, err) = capstan_as(
         ep,
+        tok,
         &[
             "deploy",
             "hello",
@@ -187,14 +218,14 @@ fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
         err.contains("FAILED") && err.contains("circuit breaker"),
         "the breaker's reason: {err}"
     );
-    let (rc, out, err) = capstan(ep, &["-o", "json", "service", "describe", "hello"]);
+    let (rc, out, err) = capstan_as(ep, tok, &["-o", "json", "service", "describe", "hello"]);
     assert_eq!(rc, 0, "{out}{err}");
     let d: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(
         d["deployments"][0]["taskDefinition"], "hello:2",
         "rolled back"
     );
-    let (rc, out, _) = capstan(ep, &["service", "events", "hello"]);
+    let (rc, out, _) = capstan_as(ep, tok, &["service", "events", "hello"]);
     assert_eq!(rc, 0);
     assert!(out.contains("rolling back"), "{out}");
 
@@ -209,14 +240,15 @@ fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
         .to_string(),
     )
     .expect("write");
-    let (rc, out, err) = capstan(
+    let (rc, out, err) = capstan_as(
         ep,
+        tok,
         &["service", "create", "-f", batch.to_str().expect("path")],
     );
     assert_eq!(rc, 0, "{out}{err}");
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let (_, out, _) = capstan(ep, &["-o", "json", "service", "describe", "batch"]);
+        let (_, out, _) = capstan_as(ep, tok, &["-o", "json", "service", "describe", "batch"]);
         let d: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
         if d["runningCount"] == 2 {
             break;
@@ -224,8 +256,9 @@ fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
         assert!(Instant::now() < deadline, "batch never ran 2 tasks: {out}");
         std::thread::sleep(Duration::from_millis(250));
     }
-    let (rc, out, err) = capstan(
+    let (rc, out, err) = capstan_as(
         ep,
+        tok,
         &[
             "-o",
             "json",
@@ -239,7 +272,7 @@ fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
     assert!(out.contains("dev-pool"), "agents of the node group: {out}");
 
     // A mistake reads as ECS's exception.
-    let (rc, _, err) = capstan(ep, &["--cluster", "nope", "service", "list"]);
+    let (rc, _, err) = capstan_as(ep, tok, &["--cluster", "nope", "service", "list"]);
     assert_eq!(rc, 1);
     assert!(err.contains("ClusterNotFoundException"), "{err}");
 
@@ -297,7 +330,7 @@ async fn capstan_certs_makes_a_ca_once_and_certificates_the_api_and_the_cli_use(
 
     // The API serves with its certificate; the CLI gets in with the operator's, not without.
     let file = |f: &str| pki.join(f).display().to_string();
-    let api = capstan_e2e::api_with_tls(
+    let api = capstan_e2e::api_with(
         &etcd.endpoints(),
         dir.path(),
         Some(&capstan_proto::tls::TlsFiles {
@@ -305,6 +338,7 @@ async fn capstan_certs_makes_a_ca_once_and_certificates_the_api_and_the_cli_use(
             key: pki.join("api.key"),
             ca: pki.join("ca.pem"),
         }),
+        &["--admin", "capstan://user/operator"],
     );
     let endpoint = api.field("grpc").to_string();
     let tls = [

@@ -39,6 +39,11 @@ impl Drop for Plane {
 }
 
 async fn plane(deployers: usize) -> Plane {
+    plane_with(deployers, &[]).await
+}
+
+/// A plane whose deployers get `extra` flags.
+async fn plane_with(deployers: usize, extra: &[&str]) -> Plane {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let endpoints = etcd.endpoints();
     let dir = test_dir();
@@ -48,7 +53,10 @@ async fn plane(deployers: usize) -> Plane {
         .collect();
     procs.push(scheduler(&endpoints, dir.path(), "s1"));
     let deployers = (0..deployers)
-        .map(|i| deployer(&endpoints, dir.path(), &format!("d{i}"), "3s"))
+        .map(|i| {
+            let args = [&["--health-grace", "3s"], extra].concat();
+            controller("deployer", &endpoints, dir.path(), &format!("d{i}"), &args)
+        })
         .collect();
     let store = store(&endpoints).await;
     registered(&store, "default", 3).await;
@@ -435,6 +443,150 @@ async fn blue_green_webhook_in_progress_then_succeeded() {
         .then_some(())
     })
     .await;
+}
+
+/// A hook server for the hardening test: `/hook` checks the signature and answers SUCCEEDED,
+/// `/redirect` sends a 307 to `/hook`, `/huge` answers 10 MB. Records (path, signature valid).
+async fn hardened_hooks(
+    secret_of: impl Fn(&str) -> String + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<(String, bool)>>>) {
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let base = Arc::new(Mutex::new(String::new()));
+    let (s2, b2) = (seen.clone(), base.clone());
+    let secret_of = Arc::new(secret_of);
+    let app = axum::Router::new().fallback(
+        move |uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+            let (seen, base, secret_of) = (s2.clone(), b2.clone(), secret_of.clone());
+            async move {
+                let url = format!("{}{}", base.lock().expect("lock"), uri.path());
+                let ts: u64 = headers
+                    .get("x-capstan-timestamp")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_default();
+                let sig = headers
+                    .get("x-capstan-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let valid = sig == capstan_iam::webhook::signature(&secret_of(&url), ts, &body);
+                seen.lock()
+                    .expect("lock")
+                    .push((uri.path().to_string(), valid));
+                match uri.path() {
+                    "/redirect" => (
+                        StatusCode::TEMPORARY_REDIRECT,
+                        [("location", "/hook".to_string())],
+                        String::new(),
+                    ),
+                    "/huge" => (
+                        StatusCode::OK,
+                        [("content-type", "application/json".to_string())],
+                        format!(
+                            "{{\"hookStatus\": \"SUCCEEDED\", \"pad\": \"{}\"}}",
+                            "x".repeat(10 << 20)
+                        ),
+                    ),
+                    _ => (
+                        StatusCode::OK,
+                        [("content-type", "application/json".to_string())],
+                        json!({"hookStatus": if valid { "SUCCEEDED" } else { "FAILED" }})
+                            .to_string(),
+                    ),
+                }
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    *base.lock().expect("lock") = format!("http://{addr}");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_are_signed_and_a_redirect_or_a_10_mb_answer_fails_the_hook_cleanly() {
+    let key_dir = test_dir();
+    let key_file = key_dir.path().join("webhook.key");
+    std::fs::write(&key_file, b"a signing key only the deployer holds").expect("key");
+    let key = std::fs::read(&key_file).expect("key");
+    let p = plane_with(
+        1,
+        &[
+            "--webhook-signing-key-file",
+            &key_file.display().to_string(),
+            "--webhook-allow-host",
+            "127.0.0.1",
+        ],
+    )
+    .await;
+    let s = &p.store;
+    let (base, seen) =
+        hardened_hooks(move |url| capstan_iam::webhook::hook_secret(&key, url)).await;
+    let hook = |path: &str| {
+        json!([{"targetType": "WEBHOOK", "url": format!("{base}{path}"),
+            "lifecycleStages": ["POST_SCALE_UP"]}])
+    };
+    // A signed call to an allowed host: the receiver verifies it and answers SUCCEEDED.
+    blue_green_to_v2(&p, hook("/hook")).await;
+    completed(s, 2, Duration::from_secs(60)).await;
+    assert_eq!(
+        seen.lock().expect("lock").clone(),
+        vec![("/hook".to_string(), true)],
+        "one call, correctly signed"
+    );
+    // A redirect is not followed and a 10 MB answer is not read: each fails its hook, and the
+    // deployment rolls back with the reason on the hook.
+    task_definition(s, 3, "exec sleep 602").await;
+    task_definition(s, 4, "exec sleep 603").await;
+    for (rev, path, why) in [
+        (3, "/redirect", "redirects are not followed"),
+        (4, "/huge", "larger than 65536 bytes"),
+    ] {
+        service(s, blue_green(rev, hook(path))).await;
+        let failed = eventually(
+            Duration::from_secs(60),
+            &format!("web:{rev} FAILED"),
+            || async move {
+                deployments(s).await.into_iter().find(|d| {
+                    d.task_definition == format!("web:{rev}")
+                        && d.rollout_state == RolloutState::Failed
+                })
+            },
+        )
+        .await;
+        let detail = &failed.lifecycle_hook_details[0];
+        assert_eq!(detail.status, HookStatus::Failed, "{detail:?}");
+        assert!(
+            detail.reason.as_deref().is_some_and(|r| r.contains(why)),
+            "{detail:?}"
+        );
+        // Back on web:2, untouched.
+        eventually(
+            Duration::from_secs(60),
+            "web:2 PRIMARY again",
+            || async move {
+                deployments(s)
+                    .await
+                    .into_iter()
+                    .find(|d| d.status == DeploymentStatus::Primary && d.task_definition == "web:2")
+            },
+        )
+        .await;
+    }
+    let paths: Vec<String> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(
+        !paths[1..].contains(&"/hook".to_string()),
+        "the redirect was not followed: {paths:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -824,3 +824,46 @@ async fn slow_start_ramps_a_new_target_weight_up() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_that_would_inject_into_haproxy_are_refused_and_reported_and_the_rest_serves() {
+    let p = plane().await;
+    let s = &p.store.clone();
+    let dir = p.dir.path();
+    let port = web_behind_listener(s, 1, 1).await;
+    // Written as etcdctl would: names with a newline, a `;` and a space, none of which the API
+    // accepts, and a listener that forwards to one of them.
+    let evil_port = capstan_testing::free_port().expect("port");
+    let forward = |tg: &str| json!({"port": evil_port, "defaultActions": [{"type": "forward", "targetGroupArn": tg}]});
+    let evil_listener = format!("{}/listeners/evil\nbackend injected", s.keys().prefix());
+    put_doc(s, &evil_listener, &forward("web-tg")).await;
+    let evil_group = format!("{}/targetgroups/bad;disable server", s.keys().prefix());
+    put_doc(s, &evil_group, &json!({"protocol": "HTTP", "port": 80})).await;
+    put_doc(
+        s,
+        &s.keys().listener("to-bad"),
+        &forward("bad;disable server"),
+    )
+    .await;
+    let log = dir.join("registrar-r1.log");
+    eventually(Duration::from_secs(20), "all three reported", || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let reported = text.matches("object refused by the data plane").count();
+        (reported >= 3).then_some(())
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains(r#"evil\nbackend injected"#), "{text}");
+    let cfg = std::fs::read_to_string(dir.join("haproxy/haproxy.cfg")).expect("haproxy.cfg");
+    for bad in [
+        "injected",
+        "disable server",
+        "to-bad",
+        &evil_port.to_string(),
+    ] {
+        assert!(!cfg.contains(bad), "{bad:?} reached haproxy.cfg:\n{cfg}");
+    }
+    // The rest still serves, and HAProxy still answers its socket.
+    assert!(get("127.0.0.1", port).await.is_some_and(|(c, _)| c == 200));
+    assert!(haproxy_info(dir, "Pid").await.is_some());
+}

@@ -83,4 +83,8 @@ pub struct AgentArgs {
     /// Mutual TLS: callers need a client certificate from the cluster CA.
     #[command(flatten)]
     pub tls: capstan_proto::tls::TlsArgs,
+    /// How a new, higher fencing token is checked: `election` (it must be the scheduler
+    /// leader's election revision in etcd) or `none` (believed as sent; tests only).
+    #[arg(long, env = "CAPSTAN_FENCING_CHECK", value_enum, default_value_t = crate::fence::FencingCheck::Election)]
+    pub fencing_check: crate::fence::FencingCheck,
 }

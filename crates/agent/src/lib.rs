@@ -5,6 +5,7 @@
 pub mod advertise;
 pub mod agent;
 pub mod args;
+pub mod fence;
 pub mod model;
 pub mod registration;
 pub mod runtime;
@@ -135,7 +136,13 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
     if let Some(tls) = &tls {
         server = server.tls_config(tls.server()?)?;
     }
-    let svc = AgentService::server(agent.clone(), instance_id.clone(), resources.clone());
+    let (store_tx, store_rx) = tokio::sync::watch::channel(None);
+    let election = format!(
+        "{}/",
+        capstan_core::Keys::new(&args.store.store_config().prefix).election("scheduler")
+    );
+    let fence = fence::Fence::new(args.fencing_check, store_rx, election);
+    let svc = AgentService::server(agent.clone(), fence, instance_id.clone(), resources.clone());
     let grpc = {
         let cancel = cancel.clone();
         tokio::spawn(
@@ -171,7 +178,10 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
             // etcd may be down when the agent starts: tasks are served meanwhile.
             let store = loop {
                 match Store::connect(&store_cfg).await {
-                    Ok(s) => break s,
+                    Ok(s) => {
+                        let _ = store_tx.send(Some(s.clone()));
+                        break s;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot reach etcd; retrying");
                         tokio::select! {

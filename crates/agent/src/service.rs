@@ -13,11 +13,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::agent::{Agent, StopRequest};
+use crate::fence::Fence;
 use crate::registration::Resources;
 
 /// The gRPC face of an agent.
 pub struct AgentService {
     agent: Arc<Agent>,
+    fence: Fence,
     instance_id: String,
     resources: Arc<Resources>,
     version: String,
@@ -27,11 +29,13 @@ impl AgentService {
     /// A tonic server for `agent`.
     pub fn server(
         agent: Arc<Agent>,
+        fence: Fence,
         instance_id: String,
         resources: Arc<Resources>,
     ) -> AgentServer<Self> {
         AgentServer::new(Self {
             agent,
+            fence,
             instance_id,
             resources,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -57,6 +61,9 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         request: Request<pb::StartTaskRequest>,
     ) -> Result<Response<pb::StartTaskResponse>, Status> {
+        self.fence
+            .admit(&self.agent, request.get_ref().fencing_token)
+            .await?;
         let task = self.agent.start_task(request.get_ref())?;
         Ok(Response::new(pb::StartTaskResponse { task: Some(task) }))
     }
@@ -65,6 +72,18 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         request: Request<pb::StartTasksRequest>,
     ) -> Result<Response<pb::StartTasksResponse>, Status> {
+        // One check per distinct token in the batch (a batch comes from one leader).
+        let mut tokens: Vec<u64> = request
+            .get_ref()
+            .tasks
+            .iter()
+            .map(|t| t.fencing_token)
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        for t in tokens {
+            self.fence.admit(&self.agent, t).await?;
+        }
         let results = request
             .get_ref()
             .tasks
@@ -79,6 +98,7 @@ impl pb::agent_server::Agent for AgentService {
         request: Request<pb::StopTaskRequest>,
     ) -> Result<Response<pb::StopTaskResponse>, Status> {
         let r = request.into_inner();
+        self.fence.admit(&self.agent, r.fencing_token).await?;
         let timeout = r
             .timeout
             .map(|d| Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0)));

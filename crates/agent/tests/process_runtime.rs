@@ -307,6 +307,97 @@ async fn a_lower_fencing_token_is_refused_even_after_a_restart() {
 }
 
 #[tokio::test]
+async fn a_forged_higher_fencing_token_is_refused_and_the_real_leader_keeps_being_served() {
+    use capstan_store::election::{Candidate, campaign};
+    use capstan_store::{Store, StoreConfig};
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent = AgentProc::start(
+        &etcd.endpoints(),
+        &dir.path().join("agent"),
+        &["--fencing-check", "election"],
+    );
+    let mut c = agent.client().await;
+    let store = Store::connect(&StoreConfig::new(etcd.endpoints(), "/capstan"))
+        .await
+        .expect("store");
+    let candidate = |id: &str| Candidate {
+        election: "/capstan/elections/scheduler".into(),
+        id: id.into(),
+        ttl_secs: 5,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (mut leader, _h1) = campaign(store.clone(), candidate("real"), cancel.clone());
+    let claim = leader.acquired().await.expect("leads");
+    let token = claim.fencing_token();
+    // A second candidate waits in line: its key exists, with a higher revision than the leader's.
+    let (_standby, _h2) = campaign(store.clone(), candidate("standby"), cancel.clone());
+    let standby_token = loop {
+        let l = store
+            .list("/capstan/elections/scheduler/")
+            .await
+            .expect("list");
+        if let Some(r) = l.kvs.iter().map(|kv| kv.create_revision).max()
+            && l.kvs.len() == 2
+        {
+            break u64::try_from(r).expect("revision");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    c.start_task(start_request("real-1", token, sh("app", "exec sleep 600")))
+        .await
+        .expect("the leader's token is believed");
+    for forged in [u64::MAX, token + 1_000_000, standby_token] {
+        let err = c
+            .start_task(start_request("forged", forged, sh("app", "exec sleep 600")))
+            .await
+            .expect_err("a token that is not the leader's");
+        assert_eq!(
+            err.code(),
+            tonic::Code::PermissionDenied,
+            "{}",
+            err.message()
+        );
+        assert!(
+            err.message().contains("not the scheduler leader's"),
+            "{}",
+            err.message()
+        );
+        let err = c
+            .stop_task(pb::StopTaskRequest {
+                task_id: "real-1".into(),
+                fencing_token: forged,
+                ..Default::default()
+            })
+            .await
+            .expect_err("a forged stop");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    }
+    let d = c
+        .describe(pb::DescribeRequest {})
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(
+        d.fencing_token, token,
+        "the forged tokens were not recorded"
+    );
+    c.start_task(start_request("real-2", token, sh("app", "exec sleep 600")))
+        .await
+        .expect("the real leader is still served");
+    for id in ["real-1", "real-2"] {
+        c.stop_task(pb::StopTaskRequest {
+            task_id: id.into(),
+            fencing_token: token,
+            ..Default::default()
+        })
+        .await
+        .expect("stop");
+    }
+    cancel.cancel();
+}
+
+#[tokio::test]
 async fn depends_on_orders_container_starts() {
     let etcd = EtcdCluster::single().await.expect("etcd");
     let dir = tempfile::tempdir().expect("tmp");

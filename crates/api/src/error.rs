@@ -33,6 +33,10 @@ pub enum Exception {
     ResourceInUse,
     /// No such deployment or other resource.
     ResourceNotFound,
+    /// The caller may not do this (IAM's AccessDeniedException).
+    AccessDenied,
+    /// The caller's credentials are not valid (a bearer token unknown, revoked or expired).
+    UnrecognizedClient,
     /// The store could not be reached or failed.
     Server,
 }
@@ -56,6 +60,8 @@ impl Exception {
             Exception::DuplicateListener => "DuplicateListenerException",
             Exception::ResourceInUse => "ResourceInUseException",
             Exception::ResourceNotFound => "ResourceNotFoundException",
+            Exception::AccessDenied => "AccessDeniedException",
+            Exception::UnrecognizedClient => "UnrecognizedClientException",
             Exception::Server => "ServerException",
         }
     }
@@ -74,6 +80,8 @@ impl Exception {
             | Exception::ClusterContainsContainerInstances
             | Exception::ClusterContainsTasks
             | Exception::ResourceInUse => Code::FailedPrecondition,
+            Exception::AccessDenied => Code::PermissionDenied,
+            Exception::UnrecognizedClient => Code::Unauthenticated,
             Exception::Server => Code::Internal,
         }
     }
@@ -123,6 +131,15 @@ impl ApiError {
             Exception::ServiceNotFound,
             format!("Service not found: {service} in cluster {cluster}."),
         )
+    }
+
+    /// `ServerException` sent as UNAVAILABLE: retry later.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            exception: Exception::Server,
+            message: message.into(),
+            code: Some(Code::Unavailable),
+        }
     }
 
     /// The gRPC code this error is sent with.
@@ -182,6 +199,11 @@ mod tests {
         assert_eq!(s.code(), Code::FailedPrecondition);
         let s: Status = ApiError::invalid("x").into();
         assert_eq!(s.code(), Code::InvalidArgument);
+        let s: Status = ApiError::new(Exception::AccessDenied, "x").into();
+        assert_eq!(s.code(), Code::PermissionDenied);
+        assert!(s.message().starts_with("AccessDeniedException: "));
+        let s: Status = ApiError::new(Exception::UnrecognizedClient, "x").into();
+        assert_eq!(s.code(), Code::Unauthenticated);
         let s: Status = ApiError::from(StoreError::Timeout {
             op: "get",
             after: std::time::Duration::from_secs(1),

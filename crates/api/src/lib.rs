@@ -4,6 +4,9 @@
 //! apply to etcdctl edits.
 
 pub mod actions;
+pub mod audit;
+pub mod auth;
+pub mod authz;
 pub mod error;
 pub mod server;
 pub mod shape;
@@ -13,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use capstan_proto::api::v1::capstan_server::CapstanServer;
+use capstan_proto::api::v1::iam_server::IamServer;
 use capstan_proto::tls::TlsError;
 use capstan_runtime::admin::Readiness;
 use capstan_runtime::{AdminArgs, LogArgs, StoreArgs};
@@ -52,6 +56,9 @@ pub struct ApiArgs {
     /// Mutual TLS: clients need a certificate from the cluster CA.
     #[command(flatten)]
     pub tls: capstan_proto::tls::TlsArgs,
+    /// Authentication, authorization and the audit log.
+    #[command(flatten)]
+    pub auth: auth::AuthArgs,
 }
 
 /// Why the API could not start.
@@ -75,6 +82,9 @@ pub enum StartError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// An `--admin` principal is malformed.
+    #[error("--admin: {0}")]
+    Admin(#[from] capstan_iam::IamError),
     /// Reflection could not load the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -85,7 +95,24 @@ pub async fn run(args: ApiArgs) -> Result<(), StartError> {
     let cancel = CancellationToken::new();
     capstan_runtime::spawn_signal_handler(cancel.clone());
     let store = Store::connect(&args.store.store_config()).await?;
-    let api = Api::new(store, Duration::from(args.run_task_timeout));
+    let api = Api::new(store.clone(), Duration::from(args.run_task_timeout));
+    let audit = audit::Audit::start(&args.auth.audit_log, Some(store.clone()), cancel.clone())
+        .map_err(|source| StartError::Io {
+            context: format!("cannot open the audit log {}", args.auth.audit_log),
+            source,
+        })?;
+    let auth = auth::Auth::start(
+        &store,
+        args.auth.authorization,
+        &args.auth.admins,
+        audit,
+        cancel.clone(),
+    )?;
+    if args.auth.authorization == auth::Mode::None {
+        tracing::warn!(
+            "--authorization none: anyone who can reach this API may do anything; use it only for local experiments"
+        );
+    }
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -104,6 +131,7 @@ pub async fn run(args: ApiArgs) -> Result<(), StartError> {
     health
         .set_serving::<CapstanServer<server::CapstanService>>()
         .await;
+    health.set_serving::<IamServer<server::IamService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(capstan_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -119,9 +147,11 @@ pub async fn run(args: ApiArgs) -> Result<(), StartError> {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(CapstanServer::new(server::CapstanService::new(
-                api,
+                api.clone(),
+                auth.clone(),
                 cancel.clone(),
             )))
+            .add_service(IamServer::new(server::IamService::new(api, auth)))
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move { cancel.cancelled().await },

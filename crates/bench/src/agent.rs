@@ -80,6 +80,9 @@ pub async fn measure(
             .args([
                 "--runtime",
                 "process",
+                // The bench drives the agent as a scheduler would, without an election.
+                "--fencing-check",
+                "none",
                 "--etcd-endpoints",
                 &etcd.join(","),
                 "--state-dir",

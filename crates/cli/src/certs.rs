@@ -28,9 +28,13 @@ pub enum CertsCmd {
         dir: PathBuf,
         /// Component name: the files' name and the certificate's common name.
         name: String,
-        /// A host the component is reached by (repeatable; at least one).
-        #[arg(long = "host", required = true)]
+        /// A host the component is reached by (repeatable; at least one unless --principal).
+        #[arg(long = "host", required_unless_present = "principal")]
         hosts: Vec<String>,
+        /// The principal the certificate authenticates as, e.g. capstan://user/alice or
+        /// capstan://component/scheduler (a URI SAN); without it, a user named by NAME.
+        #[arg(long)]
+        principal: Option<String>,
         /// Days of validity.
         #[arg(long, default_value_t = DEFAULT_DAYS)]
         days: i64,
@@ -51,8 +55,12 @@ pub fn run(cmd: CertsCmd) -> anyhow::Result<i32> {
             dir,
             name,
             hosts,
+            principal,
             days,
         } => {
+            if let Some(p) = &principal {
+                capstan_iam::Principal::parse(p).context("capstan certs issue --principal")?;
+            }
             let ca = Ca::load(&dir).with_context(|| {
                 format!(
                     "loading the CA in {} (run `capstan certs init`)",
@@ -60,13 +68,18 @@ pub fn run(cmd: CertsCmd) -> anyhow::Result<i32> {
                 )
             })?;
             let issued = ca
-                .issue(&name, &hosts, days)
+                .issue_for(&name, &hosts, principal.as_deref(), days)
                 .context("capstan certs issue")?;
+            let who = principal.unwrap_or_else(|| format!("capstan://user/{name}"));
             println!(
-                "issued {} and {} for {}",
+                "issued {} and {} for {} as {who}",
                 issued.cert.display(),
                 issued.key.display(),
-                hosts.join(", ")
+                if hosts.is_empty() {
+                    "no host".to_string()
+                } else {
+                    hosts.join(", ")
+                }
             );
         }
     }

@@ -3,6 +3,7 @@
 //! Ctrl-C stops everything, the agents' task processes and HAProxy included.
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -288,9 +289,50 @@ struct Bins {
 /// The capacity provider `capstan dev` creates over its local node group.
 pub const DEV_PROVIDER: &str = "dev-pool";
 
-async fn create_dev_provider(api: &str, nodegroups: &str) -> anyhow::Result<()> {
+/// The file `capstan dev` keeps its administrator's token in (mode 0600).
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Bootstraps the dev plane's IAM once, keeping the administrator's token in `dir`; a later run
+/// on the same data reads it back.
+async fn admin_token(api: &str, dir: &Path) -> anyhow::Result<String> {
+    let file = dir.join(ADMIN_TOKEN_FILE);
     let channel = capstan_proto::tls::connect(api, None).await?;
-    let mut c = capstan_proto::api::v1::capstan_client::CapstanClient::new(channel);
+    let (_, mut iam) =
+        capstan_proto::auth::clients(channel, capstan_proto::auth::Credentials::default());
+    match iam
+        .bootstrap(capstan_proto::api::v1::BootstrapRequest {
+            principal: String::new(),
+        })
+        .await
+    {
+        Ok(t) => {
+            let token = t.into_inner().token;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&file)
+                .with_context(|| format!("writing {}", file.display()))?;
+            std::io::Write::write_all(&mut f, token.as_bytes())?;
+            Ok(token)
+        }
+        Err(s) if s.code() == tonic::Code::PermissionDenied => std::fs::read_to_string(&file)
+            .map(|t| t.trim().to_string())
+            .with_context(|| {
+                format!(
+                    "this data dir's IAM is bootstrapped but its admin token {} cannot be read",
+                    file.display()
+                )
+            }),
+        Err(s) => bail!("bootstrapping IAM: {}", s.message()),
+    }
+}
+
+async fn create_dev_provider(api: &str, token: &str, nodegroups: &str) -> anyhow::Result<()> {
+    let channel = capstan_proto::tls::connect(api, None).await?;
+    let creds = capstan_proto::auth::Credentials::bearer(Some(token))?;
+    let (mut c, _) = capstan_proto::auth::clients(channel, creds);
     let doc = serde_json::json!({
         "name": DEV_PROVIDER,
         "nodeGroupProvider": {
@@ -365,7 +407,12 @@ async fn start_and_serve(
     plane.start(
         "api",
         &bins.api,
-        &with(&[s("--listen"), args.api_listen.to_string()]),
+        &with(&[
+            s("--listen"),
+            args.api_listen.to_string(),
+            s("--audit-log"),
+            dir.join("logs").join("audit.log").display().to_string(),
+        ]),
     )?;
     let api_log = dir.join("logs").join("api.log");
     wait_for(plane, "the API", Duration::from_secs(30), || {
@@ -418,7 +465,8 @@ async fn start_and_serve(
                 .find_map(|w| w.strip_prefix("grpc=").map(str::to_string))
         })
         .context("the node-group provider did not say where it listens")?;
-    create_dev_provider(&api_endpoint, &ng_endpoint).await?;
+    let token = admin_token(&api_endpoint, &dir).await?;
+    create_dev_provider(&api_endpoint, &token, &ng_endpoint).await?;
     let haproxy = if args.no_haproxy {
         None
     } else {
@@ -488,6 +536,7 @@ async fn start_and_serve(
     println!(
         "capstan dev: ready\n\
          \x20 API:        {api_endpoint}   (export CAPSTAN_ENDPOINT={api_endpoint})\n\
+         \x20 admin:      capstan://user/admin   (export CAPSTAN_TOKEN={token})\n\
          \x20 etcd:       {client_url}\n\
          \x20 agents:     {} ({runtime} runtime, zones {})\n\
          \x20 HAProxy:    {}\n\

@@ -1,13 +1,14 @@
 //! The `capstan` command: ECS's actions over Capstan's gRPC API (`capstan <noun> <verb>`), a
 //! live `deploy --wait`, and `capstan dev`, which starts a whole local control plane.
 
+pub mod auth;
 pub mod certs;
 pub mod commands;
 pub mod deploy;
 pub mod dev;
 pub mod output;
 
-use capstan_proto::api::v1::capstan_client::CapstanClient;
+use capstan_proto::auth::{ApiClient, Credentials, IamApiClient};
 use capstan_proto::tls::TlsFiles;
 use clap::{Parser, Subcommand};
 use tonic::transport::Channel;
@@ -38,6 +39,10 @@ pub struct Cli {
     /// Mutual TLS to the API: the client certificate and key, and the cluster CA.
     #[command(flatten)]
     pub tls: capstan_proto::tls::TlsArgs,
+    /// A bearer token (`capstan_…`, from `capstan auth token create` or `capstan dev`), for
+    /// callers without a client certificate.
+    #[arg(long, global = true, env = "CAPSTAN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -77,6 +82,12 @@ pub enum Command {
     /// The cluster's certificates: a CA, and one certificate per component.
     #[command(subcommand)]
     Certs(certs::CertsCmd),
+    /// Identities and permissions: tokens, policies, groups, who you are.
+    #[command(subcommand)]
+    Auth(auth::AuthCmd),
+    /// Webhook signing: the secret a hook receiver checks `X-Capstan-Signature` with.
+    #[command(subcommand)]
+    Webhook(auth::WebhookCmd),
 }
 
 /// Connection settings for the API.
@@ -84,6 +95,7 @@ pub enum Command {
 pub struct Conn {
     endpoint: String,
     tls: Option<TlsFiles>,
+    token: Option<String>,
 }
 
 impl Conn {
@@ -93,20 +105,35 @@ impl Conn {
         Self {
             endpoint: cli.endpoint.clone(),
             tls,
+            token: cli.token.clone(),
         }
     }
 
     /// A client of the API.
-    pub async fn client(&self) -> anyhow::Result<CapstanClient<Channel>> {
-        let channel = capstan_proto::tls::connect(&self.endpoint, self.tls.as_ref())
+    pub async fn client(&self) -> anyhow::Result<ApiClient> {
+        Ok(self.clients().await?.0)
+    }
+
+    /// A client of the Iam service.
+    pub async fn iam(&self) -> anyhow::Result<IamApiClient> {
+        Ok(self.clients().await?.1)
+    }
+
+    async fn clients(&self) -> anyhow::Result<(ApiClient, IamApiClient)> {
+        let creds = Credentials::bearer(self.token.as_deref())
+            .map_err(|e| anyhow::anyhow!("--token / CAPSTAN_TOKEN: {e}"))?;
+        Ok(capstan_proto::auth::clients(self.channel().await?, creds))
+    }
+
+    async fn channel(&self) -> anyhow::Result<Channel> {
+        capstan_proto::tls::connect(&self.endpoint, self.tls.as_ref())
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
                     "cannot reach the Capstan API at {}: {e}. Is `capstan dev` or capstan-api running? Set --endpoint or CAPSTAN_ENDPOINT.",
                     self.endpoint
                 )
-            })?;
-        Ok(CapstanClient::new(channel))
+            })
     }
 }
 
@@ -123,6 +150,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Dev(args) => dev::run(args).await,
         Command::Certs(c) => certs::run(c),
+        Command::Auth(c) => auth::run(&conn, out, c).await,
+        Command::Webhook(c) => auth::webhook(c),
         Command::Deploy(args) => deploy::run(&conn, &cluster, out, args).await,
         Command::Cluster(c) => commands::cluster(&conn, out, c).await,
         Command::TaskDef(c) => commands::taskdef(&conn, out, c).await,

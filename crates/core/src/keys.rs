@@ -339,6 +339,16 @@ impl Keys {
         self.key(Family::ContainerInstances, &[cluster, id])
     }
 
+    /// `iam/`: policies, groups, principals' attachments and tokens (see `capstan-iam`).
+    pub fn iam(&self) -> String {
+        format!("{}/iam/", self.prefix)
+    }
+
+    /// `audit/`: the last day's audit records, each `audit/<epoch-ms>-<requestId>`.
+    pub fn audit(&self) -> String {
+        format!("{}/audit/", self.prefix)
+    }
+
     /// `capacityproviders/<name>`.
     pub fn capacity_provider(&self, name: &str) -> String {
         self.key(Family::CapacityProviders, &[name])

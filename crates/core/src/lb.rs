@@ -118,17 +118,23 @@ impl Matcher {
 /// ELBv2's rule for target group and listener names: 1–32 alphanumerics and hyphens, no hyphen
 /// at either end.
 pub fn check_lb_name(r: &mut Report, path: &str, name: &str) {
-    let ok = !name.is_empty()
-        && name.len() <= 32
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if !ok {
+    if !valid_lb_name(name) {
         r.error(
             path,
             format!("{name:?} is not a valid name: use 1-32 letters, digits and hyphens, not starting or ending with a hyphen"),
         );
     }
+}
+
+/// Whether `name` is a valid target group or listener name (ELBv2's rule: 1-32 letters, digits
+/// and hyphens, no hyphen at either end). Names reach HAProxy's configuration and runtime
+/// socket, so nothing else may.
+pub fn valid_lb_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 impl TargetGroup {

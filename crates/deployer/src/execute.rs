@@ -18,14 +18,116 @@ use crate::snapshot::Caches;
 /// How long one webhook call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The webhook client: rustls with the ring provider (installed here; a second install is a
-/// no-op), verifying against the system's roots.
-pub fn http_client() -> Result<reqwest::Client, String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(CALL_TIMEOUT)
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))
+/// The largest webhook answer read; a longer one fails the hook.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// How webhooks are called: one client that follows no redirect, the signing key, and the
+/// hosts hooks may be called on (any when empty).
+pub struct Webhooks {
+    http: reqwest::Client,
+    signing_key: Option<Vec<u8>>,
+    allowed_hosts: Vec<String>,
+}
+
+impl Webhooks {
+    /// A client with rustls and the ring provider (installed here; a second install is a
+    /// no-op), verifying against the system's roots, following no redirect.
+    pub fn new(signing_key: Option<Vec<u8>>, allowed_hosts: Vec<String>) -> Result<Self, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Self {
+            http,
+            signing_key,
+            allowed_hosts: allowed_hosts
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+        })
+    }
+
+    fn allowed(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.allowed_hosts.is_empty()
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|a| match a.strip_prefix("*.") {
+                    Some(suffix) => host
+                        .strip_suffix(suffix)
+                        .is_some_and(|head| head.ends_with('.') && head.len() > 1),
+                    None => *a == host,
+                })
+    }
+
+    /// Calls one webhook; its answer or why the hook fails.
+    pub async fn call(&self, url: &str, body: &serde_json::Value) -> Result<Answer, String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("url {url:?}: only http and https are called"));
+        }
+        let host = parsed.host_str().unwrap_or_default();
+        if !self.allowed(host) {
+            return Err(format!(
+                "host {host} is not one the deployer may call (--webhook-allow-host)"
+            ));
+        }
+        let bytes = serde_json::to_vec(body).map_err(|e| format!("payload: {e}"))?;
+        let mut req = self
+            .http
+            .post(parsed)
+            .timeout(CALL_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(key) = &self.signing_key {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            let secret = capstan_iam::webhook::hook_secret(key, url);
+            req = req
+                .header(capstan_iam::webhook::TIMESTAMP_HEADER, now.to_string())
+                .header(
+                    capstan_iam::webhook::SIGNATURE_HEADER,
+                    capstan_iam::webhook::signature(&secret, now, &bytes),
+                );
+        }
+        let mut resp = req
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| format!("call failed: {e}"))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Err(format!(
+                "answered HTTP {status}: redirects are not followed; give the hook its final URL"
+            ));
+        }
+        if !status.is_success() {
+            return Err(format!("answered HTTP {status}"));
+        }
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+        {
+            return Err(format!("answer is larger than {MAX_ANSWER_BYTES} bytes"));
+        }
+        let mut answer = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+        {
+            if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(format!("answer is larger than {MAX_ANSWER_BYTES} bytes"));
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice::<Answer>(&answer)
+            .map_err(|e| format!("answer is not a hook result: {e}"))
+    }
 }
 
 /// The deployer's writer and caller.
@@ -34,8 +136,8 @@ pub struct Executor {
     pub store: Store,
     /// Caches (to leave unchanged documents unwritten).
     pub caches: Caches,
-    /// Webhook client.
-    pub http: reqwest::Client,
+    /// Webhook calls.
+    pub webhooks: Webhooks,
 }
 
 impl Executor {
@@ -44,27 +146,12 @@ impl Executor {
     pub async fn call_hooks(&self, calls: &[Call]) -> BTreeMap<String, Result<Answer, String>> {
         let mut out = BTreeMap::new();
         for c in calls {
-            out.insert(c.hook_id.clone(), self.call(&c.url, &c.payload).await);
+            out.insert(
+                c.hook_id.clone(),
+                self.webhooks.call(&c.url, &c.payload).await,
+            );
         }
         out
-    }
-
-    async fn call(&self, url: &str, body: &serde_json::Value) -> Result<Answer, String> {
-        let resp = self
-            .http
-            .post(url)
-            .timeout(CALL_TIMEOUT)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| format!("call failed: {e}"))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(format!("answered HTTP {status}"));
-        }
-        resp.json::<Answer>()
-            .await
-            .map_err(|e| format!("answer is not a hook result: {e}"))
     }
 
     /// Adds the service's status document to `w` when it changed (ignoring `updatedAt`).

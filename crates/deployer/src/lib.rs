@@ -44,12 +44,27 @@ pub async fn run(args: DeployerArgs) -> Result<(), RuntimeError> {
         status: rt.cache(Family::ServiceStatus, capstan_store::json_decoder()),
         routes: rt.cache(Family::ListenerRoutes, capstan_store::json_decoder()),
     };
-    let http = execute::http_client().map_err(RuntimeError::Setup)?;
+    let signing_key = match &args.webhook_signing_key_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            RuntimeError::Setup(format!(
+                "--webhook-signing-key-file {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => {
+            tracing::warn!(
+                "no --webhook-signing-key-file: webhook calls are not signed (X-Capstan-Signature)"
+            );
+            None
+        }
+    };
+    let webhooks = execute::Webhooks::new(signing_key, args.webhook_allow_hosts.clone())
+        .map_err(RuntimeError::Setup)?;
     let ctx = Arc::new(Ctx {
         exec: Executor {
             store: rt.store.clone(),
             caches: caches.clone(),
-            http,
+            webhooks,
         },
         events: Events::new(rt.store.clone()),
         grace_secs: Duration::from(args.health_grace).as_secs_f64(),

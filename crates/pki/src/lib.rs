@@ -143,6 +143,18 @@ impl Ca {
     /// Issues `<name>.pem`/`<name>.key` in the CA's directory for a component reached as each
     /// of `hosts` (DNS names or addresses), valid for `days`. Replaces an earlier one.
     pub fn issue(&self, name: &str, hosts: &[String], days: i64) -> Result<Issued, PkiError> {
+        self.issue_for(name, hosts, None, days)
+    }
+
+    /// [`Ca::issue`], naming `principal` (a `capstan://…` URI) in a URI SAN: the identity the
+    /// API and agents authorize. A certificate with a principal may name no host (a user's).
+    pub fn issue_for(
+        &self,
+        name: &str,
+        hosts: &[String],
+        principal: Option<&str>,
+        days: i64,
+    ) -> Result<Issued, PkiError> {
         let ok = !name.is_empty()
             && !name.starts_with('.')
             && name
@@ -151,11 +163,16 @@ impl Ca {
         if !ok {
             return Err(PkiError::BadName(name.to_string()));
         }
-        if hosts.is_empty() {
+        if hosts.is_empty() && principal.is_none() {
             return Err(PkiError::NoHosts);
         }
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(hosts.to_vec())?;
+        if let Some(p) = principal {
+            let uri = rcgen::string::Ia5String::try_from(p)
+                .map_err(|_| PkiError::BadName(p.to_string()))?;
+            params.subject_alt_names.push(rcgen::SanType::URI(uri));
+        }
         params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -209,6 +226,46 @@ pub fn names(pem: &[u8], path: &str) -> Result<Vec<String>, PkiError> {
                 .collect()
         })
         .unwrap_or_default())
+}
+
+/// Who a DER certificate says its holder is: its subject CN and its URI SANs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The subject's common name.
+    pub common_name: Option<String>,
+    /// URI subject alternative names (`capstan://…` principals among them).
+    pub uris: Vec<String>,
+}
+
+/// The [`Identity`] of a DER certificate, as TLS peers present them.
+pub fn identity(der: &[u8]) -> Result<Identity, PkiError> {
+    let bad = |reason: String| PkiError::BadCertificate {
+        path: "peer certificate".into(),
+        reason,
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| bad(e.to_string()))?;
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string);
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| bad(e.to_string()))?;
+    let uris = san
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) => Some((*u).to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Identity { common_name, uris })
 }
 
 /// Whether `names` (from [`names`]) cover `host`: an address matches an address entry, a name

@@ -24,6 +24,9 @@ use crate::deploy::{Hooks, stage_name};
 
 /// Default delay before calling an IN_PROGRESS webhook again, seconds (ECS: 30).
 pub const DEFAULT_CALLBACK_DELAY_SECS: f64 = 30.0;
+
+/// The shortest callBackDelay honoured, seconds: a webhook cannot have itself called in a loop.
+pub const MIN_CALLBACK_DELAY_SECS: f64 = 1.0;
 /// Default hook timeout, minutes (ECS: 1440).
 pub const DEFAULT_TIMEOUT_MINUTES: u32 = 1440;
 
@@ -230,7 +233,7 @@ pub fn plan<R: rand::Rng + ?Sized>(
                         let delay = a
                             .call_back_delay
                             .unwrap_or(DEFAULT_CALLBACK_DELAY_SECS)
-                            .max(0.0);
+                            .max(MIN_CALLBACK_DELAY_SECS);
                         d.next_call_at = Some(now + delay);
                         d.reason = Some("answered IN_PROGRESS".into());
                     }
@@ -445,6 +448,19 @@ mod tests {
         assert_eq!(r.outcome, Hooks::Waiting);
         assert_eq!(r.details[0].next_call_at, Some(105.0));
         assert_eq!(r.wake_at, Some(105.0));
+        // A webhook cannot ask to be called again at once, forever.
+        for (asked, next) in [
+            (Some(0.0), 101.0),
+            (Some(-5.0), 101.0),
+            (Some(f64::NAN), 101.0),
+        ] {
+            let r = at_with(&s, &g, None, 100.0, &answer("IN_PROGRESS", asked));
+            assert_eq!(
+                r.details[0].next_call_at,
+                Some(next),
+                "callBackDelay {asked:?}"
+            );
+        }
         g.lifecycle_hook_details = r.details;
         assert!(
             due(

@@ -340,6 +340,8 @@ pub fn listener_split(
                 .into_iter()
                 .filter(|(_, w)| *w > 0)
                 .map(|(g, w)| (capstan_core::service::lb_object_name(&g).to_string(), w))
+                // A name HAProxy must not see (a route can name anything) is never routed to.
+                .filter(|(g, _)| capstan_core::lb::valid_lb_name(g))
                 .collect();
             (name.clone(), groups)
         })

@@ -31,5 +31,6 @@ pub mod nodegroup {
 /// Encoded file descriptor set of every Capstan proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("capstan_descriptor");
 
+pub mod auth;
 pub mod convert;
 pub mod tls;

@@ -124,6 +124,8 @@ pub async fn serve(ctx: Arc<Ctx>, queue: WorkQueue<String>, shutdown: Cancellati
 /// What this host's data plane was last given.
 #[derive(Default)]
 struct Host {
+    /// Objects refused, as last reported.
+    refused: Vec<(String, String)>,
     /// Backend → the members it was last synced to.
     synced: BTreeMap<String, Vec<Member>>,
     /// Listener → (backend, groups) it routes to.
@@ -131,11 +133,27 @@ struct Host {
 }
 
 impl Host {
+    /// Logs each refused object once per change, and counts them.
+    fn report(&mut self, refused: &[(String, String)]) {
+        if refused != self.refused.as_slice() {
+            for (key, why) in refused.iter().filter(|r| !self.refused.contains(r)) {
+                tracing::warn!(key = ?key, problem = %why, "object refused by the data plane");
+            }
+            self.refused = refused.to_vec();
+        }
+        metrics::gauge!("capstan_registrar_refused_objects").set(refused.len() as f64);
+    }
+
     async fn pass(&mut self, ctx: &Ctx, queue: &WorkQueue<String>) {
         let hp = ctx.exec.data_plane.as_deref();
         let (c, keys) = (&ctx.exec.caches, ctx.exec.store.keys());
         let now = capstan_runtime::now();
-        let (listeners, groups) = snapshot::layout(c, keys);
+        let snapshot::Served {
+            listeners,
+            groups,
+            refused,
+        } = snapshot::layout(c, keys);
+        self.report(&refused);
         let split = targets::listener_split(&listeners, &snapshot::routes(c, keys));
         let routes: BTreeMap<String, String> = split
             .iter()

@@ -64,10 +64,17 @@ pub fn host_of_endpoint(endpoint: &str) -> Option<String> {
     let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
     let authority = rest.split('/').next()?;
     let host = match authority.rsplit_once(':') {
-        Some((h, _)) => h,
-        None => authority,
+        Some((h, _)) if !h.ends_with(':') || h.starts_with('[') => h,
+        _ => authority,
     };
-    (!host.is_empty()).then(|| host.trim_matches(['[', ']']).to_string())
+    let host = host.trim_matches(['[', ']']);
+    // Only an address or a DNS name reaches HAProxy: anything else could inject.
+    let dns = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    (dns || host.parse::<std::net::IpAddr>().is_ok()).then(|| host.to_string())
 }
 
 /// The targets group `tg` should have: the tasks of the deployments that name it, at their
@@ -136,25 +143,72 @@ pub fn decided(c: &Caches, keys: &Keys, tg: &str) -> BTreeMap<String, Tracked> {
         .unwrap_or_default()
 }
 
-/// The listeners (by name) and the names of the target groups whose specs decode.
-pub fn layout(c: &Caches, keys: &Keys) -> (Vec<(String, Listener)>, Vec<String>) {
-    let listeners = c
-        .listeners
-        .list()
-        .iter()
-        .filter_map(|e| {
-            let name = keys.name_of(Family::Listeners, &e.key)?;
-            Some((name, e.value.as_ref().ok()?.clone()))
-        })
-        .collect();
-    let groups = c
-        .groups
-        .list()
-        .iter()
-        .filter(|e| e.value.is_ok())
-        .filter_map(|e| keys.name_of(Family::TargetGroups, &e.key))
-        .collect();
-    (listeners, groups)
+/// What HAProxy may be given: listeners (by name) and target group names whose specs decode
+/// and whose names are valid, and the objects refused (key, why). A name that is not valid
+/// never reaches HAProxy's configuration or runtime socket (a newline or `;` would inject).
+pub struct Served {
+    /// Listeners by name.
+    pub listeners: Vec<(String, Listener)>,
+    /// Target group names.
+    pub groups: Vec<String>,
+    /// Objects refused: (key, why).
+    pub refused: Vec<(String, String)>,
+}
+
+fn name_problem(kind: &str, name: &str) -> Option<String> {
+    (!capstan_core::lb::valid_lb_name(name)).then(|| {
+        format!("{kind} name {name:?} is not valid (1-32 letters, digits and hyphens): not served")
+    })
+}
+
+/// The listeners and target groups this host serves, and those it refuses.
+pub fn layout(c: &Caches, keys: &Keys) -> Served {
+    let mut refused = Vec::new();
+    let mut listeners = Vec::new();
+    for e in c.listeners.list() {
+        let Some(name) = keys.name_of(Family::Listeners, &e.key) else {
+            continue;
+        };
+        let l = match &e.value {
+            Ok(l) => l,
+            Err(why) => {
+                refused.push((e.key.clone(), format!("not served: {why}")));
+                continue;
+            }
+        };
+        if let Some(why) = name_problem("listener", &name) {
+            refused.push((e.key.clone(), why));
+            continue;
+        }
+        let bad_group = l
+            .default_actions
+            .iter()
+            .flat_map(|a| a.weighted_target_groups())
+            .find_map(|(g, _)| name_problem("target group", &g));
+        match bad_group {
+            Some(why) => refused.push((e.key.clone(), format!("forwards to a {why}"))),
+            None => listeners.push((name, l.clone())),
+        }
+    }
+    let mut groups = Vec::new();
+    for e in c.groups.list() {
+        let Some(name) = keys.name_of(Family::TargetGroups, &e.key) else {
+            continue;
+        };
+        if let Err(why) = &e.value {
+            refused.push((e.key.clone(), format!("not served: {why}")));
+            continue;
+        }
+        match name_problem("target group", &name) {
+            Some(why) => refused.push((e.key.clone(), why)),
+            None => groups.push(name),
+        }
+    }
+    Served {
+        listeners,
+        groups,
+        refused,
+    }
 }
 
 /// The deployer's listener routes, by listener name.
@@ -208,5 +262,13 @@ mod tests {
             host_of_endpoint("127.0.0.1:7000").as_deref(),
             Some("127.0.0.1")
         );
+        for bad in [
+            "http://10.0.0.1\nbackend x:7000",
+            "http://a;b:7000",
+            "http://a b:7000",
+            "http://:7000",
+        ] {
+            assert_eq!(host_of_endpoint(bad), None, "{bad:?}");
+        }
     }
 }

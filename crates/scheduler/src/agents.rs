@@ -83,6 +83,7 @@ async fn watch_agent(
             let sent = reports
                 .send(Reports {
                     cluster: cluster.clone(),
+                    instance: instance.clone(),
                     states: states.clone(),
                     done,
                 })
@@ -140,6 +141,8 @@ async fn watch_agent(
 /// Reports from one agent's stream, waiting to be recorded.
 struct Reports {
     cluster: String,
+    /// The container instance whose agent sent them: only its own tasks are recorded.
+    instance: String,
     states: Vec<pb::TaskState>,
     /// Answered with the task ids the agent runs that it must not.
     done: oneshot::Sender<Vec<String>>,
@@ -176,10 +179,10 @@ async fn write_reports(
                 Err(_) => break,
             }
         }
-        let mut by_cluster: BTreeMap<&str, Vec<pb::TaskState>> = BTreeMap::new();
+        let mut by_instance: BTreeMap<(&str, &str), Vec<pb::TaskState>> = BTreeMap::new();
         for r in &round {
-            by_cluster
-                .entry(r.cluster.as_str())
+            by_instance
+                .entry((r.cluster.as_str(), r.instance.as_str()))
                 .or_default()
                 .extend(r.states.iter().cloned());
         }
@@ -187,8 +190,12 @@ async fn write_reports(
         let intruders: HashSet<String> = loop {
             let mut out = HashSet::new();
             let mut failed = None;
-            for (cluster, states) in &by_cluster {
-                match ctx.exec.apply_reports(&claim, cluster, states).await {
+            for ((cluster, instance), states) in &by_instance {
+                match ctx
+                    .exec
+                    .apply_reports(&claim, cluster, instance, states)
+                    .await
+                {
                     Ok(ids) => out.extend(ids),
                     Err(e) => {
                         failed = Some(e);
@@ -282,13 +289,16 @@ pub async fn follow_agents(ctx: Arc<Ctx>, claim: Arc<Claim>, term: CancellationT
 }
 
 impl Executor {
-    /// Applies a batch of agent reports: one fenced transaction per chunk of 100 for the tasks the
-    /// cache knows (each compared on its mod revision), the per-task path for the rest and on any
-    /// conflict. Returns the task ids the agent runs that it must not.
+    /// Applies a batch of reports from `instance`'s agent: one fenced transaction per chunk of
+    /// 100 for the tasks the cache knows (each compared on its mod revision), the per-task path
+    /// for the rest and on any conflict. A report about a task placed on another instance is
+    /// never recorded (an agent speaks only for its own tasks). Returns the task ids the agent
+    /// runs that it must not.
     pub async fn apply_reports(
         &self,
         claim: &Claim,
         cluster: &str,
+        instance: &str,
         states: &[pb::TaskState],
     ) -> Result<Vec<String>, StoreError> {
         // A report can outrun the watch event of its task's own record: wait for the cache to
@@ -315,7 +325,8 @@ impl Executor {
                 slow.push(s);
                 continue;
             };
-            if current.last_status == TaskStatus::Stopped {
+            if current.last_status == TaskStatus::Stopped || current.instance_id() != Some(instance)
+            {
                 slow.push(s);
                 continue;
             }
@@ -344,19 +355,21 @@ impl Executor {
         }
         let mut intruders = Vec::new();
         for s in slow {
-            if let Some(id) = self.apply_report(claim, cluster, s).await? {
+            if let Some(id) = self.apply_report(claim, cluster, instance, s).await? {
                 intruders.push(id);
             }
         }
         Ok(intruders)
     }
 
-    /// Applies one agent report to its task record. Returns the task ids the agent runs that it
-    /// must not (unknown to the scheduler, or recorded STOPPED).
+    /// Applies one report from `instance`'s agent to its task record. Returns the task id if
+    /// the agent runs it and must not (unknown to the scheduler, recorded STOPPED, or placed on
+    /// another instance: a task id never runs twice, and no agent rewrites another's task).
     pub async fn apply_report(
         &self,
         claim: &Claim,
         cluster: &str,
+        instance: &str,
         state: &pb::TaskState,
     ) -> Result<Option<String>, StoreError> {
         let key = self.keys.task(cluster, &state.task_id);
@@ -380,6 +393,13 @@ impl Executor {
             let reported_stopped = agent_status == Some(TaskStatus::Stopped);
             let refuse = tasks::must_not_run(current.as_ref(), reported_stopped);
             return Ok(refuse.then(|| state.task_id.clone()));
+        }
+        if current.as_ref().and_then(Task::instance_id) != Some(instance) {
+            tracing::warn!(task = %state.task_id, %instance, placed = ?current.as_ref().and_then(Task::instance_id),
+                "ignored a report about a task placed on another instance");
+            metrics::counter!("capstan_scheduler_foreign_reports_total").increment(1);
+            let reported_stopped = agent_status == Some(TaskStatus::Stopped);
+            return Ok((!reported_stopped).then(|| state.task_id.clone()));
         }
         self.update_task(claim, cluster, &state.task_id, |t| {
             let mut reported = t.clone();

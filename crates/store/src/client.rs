@@ -348,6 +348,17 @@ impl Store {
             .await
     }
 
+    /// Grants a lease of `ttl` seconds that nobody keeps alive: keys bound to it expire with it
+    /// (records kept for a while, like the audit log's). Returns its id.
+    pub async fn grant_lease(&self, ttl: i64) -> Result<i64> {
+        let resp = self
+            .call("lease_grant", |mut c| async move {
+                c.lease_grant(ttl, None).await
+            })
+            .await?;
+        Ok(resp.id())
+    }
+
     /// Reads one key.
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let resp = self

@@ -21,6 +21,8 @@ pub struct FakeAgent {
     updates: broadcast::Sender<pb::TaskState>,
     /// Every StartTask request received (through StartTask or StartTasks), in order.
     started: Arc<Mutex<Vec<pb::StartTaskRequest>>>,
+    /// The task id of every StopTask request received, in order.
+    stopped: Arc<Mutex<Vec<String>>>,
 }
 
 impl Default for FakeAgent {
@@ -29,6 +31,7 @@ impl Default for FakeAgent {
             tasks: Arc::default(),
             updates: broadcast::channel(1024).0,
             started: Arc::default(),
+            stopped: Arc::default(),
         }
     }
 }
@@ -59,6 +62,19 @@ impl FakeAgent {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// The task ids of the StopTask requests received so far, in order.
+    pub fn stopped(&self) -> Vec<String> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Streams `state` to watchers as if this agent ran it (a lying agent, for tests).
+    pub fn report(&self, state: pb::TaskState) {
+        self.set(state);
     }
 
     /// Starts a task: RUNNING at once (or the state of one it already has).
@@ -126,6 +142,10 @@ impl Agent for FakeAgent {
         r: Request<pb::StopTaskRequest>,
     ) -> Result<Response<pb::StopTaskResponse>, Status> {
         let r = r.into_inner();
+        self.stopped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(r.task_id.clone());
         let Some(mut t) = self.get(&r.task_id) else {
             return Err(Status::not_found(r.task_id));
         };

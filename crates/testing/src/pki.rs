@@ -37,6 +37,13 @@ impl Pki {
         Ok(())
     }
 
+    /// Issues `<name>.pem`/`<name>.key` authenticating as `principal` (a URI SAN).
+    pub fn issue_for(&self, name: &str, hosts: &[&str], principal: &str) -> Result<(), PkiError> {
+        let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        Ca::load(self.dir.path())?.issue_for(name, &hosts, Some(principal), 1)?;
+        Ok(())
+    }
+
     /// The TLS identity `<who>.pem`/`<who>.key` with the CA.
     pub fn files(&self, who: &str) -> capstan_proto::tls::TlsFiles {
         capstan_proto::tls::TlsFiles {

@@ -40,6 +40,11 @@ impl AgentProc {
         if !extra.contains(&"--runtime") {
             args.extend(["--runtime".into(), "process".into()]);
         }
+        // These tests drive the agent as a scheduler would, without an election; the fencing
+        // check itself has its own test.
+        if !extra.contains(&"--fencing-check") {
+            args.extend(["--fencing-check".into(), "none".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_capstan-agent"))
             .args(&args)

@@ -6,6 +6,7 @@
 
 mod capacity;
 mod clusters;
+pub mod iam;
 mod instances;
 mod lb;
 mod services;

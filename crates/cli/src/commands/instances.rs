@@ -60,7 +60,7 @@ const INSTANCE_COLUMNS: &[Column] = &[
 ];
 
 async fn set_state(
-    c: &mut capstan_proto::api::v1::capstan_client::CapstanClient<tonic::transport::Channel>,
+    c: &mut capstan_proto::auth::ApiClient,
     cluster: String,
     instances: Vec<String>,
     status: &str,

@@ -8,6 +8,16 @@ use std::path::Path;
 use capstan_core::lb::{Listener, TargetState};
 use capstan_plan::targets::Tracked;
 
+/// Whether `s` is safe inside HAProxy's configuration and runtime commands (a server name or
+/// address): letters, digits and `-_.:`, at most 253. Everything the data plane is given passes
+/// this, whatever the caller checked before.
+pub fn safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 /// Backend name of a target group.
 pub fn backend(tg: &str) -> String {
     format!("be_{tg}")
@@ -37,12 +47,13 @@ impl Layout {
         Self {
             listeners: listeners
                 .iter()
+                .filter(|(n, _)| safe(n))
                 .map(|(n, l)| {
                     let addr = l.bind_address.as_deref().unwrap_or(host_address);
                     (n.clone(), (addr.to_string(), l.port))
                 })
                 .collect(),
-            groups: groups.to_vec(),
+            groups: groups.iter().filter(|g| safe(g)).cloned().collect(),
             weighted: Vec::new(),
         }
     }
@@ -173,6 +184,7 @@ pub fn group_members(
 ) -> Vec<Member> {
     tracked
         .iter()
+        .filter(|(id, t)| safe(id) && safe(&t.status.host))
         .map(|(id, t)| Member {
             id: id.clone(),
             host: t.status.host.clone(),
@@ -222,6 +234,37 @@ pub fn weighted_members(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_unsafe_reaches_the_configuration() {
+        let listener: Listener = serde_json::from_value(serde_json::json!({
+            "port": 80, "defaultActions": [{"type": "forward", "targetGroupArn": "ok"}]}))
+        .expect("listener");
+        let layout = Layout::new(
+            &[
+                ("ok".into(), listener.clone()),
+                ("evil\nbackend x".into(), listener.clone()),
+                ("a;b".into(), listener),
+            ],
+            &["ok".into(), "bad group".into(), "x\ny".into()],
+            "127.0.0.1",
+        );
+        assert_eq!(layout.listeners.keys().collect::<Vec<_>>(), ["ok"]);
+        assert_eq!(layout.groups, ["ok"]);
+        let c = render(&layout, Path::new("/run/capstan"));
+        assert!(!c.contains("evil") && !c.contains("bad group") && !c.contains("a;b"));
+        for (s, ok) in [
+            ("10.0.0.1", true),
+            ("fd00::1", true),
+            ("node-1.lan", true),
+            ("a b", false),
+            ("a\nb", false),
+            ("a;b", false),
+            ("", false),
+        ] {
+            assert_eq!(safe(s), ok, "{s:?}");
+        }
+    }
 
     #[test]
     fn config_has_a_frontend_per_listener_and_a_backend_per_group() {
