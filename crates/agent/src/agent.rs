@@ -403,6 +403,9 @@ impl Agent {
                 .as_ref()
                 .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default(),
+            user: c.user.clone(),
+            privileged: c.privileged.unwrap_or(false),
+            readonly_root_filesystem: c.readonly_root_filesystem.unwrap_or(false),
         }
     }
 

@@ -83,6 +83,17 @@ pub struct AgentArgs {
     /// Mutual TLS: callers need a client certificate from the cluster CA.
     #[command(flatten)]
     pub tls: capstan_proto::tls::TlsArgs,
+    /// The user process tasks run as when the agent is root and a container names no `user`
+    /// (tasks never run as root unless you name root).
+    #[arg(long, env = "CAPSTAN_TASK_USER", default_value = "nobody")]
+    pub task_user: String,
+    /// The host address task ports are bound to (Docker publishes there; process tasks get it as
+    /// CAPSTAN_BIND_ADDRESS); by default the address the agent advertises.
+    #[arg(long, env = "CAPSTAN_TASK_BIND_ADDRESS")]
+    pub task_bind_address: Option<std::net::IpAddr>,
+    /// Allow containers with `privileged: true` (Docker); refused by default.
+    #[arg(long, env = "CAPSTAN_ALLOW_PRIVILEGED")]
+    pub allow_privileged: bool,
     /// How a new, higher fencing token is checked: `election` (it must be the scheduler
     /// leader's election revision in etcd) or `none` (believed as sent; tests only).
     #[arg(long, env = "CAPSTAN_FENCING_CHECK", value_enum, default_value_t = crate::fence::FencingCheck::Election)]

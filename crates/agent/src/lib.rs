@@ -26,9 +26,9 @@ pub use agent::{Agent, AgentError};
 pub use args::{AgentArgs, RuntimeKind};
 
 use crate::registration::{Registration, Resources};
-use crate::runtime::ContainerRuntime;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::process::ProcessRuntime;
+use crate::runtime::{ContainerRuntime, TaskPolicy};
 use crate::service::AgentService;
 use crate::state::StateDir;
 
@@ -96,23 +96,6 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
     let state = StateDir::open(&args.state_dir)
         .map_err(io(format!("state dir {}", args.state_dir.display())))?;
     let instance_id = state.instance_id().map_err(io("instance id"))?;
-    let runtime: Arc<dyn ContainerRuntime> = match args.runtime {
-        RuntimeKind::Process => Arc::new(ProcessRuntime::new()),
-        RuntimeKind::Docker => {
-            Arc::new(DockerRuntime::connect(args.docker_host.as_deref(), args.docker_pull).await?)
-        }
-    };
-    let runtime_version = runtime.version();
-    let resources = Arc::new(Resources {
-        cpu: args.cpu.unwrap_or_else(|| {
-            1024 * std::thread::available_parallelism().map_or(1, |n| n.get() as i64)
-        }),
-        memory: args.memory.unwrap_or_else(machine_memory_mib),
-        attributes: attributes(&args, runtime.kind()),
-    });
-    let agent = Agent::new(runtime, state, args.cluster.clone());
-    let adopted = agent.adopt();
-
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(io(format!("cannot listen on {}", args.listen)))?;
@@ -131,6 +114,36 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
         "{}://{advertise}",
         if tls.is_some() { "https" } else { "http" }
     );
+
+    let policy = TaskPolicy {
+        default_user: args.task_user.clone(),
+        bind_address: match args.task_bind_address {
+            Some(a) => a,
+            None => advertise::bind_address(&advertise, bound)?,
+        },
+        allow_privileged: args.allow_privileged,
+    };
+    let runtime: Arc<dyn ContainerRuntime> = match args.runtime {
+        RuntimeKind::Process => Arc::new(ProcessRuntime::new(policy.clone())),
+        RuntimeKind::Docker => Arc::new(
+            DockerRuntime::connect(
+                args.docker_host.as_deref(),
+                args.docker_pull,
+                policy.clone(),
+            )
+            .await?,
+        ),
+    };
+    let runtime_version = runtime.version();
+    let resources = Arc::new(Resources {
+        cpu: args.cpu.unwrap_or_else(|| {
+            1024 * std::thread::available_parallelism().map_or(1, |n| n.get() as i64)
+        }),
+        memory: args.memory.unwrap_or_else(machine_memory_mib),
+        attributes: attributes(&args, runtime.kind()),
+    });
+    let agent = Agent::new(runtime, state, args.cluster.clone());
+    let adopted = agent.adopt();
 
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &tls {

@@ -307,6 +307,101 @@ async fn a_lower_fencing_token_is_refused_even_after_a_restart() {
 }
 
 #[tokio::test]
+async fn a_process_task_runs_as_the_unprivileged_task_user_or_its_own_user_never_root() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent = AgentProc::start(&etcd.endpoints(), &dir.path().join("agent"), &[]);
+    let mut c = agent.client().await;
+    let out = world_writable(dir.path());
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("passwd")
+        .expect("nobody exists");
+    // `id -u` of a task with no `user`, of one that names uid 4242:4343, and of a health check.
+    let record = |name: &str| out.join(name).display().to_string();
+    let plain = sh(
+        "app",
+        &format!(
+            "id -u > {0}.tmp; id -G >> {0}.tmp; mv {0}.tmp {0}; exec sleep 600",
+            record("plain")
+        ),
+    );
+    let mut named = sh(
+        "app",
+        &format!(
+            "id -u > {0}.tmp; id -g >> {0}.tmp; mv {0}.tmp {0}; exec sleep 600",
+            record("named")
+        ),
+    );
+    named["user"] = json!("4242:4343");
+    c.start_task(start_request("plain", 1, plain))
+        .await
+        .expect("start");
+    c.start_task(start_request("named", 1, named))
+        .await
+        .expect("start");
+    let read = |name: &str| {
+        let path = out.join(name);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(s) = std::fs::read_to_string(&path) {
+                    return s;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} never written",
+                    path.display()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let plain = read("plain").await;
+    let mut lines = plain.lines();
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(
+            lines.next(),
+            Some(nobody.uid.to_string().as_str()),
+            "{plain}"
+        );
+        assert!(
+            lines
+                .next()
+                .is_some_and(|g| !g.split(' ').any(|g| g == "0")),
+            "no root group left: {plain}"
+        );
+        assert_eq!(read("named").await, "4242\n4343\n");
+    } else {
+        let me = nix::unistd::geteuid().to_string();
+        assert_eq!(lines.next(), Some(me.as_str()), "{plain}");
+    }
+    for id in ["plain", "named"] {
+        c.stop_task(pb::StopTaskRequest {
+            task_id: id.into(),
+            fencing_token: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("stop");
+    }
+    // A user that does not exist fails the task with why.
+    let mut ghost = sh("app", "exec sleep 600");
+    ghost["user"] = json!("no-such-user-here");
+    c.start_task(start_request("ghost", 1, ghost))
+        .await
+        .expect("start");
+    let t = wait_for(&mut c, "ghost", Duration::from_secs(20), "STOPPED", |t| {
+        t.last_status == pb::TaskStatus::Stopped as i32
+    })
+    .await;
+    assert!(
+        t.stopped_reason.contains("no-such-user-here"),
+        "{}",
+        t.stopped_reason
+    );
+}
+
+#[tokio::test]
 async fn a_forged_higher_fencing_token_is_refused_and_the_real_leader_keeps_being_served() {
     use capstan_store::election::{Candidate, campaign};
     use capstan_store::{Store, StoreConfig};
@@ -403,7 +498,9 @@ async fn depends_on_orders_container_starts() {
     let dir = tempfile::tempdir().expect("tmp");
     let agent = AgentProc::start(&etcd.endpoints(), &dir.path().join("agent"), &[]);
     let mut c = agent.client().await;
-    let marker = dir.path().join("init-done");
+    // Tasks run as the agent's unprivileged task user: the marker's directory must be theirs too.
+    let shared = world_writable(dir.path());
+    let marker = shared.join("init-done");
     let mut init = sh("init", &format!("sleep 0.5; touch {}", marker.display()));
     init["essential"] = json!(false);
     let mut app = sh(

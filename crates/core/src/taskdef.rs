@@ -275,18 +275,19 @@ pub struct ContainerDefinition {
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<Value>,
-    /// Not acted on.
+    /// The user the container runs as: `name`, `uid`, `uid:gid` or `name:group` (the process
+    /// runtime runs it as that user; Docker passes it on).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<Value>,
+    pub user: Option<String>,
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disable_networking: Option<Value>,
-    /// Not acted on.
+    /// Full host privileges (Docker only); refused unless the agent allows it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub privileged: Option<Value>,
-    /// Not acted on.
+    pub privileged: Option<bool>,
+    /// A read-only root filesystem (Docker).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub readonly_root_filesystem: Option<Value>,
+    pub readonly_root_filesystem: Option<bool>,
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_servers: Option<Value>,
@@ -765,13 +766,7 @@ impl TaskDefinition {
             ("secrets", c.secrets.is_some()),
             ("versionConsistency", c.version_consistency.is_some()),
             ("hostname", c.hostname.is_some()),
-            ("user", c.user.is_some()),
             ("disableNetworking", c.disable_networking.is_some()),
-            ("privileged", c.privileged.is_some()),
-            (
-                "readonlyRootFilesystem",
-                c.readonly_root_filesystem.is_some(),
-            ),
             ("dnsServers", c.dns_servers.is_some()),
             ("dnsSearchDomains", c.dns_search_domains.is_some()),
             ("extraHosts", c.extra_hosts.is_some()),

@@ -16,7 +16,7 @@ use capstan_core::taskdef::{HealthCheck, Protocol};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 
-use super::{ContainerRuntime, ContainerSpec, Exit, RuntimeError, Started};
+use super::{ContainerRuntime, ContainerSpec, Exit, RuntimeError, Started, TaskPolicy};
 use crate::model::Handle;
 
 /// Label holding the task id.
@@ -31,12 +31,19 @@ pub struct DockerRuntime {
     docker: Docker,
     version: String,
     pull: bool,
+    policy: TaskPolicy,
 }
 
 impl DockerRuntime {
     /// Connects to the engine at `host` (`unix:///…`), or the local default, and negotiates the
     /// API version (Debian's Docker 20.10 rejects bollard's default).
-    pub async fn connect(host: Option<&str>, pull: bool) -> Result<Self, RuntimeError> {
+    /// Containers get what `policy` allows: ports bound to its address, `privileged` only when
+    /// it allows it.
+    pub async fn connect(
+        host: Option<&str>,
+        pull: bool,
+        policy: TaskPolicy,
+    ) -> Result<Self, RuntimeError> {
         let docker = match host {
             Some(h) if h.starts_with("unix://") || h.starts_with('/') => {
                 Docker::connect_with_unix(h, 120, bollard::API_DEFAULT_VERSION)?
@@ -54,6 +61,7 @@ impl DockerRuntime {
             docker,
             version,
             pull,
+            policy,
         })
     }
 
@@ -82,7 +90,14 @@ impl DockerRuntime {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
+        if spec.privileged && !self.policy.allow_privileged {
+            return Err(RuntimeError::Invalid(format!(
+                "container {} asks to be privileged, which this agent refuses (start it with --allow-privileged to allow)",
+                spec.name
+            )));
+        }
         self.ensure_image(&spec.image).await?;
+        let bind = self.policy.bind_address.to_string();
         let mut labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
         labels.insert(LABEL_TASK.into(), spec.task_id.clone());
         labels.insert(LABEL_CONTAINER.into(), spec.name.clone());
@@ -98,7 +113,7 @@ impl DockerRuntime {
             bindings.insert(
                 key,
                 Some(vec![PortBinding {
-                    host_ip: Some("0.0.0.0".into()),
+                    host_ip: Some(bind.clone()),
                     // Empty: Docker picks a free host port (ECS's hostPort 0).
                     host_port: Some(
                         pm.static_host_port()
@@ -115,6 +130,7 @@ impl DockerRuntime {
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             working_dir: spec.working_directory.clone(),
+            user: spec.user.clone(),
             labels: Some(labels),
             exposed_ports: Some(exposed),
             host_config: Some(HostConfig {
@@ -123,6 +139,8 @@ impl DockerRuntime {
                 memory_reservation: spec.memory_reservation.map(mib),
                 // ECS passes cpu units as CPU shares, with 2 as the floor.
                 cpu_shares: Some(i64::from(spec.cpu.unwrap_or(0).max(2))),
+                privileged: Some(spec.privileged),
+                readonly_rootfs: Some(spec.readonly_root_filesystem),
                 ..Default::default()
             }),
             ..Default::default()
@@ -162,7 +180,7 @@ impl DockerRuntime {
             });
             if let Some(hp) = host_port {
                 out.push(NetworkBinding {
-                    bind_ip: "0.0.0.0".into(),
+                    bind_ip: bind.clone(),
                     container_port: cp,
                     host_port: hp,
                     protocol: pm.protocol(),

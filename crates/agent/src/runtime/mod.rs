@@ -12,6 +12,29 @@ use futures::future::BoxFuture;
 
 use crate::model::Handle;
 
+/// What the agent allows its tasks, whatever their definitions ask: the user a process task
+/// runs as when its container names none, the address task ports are bound to, and whether a
+/// Docker container may be `privileged`.
+#[derive(Debug, Clone)]
+pub struct TaskPolicy {
+    /// The user process tasks run as when the agent is root and the container sets no `user`.
+    pub default_user: String,
+    /// The host address task ports are bound to (never all interfaces unless asked).
+    pub bind_address: std::net::IpAddr,
+    /// Whether `privileged: true` is allowed (Docker).
+    pub allow_privileged: bool,
+}
+
+impl Default for TaskPolicy {
+    fn default() -> Self {
+        Self {
+            default_user: "nobody".into(),
+            bind_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            allow_privileged: false,
+        }
+    }
+}
+
 /// Everything a runtime needs to start one container.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
@@ -45,6 +68,12 @@ pub struct ContainerSpec {
     pub log_path: PathBuf,
     /// Docker labels from the task definition.
     pub labels: Vec<(String, String)>,
+    /// ECS `user`: `name`, `uid`, `uid:gid` or `name:group`.
+    pub user: Option<String>,
+    /// ECS `privileged` (Docker).
+    pub privileged: bool,
+    /// ECS `readonlyRootFilesystem` (Docker).
+    pub readonly_root_filesystem: bool,
 }
 
 /// A started container.

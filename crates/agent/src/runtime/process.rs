@@ -2,6 +2,11 @@
 //! own process group, with its environment; host ports are chosen by the agent and handed over as
 //! `PORT` (first mapping) and `CAPSTAN_PORT_<containerPort>` (each mapping), as Nomad's raw_exec
 //! does. stdout and stderr go to a log file per container.
+//!
+//! Least privilege: an agent running as root runs each task as its container's `user`, or else
+//! as the agent's `--task-user` (`nobody` by default), never as root unless asked; an agent that
+//! is not root runs tasks as itself and refuses a `user` it cannot become. Tasks learn the
+//! address to bind (`--task-bind-address`) from `CAPSTAN_BIND_ADDRESS`.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -16,7 +21,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use super::{ContainerRuntime, ContainerSpec, Exit, RuntimeError, Started};
+use super::{ContainerRuntime, ContainerSpec, Exit, RuntimeError, Started, TaskPolicy};
 use crate::model::Handle;
 
 /// How often an adopted process (one this agent did not spawn) is checked for exit.
@@ -35,6 +40,65 @@ struct Spawned {
 pub struct ProcessRuntime {
     /// Processes this agent spawned, by pid.
     spawned: Mutex<HashMap<i32, Spawned>>,
+    /// What tasks are allowed.
+    policy: TaskPolicy,
+}
+
+/// The uid and gid a `user` (`name`, `uid`, `uid:gid`, `name:group`) names on this host.
+pub fn resolve_user(user: &str) -> Result<(u32, u32), String> {
+    use nix::unistd::{Group, User};
+    let (who, group) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let by_name = |n: &str| User::from_name(n).ok().flatten();
+    let (uid, primary) = match who.parse::<u32>() {
+        Ok(uid) => {
+            let entry = User::from_uid(uid.into()).ok().flatten();
+            // A uid without a passwd entry gets a group of the same number, never root's.
+            (uid, entry.map_or(uid, |u| u.gid.as_raw()))
+        }
+        Err(_) => {
+            let u =
+                by_name(who).ok_or_else(|| format!("user {who:?} does not exist on this host"))?;
+            (u.uid.as_raw(), u.gid.as_raw())
+        }
+    };
+    let gid = match group {
+        None => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => Group::from_name(g)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+                .ok_or_else(|| format!("group {g:?} does not exist on this host"))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// Who a container's processes run as: `Some((uid, gid))` to switch to, `None` to stay the
+/// agent's own user.
+fn run_as(spec: &ContainerSpec, policy: &TaskPolicy) -> Result<Option<(u32, u32)>, RuntimeError> {
+    let me = nix::unistd::geteuid().as_raw();
+    let wanted = spec.user.as_deref().or(if me == 0 {
+        Some(policy.default_user.as_str())
+    } else {
+        None
+    });
+    let Some(user) = wanted else {
+        return Ok(None);
+    };
+    let (uid, gid) = resolve_user(user)
+        .map_err(|e| RuntimeError::Invalid(format!("container {}: {e}", spec.name)))?;
+    if me != 0 && uid != me {
+        return Err(RuntimeError::Invalid(format!(
+            "container {} asks for user {user:?} (uid {uid}), but the agent runs as uid {me} and cannot switch; run the agent as root or drop `user`",
+            spec.name
+        )));
+    }
+    Ok((me == 0).then_some((uid, gid)))
 }
 
 /// `state` and `starttime` of a process from `/proc/<pid>/stat`.
@@ -74,9 +138,12 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl ProcessRuntime {
-    /// A process runtime.
-    pub fn new() -> Self {
-        Self::default()
+    /// A process runtime whose tasks get what `policy` allows.
+    pub fn new(policy: TaskPolicy) -> Self {
+        Self {
+            spawned: Mutex::default(),
+            policy,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Spawned>> {
@@ -93,8 +160,10 @@ impl ProcessRuntime {
                 spec.name
             )));
         };
+        let identity = run_as(spec, &self.policy)?;
+        let bind = self.policy.bind_address.to_string();
         let mut bindings = Vec::new();
-        let mut env: Vec<(String, String)> = Vec::new();
+        let mut env: Vec<(String, String)> = vec![("CAPSTAN_BIND_ADDRESS".into(), bind.clone())];
         for pm in &spec.ports {
             let Some(cp) = pm.container_port else {
                 continue;
@@ -111,7 +180,7 @@ impl ProcessRuntime {
             }
             env.push((format!("CAPSTAN_PORT_{cp}"), hp.to_string()));
             bindings.push(NetworkBinding {
-                bind_ip: "0.0.0.0".into(),
+                bind_ip: bind.clone(),
                 container_port: cp,
                 host_port: hp,
                 protocol: pm.protocol(),
@@ -151,6 +220,10 @@ impl ProcessRuntime {
             .stderr(log_err)
             .process_group(0)
             .kill_on_drop(false);
+        if let Some((uid, gid)) = identity {
+            // std drops root's supplementary groups when it switches uid.
+            cmd.uid(uid).gid(gid);
+        }
         match &spec.working_directory {
             Some(dir) => {
                 cmd.current_dir(dir);
@@ -284,7 +357,14 @@ impl ContainerRuntime for ProcessRuntime {
                     .unwrap_or_default(),
                 Handle::Docker { .. } => Vec::new(),
             };
+            // The check runs as the container does.
+            let Ok(identity) = run_as(spec, &self.policy) else {
+                return false;
+            };
             let mut cmd = tokio::process::Command::new(program);
+            if let Some((uid, gid)) = identity {
+                cmd.uid(uid).gid(gid);
+            }
             cmd.args(args)
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -340,6 +420,22 @@ impl ContainerRuntime for ProcessRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_resolve_like_dockers() {
+        assert_eq!(resolve_user("root"), Ok((0, 0)));
+        assert_eq!(resolve_user("0:0"), Ok((0, 0)));
+        let nobody = resolve_user("nobody").expect("nobody exists");
+        assert_ne!(nobody.0, 0);
+        assert_eq!(
+            resolve_user("4242"),
+            Ok((4242, 4242)),
+            "no passwd entry: its own group"
+        );
+        assert_eq!(resolve_user("4242:100"), Ok((4242, 100)));
+        assert!(resolve_user("no-such-user-here").is_err());
+        assert!(resolve_user("root:no-such-group").is_err());
+    }
 
     #[test]
     fn proc_stat_reads_this_process() {

@@ -134,6 +134,16 @@ pub fn sh(name: &str, script: &str) -> serde_json::Value {
     })
 }
 
+/// `<dir>/shared`, writable by everyone: tasks run as the agent's unprivileged task user.
+pub fn world_writable(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = dir.join("shared");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    shared
+}
+
 /// Follows WatchTasks until `pred` holds for the task, or panics after `within`.
 pub async fn wait_for(
     client: &mut AgentClient<Channel>,
