@@ -146,8 +146,13 @@ const LOG_TAIL: usize = 80;
 
 /// A process-runtime agent in zone `zone`, state under `dir`.
 pub fn agent(etcd: &[String], dir: &Path, zone: &str) -> Proc {
+    agent_with(etcd, dir, zone, &[])
+}
+
+/// [`agent`] with `extra` flags.
+pub fn agent_with(etcd: &[String], dir: &Path, zone: &str, extra: &[&str]) -> Proc {
     let state = dir.join(format!("agent-{zone}"));
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--etcd-endpoints",
         &etcd.join(","),
         "--runtime",
@@ -166,6 +171,7 @@ pub fn agent(etcd: &[String], dir: &Path, zone: &str) -> Proc {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
     Proc::start(
         "capstan-agent",
         &args,

@@ -50,6 +50,21 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
       fieldPath: metadata.name
 {{- end -}}
 
+{{/* etcd auth: the component's own etcd user (capstan etcd setup-auth), called with (list $root "api"). */}}
+{{- define "capstan.etcdUser" -}}
+{{- $root := index . 0 -}}
+{{- $name := index . 1 -}}
+{{- if $root.Values.etcdAuth.enabled }}
+- name: CAPSTAN_ETCD_USER
+  value: capstan-{{ $name }}
+- name: CAPSTAN_ETCD_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $root.Values.etcdAuth.secret }}
+      key: capstan-{{ $name }}.password
+{{- end }}
+{{- end -}}
+
 {{/* Probes on the admin server. */}}
 {{- define "capstan.probes" -}}
 livenessProbe:

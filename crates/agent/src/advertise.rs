@@ -83,8 +83,13 @@ pub fn advertised(
 
 /// The address task ports are bound to when `--task-bind-address` is not given: the advertised
 /// host's address (peers reach tasks where they reach the agent), else the specific address the
-/// agent listens on. Never all interfaces: the operator must ask for that.
-pub fn bind_address(advertised: &str, bound: SocketAddr) -> Result<IpAddr, AdvertiseError> {
+/// agent listens on, else what the name resolves to, else `outward` (the address of the route
+/// toward etcd). Never all interfaces: the operator must ask for that.
+pub fn bind_address(
+    advertised: &str,
+    bound: SocketAddr,
+    outward: Option<IpAddr>,
+) -> Result<IpAddr, AdvertiseError> {
     let host = advertised
         .rsplit_once(':')
         .map_or(advertised, |(h, _)| h)
@@ -100,6 +105,7 @@ pub fn bind_address(advertised: &str, bound: SocketAddr) -> Result<IpAddr, Adver
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.find(|a| !a.ip().is_unspecified()).map(|a| a.ip()))
+        .or(outward.filter(|ip| !ip.is_unspecified()))
         .ok_or_else(|| AdvertiseError::NoBindAddress(advertised.to_string()))
 }
 
@@ -156,6 +162,35 @@ pub async fn outward_ip(etcd_endpoints: &[String]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_ports_bind_where_the_agent_is_reached_never_everywhere_by_default() {
+        let any: SocketAddr = "0.0.0.0:7000".parse().expect("addr");
+        let lo: SocketAddr = "127.0.0.1:7000".parse().expect("addr");
+        let out: IpAddr = "10.0.0.9".parse().expect("ip");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(
+            bind_address("10.0.0.5:7000", any, None).ok(),
+            Some(ip("10.0.0.5"))
+        );
+        assert_eq!(
+            bind_address("[fd00::5]:7000", any, None).ok(),
+            Some(ip("fd00::5"))
+        );
+        assert_eq!(
+            bind_address("127.0.0.1:7000", lo, None).ok(),
+            Some(ip("127.0.0.1"))
+        );
+        assert_eq!(
+            bind_address("agent.invalid:7000", lo, None).ok(),
+            Some(ip("127.0.0.1"))
+        );
+        assert_eq!(
+            bind_address("agent.invalid:7000", any, Some(out)).ok(),
+            Some(out)
+        );
+        assert!(bind_address("agent.invalid:7000", any, None).is_err());
+    }
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("addr")

@@ -101,7 +101,9 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
         .map_err(io(format!("cannot listen on {}", args.listen)))?;
     let bound = listener.local_addr().map_err(io("listener address"))?;
     let tls = args.tls.files();
-    let outward = if args.advertise.is_none() && bound.ip().is_unspecified() {
+    // Listening everywhere, the route toward etcd says which address is this host's own: what
+    // to advertise without --advertise, and where task ports go when a name does not resolve.
+    let outward = if bound.ip().is_unspecified() {
         advertise::outward_ip(&args.store.etcd_endpoints).await
     } else {
         None
@@ -119,7 +121,7 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
         default_user: args.task_user.clone(),
         bind_address: match args.task_bind_address {
             Some(a) => a,
-            None => advertise::bind_address(&advertise, bound)?,
+            None => advertise::bind_address(&advertise, bound, outward)?,
         },
         allow_privileged: args.allow_privileged,
     };

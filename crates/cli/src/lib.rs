@@ -6,6 +6,7 @@ pub mod certs;
 pub mod commands;
 pub mod deploy;
 pub mod dev;
+pub mod etcd;
 pub mod output;
 
 use capstan_proto::auth::{ApiClient, Credentials, IamApiClient};
@@ -85,6 +86,9 @@ pub enum Command {
     /// Identities and permissions: tokens, policies, groups, who you are.
     #[command(subcommand)]
     Auth(auth::AuthCmd),
+    /// etcd: per-component users and roles.
+    #[command(subcommand)]
+    Etcd(etcd::EtcdCmd),
     /// Webhook signing: the secret a hook receiver checks `X-Capstan-Signature` with.
     #[command(subcommand)]
     Webhook(auth::WebhookCmd),
@@ -152,6 +156,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Certs(c) => certs::run(c),
         Command::Auth(c) => auth::run(&conn, out, c).await,
         Command::Webhook(c) => auth::webhook(c),
+        Command::Etcd(c) => etcd::run(c).await,
         Command::Deploy(args) => deploy::run(&conn, &cluster, out, args).await,
         Command::Cluster(c) => commands::cluster(&conn, out, c).await,
         Command::TaskDef(c) => commands::taskdef(&conn, out, c).await,

@@ -165,6 +165,17 @@ pub struct ClusterKey {
     pub id: String,
 }
 
+/// An etcd role of one component: the key prefixes it may read and those it may also write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// Role and user name, e.g. `capstan-scheduler`.
+    pub name: String,
+    /// Prefixes it may read.
+    pub read: Vec<String>,
+    /// Prefixes it may read and write.
+    pub write: Vec<String>,
+}
+
 /// Builds and parses keys under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -337,6 +348,82 @@ impl Keys {
     /// `containerinstances/<cluster>/<id>`.
     pub fn container_instance(&self, cluster: &str, id: &str) -> String {
         self.key(Family::ContainerInstances, &[cluster, id])
+    }
+
+    /// The etcd role of each component (`capstan etcd setup-auth`): each may write only the key
+    /// families it owns (the table in docs/etcd-layout.md), its election, and the events it
+    /// records. Controllers and the API read the whole prefix (their caches watch it); an agent
+    /// reads only container instances and the scheduler's election (to check fencing tokens).
+    pub fn roles(&self) -> Vec<Role> {
+        let p = |s: &str| format!("{}/{s}", self.prefix);
+        let all = vec![format!("{}/", self.prefix)];
+        let role = |name: &str, read: Vec<String>, write: &[&str]| Role {
+            name: format!("capstan-{name}"),
+            read,
+            write: write.iter().map(|w| p(w)).collect(),
+        };
+        vec![
+            role(
+                "api",
+                all.clone(),
+                &[
+                    "clusters/",
+                    "taskdefinitions/",
+                    "services/",
+                    "capacityproviders/",
+                    "targetgroups/",
+                    "listeners/",
+                    "requests/",
+                    "containerinstances/",
+                    "iam/",
+                    "audit/",
+                ],
+            ),
+            role(
+                "scheduler",
+                all.clone(),
+                &[
+                    "tasks/",
+                    "status/runtask/",
+                    "requests/runtask/",
+                    "requests/stoptask/",
+                    "events/",
+                    "elections/scheduler",
+                ],
+            ),
+            role(
+                "deployer",
+                all.clone(),
+                &[
+                    "deployments/",
+                    "status/services/",
+                    "routes/",
+                    "requests/continuedeployment/",
+                    "events/",
+                    "elections/deployer",
+                ],
+            ),
+            role(
+                "registrar",
+                all.clone(),
+                &["status/targetgroups/", "events/", "elections/registrar"],
+            ),
+            role(
+                "scaler",
+                all,
+                &[
+                    "status/capacityproviders/",
+                    "containerinstances/",
+                    "events/",
+                    "elections/scaler",
+                ],
+            ),
+            role(
+                "agent",
+                vec![p("containerinstances/"), p("elections/scheduler")],
+                &["containerinstances/"],
+            ),
+        ]
     }
 
     /// `iam/`: policies, groups, principals' attachments and tokens (see `capstan-iam`).

@@ -16,6 +16,7 @@ pub const ELECTION_TTL_DEFAULT: u64 = 5;
 /// How to reach etcd: endpoints, the installation's prefix, TLS and auth. Every binary that
 /// talks to etcd flattens it.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("etcd_secret").args(["etcd_password", "etcd_password_file"])))]
 pub struct StoreArgs {
     /// etcd client URLs, comma-separated.
     #[arg(long, env = "CAPSTAN_ETCD_ENDPOINTS", default_value = ETCD_ENDPOINTS_DEFAULT, value_delimiter = ',')]
@@ -32,17 +33,21 @@ pub struct StoreArgs {
     /// Client key for etcd (mutual TLS).
     #[arg(long, env = "CAPSTAN_ETCD_KEY", requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
-    /// etcd user name (etcd auth).
-    #[arg(long, env = "CAPSTAN_ETCD_USER", requires = "etcd_password")]
+    /// etcd user name (etcd auth; `capstan etcd setup-auth` makes one per component).
+    #[arg(long, env = "CAPSTAN_ETCD_USER", requires = "etcd_secret")]
     pub etcd_user: Option<String>,
     /// etcd password (etcd auth).
     #[arg(
         long,
         env = "CAPSTAN_ETCD_PASSWORD",
         hide_env_values = true,
-        requires = "etcd_user"
+        requires = "etcd_user",
+        conflicts_with = "etcd_password_file"
     )]
     pub etcd_password: Option<String>,
+    /// A file holding the etcd password (what `capstan etcd setup-auth` writes).
+    #[arg(long, env = "CAPSTAN_ETCD_PASSWORD_FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -51,6 +56,13 @@ impl StoreArgs {
         let mut cfg = StoreConfig::new(self.etcd_endpoints.clone(), &self.prefix);
         if let (Some(u), Some(p)) = (&self.etcd_user, &self.etcd_password) {
             cfg.credentials = Some((u.clone(), p.clone()));
+        }
+        if let (Some(u), None, Some(f)) = (
+            &self.etcd_user,
+            &self.etcd_password,
+            &self.etcd_password_file,
+        ) {
+            cfg.password_file = Some((u.clone(), f.clone()));
         }
         if self.etcd_ca.is_some() || self.etcd_cert.is_some() {
             cfg.tls = Some(EtcdTls {

@@ -43,6 +43,8 @@ pub struct StoreConfig {
     pub prefix: String,
     /// User name and password, when etcd auth is on.
     pub credentials: Option<(String, String)>,
+    /// User name and a file holding the password (read at connect), when etcd auth is on.
+    pub password_file: Option<(String, PathBuf)>,
     /// TLS, when etcd serves https.
     pub tls: Option<EtcdTls>,
     /// Per-call timeout.
@@ -56,6 +58,7 @@ impl StoreConfig {
             endpoints,
             prefix: prefix.to_string(),
             credentials: None,
+            password_file: None,
             tls: None,
             call_timeout: DEFAULT_CALL_TIMEOUT,
         }
@@ -274,8 +277,22 @@ impl Store {
             .with_keep_alive_while_idle(true)
             // A member cut off from the quorum must not serve (stale) watches.
             .with_require_leader(true);
-        if let Some((user, password)) = &cfg.credentials {
-            opts = opts.with_user(user.clone(), password.clone());
+        let from_file = match &cfg.password_file {
+            Some((user, path)) => {
+                let pw =
+                    std::fs::read_to_string(path).map_err(|source| StoreError::PasswordFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some((user.clone(), pw.trim().to_string()))
+            }
+            None => None,
+        };
+        if let Some((user, password)) = cfg.credentials.as_ref().or(from_file.as_ref()) {
+            // etcd's tokens expire (--auth-token-ttl): re-authenticate and retry once.
+            opts = opts
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true);
         }
         if let Some(tls) = &cfg.tls {
             let mut t = etcd_client::TlsOptions::new();
@@ -357,6 +374,73 @@ impl Store {
             })
             .await?;
         Ok(resp.id())
+    }
+
+    /// Turns etcd auth on with one user per role (`users`: role name → password), each
+    /// granted only its role's prefixes, and `root` (etcd's administrator) with
+    /// `root_password`. Refuses if auth is on already; roles and users left by an earlier,
+    /// interrupted run are reused (their permissions granted again, passwords set again).
+    pub async fn setup_auth(
+        &self,
+        roles: &[capstan_core::keys::Role],
+        users: &std::collections::BTreeMap<String, String>,
+        root_password: &str,
+    ) -> Result<()> {
+        use etcd_client::{Permission, UserAddOptions};
+        let err = |op: &'static str| move |source| StoreError::Etcd { op, source };
+        let mut c = self.client();
+        let exists = |e: &etcd_client::Error| e.to_string().contains("already exists");
+        let add_user = |mut c: etcd_client::Client, name: String, pw: String| async move {
+            match c
+                .user_add(name.clone(), pw.clone(), None::<UserAddOptions>)
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if exists(&e) => c.user_change_password(name, pw).await.map(|_| ()),
+                Err(e) => Err(e),
+            }
+        };
+        // With auth on, an anonymous client is refused its first call.
+        match add_user(c.clone(), "root".into(), root_password.into()).await {
+            Ok(()) => {}
+            Err(e) if e.to_string().contains("user name") || e.to_string().contains("auth") => {
+                return Err(StoreError::AuthAlreadyOn);
+            }
+            Err(e) => return Err(err("user_add")(e)),
+        }
+        c.user_grant_role("root", "root")
+            .await
+            .map_err(err("user_grant_role"))?;
+        for r in roles {
+            match c.role_add(r.name.clone()).await {
+                Ok(_) => {}
+                Err(e) if exists(&e) => {}
+                Err(e) => return Err(err("role_add")(e)),
+            }
+            let grants = r
+                .read
+                .iter()
+                .map(|k| Permission::read(k.as_str()).with_prefix())
+                .chain(
+                    r.write
+                        .iter()
+                        .map(|k| Permission::read_write(k.as_str()).with_prefix()),
+                );
+            for perm in grants {
+                c.role_grant_permission(r.name.clone(), perm)
+                    .await
+                    .map_err(err("role_grant_permission"))?;
+            }
+            let pw = users.get(&r.name).cloned().unwrap_or_default();
+            add_user(c.clone(), r.name.clone(), pw)
+                .await
+                .map_err(err("user_add"))?;
+            c.user_grant_role(r.name.clone(), r.name.clone())
+                .await
+                .map_err(err("user_grant_role"))?;
+        }
+        c.auth_enable().await.map_err(err("auth_enable"))?;
+        Ok(())
     }
 
     /// Reads one key.

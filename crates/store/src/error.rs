@@ -51,6 +51,20 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// The etcd password file cannot be read.
+    #[error("etcd password file {path}: {source}")]
+    PasswordFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// etcd auth is on already (setup is done once).
+    #[error(
+        "etcd auth is on already: roles are set up once (change them with etcdctl role/user, as root)"
+    )]
+    AuthAlreadyOn,
     /// A compare in a transaction failed: someone else wrote first. Re-read and retry.
     #[error("conflict: a key changed since it was read ({keys})")]
     Conflict {
@@ -94,6 +108,8 @@ impl StoreError {
             StoreError::Conflict { .. } => "conflict",
             StoreError::NotLeader { .. } => "not_leader",
             StoreError::Tls { .. } => "tls",
+            StoreError::AuthAlreadyOn => "auth_already_on",
+            StoreError::PasswordFile { .. } => "password_file",
         }
     }
 }

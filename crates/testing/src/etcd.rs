@@ -64,6 +64,8 @@ impl Member {
 /// A running etcd cluster of real members; killed on drop.
 pub struct EtcdCluster {
     members: Vec<Member>,
+    /// Flags every member gets besides the cluster's own.
+    extra: Vec<String>,
     initial_cluster: String,
     token: String,
     _dir: TempDir,
@@ -89,6 +91,11 @@ impl EtcdCluster {
         Self::start_in(1, &default_root()).await
     }
 
+    /// One member with `extra` etcd flags (e.g. `--auth-token-ttl 2`).
+    pub async fn single_with(extra: &[&str]) -> Result<Self, EtcdError> {
+        Self::start_with(1, &default_root(), extra).await
+    }
+
     /// Starts three members with data on tmpfs where available.
     pub async fn three() -> Result<Self, EtcdError> {
         Self::start_in(3, &default_root()).await
@@ -96,12 +103,17 @@ impl EtcdCluster {
 
     /// Starts `n` members with their data dirs under `root`.
     pub async fn start_in(n: usize, root: &Path) -> Result<Self, EtcdError> {
+        Self::start_with(n, root, &[]).await
+    }
+
+    /// [`EtcdCluster::start_in`] with `extra` flags for every member.
+    pub async fn start_with(n: usize, root: &Path, extra: &[&str]) -> Result<Self, EtcdError> {
         // Free ports are found by binding port 0 and releasing it, so a parallel test can grab the
         // same port first; such a start fails with "address already in use" and is retried.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(n, root).await {
+            match Self::try_start(n, root, extra).await {
                 Err(EtcdError::NotHealthy { log, .. })
                     if attempt < 4 && log.contains("address already in use") =>
                 {
@@ -112,7 +124,7 @@ impl EtcdCluster {
         }
     }
 
-    async fn try_start(n: usize, root: &Path) -> Result<Self, EtcdError> {
+    async fn try_start(n: usize, root: &Path, extra: &[&str]) -> Result<Self, EtcdError> {
         let dir = tempfile::Builder::new()
             .prefix("capstan-etcd-")
             .tempdir_in(root)?;
@@ -140,6 +152,7 @@ impl EtcdCluster {
             .unwrap_or_else(|| "capstan-test".into());
         let mut cluster = Self {
             members,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             initial_cluster,
             token,
             _dir: dir,
@@ -157,6 +170,7 @@ impl EtcdCluster {
         let bin = etcd_bin();
         let initial_cluster = self.initial_cluster.clone();
         let token = self.token.clone();
+        let extra = self.extra.clone();
         let m = &mut self.members[i];
         let log = File::options().create(true).append(true).open(&m.log)?;
         let child = Command::new(&bin)
@@ -182,6 +196,7 @@ impl EtcdCluster {
             .arg("100")
             .arg("--election-timeout")
             .arg("1000")
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
