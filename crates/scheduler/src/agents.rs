@@ -179,23 +179,21 @@ async fn write_reports(
                 Err(_) => break,
             }
         }
-        let mut by_instance: BTreeMap<(&str, &str), Vec<pb::TaskState>> = BTreeMap::new();
+        // One batch per cluster, whatever agent sent it (few large transactions); each report
+        // keeps the instance it came from.
+        let mut by_cluster: BTreeMap<&str, Vec<(String, pb::TaskState)>> = BTreeMap::new();
         for r in &round {
-            by_instance
-                .entry((r.cluster.as_str(), r.instance.as_str()))
+            by_cluster
+                .entry(r.cluster.as_str())
                 .or_default()
-                .extend(r.states.iter().cloned());
+                .extend(r.states.iter().map(|s| (r.instance.clone(), s.clone())));
         }
         let mut delay = Duration::from_millis(100);
-        let intruders: HashSet<String> = loop {
+        let intruders: HashSet<(String, String)> = loop {
             let mut out = HashSet::new();
             let mut failed = None;
-            for ((cluster, instance), states) in &by_instance {
-                match ctx
-                    .exec
-                    .apply_reports(&claim, cluster, instance, states)
-                    .await
-                {
+            for (cluster, states) in &by_cluster {
+                match ctx.exec.apply_reports(&claim, cluster, states).await {
                     Ok(ids) => out.extend(ids),
                     Err(e) => {
                         failed = Some(e);
@@ -227,7 +225,7 @@ async fn write_reports(
             let mine = r
                 .states
                 .iter()
-                .filter(|s| intruders.contains(&s.task_id))
+                .filter(|s| intruders.contains(&(r.instance.clone(), s.task_id.clone())))
                 .map(|s| s.task_id.clone())
                 .collect();
             let _ = r.done.send(mine);
@@ -289,18 +287,17 @@ pub async fn follow_agents(ctx: Arc<Ctx>, claim: Arc<Claim>, term: CancellationT
 }
 
 impl Executor {
-    /// Applies a batch of reports from `instance`'s agent: one fenced transaction per chunk of
-    /// 100 for the tasks the cache knows (each compared on its mod revision), the per-task path
-    /// for the rest and on any conflict. A report about a task placed on another instance is
-    /// never recorded (an agent speaks only for its own tasks). Returns the task ids the agent
-    /// runs that it must not.
+    /// Applies a batch of agent reports, each with the instance whose agent sent it: one fenced
+    /// transaction per chunk of 100 for the tasks the cache knows (each compared on its mod
+    /// revision), the per-task path for the rest and on any conflict. A report about a task
+    /// placed on another instance is never recorded (an agent speaks only for its own tasks).
+    /// Returns (instance, task id) for each task an agent runs that it must not.
     pub async fn apply_reports(
         &self,
         claim: &Claim,
         cluster: &str,
-        instance: &str,
-        states: &[pb::TaskState],
-    ) -> Result<Vec<String>, StoreError> {
+        states: &[(String, pb::TaskState)],
+    ) -> Result<Vec<(String, String)>, StoreError> {
         // A report can outrun the watch event of its task's own record: wait for the cache to
         // show what this scheduler created, rather than take the slow per-task path.
         if !self.sees_own_tasks() {
@@ -308,26 +305,26 @@ impl Executor {
             let wait = self.caches.tasks.wait_revision(created);
             let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
         }
-        // Reports are cumulative: the last one per task is enough.
-        let mut latest: BTreeMap<&str, &pb::TaskState> = BTreeMap::new();
-        for s in states {
-            latest.insert(s.task_id.as_str(), s);
+        // Reports are cumulative: the last one per task and sender is enough.
+        let mut latest: BTreeMap<(&str, &str), &pb::TaskState> = BTreeMap::new();
+        for (instance, s) in states {
+            latest.insert((s.task_id.as_str(), instance.as_str()), s);
         }
-        let mut slow: Vec<&pb::TaskState> = Vec::new();
-        let mut batch: Vec<(&pb::TaskState, String, Task, i64)> = Vec::new();
-        for s in latest.values() {
+        let mut slow: Vec<(&str, &pb::TaskState)> = Vec::new();
+        let mut batch: Vec<(&str, &pb::TaskState, String, Task, i64)> = Vec::new();
+        for (&(_, instance), &s) in &latest {
             let key = self.keys.task(cluster, &s.task_id);
             let Some(entry) = self.caches.tasks.get(&key) else {
-                slow.push(s);
+                slow.push((instance, s));
                 continue;
             };
             let Ok(current) = &entry.value else {
-                slow.push(s);
+                slow.push((instance, s));
                 continue;
             };
             if current.last_status == TaskStatus::Stopped || current.instance_id() != Some(instance)
             {
-                slow.push(s);
+                slow.push((instance, s));
                 continue;
             }
             let mut reported = current.clone();
@@ -338,25 +335,25 @@ impl Executor {
                 continue;
             };
             next.version += 1;
-            batch.push((s, key, next, entry.mod_revision));
+            batch.push((instance, s, key, next, entry.mod_revision));
         }
         for chunk in batch.chunks(TXN_OPS) {
             let mut w = Write::new();
-            for (_, key, next, rev) in chunk {
+            for (_, _, key, next, rev) in chunk {
                 w = w.put_json(key, next).if_unchanged(key, *rev);
             }
             match self.store.commit(w, Some(claim)).await {
                 Ok(_) => {}
                 Err(StoreError::Conflict { .. }) => {
-                    slow.extend(chunk.iter().map(|(s, _, _, _)| *s))
+                    slow.extend(chunk.iter().map(|(i, s, _, _, _)| (*i, *s)))
                 }
                 Err(e) => return Err(e),
             }
         }
         let mut intruders = Vec::new();
-        for s in slow {
+        for (instance, s) in slow {
             if let Some(id) = self.apply_report(claim, cluster, instance, s).await? {
-                intruders.push(id);
+                intruders.push((instance.to_string(), id));
             }
         }
         Ok(intruders)
