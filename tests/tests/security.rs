@@ -436,3 +436,41 @@ async fn a_client_certificate_names_its_principal_and_admins_are_set_on_the_comm
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("--admin"), "{}", e.message());
 }
+
+/// An API that starts while etcd has no quorum cannot load its IAM documents yet: a call that
+/// arrives then waits for the load and is decided (here: denied by default deny), rather than
+/// being refused as UNAVAILABLE (what a compose deployment's first calls used to see).
+#[tokio::test]
+async fn a_call_to_an_api_still_loading_its_policies_waits_for_them() {
+    let mut etcd = EtcdCluster::three().await.expect("etcd");
+    let dir = test_dir();
+    etcd.kill(1);
+    etcd.kill(2);
+    // One member of three: it accepts connections but cannot serve reads without a leader.
+    let api = api_with(&[etcd.endpoint(0)], dir.path(), None, &[]);
+    let ep = api.field("grpc").to_string();
+    let (mut anon, _) = connect(&ep, None, None).await;
+    let mut call = tokio::spawn(async move {
+        anon.list_clusters(pb::ListClustersRequest::default())
+            .await
+            .map(|_| ())
+    });
+    // Without quorum nothing can load the documents, so an answer now would be a refusal.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), &mut call)
+            .await
+            .is_err(),
+        "the call was answered before the API could read its policies"
+    );
+    etcd.restart(1).await.expect("quorum is back");
+    let e = call
+        .await
+        .expect("the call's task")
+        .expect_err("an anonymous ListClusters is denied");
+    assert_eq!(
+        (e.code(), exception(&e)),
+        (Code::PermissionDenied, "AccessDeniedException".to_string()),
+        "{}",
+        e.message()
+    );
+}

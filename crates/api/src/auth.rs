@@ -95,6 +95,10 @@ struct Inner {
     audit: Audit,
 }
 
+/// How long a request waits for the API's first load of the IAM documents before it is refused
+/// with UNAVAILABLE (a client's deadline is usually longer; etcd's own elections take ~1 s).
+pub const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The API's gate.
 #[derive(Clone)]
 pub struct Auth {
@@ -182,6 +186,22 @@ impl Auth {
         Ok(d)
     }
 
+    /// Waits (at most [`LOAD_WAIT`]) for the first load of the IAM documents, so a call that
+    /// reaches a freshly started API is decided rather than refused; after the wait the check
+    /// refuses with UNAVAILABLE as before.
+    async fn loaded(&self) {
+        if let Some(cache) = &self.inner.cache
+            && !cache.is_ready()
+        {
+            let _ = tokio::time::timeout(LOAD_WAIT, cache.ready()).await;
+        }
+    }
+
+    /// Whether policies can be decided (IAM documents loaded, or authorization off).
+    pub fn is_loaded(&self) -> bool {
+        self.inner.cache.as_ref().is_none_or(Cache::is_ready)
+    }
+
     /// Whether administrators were named with `--admin` (Bootstrap is then closed).
     pub fn has_admins(&self) -> bool {
         !self.inner.admins.is_empty()
@@ -243,12 +263,13 @@ impl Auth {
     }
 
     /// Identifies `req`'s caller and checks what it asks; a refusal is audited and returned.
-    pub fn admit<T: Guarded>(&self, req: &Request<T>) -> Result<Admitted, Status> {
-        self.admit_ask(req, req.get_ref().ask())
+    pub async fn admit<T: Guarded>(&self, req: &Request<T>) -> Result<Admitted, Status> {
+        self.admit_ask(req, req.get_ref().ask()).await
     }
 
     /// [`Auth::admit`] with the ask given (requests shared by several actions).
-    pub fn admit_ask<T>(&self, req: &Request<T>, ask: Ask) -> Result<Admitted, Status> {
+    pub async fn admit_ask<T>(&self, req: &Request<T>, ask: Ask) -> Result<Admitted, Status> {
+        self.loaded().await;
         let caller = match self.identify(req) {
             Ok(c) => c,
             Err(e) => return Err(self.refuse(&Caller::bad_token(req), &ask, e, String::new())),
@@ -264,7 +285,8 @@ impl Auth {
     }
 
     /// Admits `req` without a policy check (Bootstrap, WhoAmI): still identified and audited.
-    pub fn admit_unchecked<T: Guarded>(&self, req: &Request<T>) -> Result<Admitted, Status> {
+    pub async fn admit_unchecked<T: Guarded>(&self, req: &Request<T>) -> Result<Admitted, Status> {
+        self.loaded().await;
         let ask = req.get_ref().ask();
         match self.identify(req) {
             Ok(caller) => Ok(Admitted {

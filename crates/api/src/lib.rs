@@ -151,14 +151,19 @@ pub async fn run(args: ApiArgs) -> Result<(), StartError> {
                 auth.clone(),
                 cancel.clone(),
             )))
-            .add_service(IamServer::new(server::IamService::new(api, auth)))
+            .add_service(IamServer::new(server::IamService::new(api, auth.clone())))
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move { cancel.cancelled().await },
             )
     };
+    let readiness = Readiness::default();
+    {
+        let auth = auth.clone();
+        readiness.add("iam documents loaded", move || auth.is_loaded());
+    }
     let (admin_addr, admin) =
-        capstan_runtime::admin::serve(args.admin.admin_addr, Readiness::default(), cancel.clone())
+        capstan_runtime::admin::serve(args.admin.admin_addr, readiness, cancel.clone())
             .await
             .map_err(|source| StartError::Io {
                 context: format!("admin server on {}", args.admin.admin_addr),

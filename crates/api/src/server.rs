@@ -42,7 +42,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::RegisterTaskDefinitionRequest>,
     ) -> Result<Response<pb::TaskDefinitionResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self
             .api
             .register_task_definition(request.into_inner())
@@ -54,7 +54,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::DescribeTaskDefinitionRequest>,
     ) -> Result<Response<pb::TaskDefinitionResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self
             .api
             .describe_task_definition(request.into_inner())
@@ -66,7 +66,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::ListTaskDefinitionsRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.list_task_definitions(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -75,7 +75,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::ListTaskDefinitionFamiliesRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self
             .api
             .list_task_definition_families(request.into_inner())
@@ -87,7 +87,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::DeregisterTaskDefinitionRequest>,
     ) -> Result<Response<pb::TaskDefinitionResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self
             .api
             .deregister_task_definition(request.into_inner())
@@ -99,7 +99,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::CreateClusterRequest>,
     ) -> Result<Response<pb::ClusterResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.create_cluster(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -108,7 +108,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::DescribeClustersRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.describe_clusters(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -117,7 +117,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.list_clusters(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -126,7 +126,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::DeleteClusterRequest>,
     ) -> Result<Response<pb::ClusterResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.delete_cluster(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -135,7 +135,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::PutClusterCapacityProvidersRequest>,
     ) -> Result<Response<pb::ClusterResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self
             .api
             .put_cluster_capacity_providers(request.into_inner())
@@ -147,7 +147,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::CreateServiceRequest>,
     ) -> Result<Response<pb::ServiceResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.create_service(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -156,7 +156,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::UpdateServiceRequest>,
     ) -> Result<Response<pb::ServiceResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.update_service(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -165,7 +165,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::DescribeServicesRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.describe_services(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -174,7 +174,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.list_services(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -183,7 +183,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::DeleteServiceRequest>,
     ) -> Result<Response<pb::ServiceResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.delete_service(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -192,7 +192,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::ListServiceDeploymentsRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self
             .api
             .list_service_deployments(request.into_inner())
@@ -204,7 +204,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::ContinueServiceDeploymentRequest>,
     ) -> Result<Response<pb::ContinueServiceDeploymentResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self
             .api
             .continue_service_deployment(request.into_inner())
@@ -216,7 +216,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::RunTaskRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.run_task(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -225,7 +225,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::StartTaskRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.start_task(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -234,7 +234,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::StopTaskRequest>,
     ) -> Result<Response<pb::TaskResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.stop_task(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -243,7 +243,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::DescribeTasksRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.describe_tasks(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -252,7 +252,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.list_tasks(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -261,7 +261,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::ListContainerInstancesRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self
             .api
             .list_container_instances(request.into_inner())
@@ -273,7 +273,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::DescribeContainerInstancesRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self
             .api
             .describe_container_instances(request.into_inner())
@@ -285,7 +285,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::UpdateContainerInstancesStateRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self
             .api
             .update_container_instances_state(request.into_inner())
@@ -297,7 +297,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::CreateCapacityProviderRequest>,
     ) -> Result<Response<pb::DocumentResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self
             .api
             .create_capacity_provider(request.into_inner())
@@ -309,14 +309,17 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::DescribeByNameRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let admitted = self.auth.admit_ask(
-            &request,
-            authz::describe_by_name(
-                "ecs:DescribeCapacityProviders",
-                "capacity-provider",
-                request.get_ref(),
-            ),
-        )?;
+        let admitted = self
+            .auth
+            .admit_ask(
+                &request,
+                authz::describe_by_name(
+                    "ecs:DescribeCapacityProviders",
+                    "capacity-provider",
+                    request.get_ref(),
+                ),
+            )
+            .await?;
         let r = self
             .api
             .describe_capacity_providers(request.into_inner())
@@ -328,7 +331,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::CreateTargetGroupRequest>,
     ) -> Result<Response<pb::DocumentResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.create_target_group(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -337,14 +340,17 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::DescribeByNameRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let admitted = self.auth.admit_ask(
-            &request,
-            authz::describe_by_name(
-                "elasticloadbalancing:DescribeTargetGroups",
-                "targetgroup",
-                request.get_ref(),
-            ),
-        )?;
+        let admitted = self
+            .auth
+            .admit_ask(
+                &request,
+                authz::describe_by_name(
+                    "elasticloadbalancing:DescribeTargetGroups",
+                    "targetgroup",
+                    request.get_ref(),
+                ),
+            )
+            .await?;
         let r = self.api.describe_target_groups(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -353,7 +359,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::DescribeTargetHealthRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.describe_target_health(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -362,7 +368,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::CreateListenerRequest>,
     ) -> Result<Response<pb::DocumentResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.create_listener(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -371,14 +377,17 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::DescribeByNameRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let admitted = self.auth.admit_ask(
-            &request,
-            authz::describe_by_name(
-                "elasticloadbalancing:DescribeListeners",
-                "listener",
-                request.get_ref(),
-            ),
-        )?;
+        let admitted = self
+            .auth
+            .admit_ask(
+                &request,
+                authz::describe_by_name(
+                    "elasticloadbalancing:DescribeListeners",
+                    "listener",
+                    request.get_ref(),
+                ),
+            )
+            .await?;
         let r = self.api.describe_listeners(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -389,7 +398,7 @@ impl Capstan for CapstanService {
         &self,
         request: Request<pb::WatchServiceRequest>,
     ) -> Result<Response<Self::WatchServiceStream>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let req = request.into_inner();
         let cluster = cluster_name(&req.cluster).to_string();
         let service = name_of(&req.service).to_string();
@@ -441,7 +450,7 @@ impl Iam for IamService {
         &self,
         request: Request<pb::BootstrapRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        let admitted = self.auth.admit_unchecked(&request)?;
+        let admitted = self.auth.admit_unchecked(&request).await?;
         let r = if self.auth.has_admins() {
             Err(crate::ApiError::new(
                 crate::Exception::AccessDenied,
@@ -458,7 +467,7 @@ impl Iam for IamService {
         &self,
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        let admitted = self.auth.admit_unchecked(&request)?;
+        let admitted = self.auth.admit_unchecked(&request).await?;
         let r = self.auth.directory().map(|d| {
             let caller = &admitted.caller;
             let (policies, administrator) = match &caller.principal {
@@ -483,7 +492,7 @@ impl Iam for IamService {
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.create_token(request.into_inner()).await;
         let r = self.settled(r).await;
         self.auth.finish(admitted, r)
@@ -493,7 +502,7 @@ impl Iam for IamService {
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.list_tokens().await;
         self.auth.finish(admitted, r)
     }
@@ -502,7 +511,7 @@ impl Iam for IamService {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::DocumentResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.revoke_token(request.into_inner()).await;
         let r = self.settled(r).await;
         self.auth.finish(admitted, r)
@@ -512,7 +521,7 @@ impl Iam for IamService {
         &self,
         request: Request<pb::PutIamDocumentRequest>,
     ) -> Result<Response<pb::DocumentResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.put_iam_document(request.into_inner()).await;
         let r = self.settled(r).await;
         self.auth.finish(admitted, r)
@@ -522,7 +531,7 @@ impl Iam for IamService {
         &self,
         request: Request<pb::IamDocumentRequest>,
     ) -> Result<Response<pb::DocumentResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.get_iam_document(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -531,7 +540,7 @@ impl Iam for IamService {
         &self,
         request: Request<pb::ListIamDocumentsRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let admitted = self.auth.admit(&request)?;
+        let admitted = self.auth.admit(&request).await?;
         let r = self.api.list_iam_documents(request.into_inner()).await;
         self.auth.finish(admitted, r)
     }
@@ -542,7 +551,8 @@ impl Iam for IamService {
     ) -> Result<Response<pb::DocumentResponse>, Status> {
         let admitted = self
             .auth
-            .admit_ask(&request, authz::delete_document(request.get_ref()))?;
+            .admit_ask(&request, authz::delete_document(request.get_ref()))
+            .await?;
         let r = self.api.delete_iam_document(request.into_inner()).await;
         let r = self.settled(r).await;
         self.auth.finish(admitted, r)
