@@ -33,4 +33,11 @@ if command -v python3 >/dev/null && ! python3 -c 'import grpc, grpc_tools' 2>/de
   python3 -m pip install -q --disable-pip-version-check grpcio grpcio-tools 2>/dev/null ||
     python3 -m pip install -q --disable-pip-version-check --break-system-packages grpcio grpcio-tools
 fi
+# The ECS endpoint's client test drives Capstan with the real aws CLI and boto3 (PyPI, pinned).
+req="$(dirname "$0")/../tests/python/requirements.txt"
+if command -v python3 >/dev/null; then
+  echo "installing: awscli boto3 (PyPI, pinned in $req)"
+  python3 -m pip install -q --disable-pip-version-check -r "$req" 2>/dev/null ||
+    python3 -m pip install -q --disable-pip-version-check --break-system-packages -r "$req"
+fi
 command -v etcd >/dev/null && command -v protoc >/dev/null

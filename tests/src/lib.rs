@@ -562,3 +562,46 @@ impl Drop for NodeGroups {
 pub fn scaler(etcd: &[String], dir: &Path, id: &str) -> Proc {
     controller("scaler", etcd, dir, id, &["--interval", "1s"])
 }
+
+/// `capstan dev`, stopped with SIGINT (as Ctrl-C) if a failed assertion leaves it running.
+pub struct Dev(pub std::process::Child);
+
+impl Dev {
+    /// `capstan dev` with two agents and no HAProxy, every port picked free, state in `data`,
+    /// its stdout piped for the test to read.
+    pub fn spawn(data: &Path) -> Self {
+        Dev(Command::new(binary("capstan"))
+            .args(["dev", "--api-listen", "127.0.0.1:0", "--etcd-port", "0"])
+            .args([
+                "--ecs-listen",
+                "127.0.0.1:0",
+                "--agents",
+                "2",
+                "--no-haproxy",
+            ])
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("capstan dev starts"))
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            if let Ok(pid) = i32::try_from(self.0.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGINT,
+                );
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while std::time::Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+        }
+    }
+}

@@ -4,10 +4,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use capstan_e2e::{binary, test_dir};
+use capstan_e2e::{Dev, binary, test_dir};
 use serde_json::json;
 
 /// A marker in every task's environment, to find stray task processes.
@@ -64,39 +64,11 @@ fn processes_with(needle: &str) -> Vec<String> {
     found
 }
 
-/// `capstan dev`, stopped with SIGINT (as Ctrl-C) if a failed assertion leaves it running.
-struct Dev(std::process::Child);
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            if let Ok(pid) = i32::try_from(self.0.id()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGINT,
-                );
-            }
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = self.0.kill();
-        }
-    }
-}
-
 #[test]
 fn cli_against_capstan_dev_deploys_rolls_back_and_stops_cleanly() {
     let dir = test_dir();
     let data = dir.path().join("dev");
-    let mut guard = Dev(Command::new(binary("capstan"))
-        .args(["dev", "--api-listen", "127.0.0.1:0", "--etcd-port", "0"])
-        .args(["--agents", "2", "--no-haproxy", "--data-dir"])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("capstan dev starts"));
+    let mut guard = Dev::spawn(&data);
     let dev = &mut guard.0;
     let stdout = dev.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();

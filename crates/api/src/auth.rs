@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use capstan_iam::{Bearer, Directory, Principal};
+use capstan_iam::sigv4::{self, Authorization, SigError, SignedRequest};
+use capstan_iam::{Bearer, Directory, Principal, SealingKey};
 use capstan_store::{Cache, Store};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -40,6 +41,10 @@ pub struct AuthArgs {
     /// /capstan/audit/ is kept either way).
     #[arg(long, env = "CAPSTAN_AUDIT_LOG", default_value = "-")]
     pub audit_log: String,
+    /// The key that seals secrets at rest (access keys' secrets): 32 bytes, as 64 hex digits
+    /// (`openssl rand -hex 32`) or raw; the same file on every API replica.
+    #[arg(long, env = "CAPSTAN_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<std::path::PathBuf>,
 }
 
 /// Response and error metadata carrying the request id.
@@ -59,13 +64,18 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn anonymous<T>(req: &Request<T>) -> Self {
+    /// Nobody (yet), calling from `source`, with a new request id.
+    pub fn from(source: Option<SocketAddr>) -> Self {
         Self {
             principal: None,
             authenticated_by: "none",
-            source: req.remote_addr(),
+            source,
             request_id: uuid::Uuid::new_v4().to_string(),
         }
+    }
+
+    fn anonymous<T>(req: &Request<T>) -> Self {
+        Self::from(req.remote_addr())
     }
 
     /// A caller whose bearer token was refused.
@@ -93,6 +103,7 @@ struct Inner {
     cache: Option<Cache<()>>,
     directory: Mutex<Option<(i64, Arc<Directory>)>>,
     audit: Audit,
+    sealing: Option<Arc<SealingKey>>,
 }
 
 /// How long a request waits for the API's first load of the IAM documents before it is refused
@@ -120,6 +131,7 @@ impl Auth {
         mode: Mode,
         admins: &[String],
         audit: Audit,
+        sealing: Option<Arc<SealingKey>>,
         cancel: CancellationToken,
     ) -> Result<Self, capstan_iam::IamError> {
         let admins = admins
@@ -143,6 +155,7 @@ impl Auth {
                 cache,
                 directory: Mutex::new(None),
                 audit,
+                sealing,
             }),
         })
     }
@@ -262,6 +275,77 @@ impl Auth {
         Ok(caller)
     }
 
+    /// Who signed an ECS request (SigV4 with a stored access key), at `now` (epoch seconds).
+    /// Unsigned requests are anonymous when `allow_unsigned`, else refused; with authorization
+    /// off, anyone is anonymous and signatures are not checked.
+    pub fn identify_signed(
+        &self,
+        req: &SignedRequest<'_>,
+        source: Option<SocketAddr>,
+        allow_unsigned: bool,
+        now: i64,
+    ) -> (Caller, ApiResult<()>) {
+        let mut caller = Caller::from(source);
+        if self.inner.mode == Mode::None {
+            return (caller, Ok(()));
+        }
+        let header = req
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.as_str());
+        let Some(header) = header else {
+            if allow_unsigned {
+                return (caller, Ok(()));
+            }
+            return (caller, Err(sig_error(SigError::Missing)));
+        };
+        caller.authenticated_by = "access-key";
+        let auth = match Authorization::parse(header) {
+            Ok(a) => a,
+            Err(e) => return (caller, Err(sig_error(e))),
+        };
+        let dir = match self.directory() {
+            Ok(d) => d,
+            Err(e) => return (caller, Err(e)),
+        };
+        let unknown = || {
+            ApiError::new(
+                Exception::UnrecognizedClient,
+                "The security token included in the request is invalid.",
+            )
+        };
+        let record = match dir.access_key(&auth.access_key_id) {
+            Some(Ok(r)) => r,
+            Some(Err(problem)) => {
+                tracing::warn!(access_key = %auth.access_key_id, %problem, "access key record cannot be used");
+                return (caller, Err(unknown()));
+            }
+            None => return (caller, Err(unknown())),
+        };
+        let Some(sealing) = &self.inner.sealing else {
+            return (
+                caller,
+                Err(ApiError::new(
+                    Exception::UnrecognizedClient,
+                    "this API was started without --encryption-key-file, so it cannot check access keys",
+                )),
+            );
+        };
+        let secret = match sealing.open(&record.access_key_id, &record.sealed_secret) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(access_key = %auth.access_key_id, error = %e, "access key secret does not open");
+                return (caller, Err(unknown()));
+            }
+        };
+        if let Err(e) = sigv4::verify(req, &auth, &secret, "ecs", now) {
+            return (caller, Err(sig_error(e)));
+        }
+        caller.principal = Some(record.principal.clone());
+        (caller, Ok(()))
+    }
+
     /// Identifies `req`'s caller and checks what it asks; a refusal is audited and returned.
     pub async fn admit<T: Guarded>(&self, req: &Request<T>) -> Result<Admitted, Status> {
         self.admit_ask(req, req.get_ref().ask()).await
@@ -272,8 +356,23 @@ impl Auth {
         self.loaded().await;
         let caller = match self.identify(req) {
             Ok(c) => c,
-            Err(e) => return Err(self.refuse(&Caller::bad_token(req), &ask, e, String::new())),
+            Err(e) => {
+                let caller = Caller::bad_token(req);
+                return Err(with_request_id(
+                    self.refuse(&caller, &ask, e, String::new()).into(),
+                    &caller.request_id,
+                ));
+            }
         };
+        let id = caller.request_id.clone();
+        self.check(caller, ask)
+            .await
+            .map_err(|e| with_request_id(e.into(), &id))
+    }
+
+    /// Checks what an identified `caller` asks (any transport); a refusal is audited.
+    pub async fn check(&self, caller: Caller, ask: Ask) -> ApiResult<Admitted> {
+        self.loaded().await;
         match self.decide(&caller, &ask) {
             Ok(reason) => Ok(Admitted {
                 caller,
@@ -282,6 +381,11 @@ impl Auth {
             }),
             Err((e, reason)) => Err(self.refuse(&caller, &ask, e, reason)),
         }
+    }
+
+    /// Audits a refusal of `caller` before it was identified (bad credentials).
+    pub fn refuse_unidentified(&self, caller: &Caller, ask: &Ask, e: ApiError) -> ApiError {
+        self.refuse(caller, ask, e, String::new())
     }
 
     /// Admits `req` without a policy check (Bootstrap, WhoAmI): still identified and audited.
@@ -294,7 +398,13 @@ impl Auth {
                 ask,
                 reason: "not subject to policies".into(),
             }),
-            Err(e) => Err(self.refuse(&Caller::bad_token(req), &ask, e, String::new())),
+            Err(e) => {
+                let caller = Caller::bad_token(req);
+                Err(with_request_id(
+                    self.refuse(&caller, &ask, e, String::new()).into(),
+                    &caller.request_id,
+                ))
+            }
         }
     }
 
@@ -324,14 +434,14 @@ impl Auth {
         Ok(reason)
     }
 
-    fn refuse(&self, caller: &Caller, ask: &Ask, e: ApiError, reason: String) -> Status {
+    fn refuse(&self, caller: &Caller, ask: &Ask, e: ApiError, reason: String) -> ApiError {
         let mut r = self.record(caller, ask, reason);
         r.outcome = "denied".into();
         r.error_code = Some(e.exception.name().to_string());
         r.error_message = Some(e.message.clone());
         self.inner.audit.record(r);
         tracing::info!(action = ask.action, principal = %r_principal(caller), error = %e, "request refused");
-        with_request_id(e.into(), &caller.request_id)
+        e
     }
 
     fn record(&self, caller: &Caller, ask: &Ask, reason: String) -> Record {
@@ -344,20 +454,11 @@ impl Auth {
         r
     }
 
-    /// Audits a mutating call's outcome and turns it into the answer.
-    pub fn finish<T>(
-        &self,
-        admitted: Admitted,
-        result: ApiResult<T>,
-    ) -> Result<Response<T>, Status> {
-        let Admitted {
-            caller,
-            ask,
-            reason,
-        } = admitted;
-        if ask.mutates {
-            let mut r = self.record(&caller, &ask, reason);
-            match &result {
+    /// Audits a mutating call's outcome (any transport).
+    pub fn conclude<T>(&self, admitted: &Admitted, result: &ApiResult<T>) {
+        if admitted.ask.mutates {
+            let mut r = self.record(&admitted.caller, &admitted.ask, admitted.reason.clone());
+            match result {
                 Ok(_) => r.outcome = "allowed".into(),
                 Err(e) => {
                     r.outcome = "failed".into();
@@ -367,20 +468,42 @@ impl Auth {
             }
             self.inner.audit.record(r);
         }
+        if let Err(e) = result {
+            tracing::debug!(action = admitted.ask.action, error = %e, "request failed");
+        }
+    }
+
+    /// Audits a mutating call's outcome and turns it into the gRPC answer.
+    pub fn finish<T>(
+        &self,
+        admitted: Admitted,
+        result: ApiResult<T>,
+    ) -> Result<Response<T>, Status> {
+        self.conclude(&admitted, &result);
+        let id = &admitted.caller.request_id;
         match result {
             Ok(v) => {
                 let mut resp = Response::new(v);
-                if let Ok(id) = caller.request_id.parse() {
+                if let Ok(id) = id.parse() {
                     resp.metadata_mut().insert(REQUEST_ID, id);
                 }
                 Ok(resp)
             }
-            Err(e) => {
-                tracing::debug!(action = ask.action, error = %e, "request failed");
-                Err(with_request_id(e.into(), &caller.request_id))
-            }
+            Err(e) => Err(with_request_id(e.into(), id)),
         }
     }
+}
+
+/// A SigV4 refusal as AWS names it.
+fn sig_error(e: SigError) -> ApiError {
+    let exception = match e {
+        SigError::Missing => Exception::MissingAuthenticationToken,
+        SigError::Malformed(_) => Exception::IncompleteSignature,
+        SigError::Expired { .. } | SigError::NotYetCurrent { .. } | SigError::Mismatch => {
+            Exception::InvalidSignature
+        }
+    };
+    ApiError::new(exception, e.to_string())
 }
 
 fn r_principal(caller: &Caller) -> String {

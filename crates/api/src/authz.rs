@@ -168,6 +168,9 @@ guarded! {
     pb::CreateTokenRequest => |r| write("capstan:CreateToken", vec![principal_arn(&r.principal)]);
     pb::ListTokensRequest => |_r| read("capstan:ListTokens", vec![iam_arn("token/*")]);
     pb::RevokeTokenRequest => |r| write("capstan:RevokeToken", vec![iam_arn(&format!("token/{}", r.token_id))]);
+    pb::CreateAccessKeyRequest => |r| write("capstan:CreateAccessKey", vec![principal_arn(&r.principal)]);
+    pb::ListAccessKeysRequest => |_r| read("capstan:ListAccessKeys", vec![iam_arn("access-key/*")]);
+    pb::DeleteAccessKeyRequest => |r| write("capstan:DeleteAccessKey", vec![iam_arn(&format!("access-key/{}", r.access_key_id))]);
     pb::PutIamDocumentRequest => |r| write(iam_action("Put", &r.kind), vec![iam_doc_arn(&r.kind, &r.name)]);
     pb::IamDocumentRequest => |r| read(iam_action("Get", &r.kind), vec![iam_doc_arn(&r.kind, &r.name)]);
     pb::ListIamDocumentsRequest => |r| read(iam_action("List", &r.kind), vec![iam_doc_arn(&r.kind, "*")]);

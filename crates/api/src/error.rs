@@ -37,6 +37,16 @@ pub enum Exception {
     AccessDenied,
     /// The caller's credentials are not valid (a bearer token unknown, revoked or expired).
     UnrecognizedClient,
+    /// A SigV4 signature does not match, or the request is too old or too new.
+    InvalidSignature,
+    /// A SigV4 Authorization header is malformed or leaves out what must be signed.
+    IncompleteSignature,
+    /// An ECS endpoint request carries no signature.
+    MissingAuthenticationToken,
+    /// An ECS endpoint request names an action Capstan does not serve.
+    UnknownOperation,
+    /// An ECS endpoint request's body is not the JSON the action takes.
+    Serialization,
     /// The store could not be reached or failed.
     Server,
 }
@@ -62,6 +72,11 @@ impl Exception {
             Exception::ResourceNotFound => "ResourceNotFoundException",
             Exception::AccessDenied => "AccessDeniedException",
             Exception::UnrecognizedClient => "UnrecognizedClientException",
+            Exception::InvalidSignature => "InvalidSignatureException",
+            Exception::IncompleteSignature => "IncompleteSignatureException",
+            Exception::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            Exception::UnknownOperation => "UnknownOperationException",
+            Exception::Serialization => "SerializationException",
             Exception::Server => "ServerException",
         }
     }
@@ -81,8 +96,23 @@ impl Exception {
             | Exception::ClusterContainsTasks
             | Exception::ResourceInUse => Code::FailedPrecondition,
             Exception::AccessDenied => Code::PermissionDenied,
-            Exception::UnrecognizedClient => Code::Unauthenticated,
+            Exception::UnrecognizedClient
+            | Exception::InvalidSignature
+            | Exception::IncompleteSignature
+            | Exception::MissingAuthenticationToken => Code::Unauthenticated,
+            Exception::UnknownOperation => Code::Unimplemented,
+            Exception::Serialization => Code::InvalidArgument,
             Exception::Server => Code::Internal,
+        }
+    }
+
+    /// The HTTP status the ECS endpoint answers with (AWS's JSON protocols: 400 for the
+    /// caller's errors, 403 for missing credentials, 500 for the server's).
+    pub fn http_status(self) -> u16 {
+        match self {
+            Exception::Server => 500,
+            Exception::MissingAuthenticationToken => 403,
+            _ => 400,
         }
     }
 }
@@ -148,6 +178,17 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The ECS endpoint's answer: the HTTP status and `{"__type", "message"}` as AWS's JSON 1.1
+    /// protocol writes errors (clients read `__type`, after any `namespace#`).
+    pub fn ecs_answer(&self) -> (u16, serde_json::Value) {
+        (
+            self.exception.http_status(),
+            serde_json::json!({"__type": self.exception.name(), "message": self.message}),
+        )
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         let mut s = Status::new(e.code(), e.to_string());
@@ -183,6 +224,25 @@ impl From<StoreError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ecs_endpoint_answers_errors_as_aws_json_protocols_do() {
+        let (status, body) = ApiError::cluster_not_found("prod").ecs_answer();
+        assert_eq!(status, 400);
+        assert_eq!(body["__type"], "ClusterNotFoundException");
+        assert!(body["message"].as_str().is_some_and(|m| m.contains("prod")));
+        assert_eq!(ApiError::new(Exception::Server, "x").ecs_answer().0, 500);
+        assert_eq!(
+            ApiError::new(Exception::MissingAuthenticationToken, "x")
+                .ecs_answer()
+                .0,
+            403
+        );
+        assert_eq!(
+            ApiError::new(Exception::InvalidSignature, "x").code(),
+            Code::Unauthenticated
+        );
+    }
 
     #[test]
     fn statuses_carry_the_exception_name_and_code() {

@@ -7,6 +7,7 @@ pub mod actions;
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod ecs;
 pub mod error;
 pub mod server;
 pub mod shape;
@@ -59,6 +60,9 @@ pub struct ApiArgs {
     /// Authentication, authorization and the audit log.
     #[command(flatten)]
     pub auth: auth::AuthArgs,
+    /// ECS's JSON protocol for the aws CLI and SDKs.
+    #[command(flatten)]
+    pub ecs: ecs::EcsArgs,
 }
 
 /// Why the API could not start.
@@ -85,6 +89,14 @@ pub enum StartError {
     /// An `--admin` principal is malformed.
     #[error("--admin: {0}")]
     Admin(#[from] capstan_iam::IamError),
+    /// The encryption key file cannot be used.
+    #[error("--encryption-key-file {path}: {problem}")]
+    EncryptionKey {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// Reflection could not load the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -95,7 +107,21 @@ pub async fn run(args: ApiArgs) -> Result<(), StartError> {
     let cancel = CancellationToken::new();
     capstan_runtime::spawn_signal_handler(cancel.clone());
     let store = Store::connect(&args.store.store_config()).await?;
-    let api = Api::new(store.clone(), Duration::from(args.run_task_timeout));
+    let sealing = match &args.auth.encryption_key_file {
+        None => None,
+        Some(path) => {
+            let problem = |problem: String| StartError::EncryptionKey {
+                path: path.display().to_string(),
+                problem,
+            };
+            let bytes = std::fs::read(path).map_err(|e| problem(e.to_string()))?;
+            let key = capstan_iam::SealingKey::from_file_bytes(&bytes)
+                .map_err(|e| problem(e.to_string()))?;
+            Some(std::sync::Arc::new(key))
+        }
+    };
+    let api = Api::new(store.clone(), Duration::from(args.run_task_timeout))
+        .with_sealing_key(sealing.clone());
     let audit = audit::Audit::start(&args.auth.audit_log, Some(store.clone()), cancel.clone())
         .map_err(|source| StartError::Io {
             context: format!("cannot open the audit log {}", args.auth.audit_log),
@@ -106,6 +132,7 @@ pub async fn run(args: ApiArgs) -> Result<(), StartError> {
         args.auth.authorization,
         &args.auth.admins,
         audit,
+        sealing,
         cancel.clone(),
     )?;
     if args.auth.authorization == auth::Mode::None {
@@ -126,6 +153,30 @@ pub async fn run(args: ApiArgs) -> Result<(), StartError> {
     })?;
     let tls = args.tls.files();
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let ecs = match args.ecs.ecs_listen {
+        None => None,
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Io {
+                    context: format!("cannot listen on --ecs-listen {addr}"),
+                    source,
+                })?;
+            let bound = l.local_addr().map_err(|source| StartError::Io {
+                context: "ECS listener address".into(),
+                source,
+            })?;
+            if args.ecs.ecs_allow_unsigned {
+                tracing::warn!(
+                    "--ecs-allow-unsigned: unsigned ECS requests are served as an anonymous caller; use it only for local experiments"
+                );
+            }
+            let endpoint =
+                ecs::Endpoint::new(api.clone(), auth.clone(), args.ecs.ecs_allow_unsigned);
+            let server = ecs::serve(l, tls.clone(), endpoint, cancel.clone());
+            Some((bound, server))
+        }
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -169,8 +220,19 @@ pub async fn run(args: ApiArgs) -> Result<(), StartError> {
                 context: format!("admin server on {}", args.admin.admin_addr),
                 source,
             })?;
+    let ecs_field = match &ecs {
+        Some((addr, _)) => format!(" ecs={scheme}://{addr}"),
+        None => String::new(),
+    };
+    if let Some((addr, server)) = ecs {
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(%addr, error = %e, "ECS endpoint failed");
+            }
+        });
+    }
     // A machine-readable line, so scripts and tests can find a port-0 server.
-    println!("capstan-api grpc={scheme}://{bound} admin={admin_addr}");
+    println!("capstan-api grpc={scheme}://{bound} admin={admin_addr}{ecs_field}");
     tracing::info!(grpc = %bound, admin = %admin_addr, "api started");
     grpc.await?;
     let _ = admin.await;

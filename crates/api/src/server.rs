@@ -517,6 +517,35 @@ impl Iam for IamService {
         self.auth.finish(admitted, r)
     }
 
+    async fn create_access_key(
+        &self,
+        request: Request<pb::CreateAccessKeyRequest>,
+    ) -> Result<Response<pb::AccessKeyResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.create_access_key(request.into_inner()).await;
+        let r = self.settled(r).await;
+        self.auth.finish(admitted, r)
+    }
+
+    async fn list_access_keys(
+        &self,
+        request: Request<pb::ListAccessKeysRequest>,
+    ) -> Result<Response<pb::DescribeResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.list_access_keys().await;
+        self.auth.finish(admitted, r)
+    }
+
+    async fn delete_access_key(
+        &self,
+        request: Request<pb::DeleteAccessKeyRequest>,
+    ) -> Result<Response<pb::DocumentResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.delete_access_key(request.into_inner()).await;
+        let r = self.settled(r).await;
+        self.auth.finish(admitted, r)
+    }
+
     async fn put_document(
         &self,
         request: Request<pb::PutIamDocumentRequest>,

@@ -101,10 +101,12 @@ pub fn merge_update(current: &Service, update: &[u8]) -> ApiResult<Vec<u8>> {
 pub fn describe_service(
     cluster: &str,
     name: &str,
-    spec: Option<&Service>,
+    spec: Option<(&Service, i64)>,
     status: Option<&ServiceStatusDoc>,
     events: &[ServiceEvent],
 ) -> Value {
+    let spec_rev = spec.map(|(_, rev)| rev).unwrap_or_default();
+    let spec = spec.map(|(s, _)| s);
     let mut doc = match spec.map(serde_json::to_value) {
         Some(Ok(Value::Object(m))) => m,
         _ => Map::new(),
@@ -143,7 +145,21 @@ pub fn describe_service(
     if let Some(td) = deployments.first().map(|d| d.task_definition.clone()) {
         doc.insert("taskDefinition".into(), json!(td));
     }
-    doc.insert("deployments".into(), json!(deployments));
+    let mut deployments = match serde_json::to_value(&deployments) {
+        Ok(Value::Array(d)) => d,
+        _ => Vec::new(),
+    };
+    if let Some(pending) = spec.and_then(|s| pending_deployment(s, spec_rev, &deployments)) {
+        // ECS creates the new PRIMARY deployment within CreateService/UpdateService; Capstan's
+        // deployer does it a moment later. Until then the service shows it as ECS would, so a
+        // `services-stable` waiter started at once does not see the old deployment as done.
+        if let Some(Value::Object(old)) = deployments.first_mut() {
+            old.insert("status".into(), json!("ACTIVE"));
+        }
+        doc.insert("taskDefinition".into(), pending["taskDefinition"].clone());
+        deployments.insert(0, pending);
+    }
+    doc.insert("deployments".into(), Value::Array(deployments));
     if let Some(err) = status.and_then(|s| s.error.as_ref()) {
         doc.insert("error".into(), json!(err));
     }
@@ -151,6 +167,40 @@ pub fn describe_service(
     events.sort_by(|a, b| b.id.cmp(&a.id));
     doc.insert("events".into(), json!(events));
     Value::Object(doc)
+}
+
+/// The deployment a service's spec (written at `spec_rev`) asks for that its status does not
+/// show yet, if any: the spec names a revision, no deployment answers the spec (its
+/// fingerprint, which a rollback's deployment carries too) and none is PRIMARY on it.
+fn pending_deployment(spec: &Service, spec_rev: i64, deployments: &[Value]) -> Option<Value> {
+    let td = spec
+        .task_definition
+        .as_deref()
+        .filter(|t| t.contains(':'))?;
+    let fingerprint = capstan_plan::service::fingerprint(spec, spec_rev);
+    if deployments
+        .iter()
+        .any(|d| d["specFingerprint"].as_str() == Some(fingerprint.as_str()))
+    {
+        return None;
+    }
+    let primary = deployments
+        .first()
+        .and_then(|d| d["taskDefinition"].as_str());
+    if primary == Some(td) {
+        return None;
+    }
+    Some(json!({
+        "id": "ecs-svc/pending",
+        "status": "PRIMARY",
+        "taskDefinition": td,
+        "desiredCount": spec.desired_count.unwrap_or(0),
+        "pendingCount": 0,
+        "runningCount": 0,
+        "failedTasks": 0,
+        "rolloutState": "IN_PROGRESS",
+        "rolloutStateReason": "ECS deployment is being created.",
+    }))
 }
 
 /// What ListTasks filters on; empty fields match everything.
@@ -294,7 +344,7 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let d = describe_service("prod", "web", Some(&spec), Some(&status), &events);
+        let d = describe_service("prod", "web", Some((&spec, 1)), Some(&status), &events);
         assert_eq!(d["status"], "ACTIVE");
         assert_eq!(d["desiredCount"], 3);
         assert_eq!(d["runningCount"], 2);
@@ -315,6 +365,44 @@ mod tests {
             describe_service("prod", "web", None, Some(&done), &[])["status"],
             "INACTIVE"
         );
+    }
+
+    #[test]
+    fn a_revision_the_deployer_has_not_taken_up_shows_as_the_primary_deployment() {
+        let spec = svc(r#"{"serviceName":"web","taskDefinition":"web:5","desiredCount":2}"#);
+        let status = ServiceStatusDoc {
+            running_count: 2,
+            deployments: vec![Deployment {
+                id: "ecs-svc/1".into(),
+                task_definition: "web:4".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let d = describe_service("prod", "web", Some((&spec, 1)), Some(&status), &[]);
+        let deployments = d["deployments"].as_array().expect("deployments");
+        assert_eq!(deployments.len(), 2, "{d}");
+        assert_eq!(deployments[0]["status"], "PRIMARY");
+        assert_eq!(deployments[0]["taskDefinition"], "web:5");
+        assert_eq!(deployments[0]["runningCount"], 0);
+        assert_eq!(deployments[1]["status"], "ACTIVE");
+        assert_eq!(d["taskDefinition"], "web:5");
+
+        // Once the deployer has made it, it is the one shown.
+        let mut taken = status.clone();
+        taken.deployments[0].task_definition = "web:5".into();
+        let d = describe_service("prod", "web", Some((&spec, 1)), Some(&taken), &[]);
+        assert_eq!(d["deployments"].as_array().map(Vec::len), Some(1));
+        // A rollback's deployment answers the spec it rolled back from: nothing is pending.
+        let mut rolled_back = status.clone();
+        rolled_back.deployments[0].spec_fingerprint =
+            Some(capstan_plan::service::fingerprint(&spec, 1));
+        let d = describe_service("prod", "web", Some((&spec, 1)), Some(&rolled_back), &[]);
+        assert_eq!(d["deployments"].as_array().map(Vec::len), Some(1), "{d}");
+        assert_eq!(d["taskDefinition"], "web:4");
+        // A brand-new service shows its first deployment at once.
+        let d = describe_service("prod", "web", Some((&spec, 1)), None, &[]);
+        assert_eq!(d["deployments"][0]["rolloutState"], "IN_PROGRESS");
     }
 
     #[test]

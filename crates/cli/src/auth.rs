@@ -25,6 +25,9 @@ pub enum AuthCmd {
     /// Bearer tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Access keys for the ECS endpoint (aws CLI and SDKs, SigV4).
+    #[command(subcommand)]
+    AccessKey(AccessKeyCmd),
     /// Policy documents (IAM's JSON).
     #[command(subcommand)]
     Policy(DocCmd),
@@ -60,6 +63,26 @@ pub enum TokenCmd {
     Revoke {
         /// Its id (the hex after `capstan_`, shown by `list`).
         token_id: String,
+    },
+}
+
+/// `capstan auth access-key …`.
+#[derive(Debug, Subcommand)]
+pub enum AccessKeyCmd {
+    /// A new access key acting as PRINCIPAL; its secret is printed once, as shell exports.
+    Create {
+        /// e.g. capstan://user/ci.
+        principal: String,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Stored access keys (never their secrets).
+    List,
+    /// Delete an access key: it stops working at once.
+    Delete {
+        /// Its id (AKCS…).
+        access_key_id: String,
     },
 }
 
@@ -207,9 +230,9 @@ pub async fn run(conn: &Conn, out: Format, cmd: AuthCmd) -> anyhow::Result<i32> 
                 .await
                 .map_err(api_error)?
                 .into_inner();
-            output::docs(
+            let rc = output::described(
                 out,
-                &output::parse_all(&r.items_json),
+                &r,
                 &[
                     ("TOKEN ID", |v| field(v, "tokenId")),
                     ("PRINCIPAL", |v| field(v, "principal")),
@@ -217,8 +240,8 @@ pub async fn run(conn: &Conn, out: Format, cmd: AuthCmd) -> anyhow::Result<i32> 
                     ("DESCRIPTION", |v| field(v, "description")),
                 ],
             );
-            if output::failures(&r.failures) {
-                return Ok(1);
+            if rc != 0 {
+                return Ok(rc);
             }
         }
         AuthCmd::Token(TokenCmd::Revoke { token_id }) => {
@@ -228,6 +251,53 @@ pub async fn run(conn: &Conn, out: Format, cmd: AuthCmd) -> anyhow::Result<i32> 
             .await
             .map_err(api_error)?;
             println!("revoked token {token_id}");
+        }
+        AuthCmd::AccessKey(AccessKeyCmd::Create {
+            principal,
+            description,
+        }) => {
+            let k = c
+                .create_access_key(pb::CreateAccessKeyRequest {
+                    principal,
+                    description,
+                })
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            println!("export AWS_ACCESS_KEY_ID={}", k.access_key_id);
+            println!("export AWS_SECRET_ACCESS_KEY={}", k.secret_access_key);
+            eprintln!(
+                "(acts as {}; the secret is shown once: keep it)",
+                k.principal
+            );
+        }
+        AuthCmd::AccessKey(AccessKeyCmd::List) => {
+            let r = c
+                .list_access_keys(pb::ListAccessKeysRequest {})
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            let rc = output::described(
+                out,
+                &r,
+                &[
+                    ("ACCESS KEY ID", |v| field(v, "accessKeyId")),
+                    ("PRINCIPAL", |v| field(v, "principal")),
+                    ("CREATED", |v| field(v, "createdAt")),
+                    ("DESCRIPTION", |v| field(v, "description")),
+                ],
+            );
+            if rc != 0 {
+                return Ok(rc);
+            }
+        }
+        AuthCmd::AccessKey(AccessKeyCmd::Delete { access_key_id }) => {
+            c.delete_access_key(pb::DeleteAccessKeyRequest {
+                access_key_id: access_key_id.clone(),
+            })
+            .await
+            .map_err(api_error)?;
+            println!("deleted access key {access_key_id}");
         }
         AuthCmd::Policy(d) => document(&mut c, "policy", d).await?,
         AuthCmd::Group(d) => document(&mut c, "group", d).await?,

@@ -42,6 +42,9 @@ pub struct DevArgs {
     /// API listen address; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub api_listen: SocketAddr,
+    /// ECS endpoint (aws CLI and SDKs) listen address; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:7401")]
+    pub ecs_listen: SocketAddr,
     /// etcd client port; 0 picks a free one.
     #[arg(long, default_value_t = 2379)]
     pub etcd_port: u16,
@@ -329,6 +332,75 @@ async fn admin_token(api: &str, dir: &Path) -> anyhow::Result<String> {
     }
 }
 
+/// The file `capstan dev` keeps the API's encryption key in (mode 0600).
+pub const ENCRYPTION_KEY_FILE: &str = "encryption.key";
+
+/// The file `capstan dev` keeps its administrator's access key in, as shell exports (0600).
+pub const ADMIN_ACCESS_KEY_FILE: &str = "admin.aws";
+
+fn write_private(file: &Path, text: &str) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("writing {}", file.display()))?;
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    Ok(())
+}
+
+/// The dev plane's encryption key file, made once.
+fn encryption_key(dir: &Path) -> anyhow::Result<PathBuf> {
+    let file = dir.join(ENCRYPTION_KEY_FILE);
+    if !file.exists() {
+        let mut key = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+            .map_err(|_| anyhow::anyhow!("no randomness for an encryption key"))?;
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(&file, &format!("{hex}\n"))?;
+    }
+    Ok(file)
+}
+
+/// The administrator's access key for the ECS endpoint, made once and kept in `dir`:
+/// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+async fn admin_access_key(api: &str, token: &str, dir: &Path) -> anyhow::Result<(String, String)> {
+    let file = dir.join(ADMIN_ACCESS_KEY_FILE);
+    let value = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .map(str::to_string)
+    };
+    if let Ok(text) = std::fs::read_to_string(&file)
+        && let (Some(id), Some(secret)) = (
+            value(&text, "AWS_ACCESS_KEY_ID"),
+            value(&text, "AWS_SECRET_ACCESS_KEY"),
+        )
+    {
+        return Ok((id, secret));
+    }
+    let channel = capstan_proto::tls::connect(api, None).await?;
+    let creds = capstan_proto::auth::Credentials::bearer(Some(token))?;
+    let (_, mut iam) = capstan_proto::auth::clients(channel, creds);
+    let k = iam
+        .create_access_key(capstan_proto::api::v1::CreateAccessKeyRequest {
+            principal: "capstan://user/admin".into(),
+            description: "capstan dev's administrator".into(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("creating an access key: {}", s.message()))?
+        .into_inner();
+    write_private(
+        &file,
+        &format!(
+            "export AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\n",
+            k.access_key_id, k.secret_access_key
+        ),
+    )?;
+    Ok((k.access_key_id, k.secret_access_key))
+}
+
 async fn create_dev_provider(api: &str, token: &str, nodegroups: &str) -> anyhow::Result<()> {
     let channel = capstan_proto::tls::connect(api, None).await?;
     let creds = capstan_proto::auth::Credentials::bearer(Some(token))?;
@@ -412,6 +484,10 @@ async fn start_and_serve(
             args.api_listen.to_string(),
             s("--audit-log"),
             dir.join("logs").join("audit.log").display().to_string(),
+            s("--encryption-key-file"),
+            encryption_key(&dir)?.display().to_string(),
+            s("--ecs-listen"),
+            args.ecs_listen.to_string(),
         ]),
     )?;
     let api_log = dir.join("logs").join("api.log");
@@ -426,6 +502,12 @@ async fn start_and_serve(
                 .find_map(|w| w.strip_prefix("grpc=").map(str::to_string))
         })
         .context("the API did not say where it listens")?;
+    let ecs_endpoint = log_line(&api_log, "capstan-api grpc=")
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("ecs=").map(str::to_string))
+        })
+        .context("the API did not say where its ECS endpoint listens")?;
 
     plane.start("scheduler", &bins.scheduler, &with(&[]))?;
     plane.start("deployer", &bins.deployer, &with(&[]))?;
@@ -467,6 +549,7 @@ async fn start_and_serve(
         .context("the node-group provider did not say where it listens")?;
     let token = admin_token(&api_endpoint, &dir).await?;
     create_dev_provider(&api_endpoint, &token, &ng_endpoint).await?;
+    let (access_key_id, secret_key) = admin_access_key(&api_endpoint, &token, &dir).await?;
     let haproxy = if args.no_haproxy {
         None
     } else {
@@ -537,6 +620,8 @@ async fn start_and_serve(
         "capstan dev: ready\n\
          \x20 API:        {api_endpoint}   (export CAPSTAN_ENDPOINT={api_endpoint})\n\
          \x20 admin:      capstan://user/admin   (export CAPSTAN_TOKEN={token})\n\
+         \x20 ECS API:    {ecs_endpoint}   (aws ecs … --endpoint-url {ecs_endpoint})\n\
+         \x20 aws keys:   export AWS_ACCESS_KEY_ID={access_key_id} AWS_SECRET_ACCESS_KEY={secret_key} AWS_DEFAULT_REGION=us-east-1\n\
          \x20 etcd:       {client_url}\n\
          \x20 agents:     {} ({runtime} runtime, zones {})\n\
          \x20 HAProxy:    {}\n\
@@ -548,6 +633,7 @@ async fn start_and_serve(
          \x20 capstan service create -f examples/web-service.json\n\
          \x20 capstan deploy web --task-definition web --wait\n\
          \x20 etcdctl --endpoints {client_url} watch --prefix /capstan/tasks/default/\n\
+         \x20 aws ecs list-services --endpoint-url {ecs_endpoint}\n\
          \n\
          Ctrl-C stops everything.",
         zones.len(),

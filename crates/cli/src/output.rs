@@ -106,6 +106,13 @@ pub fn list(format: Format, header: &'static str, arns: &[String]) {
     }
 }
 
+/// Prints a Describe call's items with `columns` and its failures; the exit code (1 when
+/// anything failed).
+pub fn described(format: Format, r: &pb::DescribeResponse, columns: &[Column]) -> i32 {
+    docs(format, &parse_all(&r.items_json), columns);
+    i32::from(failures(&r.failures))
+}
+
 /// Prints a Describe call's failures to stderr; returns whether there were any.
 pub fn failures(failures: &[pb::Failure]) -> bool {
     for f in failures {

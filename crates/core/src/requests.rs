@@ -51,6 +51,33 @@ pub struct RunTaskRequest {
     /// `EC2` or `EXTERNAL`: any instance, no capacity provider.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub launch_type: Option<String>,
+    /// Up to 64 characters naming this request: a retried RunTask with the same token (the
+    /// SDKs send one with every call) starts nothing new and answers with the first's tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+
+    // ECS defines these; Capstan keeps them and warns that it does not act on them.
+    /// Not acted on (tasks use their host's network).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_configuration: Option<serde_json::Value>,
+    /// Not acted on.
+    #[serde(
+        rename = "enableECSManagedTags",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub enable_ecs_managed_tags: Option<bool>,
+    /// Not acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_execute_command: Option<bool>,
+    /// Not acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagate_tags: Option<String>,
+    /// Not acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    /// Not acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_id: Option<String>,
 }
 
 impl RunTaskRequest {
@@ -83,6 +110,23 @@ impl Spec for RunTaskRequest {
         {
             r.error("startedBy", "must be 1-128 letters, digits, -, / or _");
         }
+        if let Some(t) = &self.client_token
+            && (t.is_empty() || t.len() > 64)
+        {
+            r.error("clientToken", "must have 1-64 characters");
+        }
+        r.ignored("networkConfiguration", self.network_configuration.is_some());
+        r.ignored(
+            "enableECSManagedTags",
+            self.enable_ecs_managed_tags.is_some(),
+        );
+        r.ignored(
+            "enableExecuteCommand",
+            self.enable_execute_command.is_some(),
+        );
+        r.ignored("propagateTags", self.propagate_tags.is_some());
+        r.ignored("platformVersion", self.platform_version.is_some());
+        r.ignored("referenceId", self.reference_id.is_some());
         for (i, c) in self.placement_constraints.iter().enumerate() {
             validate_constraint(&mut r, &index("", "placementConstraints", i), c);
         }

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::accesskey::AccessKeyRecord;
 use crate::policy::{Effect, PolicyDocument};
 use crate::principal::Principal;
 use crate::token::{Bearer, TokenRecord};
@@ -108,6 +109,7 @@ pub struct Directory {
     groups: BTreeMap<String, Decoded<Group>>,
     principals: BTreeMap<Principal, Decoded<Attachments>>,
     tokens: BTreeMap<String, Decoded<TokenRecord>>,
+    access_keys: BTreeMap<String, Decoded<AccessKeyRecord>>,
     problems: BTreeMap<String, String>,
     admins: BTreeSet<Principal>,
 }
@@ -166,10 +168,28 @@ impl Directory {
                     }
                     d.tokens.insert(id.to_string(), rec);
                 }
+                Some(("access-keys", id)) if crate::accesskey::valid_key_id(id) => {
+                    let rec = serde_json::from_slice::<AccessKeyRecord>(value)
+                        .map_err(|e| format!("access key record: {e}"))
+                        .and_then(|r| {
+                            if r.access_key_id == id {
+                                Ok(r)
+                            } else {
+                                Err(format!(
+                                    "access key record: accessKeyId {:?} is not its key's id {id:?}",
+                                    r.access_key_id
+                                ))
+                            }
+                        });
+                    if let Err(e) = &rec {
+                        d.problems.insert(key.to_string(), e.clone());
+                    }
+                    d.access_keys.insert(id.to_string(), rec);
+                }
                 _ => {
                     d.problems.insert(
                         key.to_string(),
-                        "not an IAM key: policies/NAME, groups/NAME, principals/KIND/NAME or tokens/ID"
+                        "not an IAM key: policies/NAME, groups/NAME, principals/KIND/NAME, tokens/ID or access-keys/ID"
                             .into(),
                     );
                 }
@@ -215,6 +235,18 @@ impl Directory {
     /// The stored tokens that decode.
     pub fn tokens(&self) -> impl Iterator<Item = &TokenRecord> {
         self.tokens.values().filter_map(|t| t.as_ref().ok())
+    }
+
+    /// The stored access key `id`: `None` if there is none, an error if its record is broken.
+    pub fn access_key(&self, id: &str) -> Option<Result<&AccessKeyRecord, &str>> {
+        self.access_keys
+            .get(id)
+            .map(|r| r.as_ref().map_err(String::as_str))
+    }
+
+    /// The stored access keys that decode.
+    pub fn access_keys(&self) -> impl Iterator<Item = &AccessKeyRecord> {
+        self.access_keys.values().filter_map(|k| k.as_ref().ok())
     }
 
     /// Whether `principal` is a break-glass administrator.

@@ -21,14 +21,19 @@
 //! **Storage** (under `/capstan/iam/`, JSON editable with etcdctl; see [`Directory::load`]):
 //! `policies/<name>` a policy document; `groups/<name>` `{"policies": […]}`;
 //! `principals/<kind>/<name>` `{"policies": […], "groups": […]}`; `tokens/<id>` a
-//! [`TokenRecord`] (only a keyed hash of the secret is stored).
+//! [`TokenRecord`] (only a keyed hash of the secret is stored); `access-keys/<id>` an
+//! [`AccessKeyRecord`] for the ECS endpoint's SigV4 ([`sigv4`]), its secret sealed under the
+//! API's encryption key.
 
+pub mod accesskey;
 pub mod directory;
 pub mod policy;
 pub mod principal;
+pub mod sigv4;
 pub mod token;
 pub mod webhook;
 
+pub use accesskey::{AccessKey, AccessKeyRecord, SealingKey};
 pub use directory::{Decision, Directory, Verdict};
 pub use policy::{Effect, PolicyDocument, Statement};
 pub use principal::{Kind, Principal};

@@ -2,8 +2,11 @@
 //! under `/capstan/iam/`. Documents are validated with `capstan-iam` before they are stored, so
 //! only etcdctl can store one the API would not use (and the API then reports it).
 
+use capstan_iam::accesskey::valid_key_id;
 use capstan_iam::directory::{Attachments, BOOTSTRAP_KEY, Group};
-use capstan_iam::{Bearer, PolicyDocument, Principal, TokenRecord, check_name};
+use capstan_iam::{
+    AccessKey, AccessKeyRecord, Bearer, PolicyDocument, Principal, TokenRecord, check_name,
+};
 use ring::rand::SystemRandom;
 
 use super::*;
@@ -190,26 +193,7 @@ impl Api {
 
     /// ListTokens: every stored token, without its hash.
     pub async fn list_tokens(&self) -> ApiResult<pb::DescribeResponse> {
-        let listing = self.store.list(&self.iam_key("tokens/")).await?;
-        let mut items = vec![];
-        let mut failures = vec![];
-        for kv in listing.kvs {
-            match serde_json::from_slice::<Value>(&kv.value) {
-                Ok(Value::Object(mut m)) => {
-                    m.remove("secretHash");
-                    items.push(to_json(&m));
-                }
-                _ => failures.push(pb::Failure {
-                    arn: kv.key.clone(),
-                    reason: "UNREADABLE".into(),
-                    detail: "the stored token record is not a JSON object".into(),
-                }),
-            }
-        }
-        Ok(pb::DescribeResponse {
-            items_json: items,
-            failures,
-        })
+        self.list_iam_records("tokens/", "secretHash").await
     }
 
     /// RevokeToken: deletes a token.
@@ -220,21 +204,8 @@ impl Api {
                 "token id {id:?} is not valid: it is the hex part after capstan_ (see ListTokens)"
             )));
         }
-        let key = self.iam_key(&format!("tokens/{id}"));
-        let Some(kv) = self.store.get(&key).await? else {
-            return Err(ApiError::new(
-                Exception::ResourceNotFound,
-                format!("no token {id}"),
-            ));
-        };
         let rev = self
-            .store
-            .commit(
-                Write::new()
-                    .if_unchanged(&key, kv.mod_revision)
-                    .delete(&key),
-                None,
-            )
+            .delete_iam_record(&format!("tokens/{id}"), &format!("no token {id}"))
             .await?;
         Ok((
             pb::DocumentResponse {
@@ -243,6 +214,117 @@ impl Api {
             },
             rev,
         ))
+    }
+
+    /// CreateAccessKey: a new SigV4 access key for a principal, its secret sealed at rest.
+    pub async fn create_access_key(
+        &self,
+        req: pb::CreateAccessKeyRequest,
+    ) -> ApiResult<(pb::AccessKeyResponse, i64)> {
+        let who = principal(&req.principal)?;
+        let Some(sealing) = &self.sealing else {
+            return Err(ApiError::invalid(
+                "this API was started without --encryption-key-file, so it cannot store access keys' secrets; give every API replica the same key file",
+            ));
+        };
+        let rng = SystemRandom::new();
+        let no_rng = |_| ApiError::new(Exception::Server, "no randomness for an access key");
+        let key = AccessKey::generate(&rng).map_err(no_rng)?;
+        let record = AccessKeyRecord {
+            access_key_id: key.id.clone(),
+            principal: who.clone(),
+            sealed_secret: sealing.seal(&key.id, &key.secret, &rng).map_err(no_rng)?,
+            description: req.description,
+            created_at: epoch_now(),
+        };
+        let etcd_key = self.iam_key(&format!("access-keys/{}", key.id));
+        let rev = self
+            .store
+            .commit(
+                Write::new()
+                    .if_absent(&etcd_key)
+                    .put_json(&etcd_key, &record),
+                None,
+            )
+            .await?;
+        Ok((
+            pb::AccessKeyResponse {
+                access_key_id: key.id,
+                secret_access_key: key.secret,
+                principal: who.to_string(),
+            },
+            rev,
+        ))
+    }
+
+    /// ListAccessKeys: every stored access key, without its sealed secret.
+    pub async fn list_access_keys(&self) -> ApiResult<pb::DescribeResponse> {
+        self.list_iam_records("access-keys/", "sealedSecret").await
+    }
+
+    /// DeleteAccessKey: deletes an access key.
+    pub async fn delete_access_key(&self, req: pb::DeleteAccessKeyRequest) -> ApiResult<Written> {
+        let id = req.access_key_id.trim();
+        if !valid_key_id(id) {
+            return Err(ApiError::invalid(format!(
+                "access key id {id:?} is not valid: AKCS and 16 characters (see ListAccessKeys)"
+            )));
+        }
+        let rev = self
+            .delete_iam_record(&format!("access-keys/{id}"), &format!("no access key {id}"))
+            .await?;
+        Ok((
+            pb::DocumentResponse {
+                json: to_json(&json!({"accessKeyId": id, "deleted": true})),
+                warnings: vec![],
+            },
+            rev,
+        ))
+    }
+
+    /// The records under `suffix`, each without its `secret` field.
+    async fn list_iam_records(
+        &self,
+        suffix: &str,
+        secret: &str,
+    ) -> ApiResult<pb::DescribeResponse> {
+        let listing = self.store.list(&self.iam_key(suffix)).await?;
+        let mut items = vec![];
+        let mut failures = vec![];
+        for kv in listing.kvs {
+            match serde_json::from_slice::<Value>(&kv.value) {
+                Ok(Value::Object(mut m)) => {
+                    m.remove(secret);
+                    items.push(to_json(&m));
+                }
+                _ => failures.push(pb::Failure {
+                    arn: kv.key.clone(),
+                    reason: "UNREADABLE".into(),
+                    detail: "the stored record is not a JSON object".into(),
+                }),
+            }
+        }
+        Ok(pb::DescribeResponse {
+            items_json: items,
+            failures,
+        })
+    }
+
+    /// Deletes the IAM record at `suffix` if it is there (`ResourceNotFound` saying `missing`).
+    async fn delete_iam_record(&self, suffix: &str, missing: &str) -> ApiResult<i64> {
+        let key = self.iam_key(suffix);
+        let Some(kv) = self.store.get(&key).await? else {
+            return Err(ApiError::new(Exception::ResourceNotFound, missing));
+        };
+        Ok(self
+            .store
+            .commit(
+                Write::new()
+                    .if_unchanged(&key, kv.mod_revision)
+                    .delete(&key),
+                None,
+            )
+            .await?)
     }
 
     /// PutDocument: creates or replaces a policy, group or principal's attachments.

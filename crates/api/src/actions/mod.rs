@@ -65,6 +65,7 @@ fn committed(r: Result<i64, StoreError>) -> ApiResult<bool> {
 pub struct Api {
     store: Store,
     run_task_timeout: Duration,
+    sealing: Option<std::sync::Arc<capstan_iam::SealingKey>>,
 }
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -148,7 +149,17 @@ impl Api {
         Self {
             store,
             run_task_timeout,
+            sealing: None,
         }
+    }
+
+    /// This API with the key that seals access keys' secrets (`--encryption-key-file`).
+    pub fn with_sealing_key(
+        mut self,
+        key: Option<std::sync::Arc<capstan_iam::SealingKey>>,
+    ) -> Self {
+        self.sealing = key;
+        self
     }
 
     pub(crate) fn keys(&self) -> &Keys {

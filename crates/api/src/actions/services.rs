@@ -39,7 +39,7 @@ impl Api {
         Ok(Some(describe_service(
             cluster,
             name,
-            spec.as_ref().map(|(s, _)| s),
+            spec.as_ref().map(|(s, kv)| (s, kv.mod_revision)),
             status.as_ref(),
             &events,
         )))
@@ -268,7 +268,13 @@ impl Api {
             )
             .await?;
         let (_, status) = self.service_state(&cluster, &name).await?;
-        let mut doc = describe_service(&cluster, &name, Some(&s), status.as_ref(), &[]);
+        let mut doc = describe_service(
+            &cluster,
+            &name,
+            Some((&s, kv.mod_revision)),
+            status.as_ref(),
+            &[],
+        );
         doc["status"] = json!(ServiceStatus::Draining);
         doc["desiredCount"] = json!(0);
         Ok(pb::ServiceResponse {

@@ -16,24 +16,78 @@ impl Api {
         cluster: &str,
         request: &RunTaskRequest,
     ) -> ApiResult<pb::DescribeResponse> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        // With a client token the request's id is the token's (per cluster), so a retry finds
+        // the first request (queued or answered) instead of starting more tasks.
+        let id = match &request.client_token {
+            Some(token) => hex::encode(
+                &ring::digest::digest(
+                    &ring::digest::SHA256,
+                    format!("{cluster}\n{token}").as_bytes(),
+                )
+                .as_ref()[..16],
+            ),
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
         let key = self.keys().key(Family::RunTaskRequests, &[cluster, &id]);
         let result_key = self.keys().key(Family::RunTaskResults, &[cluster, &id]);
-        let rev = self.store.put_json(&key, request).await?;
-        let Some(kv) = self
-            .store
-            .wait_for_put(&result_key, rev, self.run_task_timeout)
-            .await?
-        else {
-            return Err(ApiError::new(
-                Exception::Server,
-                format!(
-                    "the scheduler did not answer within {:?}; is capstan-scheduler running? The request stays queued as {key}",
-                    self.run_task_timeout
-                ),
-            ));
+        let answered = if request.client_token.is_some() {
+            self.store.get(&result_key).await?
+        } else {
+            None
         };
-        let result: RunTaskResult = decode(&kv).unwrap_or_default();
+        let kv = match answered {
+            Some(kv) => kv,
+            None => {
+                let submitted = self
+                    .store
+                    .commit(
+                        Write::new()
+                            .if_absent(&key)
+                            .if_absent(&result_key)
+                            .put_json(&key, request),
+                        None,
+                    )
+                    .await;
+                let after = match submitted {
+                    Ok(rev) => rev,
+                    // The same token's request is queued or was just answered.
+                    Err(StoreError::Conflict { .. }) => match self.store.get(&result_key).await? {
+                        Some(kv) => return self.run_task_answer(cluster, &kv).await,
+                        None => self
+                            .store
+                            .get(&key)
+                            .await?
+                            .map(|kv| kv.mod_revision)
+                            .unwrap_or_default(),
+                    },
+                    Err(e) => return Err(e.into()),
+                };
+                let Some(kv) = self
+                    .store
+                    .wait_for_put(&result_key, after, self.run_task_timeout)
+                    .await?
+                else {
+                    return Err(ApiError::new(
+                        Exception::Server,
+                        format!(
+                            "the scheduler did not answer within {:?}; is capstan-scheduler running? The request stays queued as {key}",
+                            self.run_task_timeout
+                        ),
+                    ));
+                };
+                kv
+            }
+        };
+        self.run_task_answer(cluster, &kv).await
+    }
+
+    /// RunTask's answer from the scheduler's result record.
+    async fn run_task_answer(
+        &self,
+        cluster: &str,
+        kv: &KeyValue,
+    ) -> ApiResult<pb::DescribeResponse> {
+        let result: RunTaskResult = decode(kv).unwrap_or_default();
         let mut out = pb::DescribeResponse::default();
         for t in &result.tasks {
             if let Some(task) = self.task(cluster, t).await? {

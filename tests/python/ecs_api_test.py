@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""The real aws CLI and boto3 against Capstan's ECS endpoint (capstan dev), unmodified but for
+--endpoint-url: the ECS tutorial's flow, the waiters, pagination, and the errors clients see.
+
+Environment: ECS_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (set by the Rust test that
+starts capstan dev). Exits non-zero on the first failed check, saying which.
+"""
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import boto3
+import botocore.auth
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+ENDPOINT = os.environ["ECS_ENDPOINT"]
+REGION = "eu-west-3"  # any region is accepted
+os.environ["AWS_DEFAULT_REGION"] = REGION
+WORK = tempfile.mkdtemp(prefix="capstan-ecs-")
+
+
+def check(cond, what):
+    if not cond:
+        print(f"FAILED: {what}", file=sys.stderr)
+        sys.exit(1)
+    print(f"ok: {what}")
+
+
+def aws(*args, env=None, expect_error=None):
+    """Runs `aws ecs ARGS --endpoint-url …`; returns the parsed JSON output (or the error text)."""
+    cmd = [sys.executable, "-m", "awscli", "ecs", *args, "--endpoint-url", ENDPOINT, "--output", "json"]
+    run_env = dict(os.environ, **(env or {}))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=600)
+    if expect_error is not None:
+        check(p.returncode != 0 and expect_error in p.stderr,
+              f"aws ecs {args[0]} fails with {expect_error} (got rc={p.returncode}: {p.stderr.strip()[-300:]})")
+        return p.stderr
+    if p.returncode != 0:
+        print(p.stderr, file=sys.stderr)
+        check(False, f"aws ecs {' '.join(args)} exits 0")
+    return json.loads(p.stdout) if p.stdout.strip() else {}
+
+
+def taskdef_file(name, revision_text, task_cpu="256"):
+    """A task definition file as the ECS docs write them for --cli-input-json."""
+    doc = {
+        "family": name,
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["EC2", "FARGATE"],
+        "cpu": task_cpu,
+        "memory": "512",
+        "containerDefinitions": [{
+            "name": "app",
+            "image": "busybox",
+            "essential": True,
+            "cpu": 128,
+            "memory": 64,
+            "portMappings": [{"containerPort": 8080, "hostPort": 0, "protocol": "tcp"}],
+            "entryPoint": ["sh", "-c"],
+            "command": [f"echo {revision_text}; exec sleep 3600"],
+            "logConfiguration": {"logDriver": "awslogs",
+                                 "options": {"awslogs-group": "/ecs/web", "awslogs-region": REGION,
+                                             "awslogs-stream-prefix": "ecs"}},
+        }],
+    }
+    path = os.path.join(WORK, f"{name}-{revision_text}.json")
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return "file://" + path
+
+
+def cli_flow():
+    c = aws("create-cluster", "--cluster-name", "tutorial")
+    check(c["cluster"]["clusterName"] == "tutorial" and c["cluster"]["status"] == "ACTIVE",
+          "create-cluster answers the cluster")
+    names = [a.rsplit("/", 1)[-1] for a in aws("list-clusters")["clusterArns"]]
+    check("tutorial" in names and "default" in names, f"list-clusters lists it: {names}")
+
+    td = aws("register-task-definition", "--cli-input-json", taskdef_file("web", "one"))
+    check(td["taskDefinition"]["revision"] == 1 and td["taskDefinition"]["networkMode"] == "awsvpc",
+          "register-task-definition from a file gives revision 1")
+
+    # Capstan dev's agents are in the default cluster: the service runs there.
+    s = aws("create-service", "--cluster", "default", "--service-name", "web",
+            "--task-definition", "web", "--desired-count", "2",
+            "--network-configuration", "awsvpcConfiguration={subnets=[subnet-1],assignPublicIp=DISABLED}",
+            "--deployment-configuration", "maximumPercent=200,minimumHealthyPercent=100")
+    check(s["service"]["serviceName"] == "web" and s["service"]["desiredCount"] == 2,
+          "create-service answers the service")
+    aws("wait", "services-stable", "--cluster", "default", "--services", "web")
+    print("ok: aws ecs wait services-stable returns")
+
+    arns = aws("list-tasks", "--cluster", "default", "--service-name", "web")["taskArns"]
+    check(len(arns) == 2, f"list-tasks lists the service's 2 tasks: {arns}")
+    tasks = aws("describe-tasks", "--cluster", "default", "--tasks", *arns)["tasks"]
+    check([t["lastStatus"] for t in tasks] == ["RUNNING", "RUNNING"], "describe-tasks: both RUNNING")
+    check(all(isinstance(t["createdAt"], (int, float)) for t in tasks), "timestamps are epoch seconds")
+
+    svc = aws("describe-services", "--cluster", "default", "--services", "web")["services"][0]
+    check(svc["runningCount"] == 2 and svc["desiredCount"] == 2 and len(svc["deployments"]) == 1,
+          "describe-services: 2 running of 2, one deployment")
+
+    aws("register-task-definition", "--cli-input-json", taskdef_file("web", "two"))
+    aws("update-service", "--cluster", "default", "--service", "web", "--task-definition", "web:2")
+    aws("wait", "services-stable", "--cluster", "default", "--services", "web")
+    svc = aws("describe-services", "--cluster", "default", "--services", "web")["services"][0]
+    check(svc["deployments"][0]["taskDefinition"].endswith("task-definition/web:2")
+          and svc["runningCount"] == 2,
+          "update-service to web:2 rolls out and is stable again")
+
+    run = aws("run-task", "--cluster", "default", "--task-definition", "web:2", "--count", "1",
+              "--launch-type", "FARGATE",
+              "--network-configuration", "awsvpcConfiguration={subnets=[subnet-1]}")
+    check(len(run["tasks"]) == 1 and run["failures"] == [], "run-task starts one task (FARGATE-shaped)")
+    task_arn = run["tasks"][0]["taskArn"]
+    aws("wait", "tasks-running", "--cluster", "default", "--tasks", task_arn)
+    print("ok: aws ecs wait tasks-running returns")
+    stopped = aws("stop-task", "--cluster", "default", "--task", task_arn, "--reason", "tutorial done")
+    check(stopped["task"]["taskArn"] == task_arn, "stop-task answers the task")
+    aws("wait", "tasks-stopped", "--cluster", "default", "--tasks", task_arn)
+    t = aws("describe-tasks", "--cluster", "default", "--tasks", task_arn)["tasks"][0]
+    check(t["lastStatus"] == "STOPPED", f"the stopped task is STOPPED ({t['lastStatus']})")
+
+    aws("update-service", "--cluster", "default", "--service", "web", "--desired-count", "0")
+    d = aws("delete-service", "--cluster", "default", "--service", "web", "--force")
+    check(d["service"]["serviceName"] == "web", "delete-service --force answers the service")
+    d = aws("delete-cluster", "--cluster", "tutorial")
+    check(d["cluster"]["clusterName"] == "tutorial", "delete-cluster answers the cluster")
+
+    # Errors, as ECS names them.
+    aws("describe-services", "--cluster", "no-such-cluster", "--services", "web",
+        expect_error="ClusterNotFoundException")
+    aws("create-service", "--cluster", "default", "--service-name", "dup",
+        "--task-definition", "web", "--desired-count", "0")
+    err = aws("create-service", "--cluster", "default", "--service-name", "dup",
+              "--task-definition", "web", "--desired-count", "0",
+              expect_error="InvalidParameterException")
+    check("not idempotent" in err, "a duplicate service is not idempotent")
+    err = aws("register-task-definition", "--cli-input-json", taskdef_file("bad", "x", task_cpu="lots"),
+              expect_error="Exception")
+    check("cpu" in err, "an invalid cpu is refused, naming cpu")
+    aws("update-service", "--cluster", "default", "--service", "no-such-service",
+        "--desired-count", "1", expect_error="ServiceNotFoundException")
+    aws("list-clusters", env={"AWS_SECRET_ACCESS_KEY": "not-the-secret"},
+        expect_error="InvalidSignatureException")
+    aws("list-clusters", env={"AWS_ACCESS_KEY_ID": "AKCSAAAAAAAAAAAAAAAA"},
+        expect_error="UnrecognizedClientException")
+    aws("delete-service", "--cluster", "default", "--service", "dup", "--force")
+
+
+def client(**kw):
+    return boto3.client("ecs", endpoint_url=ENDPOINT, region_name=REGION, **kw)
+
+
+def boto3_flow():
+    ecs = client()
+    ecs.create_cluster(clusterName="boto")
+    for i in range(150):
+        ecs.register_task_definition(
+            family=f"page-{i:03d}",
+            containerDefinitions=[{"name": "app", "image": "busybox", "memory": 16,
+                                   "entryPoint": ["sh", "-c"], "command": ["sleep 3600"]}])
+    arns = []
+    pages = 0
+    for page in ecs.get_paginator("list_task_definitions").paginate(familyPrefix="page-",
+                                                                   PaginationConfig={"PageSize": 40}):
+        pages += 1
+        arns.extend(page["taskDefinitionArns"])
+    check(len(arns) == 150 and len(set(arns)) == 150 and pages == 4,
+          f"the paginator walks 150 task definitions in 4 pages of 40 ({len(arns)} in {pages})")
+    families = []
+    for page in ecs.get_paginator("list_task_definition_families").paginate(familyPrefix="page-"):
+        families.extend(page["families"])
+    check(len(families) == 150, f"list_task_definition_families pages through 150 ({len(families)})")
+
+    token = "boto3-retry-0001"
+    first = ecs.run_task(cluster="default", taskDefinition="page-000", count=2, clientToken=token)
+    again = ecs.run_task(cluster="default", taskDefinition="page-000", count=2, clientToken=token)
+    ids = sorted(t["taskArn"] for t in first["tasks"])
+    check(len(ids) == 2 and ids == sorted(t["taskArn"] for t in again["tasks"]),
+          "a RunTask retried with the same clientToken starts nothing new")
+    ecs.get_waiter("tasks_running").wait(cluster="default", tasks=ids,
+                                         WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    print("ok: boto3's tasks_running waiter returns")
+    listed = ecs.list_tasks(cluster="default", family="page-000")["taskArns"]
+    check(sorted(listed) == ids, f"only those two tasks run: {listed}")
+    for arn in ids:
+        ecs.stop_task(cluster="default", task=arn)
+    ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=ids,
+                                         WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    print("ok: boto3's tasks_stopped waiter returns")
+
+    try:
+        ecs.describe_clusters(clusters=["boto"], include=["STATISTICS"])
+        ecs.delete_cluster(cluster="no-such-cluster")
+        check(False, "deleting an unknown cluster fails")
+    except ClientError as e:
+        check(e.response["Error"]["Code"] == "ClusterNotFoundException",
+              f"boto3 reads the error code ({e.response['Error']['Code']})")
+    try:
+        ecs.list_clusters(maxResults=0)
+        check(False, "maxResults 0 is refused")
+    except Exception as e:  # botocore validates the range itself, or the server refuses it
+        print(f"ok: maxResults 0 is refused ({type(e).__name__})")
+
+    # A request signed 10 minutes ago is refused, as AWS refuses it.
+    real_now = botocore.auth.get_current_datetime
+    botocore.auth.get_current_datetime = lambda: real_now() - datetime.timedelta(minutes=10)
+    try:
+        client(config=Config(retries={"max_attempts": 1, "mode": "standard"})).list_clusters()
+        check(False, "an expired request is refused")
+    except ClientError as e:
+        code = e.response["Error"]["Code"]
+        message = e.response["Error"]["Message"]
+        check(code == "InvalidSignatureException" and "Signature expired" in message,
+              f"an expired request is refused ({code}: {message})")
+    finally:
+        botocore.auth.get_current_datetime = real_now
+    ecs.delete_cluster(cluster="boto")
+
+
+if __name__ == "__main__":
+    cli_flow()
+    boto3_flow()
+    print("all ECS endpoint checks passed")
