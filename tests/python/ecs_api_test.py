@@ -126,6 +126,21 @@ def cli_flow():
     t = aws("describe-tasks", "--cluster", "default", "--tasks", task_arn)["tasks"][0]
     check(t["lastStatus"] == "STOPPED", f"the stopped task is STOPPED ({t['lastStatus']})")
 
+    service_arn = svc["serviceArn"]
+    aws("tag-resource", "--resource-arn", service_arn,
+        "--tags", "key=team,value=payments", "key=env,value=dev")
+    aws("tag-resource", "--resource-arn", service_arn, "--tags", "key=env,value=prod")
+    aws("untag-resource", "--resource-arn", service_arn, "--tag-keys", "team")
+    tags = aws("list-tags-for-resource", "--resource-arn", service_arn)["tags"]
+    check(tags == [{"key": "env", "value": "prod"}],
+          f"tag-resource, untag-resource and list-tags-for-resource on the service: {tags}")
+    cluster_arn = c["cluster"]["clusterArn"]
+    aws("tag-resource", "--resource-arn", cluster_arn, "--tags", "key=owner,value=tutorial")
+    tags = aws("list-tags-for-resource", "--resource-arn", cluster_arn)["tags"]
+    check(tags == [{"key": "owner", "value": "tutorial"}], f"tags on the cluster: {tags}")
+    aws("tag-resource", "--resource-arn", cluster_arn, "--tags", "key=aws:x,value=y",
+        expect_error="InvalidParameterException")
+
     aws("update-service", "--cluster", "default", "--service", "web", "--desired-count", "0")
     d = aws("delete-service", "--cluster", "default", "--service", "web", "--force")
     check(d["service"]["serviceName"] == "web", "delete-service --force answers the service")

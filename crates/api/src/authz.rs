@@ -163,6 +163,9 @@ guarded! {
         vec![arn(&format!("targetgroup/{}", name_of(&r.target_group)))]);
     pb::CreateListenerRequest => |r| write("elasticloadbalancing:CreateListener",
         vec![arn(&format!("listener/{}", if r.name.is_empty() { json_field(&r.listener_json, "listenerName") } else { r.name.clone() }))]);
+    pb::TagResourceRequest => |r| write("ecs:TagResource", vec![r.resource_arn.clone()]);
+    pb::UntagResourceRequest => |r| write("ecs:UntagResource", vec![r.resource_arn.clone()]);
+    pb::ListTagsForResourceRequest => |r| read("ecs:ListTagsForResource", vec![r.resource_arn.clone()]);
     pb::BootstrapRequest => |_r| write("capstan:Bootstrap", vec![iam_arn("policy/AdministratorAccess")]);
     pb::WhoAmIRequest => |_r| read("capstan:WhoAmI", vec!["*".into()]);
     pb::CreateTokenRequest => |r| write("capstan:CreateToken", vec![principal_arn(&r.principal)]);

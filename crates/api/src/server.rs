@@ -38,6 +38,33 @@ type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::ServiceUpdate, Status>>
 
 #[tonic::async_trait]
 impl Capstan for CapstanService {
+    async fn tag_resource(
+        &self,
+        request: Request<pb::TagResourceRequest>,
+    ) -> Result<Response<pb::TagsResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.tag_resource(request.into_inner()).await;
+        self.auth.finish(admitted, r)
+    }
+
+    async fn untag_resource(
+        &self,
+        request: Request<pb::UntagResourceRequest>,
+    ) -> Result<Response<pb::TagsResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.untag_resource(request.into_inner()).await;
+        self.auth.finish(admitted, r)
+    }
+
+    async fn list_tags_for_resource(
+        &self,
+        request: Request<pb::ListTagsForResourceRequest>,
+    ) -> Result<Response<pb::TagsResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.list_tags_for_resource(request.into_inner()).await;
+        self.auth.finish(admitted, r)
+    }
+
     async fn register_task_definition(
         &self,
         request: Request<pb::RegisterTaskDefinitionRequest>,

@@ -10,6 +10,7 @@ pub mod iam;
 mod instances;
 mod lb;
 mod services;
+mod tags;
 mod taskdefs;
 mod tasks;
 

@@ -142,7 +142,7 @@ pub async fn dispatch(e: &Endpoint, who: &Who, action: &str, input: &Input) -> A
     Ok(match action {
         "CreateCluster" => {
             let req = pb::CreateClusterRequest {
-                cluster_json: document(i, &["tags"]),
+                cluster_json: document(i, &[]),
             };
             let r = e
                 .guarded(who, req, async |a, r| a.create_cluster(r).await)
@@ -442,6 +442,34 @@ pub async fn dispatch(e: &Endpoint, who: &Who, action: &str, input: &Input) -> A
                 })
                 .await?;
             described("capacityProviders", &r)
+        }
+        "TagResource" => {
+            let tags = i.get("tags").cloned().unwrap_or_else(|| json!([]));
+            let req = pb::TagResourceRequest {
+                resource_arn: text(i, "resourceArn")?,
+                tags_json: tags.to_string(),
+            };
+            e.guarded(who, req, async |a, r| a.tag_resource(r).await)
+                .await?;
+            json!({})
+        }
+        "UntagResource" => {
+            let req = pb::UntagResourceRequest {
+                resource_arn: text(i, "resourceArn")?,
+                tag_keys: texts(i, "tagKeys")?,
+            };
+            e.guarded(who, req, async |a, r| a.untag_resource(r).await)
+                .await?;
+            json!({})
+        }
+        "ListTagsForResource" => {
+            let req = pb::ListTagsForResourceRequest {
+                resource_arn: text(i, "resourceArn")?,
+            };
+            let r = e
+                .guarded(who, req, async |a, r| a.list_tags_for_resource(r).await)
+                .await?;
+            json!({"tags": doc(&r.tags_json)})
         }
         other => {
             return Err(ApiError::new(
