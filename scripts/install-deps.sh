@@ -3,7 +3,7 @@
 # and the Python gRPC tools the API's outside-client test uses.
 set -euo pipefail
 # systemd: its systemd-analyze verifies the units in deploy/systemd.
-pkgs=(etcd-server etcd-client protobuf-compiler libprotobuf-dev haproxy socat busybox-static systemd ca-certificates)
+pkgs=(etcd-server etcd-client protobuf-compiler libprotobuf-dev haproxy socat busybox-static systemd ca-certificates util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -99,3 +99,56 @@ pub fn kill_haproxy(haproxy_dir: &Path) {
         }
     }
 }
+
+/// A load-balancing plane: etcd, [`workers`](crate::workers) (three agents, scheduler, deployer)
+/// and registrar `r1`. Dropped, it stops them, their task processes and the HAProxy.
+pub struct Plane {
+    /// The etcd member.
+    pub etcd: capstan_testing::EtcdCluster,
+    /// Its client URLs.
+    pub endpoints: Vec<String>,
+    /// Logs and state.
+    pub dir: tempfile::TempDir,
+    /// A store client.
+    pub store: Store,
+    /// The processes.
+    pub procs: Vec<crate::Proc>,
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            p.kill();
+        }
+        crate::kill_task_processes(self.dir.path());
+        // The registrar's HAProxy outlives a SIGKILLed registrar (it keeps serving): stop it.
+        kill_haproxy(&self.dir.path().join("haproxy"));
+    }
+}
+
+/// A [`Plane`] whose registrar gets `registrar_args` (its own HAProxy under `<dir>/haproxy`
+/// when `None`).
+pub async fn lb_plane(registrar_args: Option<Vec<String>>) -> Plane {
+    let etcd = capstan_testing::EtcdCluster::single().await.expect("etcd");
+    let eps = etcd.endpoints();
+    let dir = crate::test_dir();
+    let (mut procs, store) = crate::workers(&eps, dir.path()).await;
+    let hp = dir.path().join("haproxy");
+    let args = registrar_args
+        .unwrap_or_else(|| vec!["--haproxy-dir".to_string(), hp.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    procs.push(crate::controller(
+        "registrar",
+        &eps,
+        dir.path(),
+        "r1",
+        &args,
+    ));
+    Plane {
+        etcd,
+        endpoints: eps,
+        dir,
+        store,
+        procs,
+    }
+}

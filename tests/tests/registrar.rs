@@ -8,55 +8,14 @@ use std::time::Duration;
 use capstan_core::deployment::{Deployment, DeploymentStatus, RolloutState};
 use capstan_core::lb::{TargetGroupStatusDoc, TargetState};
 use capstan_e2e::web::{
-    body, counting_client, get, healthy, slow_task_definition, task_definition,
+    Plane, body, counting_client, get, healthy, lb_plane, slow_task_definition, task_definition,
 };
 use capstan_e2e::*;
 use capstan_store::Store;
-use capstan_testing::EtcdCluster;
 use serde_json::{Value, json};
 
-struct Plane {
-    _etcd: EtcdCluster,
-    endpoints: Vec<String>,
-    dir: tempfile::TempDir,
-    store: Store,
-    procs: Vec<Proc>,
-}
-
-impl Drop for Plane {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            p.kill();
-        }
-        kill_task_processes(self.dir.path());
-        // The registrar's HAProxy outlives a SIGKILLed registrar (it keeps serving): stop it.
-        web::kill_haproxy(&self.dir.path().join("haproxy"));
-    }
-}
-
 async fn plane() -> Plane {
-    plane_with(None).await
-}
-
-/// A plane whose registrar gets `registrar_args` (its own HAProxy under `<dir>/haproxy` when
-/// `None`).
-async fn plane_with(registrar_args: Option<Vec<String>>) -> Plane {
-    let etcd = EtcdCluster::single().await.expect("etcd");
-    let eps = etcd.endpoints();
-    let dir = test_dir();
-    let (mut procs, store) = workers(&eps, dir.path()).await;
-    let hp = dir.path().join("haproxy");
-    let args = registrar_args
-        .unwrap_or_else(|| vec!["--haproxy-dir".to_string(), hp.display().to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    procs.push(controller("registrar", &eps, dir.path(), "r1", &args));
-    Plane {
-        _etcd: etcd,
-        endpoints: eps,
-        dir,
-        store,
-        procs,
-    }
+    lb_plane(None).await
 }
 
 /// `web:<rev>`: busybox httpd on the dynamic port, answering `/` with `<rev> <task id>`.
@@ -632,7 +591,7 @@ async fn an_existing_haproxy_is_driven_through_its_socket_and_left_running() {
         "--haproxy-map".to_string(),
         map.display().to_string(),
     ];
-    let mut p = plane_with(Some(args)).await;
+    let mut p = lb_plane(Some(args)).await;
     let s = &p.store.clone();
     put_doc(
         s,
@@ -866,4 +825,63 @@ async fn names_that_would_inject_into_haproxy_are_refused_and_reported_and_the_r
     // The rest still serves, and HAProxy still answers its socket.
     assert!(get("127.0.0.1", port).await.is_some_and(|(c, _)| c == 200));
     assert!(haproxy_info(dir, "Pid").await.is_some());
+
+    // The served listener and its target group overwritten with documents that do not decode
+    // (as a bad etcdctl edit would): not a deletion. Both keep serving as last read, and the
+    // problem is reported naming the key.
+    for key in [s.keys().listener("web"), s.keys().target_group("web-tg")] {
+        s.put(&key, b"{\"port\": \"not a number\"".to_vec())
+            .await
+            .expect("put");
+    }
+    eventually(Duration::from_secs(20), "both reported", || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let n = text
+            .matches("does not decode, still served as last read")
+            .count();
+        (n >= 2).then_some(())
+    })
+    .await;
+    let doc = eventually(
+        Duration::from_secs(20),
+        "the problem on the group's status",
+        || async { Some(status(s).await).filter(|d| d.problem.is_some()) },
+    )
+    .await;
+    assert!(
+        doc.problem
+            .as_deref()
+            .is_some_and(|p| p.contains("does not decode")),
+        "{doc:?}"
+    );
+    assert!(
+        doc.targets.iter().any(|t| t.state == TargetState::Healthy),
+        "the targets were dropped: {doc:?}"
+    );
+    let before = haproxy_info(dir, "Pid").await;
+    for _ in 0..20 {
+        assert!(
+            get("127.0.0.1", port).await.is_some_and(|(c, _)| c == 200),
+            "a listener that does not decode stopped serving"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        haproxy_info(dir, "Pid").await,
+        before,
+        "no reload for a bad edit"
+    );
+    let cfg = std::fs::read_to_string(dir.join("haproxy/haproxy.cfg")).expect("haproxy.cfg");
+    assert!(
+        cfg.contains("fe_web"),
+        "the listener left the configuration:\n{cfg}"
+    );
+    // Deleted, it does go.
+    s.delete(&s.keys().listener("web")).await.expect("delete");
+    eventually(
+        Duration::from_secs(20),
+        "the deleted listener stops serving",
+        || async { get("127.0.0.1", port).await.is_none().then_some(()) },
+    )
+    .await;
 }

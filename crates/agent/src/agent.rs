@@ -270,6 +270,31 @@ impl Agent {
         Ok(state)
     }
 
+    /// Stops every task not stopped yet and waits, up to `within`, until all are.
+    pub async fn stop_all(&self, reason: &str, within: Duration) {
+        let token = self.fencing_token();
+        for r in self.records().iter().filter(|r| !r.is_stopped()) {
+            let stop = StopRequest {
+                reason: reason.to_string(),
+                code: Some(StopCode::UserInitiated),
+                timeout: None,
+            };
+            if let Err(e) = self.stop_task(&r.task_id, stop, token) {
+                tracing::warn!(task = %r.task_id, error = %e, "cannot stop task");
+            }
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        while self.records().iter().any(|r| !r.is_stopped()) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("tasks still running after {within:?}; leaving them");
+                return;
+            }
+            // `changed` wakes on every update; the timeout covers one missed between the check
+            // and the wait.
+            let _ = tokio::time::timeout(Duration::from_millis(200), self.changed()).await;
+        }
+    }
+
     /// Applies `f` to a task's record, then persists and publishes it.
     fn update(&self, task_id: &str, f: impl FnOnce(&mut TaskRecord)) -> Option<TaskRecord> {
         let rec = {

@@ -98,4 +98,8 @@ pub struct AgentArgs {
     /// leader's election revision in etcd) or `none` (believed as sent; tests only).
     #[arg(long, env = "CAPSTAN_FENCING_CHECK", value_enum, default_value_t = crate::fence::FencingCheck::Election)]
     pub fencing_check: crate::fence::FencingCheck,
+    /// Stop every task when the agent exits (`capstan dev`, throwaway hosts); by default tasks
+    /// keep running across an agent restart and are re-adopted.
+    #[arg(long, env = "CAPSTAN_AGENT_STOP_TASKS_ON_EXIT")]
+    pub stop_tasks_on_exit: bool,
 }

@@ -63,6 +63,9 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     move |source| StartError::Io { context, source }
 }
 
+/// How long an exiting agent with `--stop-tasks-on-exit` waits for its tasks to stop.
+const STOP_ALL_WITHIN: Duration = Duration::from_secs(40);
+
 fn machine_memory_mib() -> i64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -235,7 +238,14 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
     };
 
     cancel.cancelled().await;
-    tracing::info!("stopping; tasks keep running and are re-adopted on restart");
+    if args.stop_tasks_on_exit {
+        tracing::info!("stopping, and the tasks with it (--stop-tasks-on-exit)");
+        agent
+            .stop_all("Agent stopped with --stop-tasks-on-exit", STOP_ALL_WITHIN)
+            .await;
+    } else {
+        tracing::info!("stopping; tasks keep running and are re-adopted on restart");
+    }
     let _ = grpc.await;
     let _ = registration.await;
     let _ = janitor.await;

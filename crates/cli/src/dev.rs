@@ -56,6 +56,20 @@ pub struct DevArgs {
     pub no_haproxy: bool,
 }
 
+/// Writes a line to stderr, or nowhere when stderr is gone: a closed pipe (`| tee` killed by
+/// the same Ctrl-C) must not stop `capstan dev` before it has stopped what it started.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Writes a line to stdout, or nowhere when stdout is gone (see [`say`]).
+fn tell(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -77,6 +91,8 @@ struct Proc {
 
 struct Plane {
     dir: PathBuf,
+    /// util-linux's `setpriv`, which sets the parent-death signal before running a child.
+    setpriv: Option<PathBuf>,
     procs: Vec<Proc>,
     agent_dirs: Vec<PathBuf>,
     haproxy_dir: Option<PathBuf>,
@@ -86,9 +102,21 @@ impl Plane {
     fn start(&mut self, name: &str, bin: &Path, args: &[String]) -> anyhow::Result<()> {
         let log = self.dir.join("logs").join(format!("{name}.log"));
         let file = std::fs::File::create(&log).with_context(|| format!("{}", log.display()))?;
-        let child = Command::new(bin)
+        // Each child gets the parent-death signal (so a SIGKILLed `capstan dev` takes them with
+        // it) and a process group of its own (so a terminal's Ctrl-C reaches `capstan dev`
+        // alone, which then stops them in order).
+        let mut cmd = match &self.setpriv {
+            Some(setpriv) => {
+                let mut c = Command::new(setpriv);
+                c.args(["--pdeathsig", "TERM", "--"]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .args(args)
             .env(DEV_ENV, &self.dir)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
@@ -263,8 +291,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
     std::fs::create_dir_all(dir.join("logs"))
         .with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
+    let setpriv = which("setpriv");
+    if setpriv.is_none() {
+        say(
+            "capstan dev: setpriv (util-linux) is not installed: if capstan dev is killed with SIGKILL, what it started keeps running",
+        );
+    }
     let mut plane = Plane {
         dir: dir.clone(),
+        setpriv,
         procs: Vec::new(),
         agent_dirs: Vec::new(),
         haproxy_dir: None,
@@ -274,7 +309,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<i32> {
     if temp {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    eprintln!("capstan dev: stopped");
+    say("capstan dev: stopped");
     result
 }
 
@@ -568,6 +603,7 @@ async fn start_and_serve(
                     h.display().to_string(),
                     s("--haproxy-dir"),
                     hdir.display().to_string(),
+                    s("--stop-haproxy-on-exit"),
                 ]),
             )?;
         }
@@ -598,6 +634,7 @@ async fn start_and_serve(
                 s("4096"),
                 s("--lease-ttl"),
                 s("5"),
+                s("--stop-tasks-on-exit"),
             ]),
         )?;
         zones.push(zone);
@@ -616,7 +653,7 @@ async fn start_and_serve(
         .await?;
     }
 
-    println!(
+    tell(&format!(
         "capstan dev: ready\n\
          \x20 API:        {api_endpoint}   (export CAPSTAN_ENDPOINT={api_endpoint})\n\
          \x20 admin:      capstan://user/admin   (export CAPSTAN_TOKEN={token})\n\
@@ -648,17 +685,20 @@ async fn start_and_serve(
         } else {
             ""
         },
-    );
+    ));
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
+            _ = hangup.recv() => break,
             _ = tick.tick() => plane.check_alive()?,
         }
     }
-    eprintln!("capstan dev: stopping");
+    say("capstan dev: stopping");
     Ok(0)
 }

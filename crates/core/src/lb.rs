@@ -513,6 +513,10 @@ pub struct TargetGroupStatusDoc {
     /// Last update (epoch seconds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<crate::Timestamp>,
+    /// Why the registrar cannot act on the group's spec (it does not decode); its targets are
+    /// then kept as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 impl TargetGroupStatusDoc {

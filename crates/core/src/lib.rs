@@ -28,7 +28,7 @@ pub use capacity::{
 pub use cluster::Cluster;
 pub use deployment::Deployment;
 pub use instance::ContainerInstance;
-pub use keys::Keys;
+pub use keys::{Family, Keys};
 pub use lb::{Listener, TargetGroup};
 pub use service::Service;
 pub use status::{ServiceEvent, ServiceStatusDoc};
@@ -86,38 +86,122 @@ pub struct KeyValuePair {
 
 /// A spec document type users write: parsed strictly, then validated.
 pub trait Spec: serde::de::DeserializeOwned + Serialize {
+    /// The key family documents of this type are stored under.
+    const FAMILY: Family;
+
     /// Validates the parsed document; `Ok` carries warnings.
     fn check(&self) -> Result<Vec<Issue>, ValidationError>;
+
+    /// Makes the document agree with the key it is stored at (`parts`, the key's segments after
+    /// the family's): a name or revision it leaves out is taken from the key, one that differs
+    /// is refused. Written through the API they always agree; with etcdctl they may not, and
+    /// a task definition at `web/1` without `revision` must not run as `web`.
+    fn conform(&mut self, parts: &[&str]) -> Result<(), String>;
+}
+
+/// Refuses a document whose `field` names something other than its key.
+fn same_name(field: &str, doc: &str, key: &str) -> Result<(), String> {
+    if doc == key {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} {doc:?} does not match the key, which names {key:?}"
+        ))
+    }
+}
+
+/// Takes an optional name from the key, or refuses a different one.
+fn name_from_key(field: &str, doc: &mut Option<String>, key: &str) -> Result<(), String> {
+    match doc {
+        Some(d) => same_name(field, d, key),
+        None => {
+            *doc = Some(key.to_string());
+            Ok(())
+        }
+    }
+}
+
+/// The one part of a single-segment key.
+fn only<'a>(parts: &[&'a str]) -> Result<&'a str, String> {
+    match parts {
+        [one] => Ok(one),
+        _ => Err(format!("malformed key: {} segments", parts.len())),
+    }
 }
 
 impl Spec for TaskDefinition {
+    const FAMILY: Family = Family::TaskDefinitions;
     fn check(&self) -> Result<Vec<Issue>, ValidationError> {
         self.validate()
+    }
+    fn conform(&mut self, parts: &[&str]) -> Result<(), String> {
+        let [family, revision] = parts else {
+            return Err(format!("malformed key: {} segments", parts.len()));
+        };
+        same_name("family", &self.family, family)?;
+        let key_revision: u32 = revision
+            .parse()
+            .ok()
+            .filter(|r| *r >= 1)
+            .ok_or_else(|| format!("the key's revision {revision:?} is not a number from 1"))?;
+        match self.revision {
+            None => self.revision = Some(key_revision),
+            Some(r) if r == key_revision => {}
+            Some(r) => {
+                return Err(format!(
+                    "revision {r} does not match the key, which names revision {key_revision}"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 impl Spec for Service {
+    const FAMILY: Family = Family::Services;
     fn check(&self) -> Result<Vec<Issue>, ValidationError> {
         self.validate()
+    }
+    fn conform(&mut self, parts: &[&str]) -> Result<(), String> {
+        let [_cluster, name] = parts else {
+            return Err(format!("malformed key: {} segments", parts.len()));
+        };
+        same_name("serviceName", &self.service_name, name)
     }
 }
 impl Spec for Cluster {
+    const FAMILY: Family = Family::Clusters;
     fn check(&self) -> Result<Vec<Issue>, ValidationError> {
         self.validate()
+    }
+    fn conform(&mut self, parts: &[&str]) -> Result<(), String> {
+        same_name("clusterName", &self.cluster_name, only(parts)?)
     }
 }
 impl Spec for CapacityProvider {
+    const FAMILY: Family = Family::CapacityProviders;
     fn check(&self) -> Result<Vec<Issue>, ValidationError> {
         self.validate()
+    }
+    fn conform(&mut self, parts: &[&str]) -> Result<(), String> {
+        same_name("name", &self.name, only(parts)?)
     }
 }
 impl Spec for TargetGroup {
+    const FAMILY: Family = Family::TargetGroups;
     fn check(&self) -> Result<Vec<Issue>, ValidationError> {
         self.validate()
     }
+    fn conform(&mut self, parts: &[&str]) -> Result<(), String> {
+        name_from_key("targetGroupName", &mut self.target_group_name, only(parts)?)
+    }
 }
 impl Spec for Listener {
+    const FAMILY: Family = Family::Listeners;
     fn check(&self) -> Result<Vec<Issue>, ValidationError> {
         self.validate()
+    }
+    fn conform(&mut self, parts: &[&str]) -> Result<(), String> {
+        name_from_key("listenerName", &mut self.listener_name, only(parts)?)
     }
 }
 
@@ -136,4 +220,52 @@ pub fn accept<T: Spec>(bytes: &[u8]) -> Result<Accepted<T>, DocumentError> {
     let value: T = parse_json(bytes)?;
     let warnings = value.check()?;
     Ok(Accepted { value, warnings })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taskdef(doc: &str) -> TaskDefinition {
+        accept::<TaskDefinition>(doc.as_bytes())
+            .expect("valid task definition")
+            .value
+    }
+
+    const WEB: &str =
+        r#"{"family":"web","containerDefinitions":[{"name":"app","image":"x","memory":32}]}"#;
+    const WEB_2: &str = r#"{"family":"web","revision":2,"containerDefinitions":[{"name":"app","image":"x","memory":32}]}"#;
+
+    #[test]
+    fn a_task_definition_takes_its_revision_from_its_key_and_must_agree_with_it() {
+        let mut td = taskdef(WEB);
+        td.conform(&["web", "1"]).expect("revision filled in");
+        assert_eq!(td.revision, Some(1));
+        assert_eq!(td.family_revision(), "web:1");
+
+        let cases: &[(&str, [&str; 2], &str)] = &[
+            (WEB_2, ["web", "1"], "revision 2 does not match"),
+            (WEB, ["api", "1"], "family \"web\" does not match"),
+            (WEB, ["web", "x"], "not a number"),
+            (WEB, ["web", "0"], "not a number"),
+        ];
+        for (doc, key, error) in cases {
+            let mut td = taskdef(doc);
+            let e = td.conform(key).expect_err("refused");
+            assert!(e.contains(error), "{key:?}: {e}");
+        }
+        taskdef(WEB_2).conform(&["web", "2"]).expect("agrees");
+    }
+
+    #[test]
+    fn names_come_from_the_key_when_left_out_and_must_agree_when_given() {
+        let mut tg: TargetGroup = accept(br#"{"protocol":"HTTP"}"#).expect("valid").value;
+        tg.conform(&["web"]).expect("name filled in");
+        assert_eq!(tg.target_group_name.as_deref(), Some("web"));
+        assert!(tg.conform(&["api"]).is_err());
+        let mut c: Cluster = accept(br#"{"clusterName":"prod"}"#).expect("valid").value;
+        assert!(c.conform(&["prod"]).is_ok());
+        assert!(c.conform(&["dev"]).is_err());
+        assert!(c.conform(&["a", "b"]).is_err());
+    }
 }

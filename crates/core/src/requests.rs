@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::keys::Family;
 use crate::service::{
     PlacementConstraint, PlacementStrategy, validate_constraint, validate_strategy,
 };
@@ -88,6 +89,11 @@ impl RunTaskRequest {
 }
 
 impl Spec for RunTaskRequest {
+    const FAMILY: Family = Family::RunTaskRequests;
+    fn conform(&mut self, _parts: &[&str]) -> Result<(), String> {
+        // Nothing in a request's body names its key.
+        Ok(())
+    }
     fn check(&self) -> Result<Vec<Issue>, ValidationError> {
         let mut r = Report::default();
         if let Err(e) = TaskDefinitionRef::parse(&self.task_definition) {
@@ -160,6 +166,11 @@ pub struct StopTaskRequest {
 }
 
 impl Spec for StopTaskRequest {
+    const FAMILY: Family = Family::StopTaskRequests;
+    fn conform(&mut self, _parts: &[&str]) -> Result<(), String> {
+        // Nothing in a request's body names its key.
+        Ok(())
+    }
     fn check(&self) -> Result<Vec<Issue>, ValidationError> {
         let mut r = Report::default();
         if let Some(reason) = &self.reason
@@ -195,6 +206,11 @@ pub struct ContinueDeploymentRequest {
 }
 
 impl Spec for ContinueDeploymentRequest {
+    const FAMILY: Family = Family::ContinueDeploymentRequests;
+    fn conform(&mut self, _parts: &[&str]) -> Result<(), String> {
+        // Nothing in a request's body names its key.
+        Ok(())
+    }
     fn check(&self) -> Result<Vec<Issue>, ValidationError> {
         let mut r = Report::default();
         if let Some(h) = &self.hook_id

@@ -93,6 +93,18 @@ pub async fn run(args: DeployerArgs) -> Result<(), RuntimeError> {
         .watches(&caches.services, move |k| by_parts(&k1, k))
         .watches(&caches.deployments, move |k| by_parts(&k2, k))
         .watches(&caches.continues, move |k| by_parts(&k3, k))
+        // Its own status documents only when one does not decode (someone overwrote it): the
+        // service's reconcile then writes it again.
+        .watches(&caches.status, {
+            let (status, keys) = (caches.status.clone(), keys.clone());
+            move |k| {
+                if status.get(k).is_some_and(|e| e.value.is_err()) {
+                    by_parts(&keys, k)
+                } else {
+                    vec![]
+                }
+            }
+        })
         .watches(&caches.tasks, move |k| {
             let Some(ClusterKey { cluster, .. }) = k4.cluster_key(Family::Tasks, k) else {
                 return vec![];

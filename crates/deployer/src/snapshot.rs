@@ -59,11 +59,21 @@ pub fn resolve(
     let r = TaskDefinitionRef::parse(reference)
         .map_err(|e| format!("taskDefinition {reference:?} is not valid: {e}"))?;
     let found = match r.revision {
-        Some(rev) => caches
+        Some(rev) => match caches
             .taskdefs
             .get(&keys.task_definition(&r.family, rev))
-            .and_then(|e| e.value.as_ref().ok().cloned())
-            .map(|td| (rev, td)),
+            .as_deref()
+            .map(|e| &e.value)
+        {
+            Some(Err(why)) => {
+                return Err(format!(
+                    "task definition {}:{rev} is not valid: {why}",
+                    r.family
+                ));
+            }
+            Some(Ok(td)) => Some((rev, td.clone())),
+            None => None,
+        },
         None => caches
             .taskdefs
             .list_prefix(&keys.list(Family::TaskDefinitions, &[&r.family]))

@@ -399,6 +399,16 @@ pub fn parse_date(s: &str) -> Option<f64> {
     let (&[y, m, dd], &[hh, mm, ss]) = (d.as_slice(), t.as_slice()) else {
         return None;
     };
+    // Out of range is not a date (and would overflow the arithmetic below).
+    if !((0..=9999).contains(&y)
+        && (1..=12).contains(&m)
+        && (1..=31).contains(&dd)
+        && (0..=23).contains(&hh)
+        && (0..=59).contains(&mm)
+        && (0..=60).contains(&ss))
+    {
+        return None;
+    }
     // Days from civil (Howard Hinnant's algorithm).
     let y2 = if m <= 2 { y - 1 } else { y };
     let era = y2.div_euclid(400);
@@ -608,5 +618,16 @@ mod tests {
             parse_date("2018-06-18T22:28:28+00:00")
         );
         assert_eq!(parse_date("June"), None);
+        // Found by the fuzz harness (crates/fuzz/tests/query.rs): a year this large overflowed.
+        assert_eq!(parse_date("42949672962026-12-01T10:00:00Z"), None);
+        for bad in [
+            "2026-13-01",
+            "2026-00-10",
+            "2026-01-32",
+            "2026-01-01T24:00:00",
+            "2026-01-01T10:60:00",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
     }
 }

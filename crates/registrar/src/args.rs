@@ -24,6 +24,10 @@ pub struct RegistrarArgs {
     /// Run without a data plane (health checks and status only).
     #[arg(long, env = "CAPSTAN_NO_DATA_PLANE")]
     pub no_data_plane: bool,
+    /// Stop the HAProxy this registrar runs when it exits (`capstan dev`); by default HAProxy
+    /// keeps serving across a registrar restart.
+    #[arg(long, env = "CAPSTAN_STOP_HAPROXY_ON_EXIT")]
+    pub stop_haproxy_on_exit: bool,
     /// Drive an HAProxy that runs already, through this admin-level stats socket, instead of
     /// starting one (its configuration must have `fe_<listener>` / `be_<group>` as Capstan
     /// renders them).

@@ -58,6 +58,12 @@ pub trait DataPlane: Send + Sync {
 
     /// Sessions in flight per (backend, member).
     fn sessions(&self) -> BoxFuture<'_, Result<Sessions, DataPlaneError>>;
+
+    /// Stops the load balancer this registrar runs (`--stop-haproxy-on-exit`); by default a
+    /// data plane outlives its registrar.
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 impl DataPlane for crate::haproxy::Haproxy {
@@ -89,6 +95,10 @@ impl DataPlane for crate::haproxy::Haproxy {
 
     fn sessions(&self) -> BoxFuture<'_, Result<Sessions, DataPlaneError>> {
         Box::pin(crate::haproxy::Haproxy::sessions(self))
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(crate::haproxy::Haproxy::stop(self))
     }
 }
 
@@ -130,6 +140,8 @@ struct Host {
     synced: BTreeMap<String, Vec<Member>>,
     /// Listener → (backend, groups) it routes to.
     routed: BTreeMap<String, (String, Vec<String>)>,
+    /// The last listeners and groups that decoded.
+    good: snapshot::LastGood,
 }
 
 impl Host {
@@ -152,7 +164,9 @@ impl Host {
             listeners,
             groups,
             refused,
-        } = snapshot::layout(c, keys);
+            good,
+        } = snapshot::layout(c, keys, &self.good);
+        self.good = good;
         self.report(&refused);
         let split = targets::listener_split(&listeners, &snapshot::routes(c, keys));
         let routes: BTreeMap<String, String> = split

@@ -123,6 +123,24 @@ impl Haproxy {
     }
 
     /// The live HAProxy recorded in the pid file, if any.
+    /// Stops the HAProxy this registrar started or adopted (never an external one).
+    pub async fn stop(&self) {
+        if self.external.is_some() {
+            return;
+        }
+        let taken = self.state.lock().await.take();
+        match taken {
+            Some((_, process)) => process.terminate().await,
+            None => {
+                if let Some(pid) = self.left_over().await {
+                    Process::Adopted(pid).terminate().await;
+                }
+            }
+        }
+        let _ = tokio::fs::remove_file(self.pid_file()).await;
+        tracing::info!("haproxy stopped with the registrar");
+    }
+
     async fn left_over(&self) -> Option<nix::unistd::Pid> {
         let text = tokio::fs::read_to_string(self.pid_file()).await.ok()?;
         let pid = nix::unistd::Pid::from_raw(text.trim().parse().ok()?);

@@ -124,7 +124,14 @@ pub async fn run(args: RegistrarArgs) -> Result<(), RuntimeError> {
         rt.cancel.clone(),
         move |_claim, term| reconcile::health_checks(checker.clone(), queue.clone(), term),
     );
-    rt.serve(controller, ctx, |k, c, x| reconcile(k, c, x).boxed())
-        .await;
+    rt.serve(controller, ctx.clone(), |k, c, x| {
+        reconcile(k, c, x).boxed()
+    })
+    .await;
+    if args.stop_haproxy_on_exit
+        && let Some(dp) = &ctx.exec.data_plane
+    {
+        dp.stop().await;
+    }
     Ok(())
 }

@@ -46,10 +46,24 @@ pub async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<A
     }
     let now = capstan_runtime::now();
     let keys = exec.store.keys().clone();
-    let Some(spec) = c.group(&keys, &tg) else {
-        lock(&ctx.tracking).remove(&tg);
-        exec.delete_status(&claim, &tg).await?;
-        return Ok(Action::await_change());
+    let entry = c.groups.get(&keys.target_group(&tg));
+    let spec = match entry.as_deref().map(|e| &e.value) {
+        Some(Ok(spec)) => spec.clone(),
+        None => {
+            lock(&ctx.tracking).remove(&tg);
+            exec.delete_status(&claim, &tg).await?;
+            return Ok(Action::await_change());
+        }
+        Some(Err(why)) => {
+            // A bad edit is not a deletion: the targets stay as last decided (every host keeps
+            // serving them) and the problem shows on the group's status until it is fixed.
+            let mut doc = c.status_of(&keys, &tg).unwrap_or_default();
+            doc.problem = Some(format!(
+                "the target group's spec does not decode, its targets are kept as they were: {why}"
+            ));
+            exec.put_status(&claim, &tg, doc, now).await?;
+            return Ok(Action::await_change());
+        }
     };
     let wanted = snapshot::wanted(c, &keys, &tg);
     let settings = Settings::of(&spec);
@@ -85,6 +99,7 @@ pub async fn reconcile(tg: String, claim: Arc<Claim>, ctx: Arc<Ctx>) -> Result<A
                 })
                 .collect(),
             updated_at: None,
+            problem: None,
         };
         (doc, wake)
     };

@@ -153,6 +153,19 @@ pub struct Served {
     pub groups: Vec<String>,
     /// Objects refused: (key, why).
     pub refused: Vec<(String, String)>,
+    /// What to remember for the next pass.
+    pub good: LastGood,
+}
+
+/// The last version of each listener and target group that decoded, by key: a document
+/// overwritten with one that does not decode keeps being served as it was (static stability:
+/// a bad edit is not a deletion), until it is fixed or deleted.
+#[derive(Debug, Clone, Default)]
+pub struct LastGood {
+    /// Listeners.
+    pub listeners: BTreeMap<String, Listener>,
+    /// Target group keys.
+    pub groups: std::collections::BTreeSet<String>,
 }
 
 fn name_problem(kind: &str, name: &str) -> Option<String> {
@@ -161,53 +174,91 @@ fn name_problem(kind: &str, name: &str) -> Option<String> {
     })
 }
 
-/// The listeners and target groups this host serves, and those it refuses.
-pub fn layout(c: &Caches, keys: &Keys) -> Served {
+/// The listeners and target groups this host serves, and those it refuses; `last` is the
+/// previous pass's [`Served::good`].
+pub fn layout(c: &Caches, keys: &Keys, last: &LastGood) -> Served {
     let mut refused = Vec::new();
     let mut listeners = Vec::new();
-    for e in c.listeners.list() {
+    let mut good = LastGood::default();
+    // The oldest listener on a port keeps it: one written later on the same port (the API
+    // refuses it; etcdctl does not) would take part of its traffic.
+    let mut entries = c.listeners.list();
+    entries.sort_by_key(|e| e.create_revision);
+    let mut taken: Vec<(Option<String>, u32, String)> = Vec::new();
+    for e in entries {
         let Some(name) = keys.name_of(Family::Listeners, &e.key) else {
             continue;
-        };
-        let l = match &e.value {
-            Ok(l) => l,
-            Err(why) => {
-                refused.push((e.key.clone(), format!("not served: {why}")));
-                continue;
-            }
         };
         if let Some(why) = name_problem("listener", &name) {
             refused.push((e.key.clone(), why));
             continue;
         }
+        let l = match (&e.value, last.listeners.get(&e.key)) {
+            (Ok(l), _) => l,
+            (Err(why), Some(before)) => {
+                refused.push((
+                    e.key.clone(),
+                    format!("does not decode, still served as last read: {why}"),
+                ));
+                before
+            }
+            (Err(why), None) => {
+                refused.push((e.key.clone(), format!("not served: {why}")));
+                continue;
+            }
+        };
         let bad_group = l
             .default_actions
             .iter()
             .flat_map(|a| a.weighted_target_groups())
             .find_map(|(g, _)| name_problem("target group", &g));
-        match bad_group {
-            Some(why) => refused.push((e.key.clone(), format!("forwards to a {why}"))),
-            None => listeners.push((name, l.clone())),
+        if let Some(why) = bad_group {
+            refused.push((e.key.clone(), format!("forwards to a {why}")));
+            continue;
         }
+        let holder = taken.iter().find(|(addr, port, _)| {
+            *port == l.port
+                && (addr.is_none() || l.bind_address.is_none() || *addr == l.bind_address)
+        });
+        if let Some((_, port, other)) = holder {
+            refused.push((
+                e.key.clone(),
+                format!("port {port} is listener {other:?}'s: not served"),
+            ));
+            continue;
+        }
+        taken.push((l.bind_address.clone(), l.port, name.clone()));
+        good.listeners.insert(e.key.clone(), l.clone());
+        listeners.push((name, l.clone()));
     }
+    listeners.sort_by(|a, b| a.0.cmp(&b.0));
     let mut groups = Vec::new();
     for e in c.groups.list() {
         let Some(name) = keys.name_of(Family::TargetGroups, &e.key) else {
             continue;
         };
-        if let Err(why) = &e.value {
-            refused.push((e.key.clone(), format!("not served: {why}")));
+        if let Some(why) = name_problem("target group", &name) {
+            refused.push((e.key.clone(), why));
             continue;
         }
-        match name_problem("target group", &name) {
-            Some(why) => refused.push((e.key.clone(), why)),
-            None => groups.push(name),
+        if let Err(why) = &e.value {
+            if !last.groups.contains(&e.key) {
+                refused.push((e.key.clone(), format!("not served: {why}")));
+                continue;
+            }
+            refused.push((
+                e.key.clone(),
+                format!("does not decode, still served as last read: {why}"),
+            ));
         }
+        good.groups.insert(e.key.clone());
+        groups.push(name);
     }
     Served {
         listeners,
         groups,
         refused,
+        good,
     }
 }
 

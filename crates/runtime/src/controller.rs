@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capstan_store::{Cache, Change, Claim, Leadership};
+use futures::FutureExt;
 use futures::future::BoxFuture;
+use std::panic::AssertUnwindSafe;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -256,6 +258,15 @@ where
     }
 }
 
+/// The text a panic was raised with, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 async fn worker<K, C, E, R, P>(
     name: String,
     queue: WorkQueue<K>,
@@ -284,23 +295,32 @@ async fn worker<K, C, E, R, P>(
                 queue.add(key);
                 return;
             }
-            r = reconcile(key.clone(), claim.clone(), ctx.clone()) => r,
+            // A panic is a bug in a reconcile, and it must cost that key a backoff, not the
+            // worker and the key for good (it would stay "in flight" forever).
+            r = AssertUnwindSafe(reconcile(key.clone(), claim.clone(), ctx.clone())).catch_unwind() => r,
         };
         metrics::histogram!("capstan_reconcile_duration_seconds", "controller" => name.clone())
             .record(started.elapsed().as_secs_f64());
         queue.done(&key);
         let action = match outcome {
-            Ok(action) => {
+            Ok(Ok(action)) => {
                 metrics::counter!("capstan_reconcile_total", "controller" => name.clone(), "result" => "ok")
                     .increment(1);
                 queue.forget(&key);
                 action
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 metrics::counter!("capstan_reconcile_total", "controller" => name.clone(), "result" => "error")
                     .increment(1);
                 tracing::warn!(controller = %name, key = ?key, error = %e, "reconcile failed");
                 error_policy(&key, &e, &ctx)
+            }
+            Err(panic) => {
+                metrics::counter!("capstan_reconcile_total", "controller" => name.clone(), "result" => "panic")
+                    .increment(1);
+                tracing::error!(controller = %name, key = ?key, panic = %panic_message(panic.as_ref()),
+                    "reconcile panicked; retrying the key with backoff");
+                Action::Backoff
             }
         };
         match action {
@@ -320,7 +340,6 @@ mod tests {
     use std::sync::Mutex;
 
     use capstan_store::Leadership;
-    use futures::FutureExt;
 
     use super::*;
 
@@ -387,6 +406,55 @@ mod tests {
             gaps.iter().all(|g| *g <= Duration::from_secs(8)),
             "{gaps:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconcile_that_panics_costs_its_key_a_backoff_and_nothing_else() {
+        let mut cfg = ControllerConfig::new("test");
+        cfg.concurrency = 1;
+        cfg.resync = Duration::from_secs(3600);
+        let controller = Controller::<String>::new(cfg);
+        let queue = controller.queue();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (leadership, _tx) = Leadership::fixed(claim());
+        let cancel = CancellationToken::new();
+        let (s, c) = (seen.clone(), cancel.clone());
+        let run = tokio::spawn(controller.run(
+            leadership,
+            Arc::new(()),
+            move |key: String, _claim: Arc<Claim>, _ctx: Arc<()>| {
+                let (s, c) = (s.clone(), c.clone());
+                async move {
+                    let n = {
+                        let mut v = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        v.push(key.clone());
+                        v.iter().filter(|k| **k == key).count()
+                    };
+                    if key == "bad" && n < 3 {
+                        panic!("reconcile bug on {key}");
+                    }
+                    if key == "bad" {
+                        c.cancel();
+                    }
+                    Ok::<_, String>(Action::AwaitChange)
+                }
+                .boxed()
+            },
+            |_k: &String, _e: &String, _c: &()| Action::Backoff,
+            cancel.clone(),
+        ));
+        queue.add("bad".to_string());
+        queue.add("good".to_string());
+        tokio::time::timeout(Duration::from_secs(600), run)
+            .await
+            .expect("the panicking key is reconciled again until it succeeds")
+            .expect("joins");
+        let v = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert_eq!(v.iter().filter(|k| *k == "bad").count(), 3, "{v:?}");
+        // The one worker survived the panics: the other key was reconciled too.
+        assert!(v.contains(&"good".to_string()), "{v:?}");
     }
 
     #[test]

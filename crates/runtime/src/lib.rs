@@ -58,10 +58,19 @@ pub enum RuntimeError {
 
 /// Decoder for spec documents: the same strict parse and validation as the API.
 pub fn spec_decoder<T: capstan_core::Spec + Send + Sync + 'static>() -> capstan_store::Decoder<T> {
-    std::sync::Arc::new(|_key, bytes| {
-        capstan_core::accept::<T>(bytes)
+    std::sync::Arc::new(|key, bytes| {
+        let mut doc = capstan_core::accept::<T>(bytes)
             .map(|a| a.value)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // The key's last segments name the object; the document must agree.
+        let arity = T::FAMILY.arity();
+        let mut parts: Vec<&str> = key.rsplit('/').take(arity).collect();
+        parts.reverse();
+        if parts.len() != arity {
+            return Err(format!("malformed key {key:?}"));
+        }
+        doc.conform(&parts)?;
+        Ok(doc)
     })
 }
 

@@ -373,14 +373,27 @@ impl Executor {
         let agent_status =
             capstan_proto::convert::task_status("last_status", state.last_status).ok();
         // The cache may not have seen a task this scheduler has just written: ask etcd itself.
-        let current: Option<Task> = match self
-            .caches
-            .tasks
-            .get(&key)
-            .and_then(|e| e.value.as_ref().ok().cloned())
-        {
-            Some(t) => Some(t),
-            None => self.store.get_json::<Task>(&key).await?.map(|v| v.value),
+        let cached = self.caches.tasks.get(&key);
+        let read = match cached.as_ref().map(|e| &e.value) {
+            Some(Ok(t)) => Ok(Some(t.clone())),
+            Some(Err(reason)) => Err(reason.clone()),
+            None => match self.store.get_json::<Task>(&key).await {
+                Ok(v) => Ok(v.map(|v| v.value)),
+                Err(StoreError::Decode { message, .. }) => Err(message),
+                Err(e) => return Err(e),
+            },
+        };
+        let current = match read {
+            Ok(t) => t,
+            Err(reason) => {
+                // Someone wrote a record that does not decode: this report cannot be applied,
+                // and it must not hold up the others in its batch (retried, it would fail the
+                // same way forever). The task is neither recorded nor stopped.
+                tracing::warn!(task = %state.task_id, %key, %reason,
+                    "skipped a report: its task record does not decode");
+                metrics::counter!("capstan_scheduler_undecodable_records_total").increment(1);
+                return Ok(None);
+            }
         };
         if current
             .as_ref()

@@ -121,8 +121,35 @@ pub(crate) fn is_unavailable(e: &etcd_client::Error) -> bool {
         etcd_client::Error::GRpcStatus(s) => {
             s.code() == tonic::Code::Unavailable
                 || (s.code() == tonic::Code::Unknown && s.message().contains("transport"))
+                // The connection to a member closed under the call (the member was stopped):
+                // cancelled by the client's transport, not by etcd.
+                || (s.code() == tonic::Code::Cancelled && std::error::Error::source(s).is_some())
         }
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_cut_by_a_closed_connection_is_sent_again_and_an_answer_of_etcd_is_not() {
+        let mut closed = tonic::Status::cancelled("operation was canceled");
+        closed.set_source(std::sync::Arc::new(std::io::Error::other(
+            "connection closed",
+        )));
+        assert!(is_unavailable(&etcd_client::Error::GRpcStatus(closed)));
+        assert!(is_unavailable(&etcd_client::Error::GRpcStatus(
+            tonic::Status::unavailable("member down")
+        )));
+        for answered in [
+            tonic::Status::cancelled("context canceled"),
+            tonic::Status::invalid_argument("bad"),
+            tonic::Status::permission_denied("no"),
+        ] {
+            assert!(!is_unavailable(&etcd_client::Error::GRpcStatus(answered)));
+        }
     }
 }

@@ -36,4 +36,15 @@ impl Process {
             }
         }
     }
+
+    /// SIGTERM (the master stops its workers), then SIGKILL after 3 s.
+    pub(super) async fn terminate(mut self) {
+        use nix::sys::signal::{Signal, kill};
+        let _ = kill(self.pid(), Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        while self.alive() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.kill().await;
+    }
 }
