@@ -8,6 +8,7 @@ starts capstan dev). Exits non-zero on the first failed check, saying which.
 
 import datetime
 import json
+import time
 import os
 import subprocess
 import sys
@@ -31,9 +32,9 @@ def check(cond, what):
     print(f"ok: {what}")
 
 
-def aws(*args, env=None, expect_error=None):
+def aws(*args, env=None, expect_error=None, service="ecs"):
     """Runs `aws ecs ARGS --endpoint-url …`; returns the parsed JSON output (or the error text)."""
-    cmd = [sys.executable, "-m", "awscli", "ecs", *args, "--endpoint-url", ENDPOINT, "--output", "json"]
+    cmd = [sys.executable, "-m", "awscli", service, *args, "--endpoint-url", ENDPOINT, "--output", "json"]
     run_env = dict(os.environ, **(env or {}))
     p = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=600)
     if expect_error is not None:
@@ -120,6 +121,31 @@ def cli_flow():
     task_arn = run["tasks"][0]["taskArn"]
     aws("wait", "tasks-running", "--cluster", "default", "--tasks", task_arn)
     print("ok: aws ecs wait tasks-running returns")
+
+    # Its container logs through the CloudWatch Logs API, named as the awslogs driver names
+    # them: group /ecs/web, stream ecs/app/<task id>.
+    task_id = task_arn.rsplit("/", 1)[-1]
+    stream = f"ecs/app/{task_id}"
+    logs = lambda *a, **kw: aws(*a, service="logs", **kw)
+    streams = logs("describe-log-streams", "--log-group-name", "/ecs/web",
+                   "--log-stream-name-prefix", stream)["logStreams"]
+    check([x["logStreamName"] for x in streams] == [stream],
+          f"describe-log-streams finds the task's stream: {streams}")
+    deadline = time.time() + 30
+    while True:
+        events = logs("get-log-events", "--log-group-name", "/ecs/web",
+                      "--log-stream-name", stream, "--start-from-head")["events"]
+        if events or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    check([e["message"] for e in events] == ["two"] and events[0]["timestamp"] > 1e12,
+          f"get-log-events reads the container's output with millisecond times: {events}")
+    found = logs("filter-log-events", "--log-group-name", "/ecs/web", "--filter-pattern", "two")
+    names = {e["logStreamName"] for e in found["events"]}
+    check(stream in names and all(e["message"] == "two" for e in found["events"]),
+          f"filter-log-events finds it across the group's streams: {sorted(names)}")
+    logs("get-log-events", "--log-group-name", "/ecs/web", "--log-stream-name", "ecs/app/nope",
+         expect_error="ResourceNotFoundException")
     stopped = aws("stop-task", "--cluster", "default", "--task", task_arn, "--reason", "tutorial done")
     check(stopped["task"]["taskArn"] == task_arn, "stop-task answers the task")
     aws("wait", "tasks-stopped", "--cluster", "default", "--tasks", task_arn)

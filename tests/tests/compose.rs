@@ -303,6 +303,9 @@ async fn etcd_member_scheduler_deployer_and_agent_host_faults_and_callers_withou
         (placements(s).await.len() == 3).then_some(())
     })
     .await;
+    // A task's logs come from its agent host, the API calling it with its own certificate.
+    let one = placements(s).await.into_keys().next().expect("a task");
+    t.capstan(&["task", "logs", &one, "--tail", "5"]);
 
     // Plain text and certificates from another CA are refused by the API, an agent and etcd.
     let rogue_dir = tempfile::tempdir().expect("tmp");

@@ -59,6 +59,15 @@ impl Agent for OldAgent {
         Ok(Response::new(pb::ListTasksResponse::default()))
     }
 
+    type TaskLogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogEvent, Status>> + Send>>;
+
+    async fn task_logs(
+        &self,
+        _request: Request<pb::TaskLogsRequest>,
+    ) -> Result<Response<Self::TaskLogsStream>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
     type WatchTasksStream = Events;
 
     async fn watch_tasks(

@@ -323,6 +323,16 @@ impl Agent {
         self.lock().get(task_id).map(|s| s.record.clone())
     }
 
+    /// One task's record, if the agent knows it.
+    pub fn task(&self, task_id: &str) -> Option<TaskRecord> {
+        self.record(task_id)
+    }
+
+    /// The task's directory in the state dir (its process containers' logs).
+    pub fn task_dir(&self, task_id: &str) -> std::path::PathBuf {
+        self.state.task_dir(task_id)
+    }
+
     /// Loads the tasks of a previous run from the state dir and re-adopts the ones not stopped:
     /// live containers are watched again, dead ones are reported, nothing is started twice.
     pub fn adopt(self: &Arc<Self>) -> usize {
@@ -419,10 +429,7 @@ impl Agent {
                 .or(c.memory_reservation),
             working_directory: c.working_directory.clone(),
             health_check: c.health_check.clone(),
-            log_path: self
-                .state
-                .task_dir(&rec.task_id)
-                .join(format!("{}.log", c.name)),
+            task_dir: self.state.task_dir(&rec.task_id),
             labels: c
                 .docker_labels
                 .as_ref()

@@ -6,6 +6,7 @@ pub mod advertise;
 pub mod agent;
 pub mod args;
 pub mod fence;
+pub mod logs;
 pub mod model;
 pub mod registration;
 pub mod runtime;

@@ -2,8 +2,25 @@
 
 use clap::Parser;
 
+fn main() -> anyhow::Result<()> {
+    // The same binary is each process container's log shim (see `capstan_agent::logs`).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .get(1)
+        .is_some_and(|a| a == capstan_agent::logs::SHIM_ARG)
+    {
+        let (Some(path), Some(max)) = (argv.get(2), argv.get(3)) else {
+            anyhow::bail!("usage: capstan-agent __log-shim FILE MAX_BYTES");
+        };
+        let max: u64 = max.to_string_lossy().parse()?;
+        capstan_agent::logs::run_shim(std::io::stdin().lock(), std::path::Path::new(path), max)?;
+        return Ok(());
+    }
+    agent()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn agent() -> anyhow::Result<()> {
     let args = capstan_agent::AgentArgs::parse();
     let _telemetry = capstan_runtime::telemetry::init("capstan-agent", args.log.log_format)?;
     capstan_agent::run(args).await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use capstan_proto::agent::v1 as pb;
 use capstan_proto::agent::v1::agent_server::AgentServer;
 use capstan_proto::convert::{start_result, stop_code};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -44,6 +44,7 @@ impl AgentService {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
+type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogEvent, Status>> + Send>>;
 
 fn resources(list: &[capstan_core::instance::Resource]) -> Vec<pb::Resource> {
     list.iter()
@@ -157,6 +158,32 @@ impl pb::agent_server::Agent for AgentService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type TaskLogsStream = LogStream;
+
+    async fn task_logs(
+        &self,
+        request: Request<pb::TaskLogsRequest>,
+    ) -> Result<Response<Self::TaskLogsStream>, Status> {
+        let r = request.into_inner();
+        let req = crate::logs::Request {
+            task_id: r.task_id,
+            container: (!r.container.is_empty()).then_some(r.container),
+            since: r.since,
+            tail: r.tail.map(|t| t as usize),
+            follow: r.follow,
+        };
+        let rx = crate::logs::serve(&self.agent, req)?;
+        let events = ReceiverStream::new(rx).map(|l| {
+            Ok(pb::LogEvent {
+                timestamp: l.timestamp,
+                container: l.container,
+                stream: l.stream.as_str().to_string(),
+                message: l.message,
+            })
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn describe(

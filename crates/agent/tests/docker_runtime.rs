@@ -98,14 +98,20 @@ fn docker_args() -> Vec<&'static str> {
     vec!["--runtime", "docker", "--docker-pull", "false"]
 }
 
-#[tokio::test]
-async fn a_container_with_a_dynamic_host_port_serves_http_and_stops_within_its_timeout() {
-    if image().is_none() {
-        return;
-    }
+/// etcd, a state dir and a docker-runtime agent; `None` (not run) without a Docker engine.
+async fn docker_agent() -> Option<(EtcdCluster, tempfile::TempDir, AgentProc)> {
+    image()?;
     let etcd = EtcdCluster::single().await.expect("etcd");
     let dir = tempfile::tempdir().expect("tmp");
     let agent = AgentProc::start(&etcd.endpoints(), &dir.path().join("agent"), &docker_args());
+    Some((etcd, dir, agent))
+}
+
+#[tokio::test]
+async fn a_container_with_a_dynamic_host_port_serves_http_and_stops_within_its_timeout() {
+    let Some((_etcd, _dir, agent)) = docker_agent().await else {
+        return;
+    };
     let mut c = agent.client().await;
     let (dweb, dstub) = (unique("dweb"), unique("dstub"));
 
@@ -224,32 +230,15 @@ async fn a_restarted_agent_readopts_its_containers_by_label() {
     );
     assert_eq!(containers_of(&dkeep), 1, "nothing started twice");
 
-    c.stop_task(pb::StopTaskRequest {
-        task_id: dkeep.clone(),
-        fencing_token: 1,
-        timeout: Some(prost_types::Duration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        ..Default::default()
-    })
-    .await
-    .expect("stop");
-    wait_for(&mut c, &dkeep, Duration::from_secs(30), "STOPPED", |t| {
-        status(t) == pb::TaskStatus::Stopped
-    })
-    .await;
+    stop_and_wait(&mut c, &dkeep).await;
     remove_containers(&dkeep);
 }
 
 #[tokio::test]
 async fn a_missing_image_fails_the_task_naming_the_image() {
-    if image().is_none() {
+    let Some((_etcd, _dir, agent)) = docker_agent().await else {
         return;
-    }
-    let etcd = EtcdCluster::single().await.expect("etcd");
-    let dir = tempfile::tempdir().expect("tmp");
-    let agent = AgentProc::start(&etcd.endpoints(), &dir.path().join("agent"), &docker_args());
+    };
     let mut c = agent.client().await;
     let mut missing = container("app", &["true"]);
     missing["image"] = json!("capstan-test/not-there:9");
@@ -290,12 +279,9 @@ fn inspect(task: &str, format: &str) -> String {
 #[tokio::test]
 async fn containers_get_their_user_a_read_only_root_ports_on_the_agents_address_and_no_privilege_unless_allowed()
  {
-    if image().is_none() {
+    let Some((etcd, dir, agent)) = docker_agent().await else {
         return;
-    }
-    let etcd = EtcdCluster::single().await.expect("etcd");
-    let dir = tempfile::tempdir().expect("tmp");
-    let agent = AgentProc::start(&etcd.endpoints(), &dir.path().join("agent"), &docker_args());
+    };
     let mut c = agent.client().await;
     let (locked, root) = (unique("locked"), unique("root"));
     let mut app = container("app", &["sleep", "600"]);
@@ -312,6 +298,13 @@ async fn containers_get_their_user_a_read_only_root_ports_on_the_agents_address_
     assert_eq!(inspect(&locked, "{{.Config.User}}"), "65534:65534");
     assert_eq!(inspect(&locked, "{{.HostConfig.ReadonlyRootfs}}"), "true");
     assert_eq!(inspect(&locked, "{{.HostConfig.Privileged}}"), "false");
+    // The container definition's limits: `cpu` 128 units as CPU shares, `memory` 64 MiB as a
+    // hard limit.
+    assert_eq!(inspect(&locked, "{{.HostConfig.CpuShares}}"), "128");
+    assert_eq!(
+        inspect(&locked, "{{.HostConfig.Memory}}"),
+        (64u64 << 20).to_string()
+    );
     // Published on the agent's own (loopback) address, not on every interface.
     assert_eq!(
         inspect(
@@ -385,4 +378,131 @@ async fn containers_get_their_user_a_read_only_root_ports_on_the_agents_address_
     for t in [&locked, &root, &root2] {
         remove_containers(t);
     }
+}
+
+/// Stops `task` (1 s grace) and waits until it is STOPPED.
+async fn stop_and_wait(
+    c: &mut pb::agent_client::AgentClient<tonic::transport::Channel>,
+    task: &str,
+) {
+    c.stop_task(pb::StopTaskRequest {
+        task_id: task.to_string(),
+        fencing_token: 1,
+        timeout: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("stop");
+    wait_for(c, task, Duration::from_secs(30), "STOPPED", |t| {
+        status(t) == pb::TaskStatus::Stopped
+    })
+    .await;
+}
+
+/// The lines of a `TaskLogs` answer: (stream, message, timestamp).
+async fn read_logs(
+    stream: &mut tonic::Streaming<pb::LogEvent>,
+    at_least: usize,
+) -> Vec<(String, String, f64)> {
+    let mut out = Vec::new();
+    while out.len() < at_least {
+        match tokio::time::timeout(Duration::from_secs(15), stream.message()).await {
+            Ok(Ok(Some(e))) => out.push((e.stream, e.message, e.timestamp)),
+            Ok(Ok(None)) => break,
+            other => panic!("no more log lines after {out:?}: {other:?}"),
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_containers_logs_come_from_docker_with_both_streams_their_times_and_follow() {
+    let Some((_etcd, _dir, agent)) = docker_agent().await else {
+        return;
+    };
+    let mut c = agent.client().await;
+    let dlogs = unique("dlogs");
+    let app = container(
+        "app",
+        &[
+            "sh",
+            "-c",
+            "echo out-first; echo err-first >&2; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 1; done",
+        ],
+    );
+    c.start_task(start_request(&dlogs, 1, app))
+        .await
+        .expect("start");
+    wait_for(&mut c, &dlogs, Duration::from_secs(30), "RUNNING", |t| {
+        status(t) == pb::TaskStatus::Running
+    })
+    .await;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    // Followed from the start: both streams, each line with Docker's time, then new ticks.
+    let mut s = c
+        .task_logs(pb::TaskLogsRequest {
+            task_id: dlogs.clone(),
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .expect("logs")
+        .into_inner();
+    let lines = read_logs(&mut s, 4).await;
+    assert!(
+        lines
+            .iter()
+            .any(|(st, m, _)| st == "stderr" && m == "err-first"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|(st, m, _)| st == "stdout" && m == "out-first"),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|(_, m, _)| m.starts_with("tick-"))
+            .count()
+            >= 2,
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|(_, _, t)| (started - 60.0..started + 60.0).contains(t)),
+        "{lines:?}"
+    );
+    // --tail 1, not followed: one line, and the stream ends.
+    let mut s = c
+        .task_logs(pb::TaskLogsRequest {
+            task_id: dlogs.clone(),
+            tail: Some(1),
+            ..Default::default()
+        })
+        .await
+        .expect("logs")
+        .into_inner();
+    let last = read_logs(&mut s, usize::MAX).await;
+    assert_eq!(last.len(), 1, "{last:?}");
+    // An unknown container is refused.
+    let e = c
+        .task_logs(pb::TaskLogsRequest {
+            task_id: dlogs.clone(),
+            container: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    stop_and_wait(&mut c, &dlogs).await;
+    remove_containers(&dlogs);
 }

@@ -283,6 +283,7 @@ impl Auth {
         req: &SignedRequest<'_>,
         source: Option<SocketAddr>,
         allow_unsigned: bool,
+        service: &str,
         now: i64,
     ) -> (Caller, ApiResult<()>) {
         let mut caller = Caller::from(source);
@@ -339,7 +340,7 @@ impl Auth {
                 return (caller, Err(unknown()));
             }
         };
-        if let Err(e) = sigv4::verify(req, &auth, &secret, "ecs", now) {
+        if let Err(e) = sigv4::verify(req, &auth, &secret, service, now) {
             return (caller, Err(sig_error(e)));
         }
         caller.principal = Some(record.principal.clone());

@@ -150,6 +150,7 @@ guarded! {
     pb::DescribeTasksRequest => |r| read("ecs:DescribeTasks",
         r.tasks.iter().map(|t| in_cluster("task", &r.cluster, t)).collect());
     pb::ListTasksRequest => |r| read("ecs:ListTasks", vec![cluster(&r.cluster)]);
+    pb::GetTaskLogsRequest => |r| read("logs:GetLogEvents", vec![in_cluster("task", &r.cluster, &r.task)]);
     pb::ListContainerInstancesRequest => |r| read("ecs:ListContainerInstances", vec![cluster(&r.cluster)]);
     pb::DescribeContainerInstancesRequest => |r| read("ecs:DescribeContainerInstances",
         r.container_instances.iter().map(|i| in_cluster("container-instance", &r.cluster, i)).collect());

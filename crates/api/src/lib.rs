@@ -121,7 +121,8 @@ pub async fn run(args: ApiArgs) -> Result<(), StartError> {
         }
     };
     let api = Api::new(store.clone(), Duration::from(args.run_task_timeout))
-        .with_sealing_key(sealing.clone());
+        .with_sealing_key(sealing.clone())
+        .with_agent_tls(args.tls.files());
     let audit = audit::Audit::start(&args.auth.audit_log, Some(store.clone()), cancel.clone())
         .map_err(|source| StartError::Io {
             context: format!("cannot open the audit log {}", args.auth.audit_log),

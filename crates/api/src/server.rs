@@ -5,6 +5,7 @@ use std::pin::Pin;
 use capstan_proto::api::v1 as pb;
 use capstan_proto::api::v1::capstan_server::Capstan;
 use capstan_proto::api::v1::iam_server::Iam;
+use futures::StreamExt;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -35,6 +36,7 @@ impl CapstanService {
 }
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::ServiceUpdate, Status>> + Send>>;
+type LogStream = Pin<Box<dyn Stream<Item = Result<pb::TaskLogEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Capstan for CapstanService {
@@ -282,6 +284,35 @@ impl Capstan for CapstanService {
         let admitted = self.auth.admit(&request).await?;
         let r = self.api.list_tasks(request.into_inner()).await;
         self.auth.finish(admitted, r)
+    }
+
+    type GetTaskLogsStream = LogStream;
+
+    async fn get_task_logs(
+        &self,
+        request: Request<pb::GetTaskLogsRequest>,
+    ) -> Result<Response<Self::GetTaskLogsStream>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.task_logs(request.into_inner()).await;
+        let lines = self.auth.finish(admitted, r)?.into_inner();
+        let shutdown = self.shutdown.clone();
+        let events = lines
+            .map(|l| {
+                l.map(|e| pb::TaskLogEvent {
+                    timestamp: e.timestamp,
+                    container: e.container,
+                    stream: e.stream,
+                    message: e.message,
+                })
+                .map_err(|s| {
+                    Status::unavailable(format!(
+                        "the stream from the task's agent ended: {}",
+                        s.message()
+                    ))
+                })
+            })
+            .take_until(async move { shutdown.cancelled().await });
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn list_container_instances(

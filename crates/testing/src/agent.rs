@@ -171,6 +171,16 @@ impl Agent for FakeAgent {
         Ok(Response::new(pb::ListTasksResponse { tasks }))
     }
 
+    type TaskLogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogEvent, Status>> + Send>>;
+
+    async fn task_logs(
+        &self,
+        _request: Request<pb::TaskLogsRequest>,
+    ) -> Result<Response<Self::TaskLogsStream>, Status> {
+        // The fake runs nothing, so it has no logs.
+        Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+
     type WatchTasksStream = EventStream;
 
     async fn watch_tasks(

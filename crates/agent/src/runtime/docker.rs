@@ -5,18 +5,21 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, RemoveContainerOptions,
-    StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptionsBuilder,
+    RemoveContainerOptions, StopContainerOptions,
 };
 use capstan_core::task::NetworkBinding;
 use capstan_core::taskdef::{HealthCheck, Protocol};
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
-use super::{ContainerRuntime, ContainerSpec, Exit, RuntimeError, Started, TaskPolicy};
+use super::{ContainerRuntime, ContainerSpec, Exit, LogQuery, RuntimeError, Started, TaskPolicy};
+use crate::logs::{LogLine, Stream};
 use crate::model::Handle;
 
 /// Label holding the task id.
@@ -394,5 +397,55 @@ impl ContainerRuntime for DockerRuntime {
             }
         }
         .boxed()
+    }
+
+    fn logs(&self, handle: &Handle, query: &LogQuery) -> Option<BoxStream<'static, LogLine>> {
+        let Handle::Docker { id } = handle else {
+            return None;
+        };
+        let mut opts = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .follow(query.follow);
+        if let Some(since) = query.since {
+            opts = opts.since(since.floor().clamp(0.0, f64::from(i32::MAX)) as i32);
+        }
+        if let Some(n) = query.tail {
+            opts = opts.tail(&n.to_string());
+        }
+        let (container, since) = (query.container.clone(), query.since);
+        let lines = self
+            .docker
+            .logs(id, Some(opts.build()))
+            .filter_map(move |out| {
+                let container = container.clone();
+                async move {
+                    let (stream, bytes) = match out.ok()? {
+                        LogOutput::StdOut { message } => (Stream::Stdout, message),
+                        LogOutput::StdErr { message } => (Stream::Stderr, message),
+                        LogOutput::Console { message } => (Stream::Stdout, message),
+                        LogOutput::StdIn { .. } => return None,
+                    };
+                    let text = String::from_utf8_lossy(&bytes);
+                    let (ts, message) = text.split_once(' ')?;
+                    let timestamp = humantime::parse_rfc3339_weak(ts.trim_end_matches('Z'))
+                        .ok()?
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()?
+                        .as_secs_f64();
+                    // Docker's `since` is whole seconds.
+                    if since.is_some_and(|s| timestamp < s) {
+                        return None;
+                    }
+                    Some(LogLine {
+                        timestamp,
+                        container,
+                        stream,
+                        message: message.trim_end_matches(['\n', '\r']).to_string(),
+                    })
+                }
+            });
+        Some(lines.boxed())
     }
 }

@@ -9,6 +9,9 @@ use std::time::Duration;
 use capstan_core::task::NetworkBinding;
 use capstan_core::taskdef::{HealthCheck, PortMapping};
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+
+use crate::logs::LogLine;
 
 use crate::model::Handle;
 
@@ -64,8 +67,9 @@ pub struct ContainerSpec {
     pub working_directory: Option<String>,
     /// Health check, if any.
     pub health_check: Option<HealthCheck>,
-    /// Where stdout and stderr go (process runtime).
-    pub log_path: PathBuf,
+    /// The task's directory on the node: its containers' logs (process runtime) and their
+    /// default working directory.
+    pub task_dir: PathBuf,
     /// Docker labels from the task definition.
     pub labels: Vec<(String, String)>,
     /// ECS `user`: `name`, `uid`, `uid:gid` or `name:group`.
@@ -151,4 +155,23 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     fn find<'a>(&'a self, task_id: &'a str, container: &'a str) -> BoxFuture<'a, Option<Handle>>;
     /// Removes what is left of a stopped container.
     fn remove<'a>(&'a self, handle: &'a Handle) -> BoxFuture<'a, ()>;
+    /// The container's logs when the runtime keeps them (Docker): what `query` asks for, then,
+    /// with `query.follow`, each new line until the container stops. `None` when the agent's
+    /// own files hold them (the process runtime's shims).
+    fn logs(&self, _handle: &Handle, _query: &LogQuery) -> Option<BoxStream<'static, LogLine>> {
+        None
+    }
+}
+
+/// What a `TaskLogs` caller asks of one container's logs.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// The container.
+    pub container: String,
+    /// Lines from this time on (epoch seconds).
+    pub since: Option<f64>,
+    /// Only the last this many lines.
+    pub tail: Option<usize>,
+    /// Keep streaming new lines.
+    pub follow: bool,
 }

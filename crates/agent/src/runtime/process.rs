@@ -22,6 +22,7 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 
 use super::{ContainerRuntime, ContainerSpec, Exit, RuntimeError, Started, TaskPolicy};
+use crate::logs::{self, Stream};
 use crate::model::Handle;
 
 /// How often an adopted process (one this agent did not spawn) is checked for exit.
@@ -152,6 +153,42 @@ impl ProcessRuntime {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Where one of a container's streams goes: a pipe to a log shim of its own (see
+    /// [`crate::logs`]), or straight into its log file when no shim can be started.
+    fn log_pipe(&self, spec: &ContainerSpec, stream: Stream) -> Result<Stdio, RuntimeError> {
+        let path = logs::log_file(&spec.task_dir, &spec.name, stream);
+        let io = |context: String| move |source| RuntimeError::Io { context, source };
+        let shim = std::env::current_exe().ok().and_then(|exe| {
+            let (reader, writer) = std::io::pipe().ok()?;
+            let mut child = tokio::process::Command::new(exe)
+                .arg(logs::SHIM_ARG)
+                .arg(&path)
+                .arg(logs::DEFAULT_MAX_BYTES.to_string())
+                .stdin(reader)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .kill_on_drop(false)
+                .spawn()
+                .map_err(|e| tracing::warn!(error = %e, "cannot start a log shim; logging without timestamps"))
+                .ok()?;
+            // Reaped whenever it ends (after the container closed its end).
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+            Some(writer)
+        });
+        match shim {
+            Some(w) => Ok(Stdio::from(w)),
+            None => std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map(Stdio::from)
+                .map_err(io(format!("cannot open log {}", path.display()))),
+        }
+    }
+
     fn spawn(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
         let argv: Vec<&String> = spec.entry_point.iter().chain(spec.command.iter()).collect();
         let Some((program, args)) = argv.split_first() else {
@@ -186,24 +223,12 @@ impl ProcessRuntime {
                 protocol: pm.protocol(),
             });
         }
-        if let Some(dir) = spec.log_path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io {
-                context: format!("cannot create {}", dir.display()),
-                source,
-            })?;
-        }
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(&spec.log_path)
-            .map_err(|source| RuntimeError::Io {
-                context: format!("cannot open log {}", spec.log_path.display()),
-                source,
-            })?;
-        let log_err = log.try_clone().map_err(|source| RuntimeError::Io {
-            context: "cannot duplicate log handle".into(),
+        std::fs::create_dir_all(&spec.task_dir).map_err(|source| RuntimeError::Io {
+            context: format!("cannot create {}", spec.task_dir.display()),
             source,
         })?;
+        let stdout = self.log_pipe(spec, Stream::Stdout)?;
+        let stderr = self.log_pipe(spec, Stream::Stderr)?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .env_clear()
@@ -216,8 +241,8 @@ impl ProcessRuntime {
             .env("CAPSTAN_TASK_ID", &spec.task_id)
             .env("CAPSTAN_CONTAINER_NAME", &spec.name)
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
+            .stdout(stdout)
+            .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
         if let Some((uid, gid)) = identity {
@@ -229,9 +254,7 @@ impl ProcessRuntime {
                 cmd.current_dir(dir);
             }
             None => {
-                if let Some(dir) = spec.log_path.parent() {
-                    cmd.current_dir(dir);
-                }
+                cmd.current_dir(&spec.task_dir);
             }
         }
         let mut child = cmd.spawn().map_err(|source| RuntimeError::Io {

@@ -67,6 +67,7 @@ pub struct Api {
     store: Store,
     run_task_timeout: Duration,
     sealing: Option<std::sync::Arc<capstan_iam::SealingKey>>,
+    agents: std::sync::Arc<capstan_agent_client::Agents>,
 }
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -151,7 +152,14 @@ impl Api {
             store,
             run_task_timeout,
             sealing: None,
+            agents: std::sync::Arc::new(capstan_agent_client::Agents::new(None)),
         }
+    }
+
+    /// This API calling agents (task logs) with `tls`, its own identity.
+    pub fn with_agent_tls(mut self, tls: Option<capstan_proto::tls::TlsFiles>) -> Self {
+        self.agents = std::sync::Arc::new(capstan_agent_client::Agents::new(tls));
+        self
     }
 
     /// This API with the key that seals access keys' secrets (`--encryption-key-file`).

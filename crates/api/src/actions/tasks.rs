@@ -258,3 +258,65 @@ impl Api {
         )
     }
 }
+
+impl Api {
+    /// Opens a task's log stream on the agent that runs (or ran) it.
+    pub(crate) async fn task_logs(
+        &self,
+        r: pb::GetTaskLogsRequest,
+    ) -> ApiResult<tonic::Streaming<capstan_proto::agent::v1::LogEvent>> {
+        let cluster = cluster_name(&r.cluster);
+        let id = crate::shape::name_of(&r.task);
+        let task = self.task(cluster, id).await?.ok_or_else(|| {
+            ApiError::new(
+                Exception::InvalidParameter,
+                format!("task {id} is not known in cluster {cluster}"),
+            )
+        })?;
+        let instance = task.instance_id().ok_or_else(|| {
+            ApiError::invalid(format!("task {id} has not been placed yet: it has no logs"))
+        })?;
+        let ci = self
+            .get::<capstan_core::ContainerInstance>(
+                &self.keys().container_instance(cluster, instance),
+            )
+            .await?
+            .map(|(ci, _)| ci)
+            .ok_or_else(|| {
+                ApiError::new(
+                    Exception::Client,
+                    format!(
+                        "task {id} ran on container instance {instance}, which is gone: its logs went with it"
+                    ),
+                )
+            })?;
+        let unreachable = |e: String| {
+            ApiError::new(
+                Exception::Server,
+                format!("cannot read task {id}'s logs from its agent: {e}"),
+            )
+        };
+        let mut client = self
+            .agents
+            .client(&ci.agent_endpoint)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let req = capstan_proto::agent::v1::TaskLogsRequest {
+            task_id: id.to_string(),
+            container: r.container,
+            follow: r.follow,
+            since: r.since,
+            tail: r.tail,
+        };
+        match client.task_logs(req).await {
+            Ok(stream) => Ok(stream.into_inner()),
+            Err(s) if s.code() == tonic::Code::NotFound => Err(ApiError::new(
+                Exception::Client,
+                format!("task {id}'s agent no longer has it (cleaned up after --task-retention)"),
+            )),
+            Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                Err(ApiError::invalid(s.message().to_string()))
+            }
+            Err(s) => Err(unreachable(s.message().to_string())),
+        }
+    }
+}

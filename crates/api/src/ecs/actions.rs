@@ -9,10 +9,10 @@ use super::{Endpoint, Who};
 use crate::authz;
 use crate::error::{ApiError, ApiResult, Exception};
 
-type Input = Map<String, Value>;
+pub(super) type Input = Map<String, Value>;
 
 /// The string field `name` ("" when absent); a field of another type is the caller's error.
-fn text(input: &Input, name: &str) -> ApiResult<String> {
+pub(super) fn text(input: &Input, name: &str) -> ApiResult<String> {
     match input.get(name) {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
@@ -21,7 +21,7 @@ fn text(input: &Input, name: &str) -> ApiResult<String> {
 }
 
 /// The list of strings `name` (empty when absent).
-fn texts(input: &Input, name: &str) -> ApiResult<Vec<String>> {
+pub(super) fn texts(input: &Input, name: &str) -> ApiResult<Vec<String>> {
     match input.get(name) {
         None | Some(Value::Null) => Ok(vec![]),
         Some(Value::Array(items)) => items
@@ -35,7 +35,7 @@ fn texts(input: &Input, name: &str) -> ApiResult<Vec<String>> {
     }
 }
 
-fn flag(input: &Input, name: &str) -> ApiResult<bool> {
+pub(super) fn flag(input: &Input, name: &str) -> ApiResult<bool> {
     match input.get(name) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
@@ -55,7 +55,7 @@ fn max_results(input: &Input) -> ApiResult<i32> {
     }
 }
 
-fn wrong_type(name: &str, want: &str, got: &Value) -> ApiError {
+pub(super) fn wrong_type(name: &str, want: &str, got: &Value) -> ApiError {
     ApiError::new(
         Exception::Serialization,
         format!("{name} must be {want}, got {got}"),

@@ -8,6 +8,7 @@
 //! with `{"__type": "<Exception>", "message": …}`, as AWS's JSON protocols write them.
 
 mod actions;
+mod logs;
 mod tls;
 
 use std::net::SocketAddr;
@@ -176,10 +177,18 @@ async fn handle(
         headers: &pairs,
         body: &body,
     };
-    let who =
-        endpoint
-            .auth
-            .identify_signed(&signed, Some(source), endpoint.allow_unsigned, epoch_now());
+    // CloudWatch Logs requests are signed for the service `logs`, ECS's for `ecs`.
+    let service = match headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        Some(t) if t.starts_with(logs::TARGET_PREFIX) => "logs",
+        _ => "ecs",
+    };
+    let who = endpoint.auth.identify_signed(
+        &signed,
+        Some(source),
+        endpoint.allow_unsigned,
+        service,
+        epoch_now(),
+    );
     let request_id = who.0.request_id.clone();
     let result = answer(&endpoint, &who, &method, &headers, &body).await;
     let (status, value) = match result {
@@ -216,6 +225,10 @@ async fn answer(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    if let Some(action) = target.strip_prefix(logs::TARGET_PREFIX) {
+        let input = parse_body(body)?;
+        return logs::dispatch(endpoint, who, action, &input).await;
+    }
     let Some(action) = target.strip_prefix(TARGET_PREFIX) else {
         return Err(ApiError::new(
             Exception::UnknownOperation,

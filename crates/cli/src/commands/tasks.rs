@@ -1,5 +1,7 @@
 //! `capstan task …`
 
+use std::io::Write;
+
 use super::*;
 
 /// `capstan task …`
@@ -51,6 +53,23 @@ pub enum TaskCmd {
         /// Task ids or ARNs.
         #[arg(required = true)]
         tasks: Vec<String>,
+    },
+    /// A task's container logs (stdout and stderr, each line with its time), from its agent.
+    Logs {
+        /// Task id or ARN.
+        task: String,
+        /// Only this container.
+        #[arg(long, short = 'c', default_value = "")]
+        container: String,
+        /// Keep printing new lines until the task stops (Ctrl-C to leave).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only lines from this long ago (`10m`, `1h30m`).
+        #[arg(long)]
+        since: Option<humantime::Duration>,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<u32>,
     },
 }
 
@@ -142,6 +161,60 @@ pub async fn task(conn: &Conn, cluster: &str, out: Format, cmd: TaskCmd) -> anyh
                 .into_inner();
             output::docs(out, &output::parse_all(&r.items_json), TASK_COLUMNS);
             return done(output::failures(&r.failures));
+        }
+        TaskCmd::Logs {
+            task,
+            container,
+            follow,
+            since,
+            tail,
+        } => {
+            let since = since.map(|d| {
+                std::time::SystemTime::now()
+                    .checked_sub(d.into())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0.0, |d| d.as_secs_f64())
+            });
+            let mut lines = c
+                .get_task_logs(pb::GetTaskLogsRequest {
+                    cluster,
+                    task,
+                    container,
+                    follow,
+                    since,
+                    tail,
+                })
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            let mut stdout = std::io::stdout().lock();
+            while let Some(line) = lines.message().await.map_err(api_error)? {
+                let at = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs_f64(line.timestamp.max(0.0));
+                let text = match out {
+                    Format::Json => json!({
+                        "timestamp": line.timestamp,
+                        "container": line.container,
+                        "stream": line.stream,
+                        "message": line.message,
+                    })
+                    .to_string(),
+                    _ => format!(
+                        "{} {} {} {}",
+                        humantime::format_rfc3339_millis(at),
+                        line.container,
+                        line.stream,
+                        line.message
+                    ),
+                };
+                // A closed pipe (`| head`) ends the command quietly.
+                if writeln!(stdout, "{text}")
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
+                    break;
+                }
+            }
         }
     }
     Ok(0)
