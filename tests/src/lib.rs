@@ -605,3 +605,18 @@ impl Drop for Dev {
         }
     }
 }
+
+/// Runs the `capstan` CLI against `endpoint`: (succeeded, stdout, stderr).
+pub fn cli(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary("capstan"))
+        .arg("--endpoint")
+        .arg(endpoint)
+        .args(args)
+        .output()
+        .expect("capstan runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -13,25 +13,11 @@ use capstan_e2e::*;
 use capstan_testing::EtcdCluster;
 use serde_json::{Value, json};
 
-fn capstan(endpoint: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(binary("capstan"))
-        .arg("--endpoint")
-        .arg(endpoint)
-        .args(args)
-        .output()
-        .expect("capstan runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// The log lines `capstan task logs` prints as JSON.
 fn logs(endpoint: &str, task: &str, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["-o", "json", "task", "logs", task];
     args.extend_from_slice(extra);
-    let (ok, out, err) = capstan(endpoint, &args);
+    let (ok, out, err) = cli(endpoint, &args);
     assert!(ok, "capstan task logs {extra:?}: {err}");
     out.lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -105,10 +91,10 @@ async fn task_logs_show_both_streams_follow_and_survive_an_agent_restart_and_the
     // --tail, --since and a container that does not exist.
     assert_eq!(logs(&ep, &id, &["--tail", "2"]).len(), 2);
     assert!(logs(&ep, &id, &["--since", "1h"]).len() >= 3);
-    let (ok, _, err) = capstan(&ep, &["task", "logs", &id, "--container", "nope"]);
+    let (ok, _, err) = cli(&ep, &["task", "logs", &id, "--container", "nope"]);
     assert!(!ok && err.contains("no container \"nope\""), "{err}");
     // The table form: time, container, stream, line.
-    let (ok, text, err) = capstan(&ep, &["task", "logs", &id, "--tail", "1"]);
+    let (ok, text, err) = cli(&ep, &["task", "logs", &id, "--tail", "1"]);
     assert!(ok, "{err}");
     assert!(text.contains(" app stdout tick-"), "{text}");
 
@@ -168,7 +154,7 @@ async fn task_logs_show_both_streams_follow_and_survive_an_agent_restart_and_the
     let killed_at = now_secs();
     // The follower's stream ends with its agent, and while it is down its logs cannot be read.
     let _ = follower.wait();
-    let (ok, _, err) = capstan(&ep, &["task", "logs", &id]);
+    let (ok, _, err) = cli(&ep, &["task", "logs", &id]);
     assert!(!ok && err.contains("cannot read task"), "{err}");
     // The shim keeps writing: two more lines in the file than when the agent died.
     let file = dir
@@ -188,7 +174,7 @@ async fn task_logs_show_both_streams_follow_and_survive_an_agent_restart_and_the
         Duration::from_secs(30),
         "the restarted agent's logs",
         || async {
-            let (ok, out, _) = capstan(&ep, &["-o", "json", "task", "logs", &id]);
+            let (ok, out, _) = cli(&ep, &["-o", "json", "task", "logs", &id]);
             ok.then(|| {
                 out.lines()
                     .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -80,6 +80,8 @@ pub struct Agent {
     runtime: Arc<dyn ContainerRuntime>,
     state: StateDir,
     cluster: String,
+    /// Opens the secrets containers ask for.
+    secrets: crate::secrets::Secrets,
     tasks: Mutex<HashMap<String, Slot>>,
     updates: broadcast::Sender<pb::TaskState>,
     fencing: Mutex<u64>,
@@ -96,13 +98,19 @@ fn valid_task_id(id: &str) -> bool {
 
 impl Agent {
     /// An agent over `runtime`, keeping its state in `state`.
-    pub fn new(runtime: Arc<dyn ContainerRuntime>, state: StateDir, cluster: String) -> Arc<Self> {
+    pub fn new(
+        runtime: Arc<dyn ContainerRuntime>,
+        state: StateDir,
+        cluster: String,
+        secrets: crate::secrets::Secrets,
+    ) -> Arc<Self> {
         let (updates, _) = broadcast::channel(4096);
         let fencing = state.fencing_token();
         Arc::new(Self {
             runtime,
             state,
             cluster,
+            secrets,
             tasks: Mutex::new(HashMap::new()),
             updates,
             fencing: Mutex::new(fencing),
@@ -441,6 +449,26 @@ impl Agent {
         }
     }
 
+    /// Starts one container, its secrets added to its environment first (in memory only).
+    /// The error is the container's stopped reason.
+    async fn start_container(
+        &self,
+        spec: &mut ContainerSpec,
+        def: &capstan_core::taskdef::ContainerDefinition,
+    ) -> Result<crate::runtime::Started, String> {
+        let env = self
+            .secrets
+            .resolve(def)
+            .await
+            .map_err(|e| format!("ResourceInitializationError: unable to pull secrets: {e}"))?;
+        spec.env.retain(|(k, _)| !env.iter().any(|(s, _)| s == k));
+        spec.env.extend(env);
+        self.runtime
+            .start(spec)
+            .await
+            .map_err(|e| format!("CannotStartContainerError: {e}"))
+    }
+
     /// Drives one task from where its record stands to STOPPED.
     async fn supervise(self: Arc<Self>, task_id: String, mut stop_rx: watch::Receiver<bool>) {
         let Some(rec) = self.record(&task_id) else {
@@ -448,7 +476,7 @@ impl Agent {
         };
         let defs = rec.task_definition.container_definitions.clone();
         let n = defs.len();
-        let specs: Vec<ContainerSpec> = (0..n).map(|i| self.spec(&rec, i)).collect();
+        let mut specs: Vec<ContainerSpec> = (0..n).map(|i| self.spec(&rec, i)).collect();
         let mut handles: Vec<Option<Handle>> =
             rec.containers.iter().map(|c| c.handle.clone()).collect();
         // Some(code) once a container has exited (the code itself may be unknown).
@@ -555,7 +583,7 @@ impl Agent {
                         failure = Some((StopCode::TaskFailedToStart, reason));
                         break;
                     }
-                    Deps::Ready => match self.runtime.start(&specs[i]).await {
+                    Deps::Ready => match self.start_container(&mut specs[i], &defs[i]).await {
                         Ok(started) => {
                             let h = started.handle.clone();
                             handles[i] = Some(h.clone());
@@ -579,9 +607,8 @@ impl Agent {
                                 ));
                             }
                         }
-                        Err(e) => {
-                            let reason = format!("CannotStartContainerError: {e}");
-                            tracing::warn!(task = %task_id, container = %defs[i].name, error = %e, "container failed to start");
+                        Err(reason) => {
+                            tracing::warn!(task = %task_id, container = %defs[i].name, %reason, "container failed to start");
                             self.update(&task_id, |r| {
                                 r.containers[i].last_status = TaskStatus::Stopped;
                                 r.containers[i].reason = Some(reason.clone());

@@ -98,6 +98,10 @@ pub struct AgentArgs {
     /// leader's election revision in etcd) or `none` (believed as sent; tests only).
     #[arg(long, env = "CAPSTAN_FENCING_CHECK", value_enum, default_value_t = crate::fence::FencingCheck::Election)]
     pub fencing_check: crate::fence::FencingCheck,
+    /// The key that opens secrets (`secrets[].valueFrom`): the API's --encryption-key-file.
+    /// Without it, a container that asks for a secret fails to start, saying so.
+    #[arg(long, env = "CAPSTAN_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<std::path::PathBuf>,
     /// Stop every task when the agent exits (`capstan dev`, throwaway hosts); by default tasks
     /// keep running across an agent restart and are re-adopted.
     #[arg(long, env = "CAPSTAN_AGENT_STOP_TASKS_ON_EXIT")]

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod model;
 pub mod registration;
 pub mod runtime;
+pub mod secrets;
 pub mod service;
 pub mod state;
 
@@ -57,6 +58,9 @@ pub enum StartError {
     /// No address controllers can reach.
     #[error(transparent)]
     Advertise(#[from] advertise::AdvertiseError),
+    /// A flag's value cannot be used.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -148,14 +152,29 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
         memory: args.memory.unwrap_or_else(machine_memory_mib),
         attributes: attributes(&args, runtime.kind()),
     });
-    let agent = Agent::new(runtime, state, args.cluster.clone());
+    let key = match &args.encryption_key_file {
+        None => None,
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(io(format!("--encryption-key-file {}", path.display())))?;
+            let key = capstan_iam::SealingKey::from_file_bytes(&bytes).map_err(|e| {
+                StartError::Invalid(format!("--encryption-key-file {}: {e}", path.display()))
+            })?;
+            Some(Arc::new(key))
+        }
+    };
+    let (store_tx, store_rx) = tokio::sync::watch::channel(None);
+    let secrets = secrets::Secrets {
+        store: Some(store_rx.clone()),
+        key,
+    };
+    let agent = Agent::new(runtime, state, args.cluster.clone(), secrets);
     let adopted = agent.adopt();
 
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         server = server.tls_config(tls.server()?)?;
     }
-    let (store_tx, store_rx) = tokio::sync::watch::channel(None);
     let election = format!(
         "{}/",
         capstan_core::Keys::new(&args.store.store_config().prefix).election("scheduler")

@@ -150,6 +150,10 @@ guarded! {
     pb::DescribeTasksRequest => |r| read("ecs:DescribeTasks",
         r.tasks.iter().map(|t| in_cluster("task", &r.cluster, t)).collect());
     pb::ListTasksRequest => |r| read("ecs:ListTasks", vec![cluster(&r.cluster)]);
+    pb::PutSecretRequest => |r| write("secretsmanager:PutSecretValue", vec![arn(&format!("secret/{}", r.name))]);
+    pb::GetSecretValueRequest => |r| read("secretsmanager:GetSecretValue", vec![arn(&format!("secret/{}", r.name))]);
+    pb::ListSecretsRequest => |_r| read("secretsmanager:ListSecrets", vec![arn("secret/*")]);
+    pb::DeleteSecretRequest => |r| write("secretsmanager:DeleteSecret", vec![arn(&format!("secret/{}", r.name))]);
     pb::GetTaskLogsRequest => |r| read("logs:GetLogEvents", vec![in_cluster("task", &r.cluster, &r.task)]);
     pb::ListContainerInstancesRequest => |r| read("ecs:ListContainerInstances", vec![cluster(&r.cluster)]);
     pb::DescribeContainerInstancesRequest => |r| read("ecs:DescribeContainerInstances",

@@ -67,6 +67,42 @@ impl Capstan for CapstanService {
         self.auth.finish(admitted, r)
     }
 
+    async fn put_secret(
+        &self,
+        request: Request<pb::PutSecretRequest>,
+    ) -> Result<Response<pb::SecretResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.put_secret(request.into_inner()).await;
+        self.auth.finish(admitted, r)
+    }
+
+    async fn get_secret_value(
+        &self,
+        request: Request<pb::GetSecretValueRequest>,
+    ) -> Result<Response<pb::SecretValueResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.get_secret_value(request.into_inner()).await;
+        self.auth.finish(admitted, r)
+    }
+
+    async fn list_secrets(
+        &self,
+        request: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.list_secrets(request.into_inner()).await;
+        self.auth.finish(admitted, r)
+    }
+
+    async fn delete_secret(
+        &self,
+        request: Request<pb::DeleteSecretRequest>,
+    ) -> Result<Response<pb::SecretResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.delete_secret(request.into_inner()).await;
+        self.auth.finish(admitted, r)
+    }
+
     async fn register_task_definition(
         &self,
         request: Request<pb::RegisterTaskDefinitionRequest>,

@@ -635,6 +635,8 @@ async fn start_and_serve(
                 s("--lease-ttl"),
                 s("5"),
                 s("--stop-tasks-on-exit"),
+                s("--encryption-key-file"),
+                encryption_key(&dir)?.display().to_string(),
             ]),
         )?;
         zones.push(zone);

@@ -78,6 +78,9 @@ pub enum Command {
     /// Listeners.
     #[command(subcommand)]
     Listener(commands::ListenerCmd),
+    /// Secrets containers get as environment variables (`secrets[].valueFrom`).
+    #[command(subcommand)]
+    Secret(commands::SecretCmd),
     /// Start a local control plane: etcd, the API, the controllers, agents and HAProxy.
     Dev(dev::DevArgs),
     /// The cluster's certificates: a CA, and one certificate per component.
@@ -166,5 +169,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::CapacityProvider(c) => commands::capacity_provider(&conn, &cluster, out, c).await,
         Command::TargetGroup(c) => commands::target_group(&conn, out, c).await,
         Command::Listener(c) => commands::listener(&conn, out, c).await,
+        Command::Secret(c) => commands::secret(&conn, out, c).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        // clap's own checks (unique names, valid defaults) for every subcommand.
+        super::Cli::command().debug_assert();
     }
 }

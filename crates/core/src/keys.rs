@@ -353,7 +353,8 @@ impl Keys {
     /// The etcd role of each component (`capstan etcd setup-auth`): each may write only the key
     /// families it owns (the table in docs/etcd-layout.md), its election, and the events it
     /// records. Controllers and the API read the whole prefix (their caches watch it); an agent
-    /// reads only container instances and the scheduler's election (to check fencing tokens).
+    /// reads only container instances, the scheduler's election (to check fencing tokens) and
+    /// secrets (sealed).
     pub fn roles(&self) -> Vec<Role> {
         let p = |s: &str| format!("{}/{s}", self.prefix);
         let all = vec![format!("{}/", self.prefix)];
@@ -377,6 +378,7 @@ impl Keys {
                     "containerinstances/",
                     "iam/",
                     "audit/",
+                    "secrets/",
                 ],
             ),
             role(
@@ -420,10 +422,25 @@ impl Keys {
             ),
             role(
                 "agent",
-                vec![p("containerinstances/"), p("elections/scheduler")],
+                // Secrets to start containers with: sealed, opened with the encryption key.
+                vec![
+                    p("containerinstances/"),
+                    p("elections/scheduler"),
+                    p("secrets/"),
+                ],
                 &["containerinstances/"],
             ),
         ]
+    }
+
+    /// `secrets/<name>`: a secret's sealed versions.
+    pub fn secret(&self, name: &str) -> String {
+        format!("{}/secrets/{name}", self.prefix)
+    }
+
+    /// `secrets/`: every secret.
+    pub fn secrets(&self) -> String {
+        format!("{}/secrets/", self.prefix)
     }
 
     /// `iam/`: policies, groups, principals' attachments and tokens (see `capstan-iam`).

@@ -14,6 +14,7 @@ pub mod instance;
 pub mod keys;
 pub mod lb;
 pub mod requests;
+pub mod secret;
 pub mod service;
 pub mod status;
 pub mod task;

@@ -266,7 +266,7 @@ pub struct ContainerDefinition {
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub linux_parameters: Option<Value>,
-    /// Not acted on.
+    /// `[{name, valueFrom}]`: Capstan secrets the agent puts in the environment at start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Value>,
     /// Not acted on.
@@ -309,7 +309,8 @@ pub struct ContainerDefinition {
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ulimits: Option<Value>,
-    /// Not acted on.
+    /// Logs are kept by the agent either way; `awslogs`' group and stream prefix name them in
+    /// the CloudWatch Logs API. Other drivers and options are kept, not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_configuration: Option<Value>,
     /// Not acted on.
@@ -755,6 +756,21 @@ impl TaskDefinition {
         if let Some(hc) = &c.health_check {
             validate_health_check(r, &join(path, "healthCheck"), hc);
         }
+        if let Some(secrets) = &c.secrets {
+            validate_secrets(r, &join(path, "secrets"), secrets);
+        }
+        // Another driver (json-file, splunk, …) is not used: the agent keeps the logs itself.
+        if let Some(driver) = c
+            .log_configuration
+            .as_ref()
+            .and_then(|l| l["logDriver"].as_str())
+            .filter(|d| *d != "awslogs")
+        {
+            r.warn(
+                join(path, "logConfiguration.logDriver"),
+                format!("{driver} is not used: the agent keeps every container's logs (capstan task logs)"),
+            );
+        }
         for (field, present) in [
             ("repositoryCredentials", c.repository_credentials.is_some()),
             ("links", c.links.is_some()),
@@ -763,7 +779,6 @@ impl TaskDefinition {
             ("mountPoints", c.mount_points.is_some()),
             ("volumesFrom", c.volumes_from.is_some()),
             ("linuxParameters", c.linux_parameters.is_some()),
-            ("secrets", c.secrets.is_some()),
             ("versionConsistency", c.version_consistency.is_some()),
             ("hostname", c.hostname.is_some()),
             ("disableNetworking", c.disable_networking.is_some()),
@@ -774,7 +789,6 @@ impl TaskDefinition {
             ("interactive", c.interactive.is_some()),
             ("pseudoTerminal", c.pseudo_terminal.is_some()),
             ("ulimits", c.ulimits.is_some()),
-            ("logConfiguration", c.log_configuration.is_some()),
             ("systemControls", c.system_controls.is_some()),
             ("resourceRequirements", c.resource_requirements.is_some()),
             ("firelensConfiguration", c.firelens_configuration.is_some()),
@@ -875,6 +889,27 @@ impl TaskDefinition {
     }
 }
 
+/// `secrets`: a list of `{name, valueFrom}`, each naming a Capstan secret.
+fn validate_secrets(r: &mut Report, path: &str, secrets: &Value) {
+    let Some(items) = secrets.as_array() else {
+        r.error(path, "must be a list of {name, valueFrom}");
+        return;
+    };
+    for (i, s) in items.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        match s["name"].as_str() {
+            Some(n) if !n.is_empty() && !n.contains('=') && !n.contains('\0') => {}
+            _ => r.error(format!("{at}.name"), "must be an environment variable name"),
+        }
+        match s["valueFrom"].as_str() {
+            Some(v) if crate::secret::parse_value_from(v).is_some() => {}
+            _ => r.error(
+                format!("{at}.valueFrom"),
+                "must name a secret: `name`, `name:version` or a Secrets Manager or SSM parameter ARN",
+            ),
+        }
+    }
+}
 /// Checks a container health check against ECS's ranges.
 fn validate_health_check(r: &mut Report, path: &str, hc: &HealthCheck) {
     match hc.command.first().map(String::as_str) {

@@ -65,13 +65,17 @@ fn ecs_fields_capstan_ignores_are_kept_with_warnings() {
         "containerDefinitions": [{
             "name": "app", "image": "busybox", "memory": 64,
             "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "g"}}
+        }, {
+            "name": "side", "image": "busybox", "memory": 64, "essential": false,
+            "logConfiguration": {"logDriver": "splunk"}
         }]
     });
     let accepted = accept::<TaskDefinition>(doc.to_string().as_bytes()).expect("valid");
     let paths: Vec<&str> = accepted.warnings.iter().map(|w| w.path.as_str()).collect();
+    // awslogs names the logs (no warning); another driver is not used, and says so.
     assert_eq!(paths.len(), 2, "{paths:?}");
     assert!(paths.contains(&"executionRoleArn"));
-    assert!(paths.contains(&"containerDefinitions[0].logConfiguration"));
+    assert!(paths.contains(&"containerDefinitions[1].logConfiguration.logDriver"));
     let stored = serde_json::to_value(&accepted.value).expect("serialises");
     assert_eq!(stored, doc, "ignored fields are kept as written");
 }

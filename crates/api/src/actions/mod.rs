@@ -9,6 +9,7 @@ mod clusters;
 pub mod iam;
 mod instances;
 mod lb;
+mod secrets;
 mod services;
 mod tags;
 mod taskdefs;
