@@ -39,7 +39,21 @@ async fn a_secret_reaches_its_containers_environment_and_nowhere_else() {
     let key = dir.path().join("encryption.key");
     std::fs::write(&key, "7f".repeat(32)).expect("key");
     let key_arg = key.display().to_string();
-    let agent = agent_with(&eps, dir.path(), "a", &["--encryption-key-file", &key_arg]);
+    let env_dir = dir.path().join("envfiles");
+    std::fs::create_dir_all(&env_dir).expect("mkdir");
+    std::fs::write(env_dir.join("host.env"), "HOST_VAR=host-value\n").expect("write");
+    let env_dir_arg = env_dir.display().to_string();
+    let agent = agent_with(
+        &eps,
+        dir.path(),
+        "a",
+        &[
+            "--encryption-key-file",
+            &key_arg,
+            "--environment-files-dir",
+            &env_dir_arg,
+        ],
+    );
     let s = store(&eps).await;
     registered(&s, "default", 1).await;
     let _scheduler = scheduler(&eps, dir.path(), "s1");
@@ -89,13 +103,36 @@ async fn a_secret_reaches_its_containers_environment_and_nowhere_else() {
     let (ok, _, err) = cli(&ep, &["secret", "get", "nope"]);
     assert!(!ok && err.contains("ResourceNotFoundException"), "{err}");
 
-    // A task that asks for it, and one that asks for a secret that does not exist.
+    // An env file kept as a secret, and one on the host in the agent's allowed directory.
+    std::fs::write(
+        &file,
+        "FROM_FILE=one\nLEVEL=from-file\nDB_PASSWORD=overridden-by-the-secret\n",
+    )
+    .expect("write");
+    let (ok, _, err) = cli(
+        &ep,
+        &[
+            "secret",
+            "put",
+            "app-env",
+            "--from-file",
+            file.to_str().expect("path"),
+        ],
+    );
+    assert!(ok, "{err}");
+
+    // A task that asks for them, and one that asks for a secret that does not exist.
     let td = |family: &str, from: &str| {
         json!({"family": family, "revision": 1, "containerDefinitions": [{
             "name": "app", "image": "x", "cpu": 64, "memory": 32, "stopTimeout": 2,
             "secrets": [{"name": "DB_PASSWORD", "valueFrom": from}],
+            "environment": [{"name": "LEVEL", "value": "from-environment"}],
+            "environmentFiles": [
+                {"value": "secret:app-env", "type": "s3"},
+                {"value": format!("file://{}/host.env", env_dir.display()), "type": "s3"}],
             "entryPoint": ["sh", "-c"],
-            "command": ["printf %s \"$DB_PASSWORD\" | sha256sum; exec sleep 600"]}]})
+            "command": ["printf %s \"$DB_PASSWORD\" | sha256sum; \
+                echo \"FROM_FILE=$FROM_FILE LEVEL=$LEVEL HOST_VAR=$HOST_VAR\"; exec sleep 600"]}]})
     };
     put_doc(
         &s,
@@ -182,6 +219,11 @@ async fn a_secret_reaches_its_containers_environment_and_nowhere_else() {
     })
     .await;
     assert!(!logs.contains(&value));
+    // Environment files fill in what `environment` does not set; secrets win over both.
+    assert!(
+        logs.contains("FROM_FILE=one LEVEL=from-environment HOST_VAR=host-value"),
+        "{logs}"
+    );
 
     // Nowhere else: etcd, DescribeTasks, the agent's state dir, every log.
     let all = s.list("/").await.expect("list etcd");

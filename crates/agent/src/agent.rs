@@ -449,20 +449,26 @@ impl Agent {
         }
     }
 
-    /// Starts one container, its secrets added to its environment first (in memory only).
+    /// Starts one container, its environment files and secrets added to its environment first
+    /// (in memory only).
     /// The error is the container's stopped reason.
     async fn start_container(
         &self,
         spec: &mut ContainerSpec,
         def: &capstan_core::taskdef::ContainerDefinition,
     ) -> Result<crate::runtime::Started, String> {
-        let env = self
-            .secrets
-            .resolve(def)
-            .await
-            .map_err(|e| format!("ResourceInitializationError: unable to pull secrets: {e}"))?;
-        spec.env.retain(|(k, _)| !env.iter().any(|(s, _)| s == k));
-        spec.env.extend(env);
+        let got = self.secrets.resolve(def).await.map_err(|e| {
+            format!("ResourceInitializationError: unable to pull secrets or environment files: {e}")
+        })?;
+        // `environment` wins over environment files; secrets win over both.
+        for (k, v) in got.files {
+            if !spec.env.iter().any(|(e, _)| *e == k) {
+                spec.env.push((k, v));
+            }
+        }
+        spec.env
+            .retain(|(k, _)| !got.secrets.iter().any(|(s, _)| s == k));
+        spec.env.extend(got.secrets);
         self.runtime
             .start(spec)
             .await

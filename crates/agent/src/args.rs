@@ -102,6 +102,10 @@ pub struct AgentArgs {
     /// Without it, a container that asks for a secret fails to start, saying so.
     #[arg(long, env = "CAPSTAN_ENCRYPTION_KEY_FILE")]
     pub encryption_key_file: Option<std::path::PathBuf>,
+    /// The host directory `environmentFiles` may name `.env` files in; host files are refused
+    /// when absent (a task definition must not read arbitrary host files).
+    #[arg(long, env = "CAPSTAN_ENVIRONMENT_FILES_DIR")]
+    pub environment_files_dir: Option<std::path::PathBuf>,
     /// Stop every task when the agent exits (`capstan dev`, throwaway hosts); by default tasks
     /// keep running across an agent restart and are re-adopted.
     #[arg(long, env = "CAPSTAN_AGENT_STOP_TASKS_ON_EXIT")]

@@ -167,6 +167,7 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
     let secrets = secrets::Secrets {
         store: Some(store_rx.clone()),
         key,
+        env_files_dir: args.environment_files_dir.clone(),
     };
     let agent = Agent::new(runtime, state, args.cluster.clone(), secrets);
     let adopted = agent.adopt();

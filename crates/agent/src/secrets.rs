@@ -22,6 +22,20 @@ pub struct Secrets {
     pub store: Option<watch::Receiver<Option<Store>>>,
     /// The encryption key.
     pub key: Option<Arc<SealingKey>>,
+    /// The one host directory `environmentFiles` may name files in (none when absent).
+    pub env_files_dir: Option<std::path::PathBuf>,
+}
+
+/// Largest env file read.
+const MAX_ENV_FILE: u64 = 64 << 10;
+
+/// What a container's start adds to its environment.
+#[derive(Debug, Default, PartialEq)]
+pub struct Resolved {
+    /// From `environmentFiles`, in order (its `environment` wins over these).
+    pub files: Vec<(String, String)>,
+    /// From `secrets` (these win over everything).
+    pub secrets: Vec<(String, String)>,
 }
 
 /// `(name, valueFrom)` of each of `def`'s secrets, or why they cannot be read.
@@ -42,39 +56,75 @@ fn wanted(def: &ContainerDefinition) -> Result<Vec<(String, String)>, String> {
 }
 
 impl Secrets {
-    /// The environment variables `def`'s secrets make, or why they cannot be had (the task then
-    /// fails to start, as ECS's ResourceInitializationError).
-    pub async fn resolve(
-        &self,
-        def: &ContainerDefinition,
-    ) -> Result<Vec<(String, String)>, String> {
+    /// The environment variables `def`'s environment files and secrets make, or why they cannot
+    /// be had (the task then fails to start, as ECS's ResourceInitializationError).
+    pub async fn resolve(&self, def: &ContainerDefinition) -> Result<Resolved, String> {
         let wanted = wanted(def)?;
-        if wanted.is_empty() {
-            return Ok(Vec::new());
+        let files = env_files(def)?;
+        let mut out = Resolved::default();
+        for file in files {
+            let text = match file {
+                secret::EnvFile::Secret(name, version) => self.open(&name, version).await?,
+                secret::EnvFile::Host(path) => self.host_env_file(&path)?,
+            };
+            out.files.extend(secret::env_file_vars(&text)?);
         }
+        for (var, value_from) in wanted {
+            let (name, version) = secret::parse_value_from(&value_from)
+                .ok_or_else(|| format!("valueFrom {value_from:?} names no secret"))?;
+            out.secrets.push((var, self.open(&name, version).await?));
+        }
+        Ok(out)
+    }
+
+    /// One secret's value.
+    async fn open(&self, name: &str, version: Option<u32>) -> Result<String, String> {
         let key = self.key.as_ref().ok_or(
             "this agent was started without --encryption-key-file, so it cannot open secrets",
         )?;
         let store = self.store().await?;
-        let mut env = Vec::new();
-        for (var, value_from) in wanted {
-            let (name, version) = secret::parse_value_from(&value_from)
-                .ok_or_else(|| format!("valueFrom {value_from:?} names no secret"))?;
-            let record: SecretRecord = store
-                .get_json(&store.keys().secret(&name))
-                .await
-                .map_err(|e| format!("cannot read secret {name}: {e}"))?
-                .map(|v| v.value)
-                .ok_or_else(|| format!("secret {name} does not exist"))?;
-            let v = record
-                .version(version)
-                .ok_or_else(|| format!("secret {name} has no version {version:?}"))?;
-            let value = key
-                .open(&secret::seal_id(&name, v.version), &v.sealed_value)
-                .map_err(|e| format!("secret {name} does not open with this agent's key: {e}"))?;
-            env.push((var, value));
+        let record: SecretRecord = store
+            .get_json(&store.keys().secret(name))
+            .await
+            .map_err(|e| format!("cannot read secret {name}: {e}"))?
+            .map(|v| v.value)
+            .ok_or_else(|| format!("secret {name} does not exist"))?;
+        let v = record
+            .version(version)
+            .ok_or_else(|| format!("secret {name} has no version {version:?}"))?;
+        key.open(&secret::seal_id(name, v.version), &v.sealed_value)
+            .map_err(|e| format!("secret {name} does not open with this agent's key: {e}"))
+    }
+
+    /// A host env file, only from under `--environment-files-dir`.
+    fn host_env_file(&self, path: &std::path::Path) -> Result<String, String> {
+        let dir = self.env_files_dir.as_ref().ok_or_else(|| {
+            format!(
+                "{} is a host file, and this agent reads none (--environment-files-dir)",
+                path.display()
+            )
+        })?;
+        let real = path
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let root = dir
+            .canonicalize()
+            .map_err(|e| format!("--environment-files-dir {}: {e}", dir.display()))?;
+        if !real.starts_with(&root) {
+            return Err(format!(
+                "{} is outside --environment-files-dir {}",
+                path.display(),
+                dir.display()
+            ));
         }
-        Ok(env)
+        let meta = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.len() > MAX_ENV_FILE {
+            return Err(format!(
+                "{} is larger than {MAX_ENV_FILE} bytes",
+                path.display()
+            ));
+        }
+        std::fs::read_to_string(&real).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     async fn store(&self) -> Result<Store, String> {
@@ -90,6 +140,27 @@ impl Secrets {
     }
 }
 
+/// The sources of `def`'s `environmentFiles`.
+fn env_files(def: &ContainerDefinition) -> Result<Vec<secret::EnvFile>, String> {
+    let Some(list) = &def.environment_files else {
+        return Ok(Vec::new());
+    };
+    let items = list
+        .as_array()
+        .ok_or_else(|| "environmentFiles must be a list of {value, type}".to_string())?;
+    items
+        .iter()
+        .map(|f| {
+            f["value"]
+                .as_str()
+                .and_then(secret::EnvFile::parse)
+                .ok_or_else(|| {
+                    format!("environment file {f} is neither a secret nor a host .env file")
+                })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +168,42 @@ mod tests {
     fn def(secrets: serde_json::Value) -> ContainerDefinition {
         serde_json::from_value(serde_json::json!({"name": "app", "image": "x", "secrets": secrets}))
             .expect("container definition")
+    }
+
+    #[tokio::test]
+    async fn host_env_files_are_read_only_from_the_allowed_directory() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let allowed = dir.path().join("env");
+        std::fs::create_dir_all(&allowed).expect("mkdir");
+        std::fs::write(allowed.join("app.env"), "A=1\nB=two\n").expect("write");
+        std::fs::write(dir.path().join("other.env"), "X=1\n").expect("write");
+        let files = |p: &std::path::Path| {
+            serde_json::from_value::<ContainerDefinition>(serde_json::json!({"name": "app",
+                "image": "x", "environmentFiles": [{"value": p.display().to_string(), "type": "s3"}]}))
+            .expect("def")
+        };
+        let s = Secrets {
+            env_files_dir: Some(allowed.clone()),
+            ..Default::default()
+        };
+        let got = s
+            .resolve(&files(&allowed.join("app.env")))
+            .await
+            .expect("read");
+        assert_eq!(
+            got.files,
+            [("A".into(), "1".into()), ("B".into(), "two".into())]
+        );
+        let e = s
+            .resolve(&files(&dir.path().join("other.env")))
+            .await
+            .expect_err("outside");
+        assert!(e.contains("outside"), "{e}");
+        let e = Secrets::default()
+            .resolve(&files(&allowed.join("app.env")))
+            .await
+            .expect_err("no dir");
+        assert!(e.contains("--environment-files-dir"), "{e}");
     }
 
     #[test]
@@ -120,6 +227,6 @@ mod tests {
         assert!(e.contains("--encryption-key-file"), "{e}");
         let none: ContainerDefinition =
             serde_json::from_value(serde_json::json!({"name": "app", "image": "x"})).expect("def");
-        assert_eq!(s.resolve(&none).await, Ok(vec![]));
+        assert_eq!(s.resolve(&none).await, Ok(Resolved::default()));
     }
 }

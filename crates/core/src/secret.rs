@@ -94,6 +94,51 @@ pub fn parse_value_from(value_from: &str) -> Option<(String, Option<u32>)> {
     valid_name(&name).then_some((name, version))
 }
 
+/// Where an `environmentFiles` entry's variables come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvFile {
+    /// A Capstan secret whose value is the file (`secret:<name>[:version]`).
+    Secret(String, Option<u32>),
+    /// A `.env` file on the host (an absolute path, or `file://` and one).
+    Host(std::path::PathBuf),
+}
+
+impl EnvFile {
+    /// Reads an `environmentFiles[].value`; `None` for what Capstan cannot read (an S3 ARN:
+    /// there is no S3 here).
+    pub fn parse(value: &str) -> Option<Self> {
+        if let Some(reference) = value.strip_prefix("secret:") {
+            let (name, version) = parse_value_from(reference)?;
+            return Some(EnvFile::Secret(name, version));
+        }
+        let path = value.strip_prefix("file://").unwrap_or(value);
+        let p = std::path::Path::new(path);
+        (p.is_absolute()
+            && p.extension().is_some_and(|e| e == "env")
+            && !p.components().any(|c| c == std::path::Component::ParentDir))
+        .then(|| EnvFile::Host(p.to_path_buf()))
+    }
+}
+
+/// The variables of an env file: `KEY=value` lines; blank lines and `#` comments skipped, a
+/// value taken as written (no quotes removed), as ECS reads them.
+pub fn env_file_vars(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
+                out.push((k.to_string(), v.to_string()));
+            }
+            _ => return Err(format!("line {} is not KEY=value", n + 1)),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +194,34 @@ mod tests {
         assert_eq!(r.version(Some(1)).map(|v| v.version), Some(1));
         assert!(r.version(Some(5)).is_none());
         assert_eq!(r.next_version(), 3);
+    }
+
+    #[test]
+    fn environment_files_come_from_secrets_or_host_env_files() {
+        assert_eq!(
+            EnvFile::parse("secret:app/env:2"),
+            Some(EnvFile::Secret("app/env".into(), Some(2)))
+        );
+        assert_eq!(
+            EnvFile::parse("file:///etc/capstan/env/app.env"),
+            Some(EnvFile::Host("/etc/capstan/env/app.env".into()))
+        );
+        for bad in [
+            "arn:aws:s3:::bucket/app.env",
+            "relative/app.env",
+            "/etc/shadow",
+            "/etc/capstan/env/../../shadow.env",
+        ] {
+            assert_eq!(EnvFile::parse(bad), None, "{bad}");
+        }
+        assert_eq!(
+            env_file_vars("A=1\n\n# c\nB=two words\nC=x=y\n"),
+            Ok(vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "x=y".into())
+            ])
+        );
+        assert!(env_file_vars("not a pair").is_err());
     }
 }

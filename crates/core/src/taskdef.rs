@@ -254,7 +254,8 @@ pub struct ContainerDefinition {
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<Value>,
-    /// Not acted on.
+    /// `[{value, type}]`: env files (`KEY=value` lines) the agent reads at start, from a Capstan
+    /// secret (`secret:<name>[:version]`) or a file under its `--environment-files-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment_files: Option<Value>,
     /// Not acted on.
@@ -759,6 +760,9 @@ impl TaskDefinition {
         if let Some(secrets) = &c.secrets {
             validate_secrets(r, &join(path, "secrets"), secrets);
         }
+        if let Some(files) = &c.environment_files {
+            validate_environment_files(r, &join(path, "environmentFiles"), files);
+        }
         // Another driver (json-file, splunk, …) is not used: the agent keeps the logs itself.
         if let Some(driver) = c
             .log_configuration
@@ -775,7 +779,6 @@ impl TaskDefinition {
             ("repositoryCredentials", c.repository_credentials.is_some()),
             ("links", c.links.is_some()),
             ("restartPolicy", c.restart_policy.is_some()),
-            ("environmentFiles", c.environment_files.is_some()),
             ("mountPoints", c.mount_points.is_some()),
             ("volumesFrom", c.volumes_from.is_some()),
             ("linuxParameters", c.linux_parameters.is_some()),
@@ -885,6 +888,27 @@ impl TaskDefinition {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// `environmentFiles`: a list of `{value, type}`, each a source [`crate::secret::EnvFile`]
+/// understands.
+fn validate_environment_files(r: &mut Report, path: &str, files: &Value) {
+    let Some(items) = files.as_array() else {
+        r.error(path, "must be a list of {value, type}");
+        return;
+    };
+    for (i, f) in items.iter().enumerate() {
+        if f["value"]
+            .as_str()
+            .and_then(crate::secret::EnvFile::parse)
+            .is_none()
+        {
+            r.error(
+                format!("{path}[{i}].value"),
+                "must be `secret:<name>[:version]` or an absolute path of a `.env` file on the host",
+            );
         }
     }
 }
