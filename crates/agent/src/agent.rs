@@ -327,13 +327,9 @@ impl Agent {
         Some(rec)
     }
 
-    fn record(&self, task_id: &str) -> Option<TaskRecord> {
-        self.lock().get(task_id).map(|s| s.record.clone())
-    }
-
     /// One task's record, if the agent knows it.
-    pub fn task(&self, task_id: &str) -> Option<TaskRecord> {
-        self.record(task_id)
+    pub fn record(&self, task_id: &str) -> Option<TaskRecord> {
+        self.lock().get(task_id).map(|s| s.record.clone())
     }
 
     /// The task's directory in the state dir (its process containers' logs).

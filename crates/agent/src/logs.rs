@@ -232,7 +232,7 @@ pub fn serve(
 ) -> Result<tokio::sync::mpsc::Receiver<LogLine>, crate::agent::AgentError> {
     use crate::agent::AgentError;
     let record = agent
-        .task(&req.task_id)
+        .record(&req.task_id)
         .ok_or_else(|| AgentError::NotFound(req.task_id.clone()))?;
     let containers: Vec<&crate::model::ContainerRecord> = record
         .containers
@@ -292,7 +292,7 @@ pub fn serve(
                 _ = tokio::time::sleep(FOLLOW_POLL) => {}
             }
             let new = read_new(&mut cursors);
-            let stopped = agent.task(&req.task_id).is_none_or(|r| r.is_stopped());
+            let stopped = agent.record(&req.task_id).is_none_or(|r| r.is_stopped());
             quiet_since_stop = if stopped && new.is_empty() {
                 quiet_since_stop + 1
             } else {
