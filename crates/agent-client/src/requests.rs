@@ -22,6 +22,7 @@ pub fn start_request(
             .and_then(|o| serde_json::to_string(o).ok())
             .unwrap_or_default(),
         fencing_token,
+        enable_execute_command: task.enable_execute_command,
     }
 }
 

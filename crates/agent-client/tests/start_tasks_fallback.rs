@@ -68,6 +68,15 @@ impl Agent for OldAgent {
         Err(Status::unimplemented("not in this test"))
     }
 
+    type ExecStream = Pin<Box<dyn Stream<Item = Result<pb::ExecOutput, Status>> + Send>>;
+
+    async fn exec(
+        &self,
+        _request: Request<tonic::Streaming<pb::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
     type WatchTasksStream = Events;
 
     async fn watch_tasks(

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::model::{Handle, TaskRecord, now};
-use crate::runtime::{ContainerRuntime, ContainerSpec, Exit};
+use crate::runtime::{ContainerRuntime, ContainerSpec, ExecRequest, ExecSession, Exit, TermSize};
 use crate::state::StateDir;
 
 /// How long a container waits for its dependencies when the task definition sets no
@@ -43,6 +43,9 @@ pub enum AgentError {
     /// The request is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// The task is not in a state that allows the call.
+    #[error("{0}")]
+    Precondition(String),
     /// The state dir could not be written.
     #[error("cannot write the agent's state dir: {0}")]
     State(#[from] std::io::Error),
@@ -54,6 +57,7 @@ impl From<AgentError> for tonic::Status {
             AgentError::Fenced { .. } => tonic::Status::failed_precondition(e.to_string()),
             AgentError::NotFound(_) => tonic::Status::not_found(e.to_string()),
             AgentError::Invalid(_) => tonic::Status::invalid_argument(e.to_string()),
+            AgentError::Precondition(_) => tonic::Status::failed_precondition(e.to_string()),
             AgentError::State(_) => tonic::Status::internal(e.to_string()),
         }
     }
@@ -219,7 +223,8 @@ impl Agent {
         } else {
             req.cluster.clone()
         };
-        let record = TaskRecord::new(req.task_id.clone(), cluster, arn, td, overrides);
+        let mut record = TaskRecord::new(req.task_id.clone(), cluster, arn, td, overrides);
+        record.enable_execute_command = req.enable_execute_command;
         let (stop_tx, stop_rx) = watch::channel(false);
         {
             let mut tasks = self.lock();
@@ -445,18 +450,14 @@ impl Agent {
         }
     }
 
-    /// Starts one container, its environment files and secrets added to its environment first
-    /// (in memory only).
-    /// The error is the container's stopped reason.
-    async fn start_container(
+    /// Adds a container's environment files and secrets to its environment (in memory only):
+    /// `environment` wins over environment files; secrets win over both.
+    async fn resolve_env(
         &self,
         spec: &mut ContainerSpec,
         def: &capstan_core::taskdef::ContainerDefinition,
-    ) -> Result<crate::runtime::Started, String> {
-        let got = self.secrets.resolve(def).await.map_err(|e| {
-            format!("ResourceInitializationError: unable to pull secrets or environment files: {e}")
-        })?;
-        // `environment` wins over environment files; secrets win over both.
+    ) -> Result<(), String> {
+        let got = self.secrets.resolve(def).await?;
         for (k, v) in got.files {
             if !spec.env.iter().any(|(e, _)| *e == k) {
                 spec.env.push((k, v));
@@ -465,6 +466,83 @@ impl Agent {
         spec.env
             .retain(|(k, _)| !got.secrets.iter().any(|(s, _)| s == k));
         spec.env.extend(got.secrets);
+        Ok(())
+    }
+
+    /// Opens an exec session (ECS Exec) in a running container of a task that was started with
+    /// execute command enabled. The container is the one named, or the task's only one.
+    pub async fn exec(&self, start: &pb::ExecStart) -> Result<ExecSession, AgentError> {
+        let id = &start.task_id;
+        let rec = self
+            .record(id)
+            .ok_or_else(|| AgentError::NotFound(id.clone()))?;
+        if !rec.enable_execute_command {
+            return Err(AgentError::Precondition(format!(
+                "task {id} was not started with enableExecuteCommand: exec is not allowed on it"
+            )));
+        }
+        if rec.last_status != TaskStatus::Running || rec.desired_status == DesiredStatus::Stopped {
+            return Err(AgentError::Precondition(format!(
+                "task {id} is {} and {}: exec needs a RUNNING task",
+                rec.last_status.as_str(),
+                if rec.desired_status == DesiredStatus::Stopped {
+                    "stopping"
+                } else {
+                    "not stopping"
+                }
+            )));
+        }
+        let i = exec_container(&rec, &start.container)?;
+        let c = &rec.containers[i];
+        let handle = match (&c.handle, c.last_status) {
+            (Some(h), TaskStatus::Running) => h.clone(),
+            _ => {
+                return Err(AgentError::Precondition(format!(
+                    "container {} of task {id} is {}: exec needs it RUNNING",
+                    c.name,
+                    c.last_status.as_str()
+                )));
+            }
+        };
+        if start.command.first().is_none_or(String::is_empty) {
+            return Err(AgentError::Invalid("the command is empty".into()));
+        }
+        let mut spec = self.spec(&rec, i);
+        // A process session is made with the container's environment; Docker's inherits it.
+        if self.runtime.kind() == "process"
+            && let Err(e) = self
+                .resolve_env(&mut spec, &rec.task_definition.container_definitions[i])
+                .await
+        {
+            tracing::warn!(task = %id, error = %e, "exec session without the container's secrets");
+        }
+        let request = ExecRequest {
+            command: start.command.clone(),
+            tty: start.tty,
+            interactive: start.interactive,
+            size: start.size.as_ref().map(|s| TermSize {
+                rows: u16::try_from(s.rows).unwrap_or(u16::MAX),
+                cols: u16::try_from(s.cols).unwrap_or(u16::MAX),
+            }),
+        };
+        tracing::info!(task = %id, container = %c.name, program = %start.command[0], tty = start.tty, "exec session");
+        self.runtime
+            .exec(&handle, &spec, request)
+            .await
+            .map_err(|e| AgentError::Invalid(format!("cannot exec in container {}: {e}", c.name)))
+    }
+
+    /// Starts one container, its environment files and secrets added to its environment first
+    /// (in memory only).
+    /// The error is the container's stopped reason.
+    async fn start_container(
+        &self,
+        spec: &mut ContainerSpec,
+        def: &capstan_core::taskdef::ContainerDefinition,
+    ) -> Result<crate::runtime::Started, String> {
+        self.resolve_env(spec, def).await.map_err(|e| {
+            format!("ResourceInitializationError: unable to pull secrets or environment files: {e}")
+        })?;
         self.runtime
             .start(spec)
             .await
@@ -707,6 +785,30 @@ impl Agent {
         });
         tracing::info!(task = %task_id, "task stopped");
     }
+}
+
+/// The container an exec session runs in: the one named, or the task's only one.
+fn exec_container(rec: &TaskRecord, name: &str) -> Result<usize, AgentError> {
+    if name.is_empty() {
+        return match rec.containers.len() {
+            1 => Ok(0),
+            _ => Err(AgentError::Invalid(format!(
+                "task {} has containers {}: name one",
+                rec.task_id,
+                rec.containers
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        };
+    }
+    rec.containers
+        .iter()
+        .position(|c| c.name == name)
+        .ok_or_else(|| {
+            AgentError::Invalid(format!("task {} has no container {name:?}", rec.task_id))
+        })
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -5,6 +5,7 @@
 pub mod advertise;
 pub mod agent;
 pub mod args;
+pub mod exec;
 pub mod fence;
 pub mod logs;
 pub mod model;

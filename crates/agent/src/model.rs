@@ -94,6 +94,9 @@ pub struct TaskRecord {
     pub version: u64,
     /// Containers, in task definition order.
     pub containers: Vec<ContainerRecord>,
+    /// Started with enableExecuteCommand: ECS Exec is allowed.
+    #[serde(default)]
+    pub enable_execute_command: bool,
 }
 
 /// Seconds since the epoch, now.
@@ -144,6 +147,7 @@ impl TaskRecord {
             stopped_at: None,
             version: 1,
             containers,
+            enable_execute_command: false,
         }
     }
 

@@ -45,6 +45,7 @@ impl AgentService {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogEvent, Status>> + Send>>;
+type ExecStream = Pin<Box<dyn Stream<Item = Result<pb::ExecOutput, Status>> + Send>>;
 
 fn resources(list: &[capstan_core::instance::Resource]) -> Vec<pb::Resource> {
     list.iter()
@@ -184,6 +185,27 @@ impl pb::agent_server::Agent for AgentService {
             })
         });
         Ok(Response::new(Box::pin(events)))
+    }
+
+    type ExecStream = ExecStream;
+
+    async fn exec(
+        &self,
+        request: Request<tonic::Streaming<pb::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut inbound = request.into_inner();
+        let start = crate::exec::start(&mut inbound).await?;
+        let session = self.agent.exec(&start).await?;
+        let container = match start.container.as_str() {
+            "" => self
+                .agent
+                .record(&start.task_id)
+                .and_then(|r| r.containers.first().map(|c| c.name.clone()))
+                .unwrap_or_default(),
+            c => c.to_string(),
+        };
+        let rx = crate::exec::relay(&self.agent, start.task_id, container, session, inbound);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn describe(

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use capstan_proto::agent::v1 as pb;
 use capstan_testing::EtcdCluster;
 use serde_json::json;
+use support::exec::{open, send, start};
 use support::*;
 
 const IMAGE: &str = "capstan-test/busybox:1";
@@ -34,7 +35,7 @@ fn image() -> Option<&'static str> {
 d=$(mktemp -d)
 mkdir -p "$d/bin" "$d/www"
 cp "$(command -v busybox)" "$d/bin/busybox"
-for a in sh sleep httpd cat echo true; do ln -s busybox "$d/bin/$a"; done
+for a in sh sleep httpd cat echo true id touch tty stty; do ln -s busybox "$d/bin/$a"; done
 echo hello-from-capstan > "$d/www/index.html"
 tar -C "$d" -c . | docker import - {IMAGE} >/dev/null
 rm -rf "$d""#
@@ -505,4 +506,79 @@ async fn a_containers_logs_come_from_docker_with_both_streams_their_times_and_fo
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     stop_and_wait(&mut c, &dlogs).await;
     remove_containers(&dlogs);
+}
+
+#[tokio::test]
+async fn docker_exec_runs_as_the_containers_user_on_its_read_only_root_with_a_terminal() {
+    let Some((_etcd, _dir, agent)) = docker_agent().await else {
+        return;
+    };
+    let mut c = agent.client().await;
+    let task = unique("dexec");
+    let mut app = container("app", &["sleep", "600"]);
+    app["user"] = json!("65534:65534");
+    app["readonlyRootFilesystem"] = json!(true);
+    let mut req = start_request(&task, 1, app);
+    req.enable_execute_command = true;
+    c.start_task(req).await.expect("start");
+    wait_for(&mut c, &task, Duration::from_secs(30), "RUNNING", |t| {
+        status(t) == pb::TaskStatus::Running
+    })
+    .await;
+    let within = Duration::from_secs(30);
+
+    // `user` runs the command as that uid; `readonlyRootFilesystem` makes a write fail; the
+    // exit code is the command's.
+    let s = open(
+        &mut c,
+        start(
+            &task,
+            &[
+                "sh",
+                "-c",
+                "id -u; touch /written || echo write-refused >&2; exit 7",
+            ],
+            false,
+            false,
+        ),
+    )
+    .await
+    .expect("exec");
+    let e = s.finish(within).await;
+    assert_eq!(e.stdout.trim(), "65534", "{e:?}");
+    assert!(e.stderr.contains("write-refused"), "{e:?}");
+    assert_eq!(e.code, Some(7));
+
+    // stdin, and its end.
+    let s = open(&mut c, start(&task, &["cat"], false, true))
+        .await
+        .expect("exec");
+    s.write("through docker\n").await;
+    s.input
+        .send(send(pb::exec_input::Input::CloseStdin(true)))
+        .await
+        .expect("close");
+    let e = s.finish(within).await;
+    assert_eq!((e.stdout.as_str(), e.code), ("through docker\n", Some(0)));
+
+    // An interactive shell on a terminal, resized.
+    let mut s = open(&mut c, start(&task, &["sh"], true, true))
+        .await
+        .expect("exec");
+    s.input
+        .send(send(pb::exec_input::Input::Resize(pb::TerminalSize {
+            rows: 33,
+            cols: 99,
+        })))
+        .await
+        .expect("resize");
+    s.write("tty; stty size; echo sum=$((6*7))\n").await;
+    let seen = s.read_until("sum=42", within).await;
+    assert!(seen.contains("/dev/pts/"), "a terminal: {seen:?}");
+    assert!(seen.contains("33 99"), "resized: {seen:?}");
+    s.write("exit 3\n").await;
+    assert_eq!(s.finish(within).await.code, Some(3));
+
+    stop_and_wait(&mut c, &task).await;
+    remove_containers(&task);
 }

@@ -155,6 +155,7 @@ guarded! {
     pb::ListSecretsRequest => |_r| read("secretsmanager:ListSecrets", vec![arn("secret/*")]);
     pb::DeleteSecretRequest => |r| write("secretsmanager:DeleteSecret", vec![arn(&format!("secret/{}", r.name))]);
     pb::GetTaskLogsRequest => |r| read("logs:GetLogEvents", vec![in_cluster("task", &r.cluster, &r.task)]);
+    pb::ExecuteCommandStart => |r| write("ecs:ExecuteCommand", vec![in_cluster("task", &r.cluster, &r.task)]);
     pb::ListContainerInstancesRequest => |r| read("ecs:ListContainerInstances", vec![cluster(&r.cluster)]);
     pb::DescribeContainerInstancesRequest => |r| read("ecs:DescribeContainerInstances",
         r.container_instances.iter().map(|i| in_cluster("container-instance", &r.cluster, i)).collect());

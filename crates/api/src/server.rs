@@ -37,6 +37,7 @@ impl CapstanService {
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::ServiceUpdate, Status>> + Send>>;
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::TaskLogEvent, Status>> + Send>>;
+type ExecStream = Pin<Box<dyn Stream<Item = Result<pb::ExecuteCommandOutput, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Capstan for CapstanService {
@@ -343,6 +344,70 @@ impl Capstan for CapstanService {
                 .map_err(|s| {
                     Status::unavailable(format!(
                         "the stream from the task's agent ended: {}",
+                        s.message()
+                    ))
+                })
+            })
+            .take_until(async move { shutdown.cancelled().await });
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    type ExecuteCommandStream = ExecStream;
+
+    async fn execute_command(
+        &self,
+        mut request: Request<tonic::Streaming<pb::ExecuteCommandInput>>,
+    ) -> Result<Response<Self::ExecuteCommandStream>, Status> {
+        use capstan_proto::agent::v1 as agent;
+        use pb::execute_command_input::Input;
+        use pb::execute_command_output::Output;
+        let start = match request.get_mut().message().await? {
+            Some(pb::ExecuteCommandInput {
+                input: Some(Input::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an ExecuteCommand stream must begin with its start (task, container, command)",
+                ));
+            }
+        };
+        let admitted = self
+            .auth
+            .admit_ask(&request, crate::authz::Guarded::ask(&start))
+            .await?;
+        // The caller's input for the agent; a failed caller stream ends it.
+        let input = request
+            .into_inner()
+            .take_while(|m| futures::future::ready(m.is_ok()))
+            .filter_map(|m| {
+                futures::future::ready(m.ok().and_then(|m| {
+                    let input = match m.input? {
+                        Input::Stdin(b) => agent::exec_input::Input::Stdin(b),
+                        Input::Resize(s) => agent::exec_input::Input::Resize(agent::TerminalSize {
+                            rows: s.rows,
+                            cols: s.cols,
+                        }),
+                        Input::CloseStdin(b) => agent::exec_input::Input::CloseStdin(b),
+                        Input::Start(_) => return None,
+                    };
+                    Some(agent::ExecInput { input: Some(input) })
+                }))
+            });
+        let r = self.api.execute_command(start, input).await;
+        let output = self.auth.finish(admitted, r)?.into_inner();
+        let shutdown = self.shutdown.clone();
+        let events = output
+            .map(|o| {
+                o.map(|o| pb::ExecuteCommandOutput {
+                    output: o.output.map(|o| match o {
+                        agent::exec_output::Output::Stdout(b) => Output::Stdout(b),
+                        agent::exec_output::Output::Stderr(b) => Output::Stderr(b),
+                        agent::exec_output::Output::ExitCode(c) => Output::ExitCode(c),
+                    }),
+                })
+                .map_err(|s| {
+                    Status::unavailable(format!(
+                        "the session with the task's agent ended: {}",
                         s.message()
                     ))
                 })

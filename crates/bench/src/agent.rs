@@ -45,6 +45,7 @@ fn start_request(id: &str) -> pb::StartTaskRequest {
         task_definition_json: td.to_string(),
         overrides_json: String::new(),
         fencing_token: 1,
+        enable_execute_command: false,
     }
 }
 

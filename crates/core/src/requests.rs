@@ -67,7 +67,7 @@ pub struct RunTaskRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub enable_ecs_managed_tags: Option<bool>,
-    /// Not acted on.
+    /// The tasks allow ECS Exec (`capstan task exec`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enable_execute_command: Option<bool>,
     /// Not acted on.
@@ -125,10 +125,6 @@ impl Spec for RunTaskRequest {
         r.ignored(
             "enableECSManagedTags",
             self.enable_ecs_managed_tags.is_some(),
-        );
-        r.ignored(
-            "enableExecuteCommand",
-            self.enable_execute_command.is_some(),
         );
         r.ignored("propagateTags", self.propagate_tags.is_some());
         r.ignored("platformVersion", self.platform_version.is_some());

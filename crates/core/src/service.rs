@@ -115,9 +115,10 @@ pub struct Service {
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub propagate_tags: Option<Value>,
-    /// Not acted on.
+    /// Its new tasks allow ECS Exec (`capstan task exec`); tasks already running keep what they
+    /// were started with.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub enable_execute_command: Option<Value>,
+    pub enable_execute_command: Option<bool>,
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_connect_configuration: Option<Value>,
@@ -567,10 +568,6 @@ impl Service {
             self.enable_ecs_managed_tags.is_some(),
         );
         r.ignored("propagateTags", self.propagate_tags.is_some());
-        r.ignored(
-            "enableExecuteCommand",
-            self.enable_execute_command.is_some(),
-        );
         r.ignored(
             "serviceConnectConfiguration",
             self.service_connect_configuration.is_some(),

@@ -203,6 +203,9 @@ pub struct Task {
     /// Tags.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
+    /// Run with ECS Exec allowed (from its service or its RunTask/StartTask request).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub enable_execute_command: bool,
 }
 
 /// RunTask / StartTask overrides (ECS `TaskOverride`).

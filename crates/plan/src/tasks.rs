@@ -52,6 +52,8 @@ pub struct NewTask<'a> {
     pub task_definition: &'a TaskDefinition,
     /// When it is created, epoch seconds.
     pub now: f64,
+    /// ECS Exec is allowed on it.
+    pub enable_execute_command: bool,
 }
 
 fn containers(td: &TaskDefinition, status: TaskStatus) -> Vec<Container> {
@@ -86,6 +88,7 @@ pub fn new_task(n: NewTask<'_>, placing: Placing<'_>) -> Task {
         group: Some(n.group.to_string()),
         version: 1,
         created_at: Some(n.now),
+        enable_execute_command: n.enable_execute_command,
         ..Default::default()
     };
     match placing {
@@ -341,6 +344,7 @@ mod tests {
                 started_by: Some("d1"),
                 task_definition: &td,
                 now: 100.0,
+                enable_execute_command: false,
             },
             placing,
         )

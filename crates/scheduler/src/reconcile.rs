@@ -77,6 +77,7 @@ fn service_task<'a>(
     td: &'a TaskDefinition,
     id: &'a str,
     now: f64,
+    exec: bool,
 ) -> NewTask<'a> {
     NewTask {
         id,
@@ -85,6 +86,7 @@ fn service_task<'a>(
         started_by: Some(deployment),
         task_definition: td,
         now,
+        enable_execute_command: exec,
     }
 }
 
@@ -205,6 +207,7 @@ async fn reconcile(
     metrics::histogram!("capstan_scheduler_plan_seconds").record(planning.elapsed().as_secs_f64());
 
     let group = key.group();
+    let exec = snap.enable_execute_command;
     let mut launches = Vec::new();
     let mut stops = Vec::new();
     let mut provisioning = Vec::new();
@@ -223,7 +226,7 @@ async fn reconcile(
                 };
                 let id = new_task_id();
                 let t = tasks::new_task(
-                    service_task(&key, &group, &deployment, td, &id, now),
+                    service_task(&key, &group, &deployment, td, &id, now, exec),
                     Placing::On(ci, &instance),
                 );
                 launches.push((t, td.clone(), ci.agent_endpoint.clone(), None));
@@ -255,7 +258,7 @@ async fn reconcile(
                     *waiting.entry(provider.clone()).or_insert(0) += 1;
                     let id = new_task_id();
                     provisioning.push(tasks::new_task(
-                        service_task(&key, &group, &deployment, td, &id, now),
+                        service_task(&key, &group, &deployment, td, &id, now, exec),
                         Placing::Waiting(&provider),
                     ));
                 }

@@ -189,6 +189,7 @@ fn plan_run_task(
             started_by,
             task_definition: &td,
             now,
+            enable_execute_command: req.enable_execute_command.unwrap_or(false),
         };
         let mut t = tasks::new_task(new, placing);
         decorate(&mut t, req, &tags);

@@ -126,6 +126,8 @@ pub struct Context {
     pub tasks: BTreeMap<String, Arc<Entry<Task>>>,
     /// The cluster's instances by id.
     pub instances: BTreeMap<String, ContainerInstance>,
+    /// The service's new tasks allow ECS Exec.
+    pub enable_execute_command: bool,
 }
 
 pub use capstan_plan::placement::demand;
@@ -273,6 +275,10 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey, now: f64) -> (Serv
             deployments,
             tasks,
             instances: instance_docs,
+            enable_execute_command: spec
+                .as_ref()
+                .and_then(|s| s.enable_execute_command)
+                .unwrap_or(false),
         },
     )
 }

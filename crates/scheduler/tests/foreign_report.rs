@@ -35,6 +35,7 @@ async fn a_report_about_another_agents_task_is_ignored_and_the_liar_is_told_to_s
             started_by: None,
             task_definition: td,
             now: capstan_runtime::now(),
+            enable_execute_command: false,
         },
         Placing::On(&setup.instances[0], "i-1"),
     );

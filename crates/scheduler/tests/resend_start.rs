@@ -25,6 +25,7 @@ async fn a_start_task_sent_again_after_a_failover_carries_the_tasks_overrides() 
             started_by: None,
             task_definition: td,
             now: capstan_runtime::now(),
+            enable_execute_command: false,
         },
         Placing::On(ci, "i-1"),
     );

@@ -181,6 +181,17 @@ impl Agent for FakeAgent {
         Ok(Response::new(Box::pin(futures::stream::empty())))
     }
 
+    type ExecStream = Pin<Box<dyn Stream<Item = Result<pb::ExecOutput, Status>> + Send>>;
+
+    async fn exec(
+        &self,
+        _request: Request<tonic::Streaming<pb::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        Err(Status::failed_precondition(
+            "the fake agent runs nothing: there is nothing to exec in",
+        ))
+    }
+
     type WatchTasksStream = EventStream;
 
     async fn watch_tasks(

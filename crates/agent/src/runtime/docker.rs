@@ -10,7 +10,7 @@ use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptionsBuilder,
-    RemoveContainerOptions, StopContainerOptions,
+    RemoveContainerOptions, ResizeExecOptions, StopContainerOptions,
 };
 use capstan_core::task::NetworkBinding;
 use capstan_core::taskdef::{HealthCheck, Protocol};
@@ -18,7 +18,11 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 
-use super::{ContainerRuntime, ContainerSpec, Exit, LogQuery, RuntimeError, Started, TaskPolicy};
+use super::exec;
+use super::{
+    ContainerRuntime, ContainerSpec, ExecEvent, ExecRequest, ExecSession, Exit, LogQuery,
+    RuntimeError, Started, TaskPolicy,
+};
 use crate::logs::{LogLine, Stream};
 use crate::model::Handle;
 
@@ -256,6 +260,119 @@ impl DockerRuntime {
     }
 }
 
+impl DockerRuntime {
+    /// `docker exec` attached to the session's channels. Docker cannot kill an exec'd process,
+    /// so a stopped session signals its host pid (the agent shares the host's pid namespace;
+    /// elsewhere the command lives on until it ends or the container stops).
+    async fn exec_session(&self, id: &str, req: ExecRequest) -> Result<ExecSession, RuntimeError> {
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(req.command.clone()),
+                    attach_stdin: Some(req.interactive),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(req.tty),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let exec_id = created.id;
+        let started = self
+            .docker
+            .start_exec(
+                &exec_id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: req.tty,
+                    output_capacity: None,
+                }),
+            )
+            .await?;
+        let StartExecResults::Attached { mut output, input } = started else {
+            return Err(RuntimeError::Invalid(
+                "docker started the command detached".into(),
+            ));
+        };
+        let resize = |docker: Docker, exec_id: String, s: super::TermSize| async move {
+            let opts = ResizeExecOptions {
+                h: i32::from(s.rows),
+                w: i32::from(s.cols),
+            };
+            if let Err(e) = docker.resize_exec(&exec_id, opts).await {
+                tracing::debug!(exec = %exec_id, error = %e, "docker exec resize");
+            }
+        };
+        if req.tty
+            && let Some(s) = req.size
+        {
+            resize(self.docker.clone(), exec_id.clone(), s).await;
+        }
+        let (session, from_caller, out) = exec::channels();
+        let (docker, eid) = (self.docker.clone(), exec_id.clone());
+        tokio::spawn(exec::feed(
+            req.interactive.then_some(input),
+            from_caller,
+            req.tty,
+            move |_, s| resize(docker.clone(), eid.clone(), s).boxed(),
+        ));
+        let sink = out.clone();
+        let drained = tokio::spawn(async move {
+            while let Some(Ok(chunk)) = output.next().await {
+                let event = match chunk {
+                    LogOutput::StdErr { message } => ExecEvent::Stderr(message.to_vec()),
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        ExecEvent::Stdout(message.to_vec())
+                    }
+                    LogOutput::StdIn { .. } => continue,
+                };
+                if sink.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (docker, eid) = (self.docker.clone(), exec_id.clone());
+        let (killer, kid) = (self.docker.clone(), exec_id);
+        let stop = session.stop.clone();
+        tokio::spawn(async move {
+            let kill = move || {
+                tokio::spawn(async move {
+                    if let Ok(info) = killer.inspect_exec(&kid).await
+                        && let Some(pid) = info.pid.and_then(|p| i32::try_from(p).ok())
+                        && pid > 0
+                    {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                });
+            };
+            let exited = async move {
+                // The output ends when the command does; its code is then in the exec's state.
+                let _ = drained.await;
+                exec_exit_code(&docker, &eid).await
+            };
+            exec::finish(exited, async {}, stop, kill, out).await;
+        });
+        Ok(session)
+    }
+}
+
+/// An ended exec's exit code; Docker may take a moment to mark it ended after its output.
+async fn exec_exit_code(docker: &Docker, exec_id: &str) -> Option<i32> {
+    for _ in 0..40 {
+        let info = docker.inspect_exec(exec_id).await.ok()?;
+        if info.running != Some(true) {
+            return info.exit_code.and_then(|c| i32::try_from(c).ok());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
 fn proto_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "tcp",
@@ -395,6 +512,21 @@ impl ContainerRuntime for DockerRuntime {
             {
                 tracing::debug!(%id, error = %e, "docker remove");
             }
+        }
+        .boxed()
+    }
+
+    fn exec<'a>(
+        &'a self,
+        handle: &'a Handle,
+        _spec: &'a ContainerSpec,
+        request: ExecRequest,
+    ) -> BoxFuture<'a, Result<ExecSession, RuntimeError>> {
+        async move {
+            let Handle::Docker { id } = handle else {
+                return Err(RuntimeError::Invalid("not a container".into()));
+            };
+            self.exec_session(id, request).await
         }
         .boxed()
     }

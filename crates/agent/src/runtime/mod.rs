@@ -1,6 +1,7 @@
 //! Container runtimes: how a container of a task is started, watched, health-checked and stopped.
 
 pub mod docker;
+pub mod exec;
 pub mod process;
 
 use std::path::PathBuf;
@@ -161,6 +162,69 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     fn logs(&self, _handle: &Handle, _query: &LogQuery) -> Option<BoxStream<'static, LogLine>> {
         None
     }
+    /// Runs a command in the running container (ECS Exec): Docker's exec, or a process with the
+    /// container's user, environment and working directory. The session ends with
+    /// [`ExecEvent::Exit`]; cancelling `stop` kills the command.
+    fn exec<'a>(
+        &'a self,
+        handle: &'a Handle,
+        spec: &'a ContainerSpec,
+        request: ExecRequest,
+    ) -> BoxFuture<'a, Result<ExecSession, RuntimeError>>;
+}
+
+/// A terminal's size, in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TermSize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// What to run in a container.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    /// argv, at least one element.
+    pub command: Vec<String>,
+    /// Allocate a terminal.
+    pub tty: bool,
+    /// Keep stdin open (otherwise the command reads an empty stdin).
+    pub interactive: bool,
+    /// The terminal's initial size, with `tty`.
+    pub size: Option<TermSize>,
+}
+
+/// What an exec caller sends a running command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecInput {
+    /// Bytes for its stdin.
+    Stdin(Vec<u8>),
+    /// The caller's terminal changed size.
+    Resize(TermSize),
+    /// The caller's stdin ended.
+    CloseStdin,
+}
+
+/// What a running command sends back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    /// Bytes it wrote to stdout (or to its terminal).
+    Stdout(Vec<u8>),
+    /// Bytes it wrote to stderr.
+    Stderr(Vec<u8>),
+    /// It ended, with this code (128 + n for signal n), or an unknown one; always last.
+    Exit(Option<i32>),
+}
+
+/// A running exec session.
+pub struct ExecSession {
+    /// Input for the command; dropping it closes its stdin.
+    pub input: tokio::sync::mpsc::Sender<ExecInput>,
+    /// Its output, ending with [`ExecEvent::Exit`].
+    pub output: tokio::sync::mpsc::Receiver<ExecEvent>,
+    /// Cancel to kill the command (the caller went away or the task stopped).
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// What a `TaskLogs` caller asks of one container's logs.

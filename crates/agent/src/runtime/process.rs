@@ -21,7 +21,11 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use super::{ContainerRuntime, ContainerSpec, Exit, RuntimeError, Started, TaskPolicy};
+use super::exec;
+use super::{
+    ContainerRuntime, ContainerSpec, ExecEvent, ExecRequest, ExecSession, Exit, RuntimeError,
+    Started, TaskPolicy,
+};
 use crate::logs::{self, Stream};
 use crate::model::Handle;
 
@@ -122,6 +126,13 @@ fn signal_group(pid: i32, sig: Signal) {
     let _ = killpg(Pid::from_raw(pid), sig);
 }
 
+/// Kills an exec session's process group (it leads one: its own group, or its own session).
+fn kill_session(pid: Option<i32>) {
+    if let Some(pid) = pid {
+        signal_group(pid, Signal::SIGKILL);
+    }
+}
+
 fn exit_of(status: std::process::ExitStatus) -> Exit {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -129,6 +140,18 @@ fn exit_of(status: std::process::ExitStatus) -> Exit {
         (None, Some(s)) => Exit::Code(128 + s),
         (None, None) => Exit::Unknown("no exit status".into()),
     }
+}
+
+/// The environment of every process of a container (its command, health checks, exec
+/// sessions): a PATH, its own variables, then the agent's (ports, bind address, identity).
+fn container_env(spec: &ContainerSpec, agent_vars: &[(String, String)]) -> Vec<(String, String)> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut env = vec![("PATH".to_string(), path)];
+    env.extend(spec.env.iter().cloned());
+    env.extend(agent_vars.iter().cloned());
+    env.push(("CAPSTAN_TASK_ID".into(), spec.task_id.clone()));
+    env.push(("CAPSTAN_CONTAINER_NAME".into(), spec.name.clone()));
+    env
 }
 
 /// A free TCP port on this host, for a dynamic mapping.
@@ -189,6 +212,147 @@ impl ProcessRuntime {
         }
     }
 
+    /// The environment of a process of the running container `handle`.
+    fn env_of(&self, handle: &Handle, spec: &ContainerSpec) -> Vec<(String, String)> {
+        let mut agent_vars = vec![(
+            "CAPSTAN_BIND_ADDRESS".to_string(),
+            self.policy.bind_address.to_string(),
+        )];
+        if let Handle::Process { pid, .. } = handle
+            && let Some(s) = self.lock().get(pid)
+        {
+            agent_vars.extend(s.port_env.iter().cloned());
+        }
+        container_env(spec, &agent_vars)
+    }
+
+    /// An exec session in the container's environment, working directory and user: a process
+    /// group of its own on pipes, or a session of its own on a new terminal.
+    fn exec_session(
+        &self,
+        handle: &Handle,
+        spec: &ContainerSpec,
+        req: ExecRequest,
+    ) -> Result<ExecSession, RuntimeError> {
+        let Some((program, args)) = req.command.split_first() else {
+            return Err(RuntimeError::Invalid("the command is empty".into()));
+        };
+        let identity = run_as(spec, &self.policy)?;
+        let env = self.env_of(handle, spec);
+        let dir = spec
+            .working_directory
+            .as_ref()
+            .map_or_else(|| spec.task_dir.clone(), std::path::PathBuf::from);
+        let (session, input, out) = exec::channels();
+        let stop = session.stop.clone();
+        if req.tty {
+            let (pty, pts) = pty_process::open().map_err(|e| RuntimeError::Io {
+                context: "cannot open a terminal".into(),
+                source: std::io::Error::other(e),
+            })?;
+            if let Some(s) = req.size {
+                let _ = pty.resize(pty_process::Size::new(s.rows, s.cols));
+            }
+            let mut cmd = pty_process::Command::new(program)
+                .args(args)
+                .env_clear()
+                .envs(env)
+                .current_dir(dir)
+                .kill_on_drop(true);
+            if let Some((uid, gid)) = identity {
+                cmd = cmd.uid(uid).gid(gid);
+            }
+            let mut child = match cmd.spawn(pts) {
+                Ok(c) => c,
+                Err(e) => {
+                    let e = std::io::Error::other(e);
+                    let code = exec::spawn_failure_code(&e);
+                    return Ok(exec::not_started(
+                        format!("cannot run {program:?}: {e}"),
+                        code,
+                    ));
+                }
+            };
+            let pid = child.id().and_then(|p| i32::try_from(p).ok());
+            let (reader, writer) = pty.into_split();
+            let interactive = req.interactive;
+            tokio::spawn(exec::feed(
+                interactive.then_some(writer),
+                input,
+                true,
+                |w: &mut Option<pty_process::OwnedWritePty>, s| {
+                    if let Some(w) = w {
+                        let _ = w.resize(pty_process::Size::new(s.rows, s.cols));
+                    }
+                    async {}.boxed()
+                },
+            ));
+            let drained = tokio::spawn(exec::pump(Some(reader), out.clone(), ExecEvent::Stdout));
+            tokio::spawn(exec::finish(
+                async move { child.wait().await.ok().and_then(|s| exit_of(s).code()) },
+                async move {
+                    let _ = drained.await;
+                },
+                stop,
+                move || kill_session(pid),
+                out,
+            ));
+        } else {
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(args)
+                .env_clear()
+                .envs(env)
+                .current_dir(dir)
+                .stdin(if req.interactive {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true);
+            if let Some((uid, gid)) = identity {
+                cmd.uid(uid).gid(gid);
+            }
+            let mut child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    let code = exec::spawn_failure_code(&e);
+                    return Ok(exec::not_started(
+                        format!("cannot run {program:?}: {e}"),
+                        code,
+                    ));
+                }
+            };
+            let pid = child.id().and_then(|p| i32::try_from(p).ok());
+            tokio::spawn(exec::feed(child.stdin.take(), input, false, |_, _| {
+                async {}.boxed()
+            }));
+            let stdout = tokio::spawn(exec::pump(
+                child.stdout.take(),
+                out.clone(),
+                ExecEvent::Stdout,
+            ));
+            let stderr = tokio::spawn(exec::pump(
+                child.stderr.take(),
+                out.clone(),
+                ExecEvent::Stderr,
+            ));
+            tokio::spawn(exec::finish(
+                async move { child.wait().await.ok().and_then(|s| exit_of(s).code()) },
+                async move {
+                    let _ = stdout.await;
+                    let _ = stderr.await;
+                },
+                stop,
+                move || kill_session(pid),
+                out,
+            ));
+        }
+        Ok(session)
+    }
+
     fn spawn(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
         let argv: Vec<&String> = spec.entry_point.iter().chain(spec.command.iter()).collect();
         let Some((program, args)) = argv.split_first() else {
@@ -232,14 +396,7 @@ impl ProcessRuntime {
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .env_clear()
-            .env(
-                "PATH",
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-            )
-            .envs(spec.env.iter().cloned())
-            .envs(env.iter().cloned())
-            .env("CAPSTAN_TASK_ID", &spec.task_id)
-            .env("CAPSTAN_CONTAINER_NAME", &spec.name)
+            .envs(container_env(spec, &env))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -372,14 +529,6 @@ impl ContainerRuntime for ProcessRuntime {
             let Some((program, args)) = argv.split_first() else {
                 return false;
             };
-            let ports = match handle {
-                Handle::Process { pid, .. } => self
-                    .lock()
-                    .get(pid)
-                    .map(|s| s.port_env.clone())
-                    .unwrap_or_default(),
-                Handle::Docker { .. } => Vec::new(),
-            };
             // The check runs as the container does.
             let Ok(identity) = run_as(spec, &self.policy) else {
                 return false;
@@ -390,9 +539,7 @@ impl ContainerRuntime for ProcessRuntime {
             }
             cmd.args(args)
                 .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .envs(spec.env.iter().cloned())
-                .envs(ports)
+                .envs(self.env_of(handle, spec))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -437,6 +584,15 @@ impl ContainerRuntime for ProcessRuntime {
             }
         }
         .boxed()
+    }
+
+    fn exec<'a>(
+        &'a self,
+        handle: &'a Handle,
+        spec: &'a ContainerSpec,
+        request: ExecRequest,
+    ) -> BoxFuture<'a, Result<ExecSession, RuntimeError>> {
+        async move { self.exec_session(handle, spec, request) }.boxed()
     }
 }
 

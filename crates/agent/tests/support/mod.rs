@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod exec;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -123,6 +125,7 @@ pub fn start_request(
         task_definition_json: td.to_string(),
         overrides_json: String::new(),
         fencing_token: token,
+        enable_execute_command: false,
     }
 }
 

@@ -163,6 +163,7 @@ impl Api {
                 }],
                 overrides: overrides.clone(),
                 cluster: Some(cluster.clone()),
+                enable_execute_command: req.enable_execute_command.then_some(true),
                 ..Default::default()
             };
             let bytes = serde_json::to_vec(&r).unwrap_or_default();
@@ -259,14 +260,18 @@ impl Api {
     }
 }
 
+/// The agent client type the API holds for calls to agents.
+type AgentClient = capstan_proto::agent::v1::agent_client::AgentClient<tonic::transport::Channel>;
+
 impl Api {
-    /// Opens a task's log stream on the agent that runs (or ran) it.
-    pub(crate) async fn task_logs(
+    /// The task `id` of `cluster` and a client for the agent it was placed on; `what` names
+    /// what was asked for, in errors.
+    async fn task_agent(
         &self,
-        r: pb::GetTaskLogsRequest,
-    ) -> ApiResult<tonic::Streaming<capstan_proto::agent::v1::LogEvent>> {
-        let cluster = cluster_name(&r.cluster);
-        let id = crate::shape::name_of(&r.task);
+        cluster: &str,
+        id: &str,
+        what: &str,
+    ) -> ApiResult<(Task, AgentClient)> {
         let task = self.task(cluster, id).await?.ok_or_else(|| {
             ApiError::new(
                 Exception::InvalidParameter,
@@ -274,7 +279,7 @@ impl Api {
             )
         })?;
         let instance = task.instance_id().ok_or_else(|| {
-            ApiError::invalid(format!("task {id} has not been placed yet: it has no logs"))
+            ApiError::invalid(format!("task {id} has not been placed yet: no {what}"))
         })?;
         let ci = self
             .get::<capstan_core::ContainerInstance>(
@@ -286,20 +291,25 @@ impl Api {
                 ApiError::new(
                     Exception::Client,
                     format!(
-                        "task {id} ran on container instance {instance}, which is gone: its logs went with it"
+                        "task {id} ran on container instance {instance}, which is gone: no {what}"
                     ),
                 )
             })?;
-        let unreachable = |e: String| {
-            ApiError::new(
-                Exception::Server,
-                format!("cannot read task {id}'s logs from its agent: {e}"),
-            )
-        };
-        let mut client = self
+        let client = self
             .agents
             .client(&ci.agent_endpoint)
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| agent_unreachable(id, what, &e.to_string()))?;
+        Ok((task, client))
+    }
+
+    /// Opens a task's log stream on the agent that runs (or ran) it.
+    pub(crate) async fn task_logs(
+        &self,
+        r: pb::GetTaskLogsRequest,
+    ) -> ApiResult<tonic::Streaming<capstan_proto::agent::v1::LogEvent>> {
+        let cluster = cluster_name(&r.cluster);
+        let id = crate::shape::name_of(&r.task);
+        let (_, mut client) = self.task_agent(cluster, id, "logs").await?;
         let req = capstan_proto::agent::v1::TaskLogsRequest {
             task_id: id.to_string(),
             container: r.container,
@@ -316,7 +326,92 @@ impl Api {
             Err(s) if s.code() == tonic::Code::InvalidArgument => {
                 Err(ApiError::invalid(s.message().to_string()))
             }
-            Err(s) => Err(unreachable(s.message().to_string())),
+            Err(s) => Err(agent_unreachable(id, "logs", s.message())),
         }
     }
+
+    /// ECS Exec: checks that the task allows it and is running, then opens the session on its
+    /// agent, whose first message is `start` and the rest `input`.
+    pub(crate) async fn execute_command(
+        &self,
+        start: pb::ExecuteCommandStart,
+        input: impl futures::Stream<Item = capstan_proto::agent::v1::ExecInput> + Send + 'static,
+    ) -> ApiResult<tonic::Streaming<capstan_proto::agent::v1::ExecOutput>> {
+        use capstan_proto::agent::v1 as agent;
+        use futures::StreamExt;
+        let cluster = cluster_name(&start.cluster);
+        let id = crate::shape::name_of(&start.task);
+        if start.command.first().is_none_or(String::is_empty) {
+            return Err(ApiError::invalid("command is required"));
+        }
+        let (task, mut client) = self.task_agent(cluster, id, "execute command").await?;
+        if !task.enable_execute_command {
+            return Err(ApiError::invalid(format!(
+                "The execute command failed because execute command was not enabled when the task {id} was run. Run a new task (or deploy the service) with enableExecuteCommand and try again."
+            )));
+        }
+        if task.last_status != capstan_core::task::TaskStatus::Running
+            || task.desired_status == DesiredStatus::Stopped
+        {
+            return Err(ApiError::invalid(format!(
+                "The execute command failed because task {id} is {}: it needs to be RUNNING.",
+                task.last_status.as_str()
+            )));
+        }
+        let container = match (start.container.as_str(), task.containers.as_slice()) {
+            ("", [only]) => only.name.clone(),
+            ("", many) => {
+                return Err(ApiError::invalid(format!(
+                    "task {id} has containers {}: name one with --container",
+                    many.iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            (name, all) if all.iter().any(|c| c.name == name) => name.to_string(),
+            (name, _) => {
+                return Err(ApiError::invalid(format!(
+                    "task {id} has no container {name:?}"
+                )));
+            }
+        };
+        let first = agent::ExecInput {
+            input: Some(agent::exec_input::Input::Start(agent::ExecStart {
+                task_id: id.to_string(),
+                container,
+                command: start.command,
+                tty: start.tty,
+                interactive: start.interactive,
+                size: start.size.map(|s| agent::TerminalSize {
+                    rows: s.rows,
+                    cols: s.cols,
+                }),
+            })),
+        };
+        let outbound = futures::stream::once(async move { first }).chain(input);
+        match client.exec(outbound).await {
+            Ok(stream) => Ok(stream.into_inner()),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                Err(ApiError::invalid(s.message().to_string()))
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => Err(ApiError::invalid(format!(
+                "task {id}'s agent does not have it"
+            ))),
+            Err(s) => Err(agent_unreachable(id, "execute command", s.message())),
+        }
+    }
+}
+
+/// A task's agent could not be reached for `what`.
+fn agent_unreachable(id: &str, what: &str, e: &str) -> ApiError {
+    ApiError::new(
+        Exception::Server,
+        format!("cannot reach task {id}'s agent for {what}: {e}"),
+    )
 }

@@ -340,6 +340,7 @@ pub async fn dispatch(e: &Endpoint, who: &Who, action: &str, input: &Input) -> A
                 started_by: text(i, "startedBy")?,
                 group: text(i, "group")?,
                 overrides_json: overrides,
+                enable_execute_command: flag(i, "enableExecuteCommand")?,
             };
             let r = e
                 .guarded(who, req, async |a, r| a.start_task(r).await)

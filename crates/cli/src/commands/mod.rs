@@ -3,6 +3,7 @@
 
 mod capacity;
 mod clusters;
+mod exec;
 mod instances;
 mod lb;
 mod secrets;

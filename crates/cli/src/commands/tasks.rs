@@ -21,6 +21,9 @@ pub enum TaskCmd {
         /// Recorded on the tasks.
         #[arg(long)]
         started_by: Option<String>,
+        /// Allow `capstan task exec` on the tasks (ECS's enableExecuteCommand).
+        #[arg(long)]
+        enable_execute_command: bool,
     },
     /// Stop a task.
     Stop {
@@ -71,6 +74,24 @@ pub enum TaskCmd {
         #[arg(long)]
         tail: Option<u32>,
     },
+    /// Run a command in a running container of a task (ECS Exec); the task must have been run
+    /// with enableExecuteCommand. Exits with the command's exit code.
+    Exec {
+        /// Task id or ARN.
+        task: String,
+        /// The container; the task's only one by default.
+        #[arg(long, short = 'c', default_value = "")]
+        container: String,
+        /// Keep stdin open and send it to the command.
+        #[arg(long, short = 'i')]
+        interactive: bool,
+        /// Allocate a terminal (with -i, from a terminal: an interactive shell).
+        #[arg(long, short = 't')]
+        tty: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 /// Columns of a task.
@@ -88,6 +109,24 @@ pub const TASK_COLUMNS: &[Column] = &[
 
 /// Runs a task command.
 pub async fn task(conn: &Conn, cluster: &str, out: Format, cmd: TaskCmd) -> anyhow::Result<i32> {
+    if let TaskCmd::Exec {
+        task,
+        container,
+        interactive,
+        tty,
+        command,
+    } = cmd
+    {
+        let args = super::exec::ExecArgs {
+            cluster: cluster.to_string(),
+            task,
+            container,
+            interactive,
+            tty,
+            command,
+        };
+        return super::exec::exec(conn, args).await;
+    }
     let mut c = conn.client().await?;
     let cluster = cluster.to_string();
     match cmd {
@@ -96,6 +135,7 @@ pub async fn task(conn: &Conn, cluster: &str, out: Format, cmd: TaskCmd) -> anyh
             task_definition,
             count,
             started_by,
+            enable_execute_command,
         } => {
             let body = match (file, task_definition) {
                 (Some(f), _) => read_doc(&f)?,
@@ -103,6 +143,9 @@ pub async fn task(conn: &Conn, cluster: &str, out: Format, cmd: TaskCmd) -> anyh
                     let mut v = json!({"taskDefinition": td, "count": count});
                     if let Some(s) = started_by {
                         v["startedBy"] = json!(s);
+                    }
+                    if enable_execute_command {
+                        v["enableExecuteCommand"] = json!(true);
                     }
                     v.to_string()
                 }
@@ -216,6 +259,8 @@ pub async fn task(conn: &Conn, cluster: &str, out: Format, cmd: TaskCmd) -> anyh
                 }
             }
         }
+        // Handled before the client above.
+        TaskCmd::Exec { .. } => {}
     }
     Ok(0)
 }
