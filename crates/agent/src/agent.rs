@@ -15,7 +15,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::model::{Handle, TaskRecord, now};
-use crate::runtime::{ContainerRuntime, ContainerSpec, ExecRequest, ExecSession, Exit, TermSize};
+use crate::runtime::{
+    ContainerOptions, ContainerRuntime, ContainerSpec, ExecRequest, ExecSession, Exit, Mount,
+    MountSource, TermSize,
+};
 use crate::state::StateDir;
 
 /// How long a container waits for its dependencies when the task definition sets no
@@ -90,6 +93,8 @@ pub struct Agent {
     updates: broadcast::Sender<pb::TaskState>,
     fencing: Mutex<u64>,
     changed: Notify,
+    /// Host directories task volumes may bind-mount.
+    host_paths: Vec<std::path::PathBuf>,
 }
 
 fn valid_task_id(id: &str) -> bool {
@@ -107,6 +112,7 @@ impl Agent {
         state: StateDir,
         cluster: String,
         secrets: crate::secrets::Secrets,
+        host_paths: Vec<std::path::PathBuf>,
     ) -> Arc<Self> {
         let (updates, _) = broadcast::channel(4096);
         let fencing = state.fencing_token();
@@ -119,6 +125,7 @@ impl Agent {
             updates,
             fencing: Mutex::new(fencing),
             changed: Notify::new(),
+            host_paths,
         })
     }
 
@@ -386,6 +393,7 @@ impl Agent {
                     self.runtime.remove(h).await;
                 }
             }
+            self.runtime.remove_task(&rec.task_id).await;
             self.state.remove_task(&rec.task_id);
             self.lock().remove(&rec.task_id);
         }
@@ -447,7 +455,104 @@ impl Agent {
             user: c.user.clone(),
             privileged: c.privileged.unwrap_or(false),
             readonly_root_filesystem: c.readonly_root_filesystem.unwrap_or(false),
+            mounts: self.mounts(rec, c),
+            volumes_from: c
+                .volumes_from
+                .iter()
+                .filter_map(|v| Some((v.source_container.clone()?, v.read_only.unwrap_or(false))))
+                .collect(),
+            options: options(&rec.task_definition, c),
         }
+    }
+
+    /// The container's mount points, each with what its volume is on this node: a host path,
+    /// a directory of the task's (scratch volumes; Docker volumes under the process runtime,
+    /// shared ones in the state dir) or a Docker volume.
+    fn mounts(
+        &self,
+        rec: &TaskRecord,
+        c: &capstan_core::taskdef::ContainerDefinition,
+    ) -> Vec<Mount> {
+        use capstan_core::container::VolumeScope;
+        let docker = self.runtime.kind() == "docker";
+        let task_dir = self.state.task_dir(&rec.task_id);
+        c.mount_points
+            .iter()
+            .filter_map(|m| {
+                let name = m.source_volume.as_deref()?;
+                let vol = rec
+                    .task_definition
+                    .volumes
+                    .iter()
+                    .find(|v| v.name == name)?;
+                let source = match (&vol.host, &vol.docker_volume_configuration) {
+                    (Some(h), _) if h.source_path.is_some() => {
+                        MountSource::HostPath(h.source_path.clone()?.into())
+                    }
+                    (_, Some(d)) if docker => MountSource::DockerVolume {
+                        name: match d.scope() {
+                            VolumeScope::Shared => vol.name.clone(),
+                            VolumeScope::Task => format!("capstan-{}-{}", rec.task_id, vol.name),
+                        },
+                        config: d.clone(),
+                    },
+                    (_, Some(d)) if d.scope() == VolumeScope::Shared => {
+                        MountSource::Dir(self.state.root().join(SHARED_VOLUMES_DIR).join(&vol.name))
+                    }
+                    _ => MountSource::Dir(task_dir.join(TASK_VOLUMES_DIR).join(&vol.name)),
+                };
+                Some(Mount {
+                    volume: vol.name.clone(),
+                    source,
+                    target: m.container_path.clone()?,
+                    read_only: m.read_only.unwrap_or(false),
+                })
+            })
+            .collect()
+    }
+
+    /// Makes the directories of a container's mounts, and refuses host paths outside the
+    /// agent's `--allow-host-path` prefixes.
+    fn prepare_mounts(&self, spec: &ContainerSpec) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        for m in &spec.mounts {
+            match &m.source {
+                MountSource::HostPath(p) => {
+                    if !host_path_allowed(p, &self.host_paths) {
+                        return Err(format!(
+                            "volume {} binds host path {}, which this agent does not allow (allowed: {}; see --allow-host-path)",
+                            m.volume,
+                            p.display(),
+                            if self.host_paths.is_empty() {
+                                "none".to_string()
+                            } else {
+                                self.host_paths
+                                    .iter()
+                                    .map(|p| p.display().to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            }
+                        ));
+                    }
+                }
+                MountSource::Dir(d) => {
+                    // Anyone may write, as in /tmp: the container's user is not the agent's.
+                    std::fs::create_dir_all(d)
+                        .and_then(|()| {
+                            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o1777))
+                        })
+                        .map_err(|e| {
+                            format!(
+                                "cannot make volume {}'s directory {}: {e}",
+                                m.volume,
+                                d.display()
+                            )
+                        })?;
+                }
+                MountSource::DockerVolume { .. } => {}
+            }
+        }
+        Ok(())
     }
 
     /// Adds a container's environment files and secrets to its environment (in memory only):
@@ -543,6 +648,8 @@ impl Agent {
         self.resolve_env(spec, def).await.map_err(|e| {
             format!("ResourceInitializationError: unable to pull secrets or environment files: {e}")
         })?;
+        self.prepare_mounts(spec)
+            .map_err(|e| format!("CannotStartContainerError: {e}"))?;
         self.runtime
             .start(spec)
             .await
@@ -567,6 +674,10 @@ impl Agent {
         let mut exits = FuturesUnordered::new();
         let (health_tx, mut health_rx) = mpsc::unbounded_channel::<(usize, HealthStatus)>();
         let mut checkers = JoinSet::new();
+        // Each container's health checker, so a restart can replace it.
+        let mut checker_of: Vec<Option<tokio::task::AbortHandle>> = vec![None; n];
+        // Since when each container has run (its restart policy counts from there).
+        let mut ran_since: Vec<Option<Instant>> = vec![None; n];
         let mut failure: Option<(StopCode, String)> = None;
 
         // Re-adoption: watch live containers again; report the ones that died meanwhile.
@@ -589,17 +700,18 @@ impl Agent {
             };
             start_order.push(i);
             if self.runtime.alive(&h).await {
+                ran_since[i] = Some(Instant::now());
                 let wait = self.runtime.wait(&h);
                 exits.push(async move { (i, wait.await) }.boxed());
                 if let Some(check) = specs[i].health_check.clone() {
-                    checkers.spawn(health_loop(
+                    checker_of[i] = Some(checkers.spawn(health_loop(
                         self.runtime.clone(),
                         h,
                         specs[i].clone(),
                         check,
                         i,
                         health_tx.clone(),
-                    ));
+                    )));
                 }
             } else {
                 // Docker still knows the exit code of a dead container; a process's is lost.
@@ -667,6 +779,7 @@ impl Agent {
                         Ok(started) => {
                             let h = started.handle.clone();
                             handles[i] = Some(h.clone());
+                            ran_since[i] = Some(Instant::now());
                             start_order.push(i);
                             self.update(&task_id, |r| {
                                 let c = &mut r.containers[i];
@@ -677,14 +790,14 @@ impl Agent {
                             let wait = self.runtime.wait(&h);
                             exits.push(async move { (i, wait.await) }.boxed());
                             if let Some(check) = specs[i].health_check.clone() {
-                                checkers.spawn(health_loop(
+                                checker_of[i] = Some(checkers.spawn(health_loop(
                                     self.runtime.clone(),
                                     h,
                                     specs[i].clone(),
                                     check,
                                     i,
                                     health_tx.clone(),
-                                ));
+                                )));
                             }
                         }
                         Err(reason) => {
@@ -715,6 +828,46 @@ impl Agent {
             tokio::select! {
                 _ = stop_rx.changed() => {}
                 Some((i, exit)) = exits.next() => {
+                    let ran = ran_since[i].map_or(0.0, |t| t.elapsed().as_secs_f64());
+                    let restart = !*stop_rx.borrow()
+                        && defs[i].restart_policy.as_ref().is_some_and(|p| p.restarts(exit.code(), ran));
+                    if restart && let Some(h) = handles[i].clone() {
+                        match self.runtime.restart(&h, &specs[i]).await {
+                            Ok(started) => {
+                                let h = started.handle.clone();
+                                handles[i] = Some(h.clone());
+                                ran_since[i] = Some(Instant::now());
+                                let code = exit.code().map_or("unknown".to_string(), |c| c.to_string());
+                                tracing::info!(task = %task_id, container = %defs[i].name, exit = %code, "container restarted in place by its restartPolicy");
+                                self.update(&task_id, |r| {
+                                    let c = &mut r.containers[i];
+                                    c.handle = Some(started.handle);
+                                    c.bindings = started.bindings;
+                                    c.restart_count += 1;
+                                    c.reason = Some(format!("restarted by its restartPolicy after exit code {code}"));
+                                });
+                                let wait = self.runtime.wait(&h);
+                                exits.push(async move { (i, wait.await) }.boxed());
+                                if let Some(check) = specs[i].health_check.clone() {
+                                    if let Some(old) = checker_of[i].take() {
+                                        old.abort();
+                                    }
+                                    checker_of[i] = Some(checkers.spawn(health_loop(
+                                        self.runtime.clone(),
+                                        h,
+                                        specs[i].clone(),
+                                        check,
+                                        i,
+                                        health_tx.clone(),
+                                    )));
+                                }
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::warn!(task = %task_id, container = %defs[i].name, error = %e, "restart in place failed; the exit stands");
+                            }
+                        }
+                    }
                     exited[i] = Some(exit.code());
                     let reason = match &exit { Exit::Unknown(r) => Some(r.clone()), Exit::Code(_) => None };
                     self.update(&task_id, |r| {
@@ -784,6 +937,62 @@ impl Agent {
             r.stopped_at = Some(now());
         });
         tracing::info!(task = %task_id, "task stopped");
+    }
+}
+
+/// Where scratch volumes (and process-runtime Docker volumes) live in a task's directory.
+pub const TASK_VOLUMES_DIR: &str = "volumes";
+/// Where process-runtime shared Docker volumes live in the state dir.
+pub const SHARED_VOLUMES_DIR: &str = "volumes";
+
+/// Whether `path` is (lexically, with no `..`) under one of the `allowed` prefixes.
+pub fn host_path_allowed(path: &std::path::Path, allowed: &[std::path::PathBuf]) -> bool {
+    use std::path::Component;
+    path.is_absolute()
+        && !path.components().any(|c| matches!(c, Component::ParentDir))
+        && allowed.iter().any(|a| path.starts_with(a))
+}
+
+/// The container-definition fields the docker runtime acts on, with the task's modes.
+fn options(
+    td: &capstan_core::TaskDefinition,
+    c: &capstan_core::taskdef::ContainerDefinition,
+) -> ContainerOptions {
+    let log_driver = c.log_configuration.as_ref().and_then(|l| {
+        let driver = l["logDriver"].as_str()?;
+        ["json-file", "local"].contains(&driver).then(|| {
+            let opts = l["options"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (driver.to_string(), opts)
+        })
+    });
+    ContainerOptions {
+        linux: c.linux_parameters.clone(),
+        ulimits: c.ulimits.clone(),
+        hostname: c.hostname.clone(),
+        dns_servers: c.dns_servers.clone(),
+        dns_search_domains: c.dns_search_domains.clone(),
+        extra_hosts: c.extra_hosts.clone(),
+        security_options: c.docker_security_options.clone(),
+        system_controls: c.system_controls.clone(),
+        interactive: c.interactive.unwrap_or(false),
+        pseudo_terminal: c.pseudo_terminal.unwrap_or(false),
+        disable_networking: c.disable_networking.unwrap_or(false),
+        gpus: c
+            .resource_requirements
+            .iter()
+            .filter_map(capstan_core::container::ResourceRequirement::gpus)
+            .sum(),
+        network_mode: td.network_mode,
+        pid_mode: td.pid_mode,
+        ipc_mode: td.ipc_mode,
+        log_driver,
     }
 }
 
@@ -865,6 +1074,26 @@ fn dependencies(
         };
         if !met {
             return Deps::Wait;
+        }
+    }
+    // volumesFrom needs its source created first, as an implicit START dependency.
+    for v in &defs[i].volumes_from {
+        let Some(j) = v
+            .source_container
+            .as_ref()
+            .and_then(|s| defs.iter().position(|c| c.name == *s))
+        else {
+            continue;
+        };
+        if handles[j].is_none() {
+            return if exited[j].is_some() {
+                Deps::Blocked(format!(
+                    "container {} takes volumes from {}, which never started",
+                    defs[i].name, defs[j].name
+                ))
+            } else {
+                Deps::Wait
+            };
         }
     }
     Deps::Ready

@@ -106,6 +106,14 @@ pub struct AgentArgs {
     /// when absent (a task definition must not read arbitrary host files).
     #[arg(long, env = "CAPSTAN_ENVIRONMENT_FILES_DIR")]
     pub environment_files_dir: Option<std::path::PathBuf>,
+    /// A host directory task volumes may bind-mount (`volumes[].host.sourcePath` under it);
+    /// repeatable. None by default: a task definition must not mount arbitrary host paths.
+    #[arg(
+        long = "allow-host-path",
+        env = "CAPSTAN_ALLOW_HOST_PATHS",
+        value_delimiter = ','
+    )]
+    pub allow_host_paths: Vec<std::path::PathBuf>,
     /// Stop every task when the agent exits (`capstan dev`, throwaway hosts); by default tasks
     /// keep running across an agent restart and are re-adopted.
     #[arg(long, env = "CAPSTAN_AGENT_STOP_TASKS_ON_EXIT")]

@@ -170,7 +170,13 @@ pub async fn run(args: AgentArgs) -> Result<(), StartError> {
         key,
         env_files_dir: args.environment_files_dir.clone(),
     };
-    let agent = Agent::new(runtime, state, args.cluster.clone(), secrets);
+    let agent = Agent::new(
+        runtime,
+        state,
+        args.cluster.clone(),
+        secrets,
+        args.allow_host_paths.clone(),
+    );
     let adopted = agent.adopt();
 
     let mut server = tonic::transport::Server::builder();

@@ -57,6 +57,9 @@ pub struct ContainerRecord {
     pub health_status: HealthStatus,
     /// Where it runs, once started.
     pub handle: Option<Handle>,
+    /// Times its restart policy restarted it.
+    #[serde(default)]
+    pub restart_count: u32,
 }
 
 /// One task, as the agent knows it.
@@ -128,6 +131,7 @@ impl TaskRecord {
                 bindings: Vec::new(),
                 health_status: HealthStatus::Unknown,
                 handle: None,
+                restart_count: 0,
             })
             .collect();
         Self {
@@ -201,6 +205,7 @@ impl TaskRecord {
                         .as_ref()
                         .map(Handle::runtime_id)
                         .unwrap_or_default(),
+                    restart_count: c.restart_count,
                 })
                 .collect(),
             stop_code: self.stop_code.map_or(0, |c| pb::StopCode::from(c) as i32),

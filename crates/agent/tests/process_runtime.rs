@@ -661,3 +661,51 @@ async fn start_tasks_starts_each_task_on_its_own_and_answers_in_order() {
         .expect("stop");
     }
 }
+
+#[tokio::test]
+async fn process_tasks_find_their_volumes_directories_in_the_environment() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let host = world_writable(dir.path());
+    let allow = host.display().to_string();
+    let state = dir.path().join("agent");
+    let agent = AgentProc::start(&etcd.endpoints(), &state, &["--allow-host-path", &allow]);
+    let mut c = agent.client().await;
+    let mut app = sh(
+        "app",
+        "echo bound > $CAPSTAN_VOLUME_DATA/out && echo scratch > $CAPSTAN_VOLUME_MY_SCRATCH/s && exec sleep 600",
+    );
+    app["mountPoints"] = json!([
+        {"sourceVolume": "data", "containerPath": "/data"},
+        {"sourceVolume": "my-scratch", "containerPath": "/scratch"},
+    ]);
+    let mut req = start_request("vols", 1, app);
+    let mut td: serde_json::Value = serde_json::from_str(&req.task_definition_json).expect("td");
+    td["volumes"] = json!([
+        {"name": "data", "host": {"sourcePath": allow}},
+        {"name": "my-scratch"},
+    ]);
+    req.task_definition_json = td.to_string();
+    c.start_task(req).await.expect("start");
+    wait_for(&mut c, "vols", Duration::from_secs(15), "RUNNING", |t| {
+        status(t) == pb::TaskStatus::Running
+    })
+    .await;
+    let scratch = state.join("tasks/vols/volumes/my-scratch/s");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(host.join("out").exists() && scratch.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the task did not write its volumes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(host.join("out")).expect("out"),
+        "bound\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&scratch).expect("scratch"),
+        "scratch\n"
+    );
+}

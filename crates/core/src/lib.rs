@@ -9,6 +9,7 @@
 
 pub mod capacity;
 pub mod cluster;
+pub mod container;
 pub mod deployment;
 pub mod instance;
 pub mod keys;

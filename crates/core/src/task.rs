@@ -136,6 +136,13 @@ pub struct Container {
     /// Docker container id or process id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_id: Option<String>,
+    /// Times its `restartPolicy` restarted it in place.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub restart_count: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A task: what the scheduler records under `/capstan/tasks/<cluster>/<taskId>`.

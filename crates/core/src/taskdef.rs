@@ -5,6 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::container::{
+    HostEntry, LinuxParameters, MountPoint, NamespaceMode, ResourceRequirement, RestartPolicy,
+    SystemControl, Ulimit, Volume, VolumeFrom,
+};
 use crate::validate::{Issue, Report, ValidationError, check_name, index, join};
 use crate::{KeyValuePair, Tag, Timestamp};
 
@@ -155,15 +159,15 @@ pub struct TaskDefinition {
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub execution_role_arn: Option<Value>,
-    /// Not acted on.
+    /// Data volumes its containers mount: host paths, scratch or Docker volumes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    /// `host` or `task`: the process namespace its containers share (Docker).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub volumes: Option<Value>,
-    /// Not acted on.
+    pub pid_mode: Option<NamespaceMode>,
+    /// `host`, `task` or `none`: the IPC namespace of its containers (Docker).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid_mode: Option<Value>,
-    /// Not acted on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ipc_mode: Option<Value>,
+    pub ipc_mode: Option<NamespaceMode>,
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_configuration: Option<Value>,
@@ -251,75 +255,76 @@ pub struct ContainerDefinition {
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub links: Option<Value>,
-    /// Not acted on.
+    /// Restart the container in place when it exits, instead of stopping the task.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub restart_policy: Option<Value>,
+    pub restart_policy: Option<RestartPolicy>,
     /// `[{value, type}]`: env files (`KEY=value` lines) the agent reads at start, from a Capstan
     /// secret (`secret:<name>[:version]`) or a file under its `--environment-files-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environment_files: Option<Value>,
-    /// Not acted on.
+    /// Where the task's volumes appear in this container.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mount_points: Vec<MountPoint>,
+    /// Other containers of the task whose volumes this one mounts (Docker).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes_from: Vec<VolumeFrom>,
+    /// Capabilities, devices, init, tmpfs, shared memory and swap (Docker).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mount_points: Option<Value>,
-    /// Not acted on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub volumes_from: Option<Value>,
-    /// Not acted on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub linux_parameters: Option<Value>,
+    pub linux_parameters: Option<LinuxParameters>,
     /// `[{name, valueFrom}]`: Capstan secrets the agent puts in the environment at start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Value>,
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version_consistency: Option<Value>,
-    /// Not acted on.
+    /// The container's host name (Docker).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<Value>,
+    pub hostname: Option<String>,
     /// The user the container runs as: `name`, `uid`, `uid:gid` or `name:group` (the process
     /// runtime runs it as that user; Docker passes it on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// Not acted on.
+    /// No network at all (Docker).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub disable_networking: Option<Value>,
+    pub disable_networking: Option<bool>,
     /// Full host privileges (Docker only); refused unless the agent allows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub privileged: Option<bool>,
     /// A read-only root filesystem (Docker).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub readonly_root_filesystem: Option<bool>,
-    /// Not acted on.
+    /// DNS servers (Docker).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_servers: Vec<String>,
+    /// DNS search domains (Docker).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_search_domains: Vec<String>,
+    /// Entries added to `/etc/hosts` (Docker).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<HostEntry>,
+    /// Docker `--security-opt` values (`no-new-privileges`, `apparmor:…`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub docker_security_options: Vec<String>,
+    /// Keep stdin open (Docker).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns_servers: Option<Value>,
-    /// Not acted on.
+    pub interactive: Option<bool>,
+    /// Allocate a terminal (Docker).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns_search_domains: Option<Value>,
-    /// Not acted on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub extra_hosts: Option<Value>,
-    /// Not acted on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub docker_security_options: Option<Value>,
-    /// Not acted on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub interactive: Option<Value>,
-    /// Not acted on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pseudo_terminal: Option<Value>,
-    /// Not acted on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ulimits: Option<Value>,
+    pub pseudo_terminal: Option<bool>,
+    /// Resource limits (Docker).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
     /// Logs are kept by the agent either way; `awslogs`' group and stream prefix name them in
-    /// the CloudWatch Logs API. Other drivers and options are kept, not acted on.
+    /// the CloudWatch Logs API; `json-file` and `local` go to Docker with their options.
+    /// Other drivers are kept, not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_configuration: Option<Value>,
-    /// Not acted on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub system_controls: Option<Value>,
-    /// Not acted on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource_requirements: Option<Value>,
+    /// Namespaced kernel parameters (Docker).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub system_controls: Vec<SystemControl>,
+    /// GPUs (Docker device requests).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resource_requirements: Vec<ResourceRequirement>,
     /// Not acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub firelens_configuration: Option<Value>,
@@ -629,9 +634,10 @@ impl TaskDefinition {
 
         r.ignored("taskRoleArn", self.task_role_arn.is_some());
         r.ignored("executionRoleArn", self.execution_role_arn.is_some());
-        r.ignored("volumes", self.volumes.is_some());
-        r.ignored("pidMode", self.pid_mode.is_some());
-        r.ignored("ipcMode", self.ipc_mode.is_some());
+        crate::container::validate_volumes(&mut r, &self.volumes);
+        if self.pid_mode == Some(NamespaceMode::None) {
+            r.error("pidMode", "must be host or task");
+        }
         r.ignored("proxyConfiguration", self.proxy_configuration.is_some());
         r.ignored(
             "inferenceAccelerators",
@@ -763,37 +769,47 @@ impl TaskDefinition {
         if let Some(files) = &c.environment_files {
             validate_environment_files(r, &join(path, "environmentFiles"), files);
         }
-        // Another driver (json-file, splunk, …) is not used: the agent keeps the logs itself.
+        // json-file and local go to Docker as they are; another driver (splunk, …) is not used:
+        // the agent keeps the logs itself, and Docker could not serve them back.
         if let Some(driver) = c
             .log_configuration
             .as_ref()
             .and_then(|l| l["logDriver"].as_str())
-            .filter(|d| *d != "awslogs")
+            .filter(|d| !["awslogs", "json-file", "local"].contains(d))
         {
             r.warn(
                 join(path, "logConfiguration.logDriver"),
                 format!("{driver} is not used: the agent keeps every container's logs (capstan task logs)"),
             );
         }
+        let volumes: BTreeSet<&str> = self.volumes.iter().map(|v| v.name.as_str()).collect();
+        crate::container::validate_mount_points(r, path, &c.mount_points, &volumes);
+        let names: BTreeSet<&str> = self
+            .container_definitions
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        crate::container::validate_volumes_from(r, path, &c.name, &c.volumes_from, &names);
+        if let Some(lp) = &c.linux_parameters {
+            crate::container::validate_linux_parameters(r, path, lp);
+        }
+        crate::container::validate_ulimits(r, path, &c.ulimits);
+        crate::container::validate_system_controls(r, path, &c.system_controls);
+        crate::container::validate_names(r, path, &c.dns_servers, &c.extra_hosts);
+        if let Some(rp) = &c.restart_policy {
+            crate::container::validate_restart_policy(r, path, rp);
+        }
+        crate::container::validate_resource_requirements(r, path, &c.resource_requirements);
+        if c.hostname.is_some() && self.network_mode() == NetworkMode::Awsvpc {
+            r.error(
+                join(path, "hostname"),
+                "hostname is not allowed with networkMode awsvpc",
+            );
+        }
         for (field, present) in [
             ("repositoryCredentials", c.repository_credentials.is_some()),
             ("links", c.links.is_some()),
-            ("restartPolicy", c.restart_policy.is_some()),
-            ("mountPoints", c.mount_points.is_some()),
-            ("volumesFrom", c.volumes_from.is_some()),
-            ("linuxParameters", c.linux_parameters.is_some()),
             ("versionConsistency", c.version_consistency.is_some()),
-            ("hostname", c.hostname.is_some()),
-            ("disableNetworking", c.disable_networking.is_some()),
-            ("dnsServers", c.dns_servers.is_some()),
-            ("dnsSearchDomains", c.dns_search_domains.is_some()),
-            ("extraHosts", c.extra_hosts.is_some()),
-            ("dockerSecurityOptions", c.docker_security_options.is_some()),
-            ("interactive", c.interactive.is_some()),
-            ("pseudoTerminal", c.pseudo_terminal.is_some()),
-            ("ulimits", c.ulimits.is_some()),
-            ("systemControls", c.system_controls.is_some()),
-            ("resourceRequirements", c.resource_requirements.is_some()),
             ("firelensConfiguration", c.firelens_configuration.is_some()),
             ("credentialSpecs", c.credential_specs.is_some()),
         ] {

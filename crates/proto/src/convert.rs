@@ -188,6 +188,7 @@ impl pb::TaskState {
                         .collect(),
                     health_status: health_status(c.health_status),
                     runtime_id: (!c.runtime_id.is_empty()).then(|| c.runtime_id.clone()),
+                    restart_count: c.restart_count,
                 })
             })
             .collect::<Result<_, ConvertError>>()?;

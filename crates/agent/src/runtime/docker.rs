@@ -7,13 +7,18 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptionsBuilder,
-    RemoveContainerOptions, ResizeExecOptions, StopContainerOptions,
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, HostConfigLogConfig,
+    PortBinding, ResourcesUlimits, VolumeCreateRequest,
 };
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions,
+    LogsOptionsBuilder, RemoveContainerOptions, RemoveVolumeOptions, ResizeExecOptions,
+    StopContainerOptions,
+};
+use capstan_core::container::{DockerVolumeConfiguration, NamespaceMode, VolumeScope};
 use capstan_core::task::NetworkBinding;
-use capstan_core::taskdef::{HealthCheck, Protocol};
+use capstan_core::taskdef::{HealthCheck, NetworkMode, Protocol};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
@@ -21,7 +26,7 @@ use futures::{FutureExt, StreamExt};
 use super::exec;
 use super::{
     ContainerRuntime, ContainerSpec, ExecEvent, ExecRequest, ExecSession, Exit, LogQuery,
-    RuntimeError, Started, TaskPolicy,
+    MountSource, RuntimeError, Started, TaskPolicy,
 };
 use crate::logs::{LogLine, Stream};
 use crate::model::Handle;
@@ -111,7 +116,8 @@ impl DockerRuntime {
         labels.insert(LABEL_CLUSTER.into(), spec.cluster.clone());
         let mut exposed = Vec::new();
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-        for pm in &spec.ports {
+        let host_network = spec.options.network_mode == Some(NetworkMode::Host);
+        for pm in spec.ports.iter().filter(|_| !host_network) {
             let Some(cp) = pm.container_port else {
                 continue;
             };
@@ -131,6 +137,13 @@ impl DockerRuntime {
             );
         }
         let mib = |m: u32| i64::from(m) * 1024 * 1024;
+        let binds = self.binds(spec).await?;
+        let volumes_from = self.volumes_from(spec).await?;
+        let o = &spec.options;
+        let lp = o.linux.clone().unwrap_or_default();
+        let caps = lp.capabilities.clone().unwrap_or_default();
+        let (pid_mode, ipc_mode) = self.namespace_modes(spec).await;
+        let nonempty = |v: Vec<String>| (!v.is_empty()).then_some(v);
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             entrypoint: (!spec.entry_point.is_empty()).then(|| spec.entry_point.clone()),
@@ -140,14 +153,100 @@ impl DockerRuntime {
             user: spec.user.clone(),
             labels: Some(labels),
             exposed_ports: Some(exposed),
+            hostname: o.hostname.clone(),
+            open_stdin: Some(o.interactive),
+            tty: Some(o.pseudo_terminal),
+            network_disabled: o.disable_networking.then_some(true),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
                 memory: spec.memory.map(mib),
                 memory_reservation: spec.memory_reservation.map(mib),
+                // ECS's maxSwap is swap on top of memory; Docker's MemorySwap is their sum.
+                memory_swap: lp
+                    .max_swap
+                    .zip(spec.memory)
+                    .map(|(swap, mem)| mib(mem) + mib(swap)),
+                memory_swappiness: lp.swappiness.map(i64::from),
                 // ECS passes cpu units as CPU shares, with 2 as the floor.
                 cpu_shares: Some(i64::from(spec.cpu.unwrap_or(0).max(2))),
                 privileged: Some(spec.privileged),
                 readonly_rootfs: Some(spec.readonly_root_filesystem),
+                binds: nonempty(binds),
+                volumes_from: nonempty(volumes_from),
+                cap_add: nonempty(caps.add),
+                cap_drop: nonempty(caps.drop),
+                devices: (!lp.devices.is_empty()).then(|| {
+                    lp.devices
+                        .iter()
+                        .map(|d| DeviceMapping {
+                            path_on_host: Some(d.host_path.clone()),
+                            path_in_container: Some(
+                                d.container_path
+                                    .clone()
+                                    .unwrap_or_else(|| d.host_path.clone()),
+                            ),
+                            cgroup_permissions: Some(cgroup_permissions(&d.permissions)),
+                        })
+                        .collect()
+                }),
+                init: lp.init_process_enabled,
+                shm_size: lp.shared_memory_size.map(mib),
+                tmpfs: (!lp.tmpfs.is_empty()).then(|| {
+                    lp.tmpfs
+                        .iter()
+                        .map(|t| {
+                            let mut opts = vec![format!("size={}m", t.size)];
+                            opts.extend(t.mount_options.iter().cloned());
+                            (t.container_path.clone(), opts.join(","))
+                        })
+                        .collect()
+                }),
+                ulimits: (!o.ulimits.is_empty()).then(|| {
+                    o.ulimits
+                        .iter()
+                        .map(|u| ResourcesUlimits {
+                            name: Some(u.name.clone()),
+                            soft: Some(u.soft_limit),
+                            hard: Some(u.hard_limit),
+                        })
+                        .collect()
+                }),
+                dns: nonempty(o.dns_servers.clone()),
+                dns_search: nonempty(o.dns_search_domains.clone()),
+                extra_hosts: nonempty(
+                    o.extra_hosts
+                        .iter()
+                        .map(|h| format!("{}:{}", h.hostname, h.ip_address))
+                        .collect(),
+                ),
+                security_opt: nonempty(o.security_options.clone()),
+                sysctls: (!o.system_controls.is_empty()).then(|| {
+                    o.system_controls
+                        .iter()
+                        .map(|s| (s.namespace.clone(), s.value.clone()))
+                        .collect()
+                }),
+                network_mode: match o.network_mode {
+                    Some(NetworkMode::Host) => Some("host".into()),
+                    Some(NetworkMode::None) => Some("none".into()),
+                    _ => None,
+                },
+                pid_mode,
+                ipc_mode,
+                device_requests: (o.gpus > 0).then(|| {
+                    vec![DeviceRequest {
+                        count: Some(i64::from(o.gpus)),
+                        capabilities: Some(vec![vec!["gpu".into()]]),
+                        ..Default::default()
+                    }]
+                }),
+                log_config: o
+                    .log_driver
+                    .as_ref()
+                    .map(|(driver, opts)| HostConfigLogConfig {
+                        typ: Some(driver.clone()),
+                        config: Some(opts.clone()),
+                    }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -170,6 +269,13 @@ impl DockerRuntime {
             let _ = self.remove_container(&id).await;
             return Err(e.into());
         }
+        self.started(id, spec).await
+    }
+
+    /// A started container's handle and the host ports it got.
+    async fn started(&self, id: String, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
+        let bind = self.policy.bind_address.to_string();
+        let host_network = spec.options.network_mode == Some(NetworkMode::Host);
         let info = self.docker.inspect_container(&id, None).await?;
         let ports = info
             .network_settings
@@ -180,6 +286,16 @@ impl DockerRuntime {
             let Some(cp) = pm.container_port else {
                 continue;
             };
+            // On the host's network the container's port is the host's.
+            if host_network {
+                out.push(NetworkBinding {
+                    bind_ip: bind.clone(),
+                    container_port: cp,
+                    host_port: cp,
+                    protocol: pm.protocol(),
+                });
+                continue;
+            }
             let key = format!("{cp}/{}", proto_name(pm.protocol()));
             let host_port = ports.get(&key).and_then(|b| b.as_ref()).and_then(|b| {
                 b.iter()
@@ -198,6 +314,117 @@ impl DockerRuntime {
             handle: Handle::Docker { id },
             bindings: out,
         })
+    }
+
+    /// `Binds` for the container's mounts, creating its Docker volumes first: task-scoped ones
+    /// always, shared ones when `autoprovision` says so (else they must exist).
+    async fn binds(&self, spec: &ContainerSpec) -> Result<Vec<String>, RuntimeError> {
+        let mut out = Vec::new();
+        for m in &spec.mounts {
+            let source = match &m.source {
+                MountSource::HostPath(p) | MountSource::Dir(p) => p.display().to_string(),
+                MountSource::DockerVolume { name, config } => {
+                    self.ensure_volume(&spec.task_id, name, config).await?;
+                    name.clone()
+                }
+            };
+            let ro = if m.read_only { ":ro" } else { "" };
+            out.push(format!("{source}:{}{ro}", m.target));
+        }
+        Ok(out)
+    }
+
+    async fn ensure_volume(
+        &self,
+        task_id: &str,
+        name: &str,
+        config: &DockerVolumeConfiguration,
+    ) -> Result<(), RuntimeError> {
+        let shared = config.scope() == VolumeScope::Shared;
+        if shared && self.docker.inspect_volume(name).await.is_ok() {
+            return Ok(());
+        }
+        if shared && config.autoprovision != Some(true) {
+            return Err(RuntimeError::Invalid(format!(
+                "shared volume {name} does not exist on this instance and autoprovision is off"
+            )));
+        }
+        let mut labels: HashMap<String, String> = config.labels.clone().into_iter().collect();
+        if !shared {
+            // Found again, and removed, with its task.
+            labels.insert(LABEL_TASK.into(), task_id.to_string());
+        }
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(name.to_string()),
+                driver: config.driver.clone(),
+                driver_opts: Some(config.driver_opts.clone().into_iter().collect()),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `VolumesFrom` for the container: its task's containers, found by label.
+    async fn volumes_from(&self, spec: &ContainerSpec) -> Result<Vec<String>, RuntimeError> {
+        let mut out = Vec::new();
+        for (source, ro) in &spec.volumes_from {
+            let Some(Handle::Docker { id }) = self.find(&spec.task_id, source).await else {
+                return Err(RuntimeError::Invalid(format!(
+                    "volumesFrom: container {source} of the task has no Docker container yet"
+                )));
+            };
+            out.push(if *ro { format!("{id}:ro") } else { id });
+        }
+        Ok(out)
+    }
+
+    /// Docker's `PidMode` and `IpcMode` for the task's modes: `host`; `task`, as the namespace
+    /// of the task's first container already running (the first one is made shareable).
+    async fn namespace_modes(&self, spec: &ContainerSpec) -> (Option<String>, Option<String>) {
+        let o = &spec.options;
+        let needs_peer =
+            o.pid_mode == Some(NamespaceMode::Task) || o.ipc_mode == Some(NamespaceMode::Task);
+        let peer = if needs_peer {
+            self.running_peer(&spec.task_id).await
+        } else {
+            None
+        };
+        let pid = match (o.pid_mode, &peer) {
+            (Some(NamespaceMode::Host), _) => Some("host".to_string()),
+            (Some(NamespaceMode::Task), Some(id)) => Some(format!("container:{id}")),
+            _ => None,
+        };
+        let ipc = match (o.ipc_mode, &peer) {
+            (Some(NamespaceMode::Host), _) => Some("host".to_string()),
+            (Some(NamespaceMode::None), _) => Some("none".to_string()),
+            (Some(NamespaceMode::Task), Some(id)) => Some(format!("container:{id}")),
+            (Some(NamespaceMode::Task), None) => Some("shareable".to_string()),
+            _ => None,
+        };
+        (pid, ipc)
+    }
+
+    /// A running container of the task, if any.
+    async fn running_peer(&self, task_id: &str) -> Option<String> {
+        self.labelled(vec![format!("{LABEL_TASK}={task_id}")], false)
+            .await
+    }
+
+    /// The id of a container with every one of `labels`; stopped ones too with `all`.
+    async fn labelled(&self, labels: Vec<String>, all: bool) -> Option<String> {
+        let filters = HashMap::from([("label".to_string(), labels)]);
+        let found = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .ok()?;
+        found.into_iter().find_map(|c| c.id)
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), bollard::errors::Error> {
@@ -373,6 +600,20 @@ async fn exec_exit_code(docker: &Docker, exec_id: &str) -> Option<i32> {
     None
 }
 
+/// Docker's cgroup permissions (`rwm`) for ECS's device permissions (all when none are named).
+fn cgroup_permissions(perms: &[String]) -> String {
+    if perms.is_empty() {
+        return "rwm".into();
+    }
+    let mut out = String::new();
+    for (name, c) in [("read", 'r'), ("write", 'w'), ("mknod", 'm')] {
+        if perms.iter().any(|p| p == name) {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn proto_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "tcp",
@@ -394,6 +635,21 @@ impl ContainerRuntime for DockerRuntime {
         spec: &'a ContainerSpec,
     ) -> BoxFuture<'a, Result<Started, RuntimeError>> {
         self.create(spec).boxed()
+    }
+
+    fn restart<'a>(
+        &'a self,
+        handle: &'a Handle,
+        spec: &'a ContainerSpec,
+    ) -> BoxFuture<'a, Result<Started, RuntimeError>> {
+        async move {
+            let Handle::Docker { id } = handle else {
+                return Err(RuntimeError::Invalid("not a container".into()));
+            };
+            self.docker.start_container(id, None).await?;
+            self.started(id.clone(), spec).await
+        }
+        .boxed()
     }
 
     fn wait(&self, handle: &Handle) -> BoxFuture<'static, Exit> {
@@ -483,23 +739,11 @@ impl ContainerRuntime for DockerRuntime {
 
     fn find<'a>(&'a self, task_id: &'a str, container: &'a str) -> BoxFuture<'a, Option<Handle>> {
         async move {
-            let filters = HashMap::from([(
-                "label".to_string(),
-                vec![
-                    format!("{LABEL_TASK}={task_id}"),
-                    format!("{LABEL_CONTAINER}={container}"),
-                ],
-            )]);
-            let found = self
-                .docker
-                .list_containers(Some(ListContainersOptions {
-                    all: true,
-                    filters: Some(filters),
-                    ..Default::default()
-                }))
-                .await
-                .ok()?;
-            let id = found.into_iter().find_map(|c| c.id)?;
+            let labels = vec![
+                format!("{LABEL_TASK}={task_id}"),
+                format!("{LABEL_CONTAINER}={container}"),
+            ];
+            let id = self.labelled(labels, true).await?;
             Some(Handle::Docker { id })
         }
         .boxed()
@@ -527,6 +771,32 @@ impl ContainerRuntime for DockerRuntime {
                 return Err(RuntimeError::Invalid("not a container".into()));
             };
             self.exec_session(id, request).await
+        }
+        .boxed()
+    }
+
+    fn remove_task<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, ()> {
+        async move {
+            let filters =
+                HashMap::from([("label".to_string(), vec![format!("{LABEL_TASK}={task_id}")])]);
+            let Ok(list) = self
+                .docker
+                .list_volumes(Some(ListVolumesOptions {
+                    filters: Some(filters),
+                }))
+                .await
+            else {
+                return;
+            };
+            for v in list.volumes.unwrap_or_default() {
+                if let Err(e) = self
+                    .docker
+                    .remove_volume(&v.name, None::<RemoveVolumeOptions>)
+                    .await
+                {
+                    tracing::warn!(volume = %v.name, error = %e, "cannot remove a task volume");
+                }
+            }
         }
         .boxed()
     }

@@ -79,6 +79,79 @@ pub struct ContainerSpec {
     pub privileged: bool,
     /// ECS `readonlyRootFilesystem` (Docker).
     pub readonly_root_filesystem: bool,
+    /// The task's volumes this container mounts, resolved on this node.
+    pub mounts: Vec<Mount>,
+    /// `volumesFrom`: containers of the same task (by name) and whether read-only (Docker).
+    pub volumes_from: Vec<(String, bool)>,
+    /// The rest of the container definition, for the runtimes that act on it (Docker).
+    pub options: ContainerOptions,
+}
+
+/// A volume mounted in a container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mount {
+    /// The task definition's volume name.
+    pub volume: String,
+    /// What is mounted.
+    pub source: MountSource,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// What a mount's volume is on this node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MountSource {
+    /// A host path the task definition names (a bind mount; allowed by the agent's policy).
+    HostPath(std::path::PathBuf),
+    /// A directory the agent made: a scratch volume, or a Docker volume under the process
+    /// runtime.
+    Dir(std::path::PathBuf),
+    /// A Docker volume: `name` on the engine, created as configured.
+    DockerVolume {
+        /// The engine's volume name (task-scoped ones carry the task id).
+        name: String,
+        /// The task definition's configuration.
+        config: capstan_core::container::DockerVolumeConfiguration,
+    },
+}
+
+/// Container-definition fields only the docker runtime acts on (see `docs/agent.md`).
+#[derive(Debug, Clone, Default)]
+pub struct ContainerOptions {
+    /// `linuxParameters`.
+    pub linux: Option<capstan_core::container::LinuxParameters>,
+    /// `ulimits`.
+    pub ulimits: Vec<capstan_core::container::Ulimit>,
+    /// `hostname`.
+    pub hostname: Option<String>,
+    /// `dnsServers`.
+    pub dns_servers: Vec<String>,
+    /// `dnsSearchDomains`.
+    pub dns_search_domains: Vec<String>,
+    /// `extraHosts`.
+    pub extra_hosts: Vec<capstan_core::container::HostEntry>,
+    /// `dockerSecurityOptions`.
+    pub security_options: Vec<String>,
+    /// `systemControls`.
+    pub system_controls: Vec<capstan_core::container::SystemControl>,
+    /// `interactive`.
+    pub interactive: bool,
+    /// `pseudoTerminal`.
+    pub pseudo_terminal: bool,
+    /// `disableNetworking`.
+    pub disable_networking: bool,
+    /// GPUs from `resourceRequirements`.
+    pub gpus: u32,
+    /// The task's `networkMode`.
+    pub network_mode: Option<capstan_core::taskdef::NetworkMode>,
+    /// The task's `pidMode`.
+    pub pid_mode: Option<capstan_core::container::NamespaceMode>,
+    /// The task's `ipcMode`.
+    pub ipc_mode: Option<capstan_core::container::NamespaceMode>,
+    /// A `json-file` or `local` log driver and its options, passed to Docker as they are.
+    pub log_driver: Option<(String, std::collections::HashMap<String, String>)>,
 }
 
 /// A started container.
@@ -138,6 +211,15 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Starts a container.
     fn start<'a>(&'a self, spec: &'a ContainerSpec)
     -> BoxFuture<'a, Result<Started, RuntimeError>>;
+    /// Starts an exited container again in place (its restart policy): Docker restarts the
+    /// same container; by default it is started anew from its spec.
+    fn restart<'a>(
+        &'a self,
+        _handle: &'a Handle,
+        spec: &'a ContainerSpec,
+    ) -> BoxFuture<'a, Result<Started, RuntimeError>> {
+        self.start(spec)
+    }
     /// Resolves when the container has exited.
     fn wait(&self, handle: &Handle) -> BoxFuture<'static, Exit>;
     /// SIGTERM, then SIGKILL after `timeout`; resolves once it has exited.
@@ -161,6 +243,11 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// own files hold them (the process runtime's shims).
     fn logs(&self, _handle: &Handle, _query: &LogQuery) -> Option<BoxStream<'static, LogLine>> {
         None
+    }
+    /// Removes what a task left in the runtime beyond its containers (Docker's task-scoped
+    /// volumes), once it is cleaned up.
+    fn remove_task<'a>(&'a self, _task_id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
     }
     /// Runs a command in the running container (ECS Exec): Docker's exec, or a process with the
     /// container's user, environment and working directory. The session ends with

@@ -6,7 +6,8 @@
 //! Least privilege: an agent running as root runs each task as its container's `user`, or else
 //! as the agent's `--task-user` (`nobody` by default), never as root unless asked; an agent that
 //! is not root runs tasks as itself and refuses a `user` it cannot become. Tasks learn the
-//! address to bind (`--task-bind-address`) from `CAPSTAN_BIND_ADDRESS`.
+//! address to bind (`--task-bind-address`) from `CAPSTAN_BIND_ADDRESS`, and each mounted
+//! volume's directory from `CAPSTAN_VOLUME_<NAME>`.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -23,8 +24,8 @@ use tokio::sync::watch;
 
 use super::exec;
 use super::{
-    ContainerRuntime, ContainerSpec, ExecEvent, ExecRequest, ExecSession, Exit, RuntimeError,
-    Started, TaskPolicy,
+    ContainerRuntime, ContainerSpec, ExecEvent, ExecRequest, ExecSession, Exit, MountSource,
+    RuntimeError, Started, TaskPolicy,
 };
 use crate::logs::{self, Stream};
 use crate::model::Handle;
@@ -151,7 +152,26 @@ fn container_env(spec: &ContainerSpec, agent_vars: &[(String, String)]) -> Vec<(
     env.extend(agent_vars.iter().cloned());
     env.push(("CAPSTAN_TASK_ID".into(), spec.task_id.clone()));
     env.push(("CAPSTAN_CONTAINER_NAME".into(), spec.name.clone()));
+    // A process cannot have a volume mounted at its containerPath: it is told the directory.
+    for m in &spec.mounts {
+        if let MountSource::HostPath(p) | MountSource::Dir(p) = &m.source {
+            env.push((volume_var(&m.volume), p.display().to_string()));
+        }
+    }
     env
+}
+
+/// `CAPSTAN_VOLUME_<NAME>`: the variable that holds volume `name`'s directory (upper case,
+/// `-` as `_`).
+pub fn volume_var(name: &str) -> String {
+    let upper: String = name
+        .chars()
+        .map(|c| match c {
+            '-' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+    format!("CAPSTAN_VOLUME_{upper}")
 }
 
 /// A free TCP port on this host, for a dynamic mapping.

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod exec;
 
 use std::io::{BufRead, BufReader};
