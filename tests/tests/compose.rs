@@ -205,6 +205,23 @@ async fn the_ha_topology_serves_on_both_lb_hosts_through_host_leader_and_etcd_fa
     docker(&["unpause", &container("etcd-1"), &container("etcd-2")]);
     assert!(during > 0, "{alive} served nothing while etcd hung");
     eprintln!("etcd majority paused 20 s: {alive} served {during} requests meanwhile");
+    // The members elect a leader again before the control plane can decide anything.
+    let back = Instant::now();
+    eventually(
+        Duration::from_secs(60),
+        "etcd has a leader again",
+        || async {
+            s.list(&s.keys().list(capstan_core::keys::Family::Clusters, &[]))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+    eprintln!(
+        "etcd answered reads again {:?} after the unpause",
+        back.elapsed()
+    );
 
     // A rolling deploy after it completes, with no failed request on the surviving host.
     let td = compose_dir().join("web-taskdef.json").display().to_string();

@@ -1,8 +1,9 @@
 //! The example a new user runs first, as `examples/README.md` writes it, on `capstan dev
 //! --runtime docker`: a secret put, the `greeter` task definition (logs, a secret, a scratch
 //! volume) registered and run with exec enabled; its logs show the secret reached it, exec reads
-//! its volume, and stopping `capstan dev` leaves no container behind. The `busybox` image it
-//! names is built locally from Debian's busybox-static when the engine has none.
+//! its volume, and stopping `capstan dev` leaves no container behind. An awsvpc service behind
+//! a listener is served through HAProxy at its tasks' own addresses. The `busybox` image they
+//! name is built locally from Debian's busybox-static when the engine has none.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -46,16 +47,11 @@ struct Dev {
 }
 
 impl Dev {
-    fn start(data: &std::path::Path) -> Self {
+    /// `capstan dev --runtime docker` with one agent, and HAProxy when `haproxy`.
+    fn start(data: &std::path::Path, haproxy: bool) -> Self {
         let mut child = Command::new(binary("capstan"))
-            .args([
-                "dev",
-                "--runtime",
-                "docker",
-                "--agents",
-                "1",
-                "--no-haproxy",
-            ])
+            .args(["dev", "--runtime", "docker", "--agents", "1"])
+            .args((!haproxy).then_some("--no-haproxy"))
             .args(["--api-listen", "127.0.0.1:0", "--ecs-listen", "127.0.0.1:0"])
             .args(["--etcd-port", "0", "--data-dir"])
             .arg(data)
@@ -169,7 +165,7 @@ async fn the_logs_secret_volume_and_exec_example_runs_on_capstan_dev_with_docker
     }
     busybox_image();
     let data = test_dir();
-    let mut dev = Dev::start(&data.path().join("dev"));
+    let mut dev = Dev::start(&data.path().join("dev"), false);
     let example = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/logs-secret-taskdef.json"
@@ -239,5 +235,130 @@ async fn the_logs_secret_volume_and_exec_example_runs_on_capstan_dev_with_docker
     assert!(running.is_empty(), "containers still running: {running:?}");
     for c in containers_of(&id) {
         let _ = Command::new("docker").args(["rm", "-f", &c]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_awsvpc_service_is_served_through_haproxy_at_its_tasks_own_addresses() {
+    if !tools_or_not_in_ci(&[&["docker", "info"], &["haproxy", "-v"]]) {
+        return;
+    }
+    busybox_image();
+    let data = test_dir();
+    let dev = Dev::start(&data.path().join("dev"), true);
+    let file = |name: &str, doc: Value| {
+        let p = data.path().join(name);
+        std::fs::write(&p, doc.to_string()).expect("write");
+        p.display().to_string()
+    };
+    let port = capstan_testing::free_port().expect("a free port");
+    let tg = file(
+        "tg.json",
+        serde_json::json!({"protocol": "HTTP", "port": 8080,
+            "healthCheck": {"path": "/", "intervalSeconds": 5, "healthyThresholdCount": 2}}),
+    );
+    let listener = file(
+        "listener.json",
+        serde_json::json!({"port": port,
+            "defaultActions": [{"type": "forward", "targetGroupArn": "vpcweb-tg"}]}),
+    );
+    // Two tasks on one host, both on container port 8080: no host port to collide on.
+    let td = file(
+        "td.json",
+        serde_json::json!({"family": "vpcweb", "networkMode": "awsvpc",
+            "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 64,
+                "portMappings": [{"containerPort": 8080}], "entryPoint": ["sh", "-c"],
+                "command": ["mkdir -p /w && hostname > /w/index.html && exec httpd -f -p 8080 -h /w"]}]}),
+    );
+    let svc = file(
+        "svc.json",
+        serde_json::json!({"serviceName": "vpcweb", "taskDefinition": "vpcweb", "desiredCount": 2,
+            "loadBalancers": [{"targetGroupArn": "vpcweb-tg", "containerName": "app",
+                "containerPort": 8080}]}),
+    );
+    dev.ok(&["targetgroup", "create", "vpcweb-tg", "-f", &tg]);
+    dev.ok(&["listener", "create", "vpcweb", "-f", &listener]);
+    dev.ok(&["taskdef", "register", "-f", &td]);
+    dev.ok(&["service", "create", "-f", &svc]);
+
+    // The targets are the tasks' own addresses at the container port, not the host's.
+    let targets = eventually(Duration::from_secs(90), "2 healthy targets", || {
+        let out = dev
+            .capstan(&["-o", "json", "targetgroup", "health", "vpcweb-tg"], "")
+            .1;
+        async move {
+            let v: Value = serde_json::from_str(&out).ok()?;
+            let healthy: Vec<(String, String, u64)> = v
+                .as_array()?
+                .iter()
+                .filter(|t| t["targetHealth"]["state"] == "healthy")
+                .filter_map(|t| {
+                    let t = &t["target"];
+                    Some((
+                        t["taskId"].as_str()?.to_string(),
+                        t["id"].as_str()?.to_string(),
+                        t["port"].as_u64()?,
+                    ))
+                })
+                .collect();
+            (healthy.len() == 2).then_some(healthy)
+        }
+    })
+    .await;
+    let ids: Vec<String> = targets.iter().map(|(t, _, _)| t.clone()).collect();
+    let described = dev.ok(&[
+        &["-o", "json", "task", "describe"][..],
+        &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+    ]
+    .concat());
+    let tasks: Value =
+        serde_json::from_str(&described).unwrap_or_else(|e| panic!("{e}: {described}"));
+    for (task, host, port) in &targets {
+        let t = tasks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| {
+                t["taskArn"]
+                    .as_str()
+                    .is_some_and(|a| a.ends_with(task.as_str()))
+            })
+            .unwrap_or_else(|| panic!("task {task} described: {tasks}"));
+        let eni = t["attachments"][0]["details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["name"] == "privateIPv4Address")
+            .and_then(|d| d["value"].as_str());
+        assert_eq!(
+            eni,
+            Some(host.as_str()),
+            "target at the task's ENI address: {t}"
+        );
+        assert_eq!(*port, 8080);
+    }
+
+    // Through HAProxy both tasks answer, each with its own hostname.
+    let seen = eventually(
+        Duration::from_secs(30),
+        "both tasks through HAProxy",
+        || async {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..10 {
+                if let Some((200, body)) = capstan_e2e::web::get("127.0.0.1", port).await {
+                    seen.insert(body.trim().to_string());
+                }
+            }
+            (seen.len() == 2).then_some(seen)
+        },
+    )
+    .await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    dev.ok(&["service", "delete", "vpcweb", "--force"]);
+    drop(dev);
+    for id in ids {
+        for c in containers_of(&id) {
+            let _ = Command::new("docker").args(["rm", "-f", &c]).output();
+        }
     }
 }

@@ -786,6 +786,7 @@ impl Agent {
                                 c.last_status = TaskStatus::Running;
                                 c.handle = Some(started.handle);
                                 c.bindings = started.bindings;
+                                c.ip = started.ip;
                             });
                             let wait = self.runtime.wait(&h);
                             exits.push(async move { (i, wait.await) }.boxed());
@@ -843,6 +844,7 @@ impl Agent {
                                     let c = &mut r.containers[i];
                                     c.handle = Some(started.handle);
                                     c.bindings = started.bindings;
+                                    c.ip = started.ip;
                                     c.restart_count += 1;
                                     c.reason = Some(format!("restarted by its restartPolicy after exit code {code}"));
                                 });

@@ -60,6 +60,9 @@ pub struct ContainerRecord {
     /// Times its restart policy restarted it.
     #[serde(default)]
     pub restart_count: u32,
+    /// awsvpc: the task's own address.
+    #[serde(default)]
+    pub ip: Option<String>,
 }
 
 /// One task, as the agent knows it.
@@ -132,6 +135,7 @@ impl TaskRecord {
                 health_status: HealthStatus::Unknown,
                 handle: None,
                 restart_count: 0,
+                ip: None,
             })
             .collect();
         Self {
@@ -206,6 +210,7 @@ impl TaskRecord {
                         .map(Handle::runtime_id)
                         .unwrap_or_default(),
                     restart_count: c.restart_count,
+                    private_ipv4_address: c.ip.clone().unwrap_or_default(),
                 })
                 .collect(),
             stop_code: self.stop_code.map_or(0, |c| pb::StopCode::from(c) as i32),

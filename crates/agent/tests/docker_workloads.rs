@@ -377,3 +377,79 @@ async fn a_restart_policy_restarts_a_container_in_place_and_counts_it() {
     remove_containers(&again);
     remove_containers(&early);
 }
+
+#[tokio::test]
+async fn an_awsvpc_task_has_its_own_address_shared_by_its_containers_and_publishes_nothing() {
+    let Some((_etcd, _dir, agent)) = docker_agent().await else {
+        return;
+    };
+    let mut c = agent.client().await;
+    let (a, b) = (unique("vpca"), unique("vpcb"));
+    let pair = || {
+        let mut web = container("web", &["httpd", "-f", "-p", "8080", "-h", "/www"]);
+        web["portMappings"] = json!([{"containerPort": 8080}]);
+        vec![web, container("sidecar", &["sleep", "600"])]
+    };
+    run(&mut c, &a, pair(), json!({"networkMode": "awsvpc"})).await;
+    run(&mut c, &b, pair(), json!({"networkMode": "awsvpc"})).await;
+    let mut ips = Vec::new();
+    for id in [&a, &b] {
+        let t = wait_for(&mut c, id, WITHIN, "RUNNING", |t| {
+            status(t) == pb::TaskStatus::Running
+        })
+        .await;
+        let own: std::collections::BTreeSet<&str> = t
+            .containers
+            .iter()
+            .map(|c| c.private_ipv4_address.as_str())
+            .collect();
+        assert_eq!(own.len(), 1, "one address per task: {own:?}");
+        let ip = own.into_iter().next().unwrap_or_default().to_string();
+        assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip:?}");
+        assert!(
+            t.containers.iter().all(|c| c.network_bindings.is_empty()),
+            "awsvpc binds no host ports"
+        );
+        ips.push(ip);
+    }
+    assert_ne!(ips[0], ips[1], "each task its own address");
+
+    // Nothing is published on the host; the sidecar shares the first container's namespace.
+    for cid in container_ids(&a, false) {
+        let out = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{json .HostConfig.PortBindings}} {{.HostConfig.NetworkMode}} {{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}",
+                &cid,
+            ])
+            .output()
+            .expect("docker inspect");
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let (ports, network) = s.split_once(' ').unwrap_or_default();
+        assert!(matches!(ports, "{}" | "null"), "published: {s}");
+        assert!(
+            network.starts_with("container:") || network.ends_with(" capstan-default"),
+            "{s}"
+        );
+    }
+    let (out, err, code) = sh_in(&mut c, &a, "sidecar", "wget -qO- http://127.0.0.1:8080/").await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("hello-from-capstan"), "{out}");
+
+    // Another task, and this host (where a load balancer runs), reach it at its address and
+    // container port.
+    let url = format!("http://{}:8080/", ips[0]);
+    let (out, err, code) = sh_in(&mut c, &b, "sidecar", &format!("wget -qO- {url}")).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("hello-from-capstan"), "{out}");
+    let reply = http_get_at(&ips[0], 8080)
+        .await
+        .expect("reached from the host");
+    assert!(reply.contains("hello-from-capstan"), "{reply}");
+
+    for t in [&a, &b] {
+        stop_and_wait(&mut c, t).await;
+        remove_containers(t);
+    }
+}

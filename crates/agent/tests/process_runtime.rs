@@ -709,3 +709,47 @@ async fn process_tasks_find_their_volumes_directories_in_the_environment() {
         "scratch\n"
     );
 }
+
+#[tokio::test]
+async fn awsvpc_process_tasks_asking_for_one_port_each_get_a_free_host_port() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent = AgentProc::start(&etcd.endpoints(), &dir.path().join("agent"), &[]);
+    let mut c = agent.client().await;
+    let mut ports = Vec::new();
+    for id in ["vpc-1", "vpc-2"] {
+        let mut w = sh("web", HTTP);
+        // A Fargate file's hostPort: the task's own port, which a host process cannot hold.
+        w["portMappings"] = json!([{"containerPort": 8000, "hostPort": 8000}]);
+        let mut req = start_request(id, 1, w);
+        let mut td: serde_json::Value =
+            serde_json::from_str(&req.task_definition_json).expect("td");
+        td["networkMode"] = json!("awsvpc");
+        req.task_definition_json = td.to_string();
+        c.start_task(req).await.expect("start");
+        let t = wait_for(&mut c, id, Duration::from_secs(20), "RUNNING", |t| {
+            status(t) == pb::TaskStatus::Running
+        })
+        .await;
+        let b = &t.containers[0].network_bindings[0];
+        assert_eq!(b.container_port, 8000);
+        ports.push(b.host_port);
+    }
+    assert_ne!(ports[0], ports[1], "each task its own host port");
+    for p in ports {
+        let reply = eventually_http(p).await;
+        assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    }
+}
+
+/// The reply of the server that is starting on `port`, within 10 s.
+async fn eventually_http(port: u32) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match http_get(port).await {
+            Ok(r) => return r,
+            Err(e) => assert!(Instant::now() < deadline, "port {port}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -139,7 +139,41 @@ pub struct Container {
     /// Times its `restartPolicy` restarted it in place.
     #[serde(skip_serializing_if = "is_zero")]
     pub restart_count: u32,
+    /// awsvpc: the task's network interface, as ECS reports it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub network_interfaces: Vec<NetworkInterface>,
 }
+
+/// A container's network interface (awsvpc).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NetworkInterface {
+    /// The task's attachment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment_id: Option<String>,
+    /// Its address.
+    #[serde(rename = "privateIpv4Address", skip_serializing_if = "Option::is_none")]
+    pub private_ipv4_address: Option<String>,
+}
+
+/// A task attachment (ECS `Attachment`): an awsvpc task's network interface, an
+/// `ElasticNetworkInterface` whose details hold `privateIPv4Address`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Attachment {
+    /// Its id.
+    pub id: String,
+    /// `ElasticNetworkInterface`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `ATTACHED` while the task has it.
+    pub status: String,
+    /// `networkInterfaceId`, `privateIPv4Address`, `subnetId`.
+    pub details: Vec<crate::KeyValuePair>,
+}
+
+/// ECS's attachment type for a task's network interface.
+pub const ENI: &str = "ElasticNetworkInterface";
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
@@ -210,6 +244,9 @@ pub struct Task {
     /// Tags.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
+    /// awsvpc: its network interface.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
     /// Run with ECS Exec allowed (from its service or its RunTask/StartTask request).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub enable_execute_command: bool,
@@ -319,6 +356,16 @@ impl Task {
     /// The id of the container instance it is placed on.
     pub fn instance_id(&self) -> Option<&str> {
         self.container_instance_arn.as_deref().map(last_segment)
+    }
+
+    /// awsvpc: the address of its network interface.
+    pub fn private_ipv4(&self) -> Option<&str> {
+        self.attachments
+            .iter()
+            .filter(|a| a.kind == ENI)
+            .flat_map(|a| &a.details)
+            .find(|d| d.name == "privateIPv4Address")
+            .map(|d| d.value.as_str())
     }
 }
 

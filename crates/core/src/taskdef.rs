@@ -553,12 +553,6 @@ impl TaskDefinition {
         {
             self.validate_fargate(&mut r, task_cpu, task_mem);
         }
-        if self.network_mode() == NetworkMode::Awsvpc {
-            r.warn(
-                "networkMode",
-                "awsvpc is accepted; Capstan runs the task with its ports published on the host",
-            );
-        }
 
         if self.placement_constraints.len() > MAX_PLACEMENT_CONSTRAINTS {
             r.error(
@@ -800,11 +794,21 @@ impl TaskDefinition {
             crate::container::validate_restart_policy(r, path, rp);
         }
         crate::container::validate_resource_requirements(r, path, &c.resource_requirements);
-        if c.hostname.is_some() && self.network_mode() == NetworkMode::Awsvpc {
-            r.error(
-                join(path, "hostname"),
-                "hostname is not allowed with networkMode awsvpc",
-            );
+        if self.network_mode() == NetworkMode::Awsvpc {
+            // The task's containers share one network namespace, whose names are its own.
+            for (field, present) in [
+                ("hostname", c.hostname.is_some()),
+                ("dnsServers", !c.dns_servers.is_empty()),
+                ("dnsSearchDomains", !c.dns_search_domains.is_empty()),
+                ("extraHosts", !c.extra_hosts.is_empty()),
+            ] {
+                if present {
+                    r.error(
+                        join(path, field),
+                        format!("{field} is not allowed with networkMode awsvpc"),
+                    );
+                }
+            }
         }
         for (field, present) in [
             ("repositoryCredentials", c.repository_credentials.is_some()),

@@ -114,6 +114,16 @@ fn task_definition_rules_name_their_fields() {
                 "dependsOn": [{"containerName": "nope", "condition": "START"}]}]}),
             "containerDefinitions[0].dependsOn[0].containerName: no container named \"nope\"",
         ),
+        (
+            json!({"family": "a", "networkMode": "awsvpc", "containerDefinitions": [{"name": "c",
+                "image": "i", "memory": 64, "extraHosts": [{"hostname": "h", "ipAddress": "10.0.0.1"}]}]}),
+            "containerDefinitions[0].extraHosts: extraHosts is not allowed with networkMode awsvpc",
+        ),
+        (
+            json!({"family": "a", "networkMode": "awsvpc", "containerDefinitions": [{"name": "c",
+                "image": "i", "memory": 64, "portMappings": [{"containerPort": 80, "hostPort": 8080}]}]}),
+            "containerDefinitions[0].portMappings[0].hostPort: with this networkMode hostPort must be empty or equal to containerPort (80)",
+        ),
     ];
     for (doc, expected) in cases {
         let err = accept::<TaskDefinition>(doc.to_string().as_bytes()).expect_err("invalid");

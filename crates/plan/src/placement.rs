@@ -120,11 +120,15 @@ pub fn demand(td: &capstan_core::TaskDefinition, group: &str) -> Demand {
     Demand {
         cpu: i64::from(td.reserved_cpu()),
         memory: i64::from(td.reserved_memory()),
-        ports: td
-            .container_definitions
-            .iter()
-            .flat_map(|c| c.port_mappings.iter().filter_map(|p| p.static_host_port()))
-            .collect(),
+        // An awsvpc task has a network namespace of its own: it holds no host port.
+        ports: if td.network_mode() == capstan_core::taskdef::NetworkMode::Awsvpc {
+            Vec::new()
+        } else {
+            td.container_definitions
+                .iter()
+                .flat_map(|c| c.port_mappings.iter().filter_map(|p| p.static_host_port()))
+                .collect()
+        },
         group: group.to_string(),
     }
 }
@@ -716,6 +720,18 @@ mod tests {
 
     fn rng() -> StdRng {
         StdRng::seed_from_u64(7)
+    }
+
+    #[test]
+    fn an_awsvpc_task_holds_no_host_port_a_bridge_task_holds_its_static_ones() {
+        let td = |mode: &str| -> capstan_core::TaskDefinition {
+            serde_json::from_value(serde_json::json!({"family": "w", "networkMode": mode,
+                "containerDefinitions": [{"name": "c", "image": "i", "memory": 64,
+                    "portMappings": [{"containerPort": 80, "hostPort": 80}]}]}))
+            .expect("task definition")
+        };
+        assert_eq!(super::demand(&td("bridge"), "g").ports, vec![80]);
+        assert!(super::demand(&td("awsvpc"), "g").ports.is_empty());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! - A RUNNING task of a deployment whose `loadBalancers` name the group becomes a target: the
 //!   host of its container instance and the host port bound to `containerPort` of
-//!   `containerName`. A task in DEACTIVATING keeps its target, draining.
+//!   `containerName`; an awsvpc task, its own address and `containerPort` (ELBv2's `ip`
+//!   targets). A task in DEACTIVATING keeps its target, draining.
 //! - A new target needs one passing check to turn healthy; `unhealthyThresholdCount` failures in
 //!   a row make it unhealthy; a recovering one needs `healthyThresholdCount` passes (ELBv2).
 //! - A draining target is drained once it has no active sessions, or once the deregistration
@@ -60,6 +61,18 @@ pub fn wanted(
                     (DesiredStatus::Stopped, TaskStatus::Deactivating) => true,
                     _ => continue,
                 };
+                if let Some(ip) = t.private_ipv4() {
+                    let Ok(port) = u16::try_from(port) else {
+                        continue;
+                    };
+                    out.push(Wanted {
+                        task_id: t.id().to_string(),
+                        host: ip.to_string(),
+                        port,
+                        draining,
+                    });
+                    continue;
+                }
                 let binding = t
                     .containers
                     .iter()
@@ -470,6 +483,33 @@ mod tests {
         assert_eq!(
             (w[0].task_id.as_str(), w[0].host.as_str()),
             ("t1", "10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn an_awsvpc_task_is_an_ip_target_at_its_own_address_and_container_port() {
+        let mut t = task("t1", "blue", DesiredStatus::Running, TaskStatus::Running, 0);
+        // awsvpc: no host port bindings, and the instance address is not the task's.
+        t.containers[0].network_bindings.clear();
+        t.attachments = vec![capstan_core::task::Attachment {
+            id: "eni-t1".into(),
+            kind: capstan_core::task::ENI.into(),
+            status: "ATTACHED".into(),
+            details: vec![capstan_core::KeyValuePair {
+                name: "privateIPv4Address".into(),
+                value: "172.30.0.7".into(),
+            }],
+        }];
+        let host = |_: &str| Some("10.0.0.1".to_string());
+        let w = wanted("web-blue", &[dep("blue", "web-blue")], &[t], host, |_| None);
+        assert_eq!(
+            w,
+            vec![Wanted {
+                task_id: "t1".into(),
+                host: "172.30.0.7".into(),
+                port: 8080,
+                draining: false
+            }]
         );
     }
 

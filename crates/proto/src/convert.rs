@@ -1,7 +1,8 @@
 //! Conversions between agent messages and core types.
 
 use capstan_core::task::{
-    Container, HealthStatus, NetworkBinding, StopCode, Task, TaskOverride, TaskStatus,
+    Attachment, Container, ENI, HealthStatus, NetworkBinding, NetworkInterface, StopCode, Task,
+    TaskOverride, TaskStatus,
 };
 use capstan_core::taskdef::Protocol;
 use capstan_core::{DocumentError, TaskDefinition, Timestamp, accept};
@@ -189,11 +190,50 @@ impl pb::TaskState {
                     health_status: health_status(c.health_status),
                     runtime_id: (!c.runtime_id.is_empty()).then(|| c.runtime_id.clone()),
                     restart_count: c.restart_count,
+                    network_interfaces: (!c.private_ipv4_address.is_empty())
+                        .then(|| NetworkInterface {
+                            attachment_id: Some(eni_id(task.id())),
+                            private_ipv4_address: Some(c.private_ipv4_address.clone()),
+                        })
+                        .into_iter()
+                        .collect(),
                 })
             })
             .collect::<Result<_, ConvertError>>()?;
+        // awsvpc: the task's interface, as ECS reports it, once its address is known.
+        if let Some(ip) = self
+            .containers
+            .iter()
+            .map(|c| c.private_ipv4_address.as_str())
+            .find(|ip| !ip.is_empty())
+        {
+            let id = eni_id(task.id());
+            let detail = |name: &str, value: String| capstan_core::KeyValuePair {
+                name: name.into(),
+                value,
+            };
+            task.attachments = vec![Attachment {
+                id: id.clone(),
+                kind: ENI.into(),
+                status: if task.last_status == TaskStatus::Stopped {
+                    "DELETED".into()
+                } else {
+                    "ATTACHED".into()
+                },
+                details: vec![
+                    detail("networkInterfaceId", id),
+                    detail("privateIPv4Address", ip.to_string()),
+                    detail("subnetId", format!("capstan-{}", task.cluster())),
+                ],
+            }];
+        }
         Ok(())
     }
+}
+
+/// The id of task `task_id`'s network interface (awsvpc).
+pub fn eni_id(task_id: &str) -> String {
+    format!("eni-{}", task_id.chars().take(17).collect::<String>())
 }
 
 /// One task's outcome in a StartTasks answer.

@@ -9,12 +9,12 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, HostConfigLogConfig,
-    PortBinding, ResourcesUlimits, VolumeCreateRequest,
+    NetworkCreateRequest, PortBinding, ResourcesUlimits, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions,
-    LogsOptionsBuilder, RemoveContainerOptions, RemoveVolumeOptions, ResizeExecOptions,
-    StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions,
+    ListVolumesOptions, LogsOptionsBuilder, RemoveContainerOptions, RemoveVolumeOptions,
+    ResizeExecOptions, StopContainerOptions,
 };
 use capstan_core::container::{DockerVolumeConfiguration, NamespaceMode, VolumeScope};
 use capstan_core::task::NetworkBinding;
@@ -44,6 +44,8 @@ pub struct DockerRuntime {
     version: String,
     pull: bool,
     policy: TaskPolicy,
+    /// Held while finding or creating an awsvpc network, so this agent creates it once.
+    networks: tokio::sync::Mutex<()>,
 }
 
 impl DockerRuntime {
@@ -74,6 +76,7 @@ impl DockerRuntime {
             version,
             pull,
             policy,
+            networks: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -117,7 +120,19 @@ impl DockerRuntime {
         let mut exposed = Vec::new();
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         let host_network = spec.options.network_mode == Some(NetworkMode::Host);
-        for pm in spec.ports.iter().filter(|_| !host_network) {
+        let awsvpc = spec.options.network_mode == Some(NetworkMode::Awsvpc);
+        // awsvpc: the task's first container joins the cluster's network; the others share its
+        // namespace (one address per task, as an ENI).
+        let awsvpc_mode = if awsvpc {
+            let net = self.ensure_network(&spec.cluster).await?;
+            Some(match self.running_peer(&spec.task_id).await {
+                Some(peer) => format!("container:{peer}"),
+                None => net,
+            })
+        } else {
+            None
+        };
+        for pm in spec.ports.iter().filter(|_| !host_network && !awsvpc) {
             let Some(cp) = pm.container_port else {
                 continue;
             };
@@ -229,6 +244,7 @@ impl DockerRuntime {
                 network_mode: match o.network_mode {
                     Some(NetworkMode::Host) => Some("host".into()),
                     Some(NetworkMode::None) => Some("none".into()),
+                    Some(NetworkMode::Awsvpc) => awsvpc_mode,
                     _ => None,
                 },
                 pid_mode,
@@ -277,6 +293,23 @@ impl DockerRuntime {
         let bind = self.policy.bind_address.to_string();
         let host_network = spec.options.network_mode == Some(NetworkMode::Host);
         let info = self.docker.inspect_container(&id, None).await?;
+        if spec.options.network_mode == Some(NetworkMode::Awsvpc) {
+            // Reached at its own address and container ports: nothing is published.
+            let ip = self.task_address(&info, &spec.cluster).await;
+            if ip.is_none() {
+                let _ = self.remove_container(&id).await;
+                return Err(RuntimeError::Invalid(format!(
+                    "container {} got no address on network {}",
+                    spec.name,
+                    task_network(&spec.cluster)
+                )));
+            }
+            return Ok(Started {
+                handle: Handle::Docker { id },
+                bindings: Vec::new(),
+                ip,
+            });
+        }
         let ports = info
             .network_settings
             .and_then(|n| n.ports)
@@ -313,7 +346,93 @@ impl DockerRuntime {
         Ok(Started {
             handle: Handle::Docker { id },
             bindings: out,
+            ip: None,
         })
+    }
+
+    /// An awsvpc container's address on its cluster's network: its own, or that of the task's
+    /// container whose network namespace it joined.
+    async fn task_address(
+        &self,
+        info: &bollard::models::ContainerInspectResponse,
+        cluster: &str,
+    ) -> Option<String> {
+        let net = task_network(cluster);
+        let own = |i: &bollard::models::ContainerInspectResponse| {
+            i.network_settings
+                .as_ref()?
+                .networks
+                .as_ref()?
+                .get(&net)?
+                .ip_address
+                .clone()
+                .filter(|ip| !ip.is_empty())
+        };
+        if let Some(ip) = own(info) {
+            return Some(ip);
+        }
+        let peer = info
+            .host_config
+            .as_ref()?
+            .network_mode
+            .as_deref()?
+            .strip_prefix("container:")?
+            .to_string();
+        own(&self.docker.inspect_container(&peer, None).await.ok()?)
+    }
+
+    /// The id of the cluster's awsvpc network, created on first use (a user-defined bridge the
+    /// host routes to, so load balancers on this host reach tasks at their addresses). Docker
+    /// allows two networks of one name, and agents sharing an engine may race to create it: all
+    /// use the oldest, and a loser removes its own. An operator may create it beforehand with
+    /// another driver (macvlan, an attachable overlay) to make task addresses routable further.
+    async fn ensure_network(&self, cluster: &str) -> Result<String, RuntimeError> {
+        let _one = self.networks.lock().await;
+        let name = task_network(cluster);
+        if let Some(id) = self.networks_named(&name).await?.first() {
+            return Ok(id.clone());
+        }
+        let created = self
+            .docker
+            .create_network(NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(HashMap::from([(
+                    LABEL_CLUSTER.to_string(),
+                    cluster.to_string(),
+                )])),
+                ..Default::default()
+            })
+            .await?
+            .id;
+        let all = self.networks_named(&name).await?;
+        let Some(oldest) = all.first() else {
+            return Err(RuntimeError::Invalid(format!(
+                "network {name} vanished after it was created"
+            )));
+        };
+        if *oldest != created {
+            let _ = self.docker.remove_network(&created).await;
+        }
+        Ok(oldest.clone())
+    }
+
+    /// Ids of the networks called exactly `name`, oldest first.
+    async fn networks_named(&self, name: &str) -> Result<Vec<String>, RuntimeError> {
+        let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
+        let mut found: Vec<(String, String)> = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(filters),
+            }))
+            .await?
+            .into_iter()
+            // Docker's name filter matches substrings.
+            .filter(|n| n.name.as_deref() == Some(name))
+            .filter_map(|n| Some((n.created.unwrap_or_default(), n.id?)))
+            .collect();
+        found.sort();
+        Ok(found.into_iter().map(|(_, id)| id).collect())
     }
 
     /// `Binds` for the container's mounts, creating its Docker volumes first: task-scoped ones
@@ -612,6 +731,11 @@ fn cgroup_permissions(perms: &[String]) -> String {
         }
     }
     out
+}
+
+/// The docker network of a cluster's awsvpc tasks.
+pub fn task_network(cluster: &str) -> String {
+    format!("capstan-{cluster}")
 }
 
 fn proto_name(p: Protocol) -> &'static str {

@@ -161,6 +161,8 @@ pub struct Started {
     pub handle: Handle,
     /// Host ports it got.
     pub bindings: Vec<NetworkBinding>,
+    /// awsvpc: the task's own address.
+    pub ip: Option<String>,
 }
 
 /// How a container ended.

@@ -385,11 +385,15 @@ impl ProcessRuntime {
         let bind = self.policy.bind_address.to_string();
         let mut bindings = Vec::new();
         let mut env: Vec<(String, String)> = vec![("CAPSTAN_BIND_ADDRESS".into(), bind.clone())];
+        // awsvpc's hostPort names a port of the task's own namespace, which a host process
+        // does not have: it gets a free host port, as a bridge task does (placement counts no
+        // host ports for awsvpc).
+        let awsvpc = spec.options.network_mode == Some(capstan_core::taskdef::NetworkMode::Awsvpc);
         for pm in &spec.ports {
             let Some(cp) = pm.container_port else {
                 continue;
             };
-            let hp = match pm.static_host_port() {
+            let hp = match pm.static_host_port().filter(|_| !awsvpc) {
                 Some(p) => p,
                 None => u32::from(free_port().map_err(|source| RuntimeError::Io {
                     context: "no free host port".into(),
@@ -461,6 +465,8 @@ impl ProcessRuntime {
         Ok(Started {
             handle: Handle::Process { pid, start_time },
             bindings,
+            // A process shares the host's network, whatever the networkMode.
+            ip: None,
         })
     }
 }

@@ -32,7 +32,7 @@ pub fn image() -> Option<&'static str> {
 d=$(mktemp -d)
 mkdir -p "$d/bin" "$d/www"
 cp "$(command -v busybox)" "$d/bin/busybox"
-for a in sh sleep httpd cat echo true id touch tty stty ls hostname grep; do ln -s busybox "$d/bin/$a"; done
+for a in sh sleep httpd cat echo true id touch tty stty ls hostname grep wget; do ln -s busybox "$d/bin/$a"; done
 echo hello-from-capstan > "$d/www/index.html"
 tar -C "$d" -c . | docker import - {IMAGE} >/dev/null
 rm -rf "$d""#

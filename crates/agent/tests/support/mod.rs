@@ -197,9 +197,13 @@ pub fn health(t: &pb::TaskState) -> pb::HealthStatus {
 
 /// GET http://127.0.0.1:<port>/ and return the status line and body.
 pub async fn http_get(port: u32) -> std::io::Result<String> {
+    http_get_at("127.0.0.1", port).await
+}
+
+/// One HTTP/1.0 GET of `/` at `host:port`: the whole reply.
+pub async fn http_get_at(host: &str, port: u32) -> std::io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s =
-        tokio::net::TcpStream::connect(("127.0.0.1", u16::try_from(port).unwrap_or(0))).await?;
+    let mut s = tokio::net::TcpStream::connect((host, u16::try_from(port).unwrap_or(0))).await?;
     s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").await?;
     let mut out = String::new();
     s.read_to_string(&mut out).await?;
