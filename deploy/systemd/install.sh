@@ -4,7 +4,9 @@
 #   deploy/systemd/install.sh ROLE PKI_DIR CERT_NAME [--no-start]
 #
 #   ROLE       control-plane (api, scheduler, deployer, scaler) | lb (registrar + HAProxy) | agent
-#   PKI_DIR    a directory with ca.pem, CERT_NAME.pem and CERT_NAME.key (`capstan certs issue`)
+#   PKI_DIR    a directory with ca.pem, CERT_NAME.pem and CERT_NAME.key (`capstan certs issue`),
+#              and for control-plane and agent machines encryption.key (`capstan certs
+#              encryption-key`, made once for the whole cluster)
 #   CERT_NAME  this machine's certificate (it must name the hosts peers reach it by)
 #
 # Binaries come from target/release (build with `cargo build --release --bins`). Every component
@@ -27,11 +29,20 @@ esac
 for f in ca.pem "$name.pem" "$name.key"; do
   [ -r "$pki/$f" ] || { echo "$pki/$f is missing (capstan certs issue --dir $pki $name --host …)" >&2; exit 1; }
 done
+# The API seals secrets with the cluster's one encryption key and agents open them: the same
+# file on every control-plane and agent machine.
+sealing=false
+case "$role" in control-plane|agent) sealing=true ;; esac
+if $sealing && [ ! -r "$pki/encryption.key" ]; then
+  echo "$pki/encryption.key is missing (capstan certs encryption-key --dir $pki, once for the cluster)" >&2
+  exit 1
+fi
 [ "$role" = lb ] && { command -v haproxy >/dev/null || apt-get install -y -qq haproxy >/dev/null; }
 root="${DESTDIR:-}"
 install -d -m 0755 "$root/etc/capstan" "$root/etc/capstan/pki" "$root/usr/local/bin" \
   "$root/etc/systemd/system" "$root/usr/share/doc/capstan"
 install -m 0644 "$pki/ca.pem" "$root/etc/capstan/pki/ca.pem"
+if $sealing; then install -m 0600 "$pki/encryption.key" "$root/etc/capstan/encryption.key"; fi
 install -m 0644 "$here/../../docs/operations.md" "$root/usr/share/doc/capstan/operations.md"
 for c in "${components[@]}"; do
   user=root

@@ -461,6 +461,17 @@ impl NodeGroups {
         groups: &[&str],
         tls: Option<capstan_proto::tls::TlsFiles>,
     ) -> Self {
+        Self::start_with(etcd, dir, groups, tls, &[])
+    }
+
+    /// [`NodeGroups::start_with_tls`] with `extra` flags.
+    pub fn start_with(
+        etcd: &[String],
+        dir: &Path,
+        groups: &[&str],
+        tls: Option<capstan_proto::tls::TlsFiles>,
+        extra: &[&str],
+    ) -> Self {
         let data = dir.join("nodegroups");
         let mut args: Vec<String> = [
             "--listen",
@@ -483,6 +494,7 @@ impl NodeGroups {
         if let Some(t) = &tls {
             args.extend(tls_args(t));
         }
+        args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::start(
             "capstan-nodegroup-local",
             &args,
@@ -604,6 +616,17 @@ impl Drop for Dev {
             let _ = self.0.kill();
         }
     }
+}
+
+/// The task id in `capstan -o json task run`'s output (the last part of its taskArn).
+pub fn run_task_id(out: &str) -> String {
+    let task: serde_json::Value =
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    task["taskArn"]
+        .as_str()
+        .and_then(|a| a.rsplit('/').next())
+        .unwrap_or_else(|| panic!("no taskArn in {out}"))
+        .to_string()
 }
 
 /// Runs the `capstan` CLI against `endpoint`: (succeeded, stdout, stderr).

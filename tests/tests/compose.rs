@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use capstan_core::deployment::RolloutState;
 use capstan_e2e::web::{body, counting_client};
-use capstan_e2e::{binary, deployments_of, eventually, leader, running, tasks, tools_or_not_in_ci};
+use capstan_e2e::{
+    binary, deployments_of, eventually, leader, run_task_id, running, tasks, tools_or_not_in_ci,
+};
 use capstan_store::{EtcdTls, Store, StoreConfig};
 
 /// The compose project the test runs as (apart from a user's `capstan`).
@@ -63,12 +65,18 @@ impl Topology {
         Topology
     }
 
-    /// The CLI with the operator's certificate against api-2 (any API will do).
+    /// The CLI with the operator's certificate against api-2 (any API will do); it must
+    /// succeed.
     fn capstan(&self, args: &[&str]) -> Output {
+        run(&mut self.cli(args))
+    }
+
+    /// The CLI command with the operator's certificate against api-2.
+    fn cli(&self, args: &[&str]) -> Command {
         let op = compose_dir().join(".operator");
         let f = |n: &str| op.join(n).display().to_string();
-        run(Command::new(binary("capstan"))
-            .args(["--endpoint", "https://10.213.0.22:7400"])
+        let mut c = Command::new(binary("capstan"));
+        c.args(["--endpoint", "https://10.213.0.22:7400"])
             .args(["--tls-ca", &f("ca.pem")])
             .args([
                 "--tls-cert",
@@ -76,7 +84,8 @@ impl Topology {
                 "--tls-key",
                 &f("operator.key"),
             ])
-            .args(args))
+            .args(args);
+        c
     }
 
     /// A store client of the topology's etcd, over mutual TLS with the operator's certificate.
@@ -323,6 +332,55 @@ async fn etcd_member_scheduler_deployer_and_agent_host_faults_and_callers_withou
     // A task's logs come from its agent host, the API calling it with its own certificate.
     let one = placements(s).await.into_keys().next().expect("a task");
     t.capstan(&["task", "logs", &one, "--tail", "5"]);
+
+    // Secrets work in this deployment: an API seals one with the key every API and agent host
+    // is given, and an agent host opens it for a task's environment.
+    let files = tempfile::tempdir().expect("tmp");
+    let value = files.path().join("value");
+    std::fs::write(&value, "twenty-characters-ok").expect("write");
+    t.capstan(&[
+        "secret",
+        "put",
+        "compose/token",
+        "--from-file",
+        &value.display().to_string(),
+    ]);
+    let td = files.path().join("td.json");
+    let doc = serde_json::json!({"family": "secret-check", "containerDefinitions": [{
+        "name": "app", "image": "busybox", "memory": 16, "entryPoint": ["sh", "-c"],
+        "command": ["echo token has ${#TOKEN} characters; exec sleep 600"],
+        "secrets": [{"name": "TOKEN", "valueFrom": "compose/token"}]}]});
+    std::fs::write(&td, doc.to_string()).expect("write");
+    t.capstan(&["taskdef", "register", "-f", &td.display().to_string()]);
+    let out = t.capstan(&[
+        "-o",
+        "json",
+        "task",
+        "run",
+        "--task-definition",
+        "secret-check",
+    ]);
+    let id = run_task_id(&String::from_utf8_lossy(&out.stdout));
+    eventually(
+        Duration::from_secs(60),
+        "the secret in the task's environment",
+        || {
+            let out = t
+                .cli(&["task", "logs", &id])
+                .output()
+                .expect("capstan runs");
+            let logs = String::from_utf8_lossy(&out.stdout).into_owned();
+            async move { logs.contains("token has 20 characters").then_some(()) }
+        },
+    )
+    .await;
+    t.capstan(&["task", "stop", &id]);
+    eventually(
+        Duration::from_secs(60),
+        "the secret's task gone",
+        || async { (!placements(s).await.contains_key(&id)).then_some(()) },
+    )
+    .await;
 
     // Plain text and certificates from another CA are refused by the API, an agent and etcd.
     let rogue_dir = tempfile::tempdir().expect("tmp");

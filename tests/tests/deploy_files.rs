@@ -60,6 +60,12 @@ fn every_systemd_unit_verifies_cleanly_and_is_hardened() {
         ] {
             assert!(text.contains(line), "{unit} lacks {line}");
         }
+        // The API and the agents get the encryption key as a credential, nobody else.
+        assert_eq!(
+            text.contains("LoadCredential=encryption-key:/etc/capstan/encryption.key"),
+            c == "api" || c == "agent",
+            "{unit}: the encryption key"
+        );
         // A dedicated user for every component but the agent.
         assert_eq!(
             text.contains(&format!("User=capstan-{c}")),
@@ -114,6 +120,16 @@ fn the_helm_chart_lints_and_renders_a_default_and_an_ha_release() {
     assert_eq!(count(&one, "\nkind: PodDisruptionBudget\n"), 4);
     assert_eq!(count(&one, "\nkind: StatefulSet\n"), 0, "etcd is external");
     assert!(one.contains("https://etcd-0.etcd.example:2379"));
+    // The API seals secrets and the agents open them with the key from its own Secret.
+    assert_eq!(
+        count(
+            &one,
+            "{name: CAPSTAN_ENCRYPTION_KEY_FILE, value: /encryption/encryption.key}"
+        ),
+        2,
+        "the API and the agents get the encryption key"
+    );
+    assert_eq!(count(&one, "secretName: capstan-encryption-key"), 2);
     // HA: bundled 3-member etcd, 2 of every controller kept 1 available, probes everywhere.
     let two = helm(&["template", "r1", &chart, "-f", &ha]);
     assert_eq!(

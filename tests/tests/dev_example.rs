@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use capstan_e2e::{binary, eventually, test_dir, tools_or_not_in_ci};
+use capstan_e2e::{binary, eventually, run_task_id, test_dir, tools_or_not_in_ci};
 use serde_json::Value;
 
 /// `busybox:latest` with every applet, unless the engine already has a `busybox` image.
@@ -183,12 +183,7 @@ async fn the_logs_secret_volume_and_exec_example_runs_on_capstan_dev_with_docker
         "greeter",
         "--enable-execute-command",
     ]);
-    let task: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    let id = task["taskArn"]
-        .as_str()
-        .and_then(|a| a.rsplit('/').next())
-        .expect("task id")
-        .to_string();
+    let id = run_task_id(&out);
 
     let logs = eventually(Duration::from_secs(60), "the task's first lines", || {
         let out = dev.capstan(&["task", "logs", &id], "").1;

@@ -1,7 +1,8 @@
 //! Secrets end to end: `capstan secret put|get|list|delete` through the API, a task whose
 //! container definition asks for one (`secrets[].valueFrom`) gets it in its environment from
 //! its agent, and the value appears nowhere else: not in etcd, the task record, DescribeTasks,
-//! the task's logs, the agent's state dir or any component's log.
+//! the task's logs, the agent's state dir or any component's log. Agents a local node group
+//! starts get the key too.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,6 +12,24 @@ use capstan_core::task::TaskStatus;
 use capstan_e2e::*;
 use capstan_testing::EtcdCluster;
 use serde_json::{Value, json};
+
+/// The store once one agent is registered, a scheduler, and an open API holding `key`.
+async fn scheduler_and_api(
+    eps: &[String],
+    dir: &Path,
+    key: &str,
+) -> (capstan_store::Store, Proc, Proc) {
+    let s = store(eps).await;
+    registered(&s, "default", 1).await;
+    let scheduler = scheduler(eps, dir, "s1");
+    let api = api_with(
+        eps,
+        dir,
+        None,
+        &["--authorization", "none", "--encryption-key-file", key],
+    );
+    (s, scheduler, api)
+}
 
 /// Every file under `dir` whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
@@ -54,15 +73,7 @@ async fn a_secret_reaches_its_containers_environment_and_nowhere_else() {
             &env_dir_arg,
         ],
     );
-    let s = store(&eps).await;
-    registered(&s, "default", 1).await;
-    let _scheduler = scheduler(&eps, dir.path(), "s1");
-    let api = api_with(
-        &eps,
-        dir.path(),
-        None,
-        &["--authorization", "none", "--encryption-key-file", &key_arg],
-    );
+    let (s, _scheduler, api) = scheduler_and_api(&eps, dir.path(), &key_arg).await;
     let ep = api.field("grpc").to_string();
 
     // Two versions; the value is read from a file, never from the command line.
@@ -248,4 +259,58 @@ async fn a_secret_reaches_its_containers_environment_and_nowhere_else() {
     let (ok, _, _) = cli(&ep, &["secret", "get", "db-password"]);
     assert!(!ok);
     drop((agent, api));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_a_local_node_group_starts_open_secrets_with_the_key_it_was_given() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let eps = etcd.endpoints();
+    let dir = test_dir();
+    let key = dir.path().join("encryption.key");
+    std::fs::write(&key, "3c".repeat(32)).expect("key");
+    let key_arg = key.display().to_string();
+    let _groups = NodeGroups::start_with(
+        &eps,
+        dir.path(),
+        &["g1:min=0,max=2,desired=1,cpu=1024,memory=1024,provider=cp1"],
+        None,
+        &["--encryption-key-file", &key_arg],
+    );
+    let (s, _scheduler, api) = scheduler_and_api(&eps, dir.path(), &key_arg).await;
+    let ep = api.field("grpc").to_string();
+    let file = dir.path().join("value");
+    std::fs::write(&file, "seventeen-chars-x").expect("write");
+    let (ok, _, err) = cli(
+        &ep,
+        &[
+            "secret",
+            "put",
+            "token",
+            "--from-file",
+            &file.display().to_string(),
+        ],
+    );
+    assert!(ok, "{err}");
+    put_doc(
+        &s,
+        &s.keys().task_definition("tok", 1),
+        &json!({"family": "tok", "revision": 1, "containerDefinitions": [{
+            "name": "app", "image": "x", "cpu": 64, "memory": 32, "stopTimeout": 2,
+            "secrets": [{"name": "TOKEN", "valueFrom": "token"}],
+            "entryPoint": ["sh", "-c"],
+            "command": ["echo token has ${#TOKEN} characters; exec sleep 600"]}]}),
+    )
+    .await;
+    let (ok, out, err) = cli(
+        &ep,
+        &["-o", "json", "task", "run", "--task-definition", "tok:1"],
+    );
+    assert!(ok, "{err}");
+    let id = run_task_id(&out);
+    let logs = eventually(Duration::from_secs(30), "the task's output", || async {
+        let (ok, out, _) = cli(&ep, &["task", "logs", &id]);
+        (ok && out.contains("token has ")).then_some(out)
+    })
+    .await;
+    assert!(logs.contains("token has 17 characters"), "{logs}");
 }

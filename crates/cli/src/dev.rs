@@ -3,7 +3,6 @@
 //! Ctrl-C stops everything, the agents' task processes and HAProxy included.
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -345,14 +344,7 @@ async fn admin_token(api: &str, dir: &Path) -> anyhow::Result<String> {
     {
         Ok(t) => {
             let token = t.into_inner().token;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&file)
-                .with_context(|| format!("writing {}", file.display()))?;
-            std::io::Write::write_all(&mut f, token.as_bytes())?;
+            crate::certs::write_private(&file, &token)?;
             Ok(token)
         }
         Err(s) if s.code() == tonic::Code::PermissionDenied => std::fs::read_to_string(&file)
@@ -367,35 +359,12 @@ async fn admin_token(api: &str, dir: &Path) -> anyhow::Result<String> {
     }
 }
 
-/// The file `capstan dev` keeps the API's encryption key in (mode 0600).
-pub const ENCRYPTION_KEY_FILE: &str = "encryption.key";
-
 /// The file `capstan dev` keeps its administrator's access key in, as shell exports (0600).
 pub const ADMIN_ACCESS_KEY_FILE: &str = "admin.aws";
 
-fn write_private(file: &Path, text: &str) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(file)
-        .with_context(|| format!("writing {}", file.display()))?;
-    std::io::Write::write_all(&mut f, text.as_bytes())?;
-    Ok(())
-}
-
 /// The dev plane's encryption key file, made once.
 fn encryption_key(dir: &Path) -> anyhow::Result<PathBuf> {
-    let file = dir.join(ENCRYPTION_KEY_FILE);
-    if !file.exists() {
-        let mut key = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
-            .map_err(|_| anyhow::anyhow!("no randomness for an encryption key"))?;
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        write_private(&file, &format!("{hex}\n"))?;
-    }
-    Ok(file)
+    Ok(crate::certs::encryption_key(dir)?.0)
 }
 
 /// The administrator's access key for the ECS endpoint, made once and kept in `dir`:
@@ -426,7 +395,7 @@ async fn admin_access_key(api: &str, token: &str, dir: &Path) -> anyhow::Result<
         .await
         .map_err(|s| anyhow::anyhow!("creating an access key: {}", s.message()))?
         .into_inner();
-    write_private(
+    crate::certs::write_private(
         &file,
         &format!(
             "export AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\n",
@@ -560,6 +529,8 @@ async fn start_and_serve(
             dir.join("nodegroups").display().to_string(),
             s("--agent-bin"),
             bins.agent.display().to_string(),
+            s("--encryption-key-file"),
+            encryption_key(&dir)?.display().to_string(),
             s("--stop-on-exit"),
             s("--group"),
             format!("{DEV_PROVIDER}:min=0,max=5,cpu=2048,memory=4096,provider={DEV_PROVIDER},zones=dev-a|dev-b|dev-c"),

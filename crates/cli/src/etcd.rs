@@ -2,9 +2,7 @@
 //! the key prefixes it owns (`capstan_core::Keys::roles`, the table in docs/security.md).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -32,18 +30,6 @@ fn password(rng: &SystemRandom) -> anyhow::Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
-}
-
 /// Runs a `capstan etcd` command.
 pub async fn run(cmd: EtcdCmd) -> anyhow::Result<i32> {
     match cmd {
@@ -65,9 +51,9 @@ pub async fn run(cmd: EtcdCmd) -> anyhow::Result<i32> {
             s.setup_auth(&roles, &users, &root)
                 .await
                 .context("capstan etcd setup-auth")?;
-            write_secret(&out.join("root.password"), &root)?;
+            crate::certs::write_private(&out.join("root.password"), &root)?;
             for (user, pw) in &users {
-                write_secret(&out.join(format!("{user}.password")), pw)?;
+                crate::certs::write_private(&out.join(format!("{user}.password")), pw)?;
             }
             println!("etcd auth is on; passwords in {}:", out.display());
             for r in &roles {

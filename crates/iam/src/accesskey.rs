@@ -42,6 +42,13 @@ impl std::fmt::Debug for SealingKey {
 }
 
 impl SealingKey {
+    /// A new key file's contents: 32 fresh random bytes as 64 hex digits and a newline.
+    pub fn generate(rng: &dyn SecureRandom) -> Result<String, SealError> {
+        let mut key = [0u8; 32];
+        rng.fill(&mut key).map_err(|_| SealError::Random)?;
+        Ok(format!("{}\n", hex::encode(key)))
+    }
+
     /// A key from a key file's contents: 64 hex digits (whitespace around ignored) or 32 bytes.
     pub fn from_file_bytes(bytes: &[u8]) -> Result<Self, SealError> {
         let text = std::str::from_utf8(bytes).map(str::trim).ok();

@@ -119,6 +119,10 @@ pub struct Args {
     /// and are adopted on restart, as a cloud's instances outlive its API clients.
     #[arg(long)]
     pub stop_on_exit: bool,
+    /// The key that opens secrets, given to every agent it starts (the agents'
+    /// --encryption-key-file); without it their tasks cannot have secrets.
+    #[arg(long, env = "CAPSTAN_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
     /// Mutual TLS: the provider serves with it, and the agents it starts get the same identity
     /// (its certificate must name 127.0.0.1, where they listen).
     #[command(flatten)]
@@ -273,6 +277,9 @@ impl Provider {
             .arg(format!("ecs.availability-zone={zone}"))
             .arg("--attribute")
             .arg(format!("capstan.node-group={}", g.spec.id));
+        if let Some(key) = &self.args.encryption_key_file {
+            cmd.arg("--encryption-key-file").arg(key);
+        }
         if let Some(tls) = self.args.tls.files() {
             cmd.arg("--tls-cert")
                 .arg(&tls.cert)
