@@ -410,7 +410,7 @@ async fn blue_green_to_v2(p: &Plane, hooks: Value) {
     task_definition(s, 1, "exec sleep 600").await;
     task_definition(s, 2, "exec sleep 601").await;
     service(s, blue_green(1, json!([]))).await;
-    completed(s, 1, Duration::from_secs(30)).await;
+    completed(s, 1, Duration::from_secs(60)).await;
     service(s, blue_green(2, hooks)).await;
 }
 
