@@ -12,7 +12,8 @@ use regex::Regex;
 fn shapes() -> Vec<Regex> {
     [
         r"^(global|defaults)$",
-        r"^    (stats|timeout|hard-stop-after|mode|option|retries|http-request return) [ -~]*$",
+        r"^    (stats|timeout|hard-stop-after|mode|option|retries|retry-on|http-request return) [ -~]*$",
+        r"^    http-request disable-l7-retry unless \{ method GET HEAD OPTIONS \}$",
         r"^backend (be|bel)_[A-Za-z0-9_.:-]+$",
         r"^backend be_none$",
         r"^    balance roundrobin$",

@@ -131,6 +131,27 @@ pub async fn serve(ctx: Arc<Ctx>, queue: WorkQueue<String>, shutdown: Cancellati
     }
 }
 
+/// The routes a reloaded HAProxy starts with: each listener stays on the backend it is routed
+/// to now while that backend is still in the layout, because a backend the reload adds has no
+/// servers until they are synced after it (a listener moved there at once would answer 503
+/// meanwhile); [`Host::route`] moves it once its servers are in.
+fn routes_across_reload(
+    routes: &BTreeMap<String, String>,
+    routed: &BTreeMap<String, (String, Vec<String>)>,
+    backends: &[String],
+) -> BTreeMap<String, String> {
+    routes
+        .iter()
+        .map(|(l, be)| {
+            let now = routed
+                .get(l)
+                .map(|(b, _)| b)
+                .filter(|b| backends.contains(b));
+            (l.clone(), now.unwrap_or(be).clone())
+        })
+        .collect()
+}
+
 /// What this host's data plane was last given.
 #[derive(Default)]
 struct Host {
@@ -186,7 +207,8 @@ impl Host {
         // Without a data plane, routes count as applied at once (status and deployments still
         // follow them).
         if let Some(hp) = hp {
-            match hp.ensure(&layout, &routes).await {
+            let kept = routes_across_reload(&routes, &self.routed, &layout.backends());
+            match hp.ensure(&layout, &kept).await {
                 Ok(true) => {
                     self.synced.clear();
                     self.routed.clear();
@@ -339,4 +361,46 @@ fn sessions_by_group(
             ((*g).clone(), per_target)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_keeps_listeners_where_they_serve_until_their_new_backend_has_servers() {
+        let routes: BTreeMap<String, String> = [
+            ("shop", "bel_shop"),      // moving to a weighted backend the reload adds
+            ("web", "be_web-blue"),    // unchanged
+            ("new", "be_new"),         // never routed before
+            ("done", "be_shop-green"), // its old weighted backend leaves the layout
+        ]
+        .into_iter()
+        .map(|(l, b)| (l.to_string(), b.to_string()))
+        .collect();
+        let routed: BTreeMap<String, (String, Vec<String>)> = [
+            ("shop", "be_shop-blue"),
+            ("web", "be_web-blue"),
+            ("done", "bel_done"),
+        ]
+        .into_iter()
+        .map(|(l, b)| (l.to_string(), (b.to_string(), Vec::new())))
+        .collect();
+        let backends: Vec<String> = [
+            "be_shop-blue",
+            "be_shop-green",
+            "bel_shop",
+            "be_web-blue",
+            "be_new",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        let kept = routes_across_reload(&routes, &routed, &backends);
+        let get = |l: &str| kept.get(l).map(String::as_str);
+        assert_eq!(get("shop"), Some("be_shop-blue"));
+        assert_eq!(get("web"), Some("be_web-blue"));
+        assert_eq!(get("new"), Some("be_new"));
+        assert_eq!(get("done"), Some("be_shop-green"));
+    }
 }

@@ -92,6 +92,7 @@ pub fn render_with(
          \x20   hard-stop-after 5m\n\
          defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
          \x20   option http-server-close\n    retries 3\n    option redispatch\n\
+         \x20   retry-on conn-failure empty-response response-timeout\n\
          backend be_none\n    http-request return status 503 content-type text/plain string \"no route\"\n",
         sock.display()
     );
@@ -102,7 +103,11 @@ pub fn render_with(
         ));
     }
     for be in layout.backends() {
-        c.push_str(&format!("backend {be}\n    balance roundrobin\n"));
+        // A request a dying target dropped is sent again to another, but only when repeating
+        // it is safe (ECS users expect a deploy or a host loss to fail no idempotent request).
+        c.push_str(&format!(
+            "backend {be}\n    balance roundrobin\n    http-request disable-l7-retry unless {{ method GET HEAD OPTIONS }}\n"
+        ));
         for (name, addr, port, admin, weight) in servers.get(&be).into_iter().flatten() {
             let state = match admin {
                 0 => format!(" weight {weight}"),
@@ -274,11 +279,15 @@ mod tests {
             weighted: vec!["canary".into()],
         };
         let c = render(&layout, Path::new("/run/capstan"));
-        assert!(c.contains("backend bel_canary\n    balance roundrobin\n"));
+        assert!(c.contains(
+            "backend bel_canary\n    balance roundrobin\n    http-request disable-l7-retry"
+        ));
         assert!(c.contains("stats socket /run/capstan/admin.sock mode 600 level admin"));
         assert!(c.contains("frontend fe_web\n    bind 127.0.0.1:8080\n"));
         assert!(c.contains("use_backend %[str(web),map(/run/capstan/routes.map,be_none)]"));
-        assert!(c.contains("backend be_web-blue\n    balance roundrobin\n"));
+        assert!(c.contains(
+            "backend be_web-blue\n    balance roundrobin\n    http-request disable-l7-retry"
+        ));
         assert!(c.contains("backend be_web-green\n"));
     }
 

@@ -1,0 +1,258 @@
+//! The recorders that fill the history while the soak runs: each agent's WatchTasks stream, a
+//! watch cache per record family, and HTTP requests through every LB host. Each reconnects on
+//! its own after a fault, recording that it lost its source.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use capstan_core::keys::Family;
+use capstan_proto::agent::v1::agent_client::AgentClient;
+use capstan_proto::agent::v1::{ListTasksRequest, TaskStatus, WatchTasksRequest, task_event};
+use capstan_proto::tls::TlsFiles;
+use capstan_store::Store;
+use capstan_store::cache::{Cache, Change, json_decoder};
+use tokio_util::sync::CancellationToken;
+
+use crate::compose::{AGENT_HOSTS, LB_HOSTS, address};
+use crate::history::{History, Kind};
+
+/// The record families the invariants read.
+const FAMILIES: [Family; 8] = [
+    Family::Clusters,
+    Family::TaskDefinitions,
+    Family::Services,
+    Family::Deployments,
+    Family::Tasks,
+    Family::TargetGroups,
+    Family::Listeners,
+    // Not checked, but it says what each LB host was told to serve.
+    Family::TargetGroupStatus,
+];
+
+fn status_name(s: i32) -> String {
+    TaskStatus::try_from(s)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("TASK_STATUS_")
+                .to_string()
+        })
+        .unwrap_or_else(|_| format!("{s}"))
+}
+
+fn endpoint(agent: &str) -> String {
+    format!("https://{}:7500", address(agent).unwrap_or("127.0.0.1"))
+}
+
+/// Follows one agent's WatchTasks until cancelled, reconnecting every 500 ms after a break.
+async fn watch_agent(agent: &'static str, tls: TlsFiles, h: History, cancel: CancellationToken) {
+    let mut lost = false;
+    while !cancel.is_cancelled() {
+        let result = async {
+            let ch = capstan_proto::tls::connect(&endpoint(agent), Some(&tls))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut stream = AgentClient::new(ch)
+                .watch_tasks(WatchTasksRequest::default())
+                .await
+                .map_err(|e| e.message().to_string())?
+                .into_inner();
+            loop {
+                let ev = tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    m = stream.message() => m.map_err(|e| e.message().to_string())?,
+                };
+                let Some(ev) = ev else {
+                    return Err("stream ended".to_string());
+                };
+                match ev.event {
+                    Some(task_event::Event::Snapshot(s)) => {
+                        lost = false;
+                        h.record(Kind::AgentSnapshot {
+                            agent: agent.to_string(),
+                            running: s
+                                .tasks
+                                .iter()
+                                .filter(|t| status_name(t.last_status) == "RUNNING")
+                                .map(|t| t.task_id.clone())
+                                .collect(),
+                        });
+                    }
+                    Some(task_event::Event::Update(t)) => h.record(Kind::AgentTask {
+                        agent: agent.to_string(),
+                        task: t.task_id.clone(),
+                        status: status_name(t.last_status),
+                    }),
+                    None => {}
+                }
+            }
+        }
+        .await;
+        if let Err(error) = result {
+            if !lost {
+                h.record(Kind::AgentLost {
+                    agent: agent.to_string(),
+                    error,
+                });
+                lost = true;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+}
+
+/// The ids each agent runs now (ListTasks, lastStatus RUNNING); an agent that does not answer
+/// is an error.
+pub async fn agent_tasks(agent: &str, tls: &TlsFiles) -> Result<BTreeSet<String>, String> {
+    let ch = capstan_proto::tls::connect(&endpoint(agent), Some(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    let l = AgentClient::new(ch)
+        .list_tasks(ListTasksRequest::default())
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    Ok(l.tasks
+        .iter()
+        .filter(|t| status_name(t.last_status) == "RUNNING")
+        .map(|t| t.task_id.clone())
+        .collect())
+}
+
+/// Records every change of one family's records until cancelled.
+async fn watch_family(store: Store, family: Family, h: History, cancel: CancellationToken) {
+    let prefix = store.keys().list(family, &[]);
+    let (cache, _task) = Cache::<serde_json::Value>::spawn(
+        store,
+        prefix,
+        json_decoder(),
+        Duration::from_secs(60),
+        cancel.clone(),
+    );
+    let mut changes = cache.subscribe();
+    cache.ready().await;
+    for e in cache.list() {
+        h.record(Kind::Record {
+            key: e.key.clone(),
+            value: e.value.clone().ok(),
+            revision: e.mod_revision,
+            initial: true,
+        });
+    }
+    loop {
+        let c = tokio::select! {
+            () = cancel.cancelled() => return,
+            c = changes.recv() => c,
+        };
+        let Some(c) = c else { return };
+        match c {
+            Change::Put { key, revision } => {
+                let value = cache.get(&key);
+                h.record(Kind::Record {
+                    value: value.as_ref().and_then(|e| e.value.clone().ok()),
+                    revision: value.as_ref().map_or(revision, |e| e.mod_revision),
+                    key,
+                    initial: false,
+                });
+            }
+            Change::Delete { key, revision } => h.record(Kind::Record {
+                key,
+                value: None,
+                revision,
+                initial: false,
+            }),
+        }
+    }
+}
+
+/// One `GET /` through `host:port` on a new connection within `limit`: none when answered 200,
+/// else what went wrong. Plain HTTP/1.0 over TCP, so each request is one connection through
+/// the listener.
+async fn get(host: &str, port: u16, limit: Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = (address(host).unwrap_or("127.0.0.1"), port);
+    let request = async {
+        let mut c = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n")
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut out = Vec::new();
+        c.read_to_end(&mut out)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let text = String::from_utf8_lossy(&out);
+        match text.split_whitespace().nth(1) {
+            Some("200") => Ok(()),
+            _ => Err(format!(
+                "answered {:?}",
+                text.chars().take(120).collect::<String>()
+            )),
+        }
+    };
+    match tokio::time::timeout(limit, request).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some(format!("no answer within {limit:?}")),
+    }
+}
+
+/// Requests `host:port` every 50 ms until cancelled.
+async fn probe(host: &'static str, port: u16, h: History, cancel: CancellationToken) {
+    while !cancel.is_cancelled() {
+        let started = h.now();
+        let error = get(host, port, Duration::from_secs(15)).await;
+        h.record(Kind::Http {
+            lb: host.to_string(),
+            port,
+            ok: error.is_none(),
+            started,
+            error,
+        });
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+/// Starts every recorder; they stop with `cancel`. HTTP probes go to `ports` on every LB host.
+pub fn start(
+    store: &Store,
+    tls: &TlsFiles,
+    ports: &[u16],
+    h: &History,
+    cancel: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut out = Vec::new();
+    for agent in AGENT_HOSTS {
+        out.push(tokio::spawn(watch_agent(
+            agent,
+            tls.clone(),
+            h.clone(),
+            cancel.clone(),
+        )));
+    }
+    for family in FAMILIES {
+        out.push(tokio::spawn(watch_family(
+            store.clone(),
+            family,
+            h.clone(),
+            cancel.clone(),
+        )));
+    }
+    for lb in LB_HOSTS {
+        for port in ports {
+            out.push(tokio::spawn(probe(lb, *port, h.clone(), cancel.clone())));
+        }
+    }
+    out
+}
+
+/// Whether `host:port` answers 200 now (within 5 s).
+pub async fn answers(host: &str, port: u16) -> bool {
+    get(host, port, Duration::from_secs(5)).await.is_none()
+}
