@@ -347,13 +347,6 @@ pub fn tools_or_not_in_ci(tools: &[&[&str]]) -> bool {
     false
 }
 
-/// The replica id leading controller `name` now (the oldest election key's value), if any.
-pub async fn leader(store: &Store, name: &str) -> Option<String> {
-    let l = store.list(&store.keys().election(name)).await.ok()?;
-    let first = l.kvs.iter().min_by_key(|kv| kv.create_revision)?;
-    Some(String::from_utf8_lossy(&first.value).to_string())
-}
-
 /// Kills every task process recorded in the agent state dirs under `dir` (tests leave nothing).
 pub fn kill_task_processes(dir: &Path) {
     let Ok(agents) = std::fs::read_dir(dir) else {

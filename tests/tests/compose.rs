@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use capstan_core::deployment::RolloutState;
 use capstan_e2e::web::{body, counting_client};
 use capstan_e2e::{
-    binary, deployments_of, eventually, leader, run_task_id, running, tasks, tools_or_not_in_ci,
+    binary, deployments_of, eventually, run_task_id, running, tasks, tools_or_not_in_ci,
 };
 use capstan_store::{EtcdTls, Store, StoreConfig};
 
@@ -183,8 +183,8 @@ async fn the_ha_topology_serves_on_both_lb_hosts_through_host_leader_and_etcd_fa
     .await;
 
     // The registrar leader's whole LB host dies: the other host fails no request.
-    let first = eventually(Duration::from_secs(20), "a registrar leader", || {
-        leader(s, "registrar")
+    let first = eventually(Duration::from_secs(20), "a registrar leader", || async {
+        s.leader("registrar").await.ok().flatten()
     })
     .await;
     let (dead, alive) = if first == "lb-1" {
@@ -198,7 +198,13 @@ async fn the_ha_topology_serves_on_both_lb_hosts_through_host_leader_and_etcd_fa
     let standby = eventually(
         Duration::from_secs(30),
         "the other registrar leads",
-        || async { leader(s, "registrar").await.filter(|l| l != dead) },
+        || async {
+            s.leader("registrar")
+                .await
+                .ok()
+                .flatten()
+                .filter(|l| l != dead)
+        },
     )
     .await;
     eprintln!(
@@ -435,8 +441,8 @@ async fn etcd_member_scheduler_deployer_and_agent_host_faults_and_callers_withou
 
     // The scheduler leader is SIGKILLed during a scale-out: exactly the desired count runs, and
     // no task id runs on two hosts.
-    let first = eventually(Duration::from_secs(20), "a scheduler leader", || {
-        leader(s, "scheduler")
+    let first = eventually(Duration::from_secs(20), "a scheduler leader", || async {
+        s.leader("scheduler").await.ok().flatten()
     })
     .await;
     t.capstan(&["service", "update", "web", "--desired-count", "9"]);
@@ -445,7 +451,13 @@ async fn etcd_member_scheduler_deployer_and_agent_host_faults_and_callers_withou
     let standby = eventually(
         Duration::from_secs(30),
         "the other scheduler leads",
-        || async { leader(s, "scheduler").await.filter(|l| *l != first) },
+        || async {
+            s.leader("scheduler")
+                .await
+                .ok()
+                .flatten()
+                .filter(|l| *l != first)
+        },
     )
     .await;
     eprintln!(
@@ -470,8 +482,8 @@ async fn etcd_member_scheduler_deployer_and_agent_host_faults_and_callers_withou
     // COMPLETED, every task on the new revision, never above maximumPercent (200 %: 18 tasks).
     let td = compose_dir().join("web-taskdef.json").display().to_string();
     t.capstan(&["taskdef", "register", "-f", &td]);
-    let first = eventually(Duration::from_secs(20), "a deployer leader", || {
-        leader(s, "deployer")
+    let first = eventually(Duration::from_secs(20), "a deployer leader", || async {
+        s.leader("deployer").await.ok().flatten()
     })
     .await;
     t.capstan(&["service", "update", "web", "--task-definition", "web:2"]);

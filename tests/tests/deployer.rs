@@ -712,8 +712,8 @@ async fn leader_sigkill_mid_rollout_keeps_the_bounds_and_finishes() {
 
 /// The deployer leader's replica id (the election value).
 async fn leader_id(s: &Store) -> String {
-    eventually(Duration::from_secs(10), "a deployer leader", || {
-        leader(s, "deployer")
+    eventually(Duration::from_secs(10), "a deployer leader", || async {
+        s.leader("deployer").await.ok().flatten()
     })
     .await
 }

@@ -136,7 +136,7 @@ async fn plane() -> Plane {
     p.start_registrar(0);
     eventually(Duration::from_secs(20), "lb-0 leads", || {
         let s = s.clone();
-        async move { (leader(&s, "registrar").await? == "lb-0").then_some(()) }
+        async move { (s.leader("registrar").await.ok().flatten()? == "lb-0").then_some(()) }
     })
     .await;
     p.start_registrar(1);
@@ -191,7 +191,7 @@ async fn every_lb_host_serves_and_losing_the_leader_or_a_host_fails_no_request()
         r.kill();
     }
     eventually(Duration::from_secs(20), "lb-1 leads", || async {
-        (leader(&s, "registrar").await? == "lb-1").then_some(())
+        (s.leader("registrar").await.ok().flatten()? == "lb-1").then_some(())
     })
     .await;
     p.scale(3).await;
@@ -211,7 +211,7 @@ async fn every_lb_host_serves_and_losing_the_leader_or_a_host_fails_no_request()
     }
     kill_haproxy(&p.haproxy_dir(1));
     eventually(Duration::from_secs(20), "lb-0 leads", || async {
-        (leader(&s, "registrar").await? == "lb-0").then_some(())
+        (s.leader("registrar").await.ok().flatten()? == "lb-0").then_some(())
     })
     .await;
     p.scale(2).await;

@@ -23,7 +23,8 @@ pub struct Args {
     /// Every fault kind once, in the seed's order (CI's mode: about 5 minutes of faults).
     #[arg(long)]
     pub short: bool,
-    /// How long to inject faults, without --short (a soak: `--duration 30m`).
+    /// How long to keep injecting faults, from the first, without --short (a soak: `--duration
+    /// 30m`); the fault in progress then finishes and the end converges.
     #[arg(long, default_value = "30m")]
     pub duration: humantime::Duration,
     /// Bring the deployment up first (`up.sh`, which builds nothing with CAPSTAN_SKIP_CARGO).

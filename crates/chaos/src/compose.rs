@@ -195,14 +195,6 @@ impl Compose {
     }
 }
 
-/// The replica leading controller `name` now (the oldest election key's value), if etcd
-/// answers and one leads.
-pub async fn leader(store: &Store, name: &str) -> Option<String> {
-    let l = store.list(&store.keys().election(name)).await.ok()?;
-    let first = l.kvs.iter().min_by_key(|kv| kv.create_revision)?;
-    Some(String::from_utf8_lossy(&first.value).to_string())
-}
-
 /// The default CLI: `capstan` next to this binary.
 pub fn default_cli() -> PathBuf {
     std::env::current_exe()

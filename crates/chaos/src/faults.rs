@@ -2,9 +2,11 @@
 //! that found a violation can be replayed).
 //!
 //! Short mode injects every kind once, in a seeded order; a soak of a given duration draws kinds
-//! at random until the faults' holds, recoveries and gaps would pass it. Each fault is injected,
-//! held for its kind's hold time, healed, and then the soak waits until the system serves again
-//! before the next gap begins, so the recovery time of each fault is its own.
+//! at random and keeps injecting until that much time has passed since the first fault (the
+//! clock is the caller's: the schedule is asked for the next fault with the time spent so far).
+//! Each fault is injected, held for its kind's hold time, healed, and then the soak waits until
+//! the system serves again before the next gap begins, so the recovery time of each fault is its
+//! own.
 
 use std::time::Duration;
 
@@ -127,45 +129,66 @@ pub struct Fault {
 /// Longest the soak waits for the system to serve again after a fault.
 pub const RECOVERY_LIMIT: Duration = Duration::from_secs(120);
 
-/// The schedule for `seed`: every kind once (`short`), or kinds drawn at random until their
-/// holds and gaps, with `typical_recovery` for each, would pass `duration`.
-pub fn schedule(
-    seed: u64,
-    short: bool,
+/// How long before the end the workload stops starting deployments, so the one in progress
+/// finishes (about two fault cycles) and the end converges within its limit.
+pub const WIND_DOWN: Duration = Duration::from_secs(90);
+
+/// The seeded sequence of faults of one soak.
+#[derive(Debug)]
+pub struct Schedule {
+    rng: StdRng,
+    /// Short mode: the kinds still to inject, last first.
+    short: Option<Vec<Kind>>,
+    /// A soak's length, counted from the first fault.
     duration: Duration,
-    typical_recovery: Duration,
-) -> Vec<Fault> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let gap = |rng: &mut StdRng| Duration::from_millis(rng.random_range(2_000..8_000));
-    if short {
-        let mut kinds = Kind::ALL.to_vec();
-        // Fisher–Yates, from the seed.
-        for i in (1..kinds.len()).rev() {
-            kinds.swap(i, rng.random_range(0..=i));
+    /// Faults handed out so far.
+    given: usize,
+}
+
+impl Schedule {
+    /// The schedule for `seed`: every kind once (`short`), or random kinds for `duration`.
+    pub fn new(seed: u64, short: bool, duration: Duration) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let short = short.then(|| {
+            let mut kinds = Kind::ALL.to_vec();
+            // Fisher–Yates, from the seed.
+            for i in (1..kinds.len()).rev() {
+                kinds.swap(i, rng.random_range(0..=i));
+            }
+            kinds.reverse();
+            kinds
+        });
+        Self {
+            rng,
+            short,
+            duration,
+            given: 0,
         }
-        return kinds
-            .into_iter()
-            .map(|kind| Fault {
-                kind,
-                pick: rng.random_range(0..64),
-                gap: gap(&mut rng),
-            })
-            .collect();
     }
-    let mut out = Vec::new();
-    let mut spent = Duration::ZERO;
-    loop {
-        let kind = Kind::ALL[rng.random_range(0..Kind::ALL.len())];
-        let f = Fault {
-            kind,
-            pick: rng.random_range(0..64),
-            gap: gap(&mut rng),
+
+    /// The next fault once `elapsed` has passed since the first began; none when the soak is
+    /// over. A soak always injects at least one fault.
+    pub fn next(&mut self, elapsed: Duration) -> Option<Fault> {
+        let kind = match &mut self.short {
+            Some(kinds) => kinds.pop()?,
+            None if self.given > 0 && elapsed >= self.duration => return None,
+            None => Kind::ALL[self.rng.random_range(0..Kind::ALL.len())],
         };
-        spent += f.gap + kind.hold() + typical_recovery;
-        if spent > duration && !out.is_empty() {
-            return out;
+        self.given += 1;
+        Some(Fault {
+            kind,
+            pick: self.rng.random_range(0..64),
+            gap: Duration::from_millis(self.rng.random_range(2_000..8_000)),
+        })
+    }
+
+    /// Whether the soak is about to end at `elapsed`, with the fault just handed out: short
+    /// mode's last two faults, or a soak's last [`WIND_DOWN`].
+    pub fn winding_down(&self, elapsed: Duration) -> bool {
+        match &self.short {
+            Some(kinds) => kinds.len() <= 1,
+            None => elapsed + WIND_DOWN >= self.duration,
         }
-        out.push(f);
     }
 }
 
@@ -173,37 +196,84 @@ pub fn schedule(
 mod tests {
     use super::*;
 
+    /// Every fault of a schedule, with `step` of time passing per fault.
+    fn all(mut s: Schedule, step: Duration) -> Vec<Fault> {
+        let mut out = Vec::new();
+        let mut elapsed = Duration::ZERO;
+        while let Some(f) = s.next(elapsed) {
+            out.push(f);
+            elapsed += step;
+        }
+        out
+    }
+
     #[test]
     fn short_mode_has_every_kind_once_and_a_seed_replays_it() {
-        let a = schedule(7, true, Duration::ZERO, Duration::ZERO);
+        let a = all(Schedule::new(7, true, Duration::ZERO), Duration::ZERO);
         let mut kinds: Vec<Kind> = a.iter().map(|f| f.kind).collect();
         kinds.sort();
-        let mut all = Kind::ALL.to_vec();
-        all.sort();
-        assert_eq!(kinds, all);
-        assert_eq!(a, schedule(7, true, Duration::ZERO, Duration::ZERO));
+        let mut all_kinds = Kind::ALL.to_vec();
+        all_kinds.sort();
+        assert_eq!(kinds, all_kinds);
+        assert_eq!(
+            a,
+            all(Schedule::new(7, true, Duration::ZERO), Duration::ZERO)
+        );
+        let b = all(Schedule::new(8, true, Duration::ZERO), Duration::ZERO);
         assert_ne!(
             a.iter().map(|f| f.kind).collect::<Vec<_>>(),
-            schedule(8, true, Duration::ZERO, Duration::ZERO)
-                .iter()
-                .map(|f| f.kind)
-                .collect::<Vec<_>>(),
+            b.iter().map(|f| f.kind).collect::<Vec<_>>(),
             "another seed, another order"
         );
     }
 
     #[test]
-    fn a_soak_fills_its_duration_and_no_more() {
-        let rec = Duration::from_secs(15);
+    fn short_mode_winds_down_for_its_last_two_faults() {
+        let mut s = Schedule::new(3, true, Duration::ZERO);
+        let mut winding = Vec::new();
+        while s.next(Duration::ZERO).is_some() {
+            winding.push(s.winding_down(Duration::ZERO));
+        }
+        let n = Kind::ALL.len();
+        assert_eq!(winding.len(), n);
+        assert!(winding[..n - 2].iter().all(|w| !w), "{winding:?}");
+        assert!(winding[n - 2..].iter().all(|w| *w), "{winding:?}");
+    }
+
+    #[test]
+    fn a_soak_lasts_its_duration_whatever_each_fault_takes() {
         let d = Duration::from_secs(30 * 60);
-        let s = schedule(1, false, d, rec);
-        let total: Duration = s.iter().map(|f| f.gap + f.kind.hold() + rec).sum();
-        assert!(total <= d, "{total:?}");
-        let one_more = Kind::PauseEtcdMajority.hold() + Duration::from_secs(8) + rec;
-        assert!(total + one_more > d, "{total:?} leaves room for more");
-        assert!(s.len() > 30, "{} faults in 30 minutes", s.len());
+        // Faults that take a minute each: 30 of them. Ones that take 20 s: 90.
+        assert_eq!(
+            all(Schedule::new(1, false, d), Duration::from_secs(60)).len(),
+            30
+        );
+        assert_eq!(
+            all(Schedule::new(1, false, d), Duration::from_secs(20)).len(),
+            90
+        );
+        // The same seed draws the same faults, however long each took.
+        let slow = all(Schedule::new(1, false, d), Duration::from_secs(60));
+        let fast = all(Schedule::new(1, false, d), Duration::from_secs(20));
+        assert_eq!(slow[..], fast[..slow.len()]);
+        // A long soak draws every kind.
+        let kinds: std::collections::BTreeSet<Kind> = fast.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds.len(), Kind::ALL.len());
         // A zero duration still injects one fault.
-        assert_eq!(schedule(1, false, Duration::ZERO, rec).len(), 1);
+        assert_eq!(
+            all(Schedule::new(1, false, Duration::ZERO), Duration::ZERO).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_soak_winds_down_in_its_last_stretch() {
+        let d = Duration::from_secs(600);
+        let s = Schedule::new(1, false, d);
+        assert!(!s.winding_down(Duration::from_secs(0)));
+        assert!(!s.winding_down(d - WIND_DOWN - Duration::from_secs(1)));
+        assert!(s.winding_down(d - WIND_DOWN));
+        assert!(s.winding_down(d));
     }
 
     #[test]

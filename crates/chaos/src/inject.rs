@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use capstan_store::Store;
 
-use crate::compose::{AGENT_HOSTS, Compose, ETCD_HOSTS, Error, LB_HOSTS, address, leader};
+use crate::compose::{AGENT_HOSTS, Compose, ETCD_HOSTS, Error, LB_HOSTS, address};
 use crate::faults::{Fault, Kind, Role};
 
 /// The hosts a fault hits: the leader of its role now (or a replica by pick when none leads),
@@ -13,7 +13,14 @@ pub async fn targets(store: &Store, f: &Fault) -> Vec<String> {
     let replica = |r: Role| format!("{}-{}", r.name(), 1 + f.pick % 2);
     match f.kind {
         Kind::KillLeader(r) | Kind::StopLeader(r) | Kind::DisconnectController(r) => {
-            vec![leader(store, r.name()).await.unwrap_or_else(|| replica(r))]
+            vec![
+                store
+                    .leader(r.name())
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| replica(r)),
+            ]
         }
         Kind::KillAgent | Kind::DisconnectAgent => {
             vec![AGENT_HOSTS[f.pick % AGENT_HOSTS.len()].to_string()]

@@ -113,20 +113,16 @@ async fn soak(
     let stop = Arc::new(AtomicBool::new(false));
     let driver = tokio::spawn(w.clone().drive(stop.clone()));
 
-    let schedule = faults::schedule(
-        seed,
-        args.short,
-        args.duration.into(),
-        Duration::from_secs(15),
-    );
+    let mut schedule = faults::Schedule::new(seed, args.short, args.duration.into());
     let mut results = Vec::new();
     let mut violations: Vec<Violation> = Vec::new();
     let mut last_heal = Instant::now();
-    for (id, f) in schedule.iter().enumerate() {
+    let began_faults = Instant::now();
+    let mut id = 0;
+    while let Some(f) = schedule.next(began_faults.elapsed()) {
+        let f = &f;
         tokio::time::sleep(f.gap).await;
-        // No deployment starts from the second-to-last fault on, so the one in progress has
-        // two fault cycles to finish and the end can converge within its limit.
-        if id + 2 >= schedule.len() {
+        if schedule.winding_down(began_faults.elapsed()) {
             w.winding_down.store(true, Ordering::SeqCst);
         }
         let targets = inject::targets(&store, f).await;
@@ -142,7 +138,13 @@ async fn soak(
         let began = Instant::now();
         let injected = inject::inject(compose, f.kind, &targets).await;
         if let Err(e) = &injected {
+            // A fault that did not happen proves nothing: the run does not pass with it.
             say(h, &format!("fault {id} not injected: {e}"));
+            violations.push(Violation {
+                invariant: "every fault is injected",
+                at: h.now(),
+                detail: format!("{label} on {targets:?}: {e}"),
+            });
         }
         tokio::time::sleep(f.kind.hold()).await;
         if let Err(e) = inject::heal(compose, f.kind, &targets).await {
@@ -182,6 +184,7 @@ async fn soak(
             injected: injected.is_ok(),
             recover,
         });
+        id += 1;
     }
     stop.store(true, Ordering::SeqCst);
     let _ = driver.await;
@@ -207,14 +210,18 @@ async fn soak(
         _ => {}
     }
     say(h, &format!("converged: {converge:?}"));
-    // The watches deliver the last changes, then the recorders stop.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The checks read the history, so it must hold the records as they are now.
+    if let Err(why) = until(Duration::from_secs(30), || recorders.caught_up(&store)).await {
+        violations.push(Violation {
+            invariant: "the history holds every record",
+            at: h.now(),
+            detail: format!("30 s after convergence: {why}"),
+        });
+    }
     let end = h.now();
     let fin = workload::final_state(&store, compose).await;
     cancel.cancel();
-    for r in recorders {
-        let _ = r.await;
-    }
+    recorders.stopped().await;
 
     let events = h.events();
     let prefix = store.keys().prefix().to_string();

@@ -2,7 +2,8 @@
 //! watch cache per record family, and HTTP requests through every LB host. Each reconnects on
 //! its own after a fault, recording that it lost its source.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use capstan_core::keys::Family;
@@ -122,8 +123,13 @@ pub async fn agent_tasks(agent: &str, tls: &TlsFiles) -> Result<BTreeSet<String>
 }
 
 /// Records every change of one family's records until cancelled.
-async fn watch_family(store: Store, family: Family, h: History, cancel: CancellationToken) {
-    let prefix = store.keys().list(family, &[]);
+async fn watch_family(
+    store: Store,
+    prefix: String,
+    seen: Seen,
+    h: History,
+    cancel: CancellationToken,
+) {
     let (cache, _task) = Cache::<serde_json::Value>::spawn(
         store,
         prefix,
@@ -140,6 +146,7 @@ async fn watch_family(store: Store, family: Family, h: History, cancel: Cancella
             revision: e.mod_revision,
             initial: true,
         });
+        seen.put(&e.key, Some(e.mod_revision));
     }
     loop {
         let c = tokio::select! {
@@ -150,19 +157,24 @@ async fn watch_family(store: Store, family: Family, h: History, cancel: Cancella
         match c {
             Change::Put { key, revision } => {
                 let value = cache.get(&key);
+                let revision = value.as_ref().map_or(revision, |e| e.mod_revision);
+                seen.put(&key, value.is_some().then_some(revision));
                 h.record(Kind::Record {
                     value: value.as_ref().and_then(|e| e.value.clone().ok()),
-                    revision: value.as_ref().map_or(revision, |e| e.mod_revision),
+                    revision,
                     key,
                     initial: false,
                 });
             }
-            Change::Delete { key, revision } => h.record(Kind::Record {
-                key,
-                value: None,
-                revision,
-                initial: false,
-            }),
+            Change::Delete { key, revision } => {
+                seen.put(&key, None);
+                h.record(Kind::Record {
+                    key,
+                    value: None,
+                    revision,
+                    initial: false,
+                });
+            }
         }
     }
 }
@@ -219,6 +231,82 @@ async fn probe(host: &'static str, port: u16, h: History, cancel: CancellationTo
     }
 }
 
+/// What one family's recorder has put in the history: each key's last recorded revision.
+#[derive(Debug, Clone, Default)]
+struct Seen(Arc<Mutex<BTreeMap<String, i64>>>);
+
+impl Seen {
+    fn put(&self, key: &str, revision: Option<i64>) {
+        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match revision {
+            Some(r) => m.insert(key.to_string(), r),
+            None => m.remove(key),
+        };
+    }
+
+    fn get(&self) -> BTreeMap<String, i64> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The first key whose recorded revision is behind the store's listing `now` at `revision`:
+/// one listed but recorded older or not at all, or one recorded that the listing no longer
+/// holds unless it was written after it (the watch may be ahead of the listing).
+fn lagging(
+    now: &BTreeMap<String, i64>,
+    revision: i64,
+    seen: &BTreeMap<String, i64>,
+) -> Option<String> {
+    let behind = now
+        .iter()
+        .find(|(k, r)| seen.get(*k).is_none_or(|s| s < *r))
+        .map(|(k, _)| k);
+    let gone = seen
+        .iter()
+        .find(|(k, r)| !now.contains_key(*k) && **r <= revision)
+        .map(|(k, _)| k);
+    behind.or(gone).cloned()
+}
+
+/// The running recorders.
+pub struct Recorders {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Each family's prefix and what its recorder has recorded.
+    families: Vec<(String, Seen)>,
+}
+
+impl Recorders {
+    /// Whether the history holds every record as the store holds it now (the watches have
+    /// delivered the last changes); else the first family and key that lag.
+    pub async fn caught_up(&self, store: &Store) -> Result<(), String> {
+        for (prefix, seen) in &self.families {
+            let l = store.list(prefix).await.map_err(|e| e.to_string())?;
+            let now: BTreeMap<String, i64> = l
+                .kvs
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.mod_revision))
+                .collect();
+            if let Some(key) = lagging(&now, l.revision, &seen.get()) {
+                return Err(format!(
+                    "the history of {key} lags the store at revision {}",
+                    l.revision
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every recorder has stopped (after `cancel`).
+    pub async fn stopped(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
 /// Starts every recorder; they stop with `cancel`. HTTP probes go to `ports` on every LB host.
 pub fn start(
     store: &Store,
@@ -226,10 +314,11 @@ pub fn start(
     ports: &[u16],
     h: &History,
     cancel: &CancellationToken,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut out = Vec::new();
+) -> Recorders {
+    let mut tasks = Vec::new();
+    let mut families = Vec::new();
     for agent in AGENT_HOSTS {
-        out.push(tokio::spawn(watch_agent(
+        tasks.push(tokio::spawn(watch_agent(
             agent,
             tls.clone(),
             h.clone(),
@@ -237,22 +326,59 @@ pub fn start(
         )));
     }
     for family in FAMILIES {
-        out.push(tokio::spawn(watch_family(
+        let prefix = store.keys().list(family, &[]);
+        let seen = Seen::default();
+        families.push((prefix.clone(), seen.clone()));
+        tasks.push(tokio::spawn(watch_family(
             store.clone(),
-            family,
+            prefix,
+            seen,
             h.clone(),
             cancel.clone(),
         )));
     }
     for lb in LB_HOSTS {
         for port in ports {
-            out.push(tokio::spawn(probe(lb, *port, h.clone(), cancel.clone())));
+            tasks.push(tokio::spawn(probe(lb, *port, h.clone(), cancel.clone())));
         }
     }
-    out
+    Recorders { tasks, families }
 }
 
 /// Whether `host:port` answers 200 now (within 5 s).
 pub async fn answers(host: &str, port: u16) -> bool {
     get(host, port, Duration::from_secs(5)).await.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(kv: &[(&str, i64)]) -> BTreeMap<String, i64> {
+        kv.iter().map(|(k, r)| ((*k).to_string(), *r)).collect()
+    }
+
+    #[test]
+    fn the_history_lags_until_it_holds_the_listing() {
+        let now = m(&[("a", 5), ("b", 7)]);
+        let cases: [(&str, BTreeMap<String, i64>, Option<&str>); 6] = [
+            ("the same", m(&[("a", 5), ("b", 7)]), None),
+            (
+                "ahead of the listing",
+                m(&[("a", 9), ("b", 7), ("c", 11)]),
+                None,
+            ),
+            ("an older revision", m(&[("a", 5), ("b", 6)]), Some("b")),
+            ("a key not yet recorded", m(&[("b", 7)]), Some("a")),
+            (
+                "a delete not yet recorded",
+                m(&[("a", 5), ("b", 7), ("c", 3)]),
+                Some("c"),
+            ),
+            ("empty", m(&[]), Some("a")),
+        ];
+        for (what, seen, want) in cases {
+            assert_eq!(lagging(&now, 10, &seen).as_deref(), want, "{what}");
+        }
+    }
 }

@@ -20,6 +20,21 @@ pub struct FaultResult {
     pub recover: Option<std::time::Duration>,
 }
 
+/// One fault kind's line of the report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Row {
+    /// Faults of the kind.
+    pub count: u32,
+    /// Seconds from injection to serving again, of those that recovered.
+    pub recover: Vec<f64>,
+    /// Faults whose injection failed.
+    pub not_injected: u32,
+    /// Faults after which the system did not serve again within the limit.
+    pub not_recovered: u32,
+    /// HTTP requests failed from injection to recovery.
+    pub http_failed: u32,
+}
+
 /// What the soak found.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -172,30 +187,37 @@ impl Report {
         }
     }
 
-    /// The report as text.
-    pub fn render(&self) -> String {
-        let mut by: BTreeMap<&str, (u32, Vec<f64>, u32, u32)> = BTreeMap::new();
+    /// One row per fault kind, by label.
+    pub fn rows(&self) -> BTreeMap<&str, Row> {
+        let mut by: BTreeMap<&str, Row> = BTreeMap::new();
         for (i, f) in self.faults.iter().enumerate() {
             let row = by.entry(&f.label).or_default();
-            row.0 += 1;
+            row.count += 1;
+            row.not_injected += u32::from(!f.injected);
             match f.recover {
-                Some(d) => row.1.push(d.as_secs_f64()),
-                None => row.3 += 1,
+                Some(d) => row.recover.push(d.as_secs_f64()),
+                None => row.not_recovered += 1,
             }
-            row.2 += self.failed_during.get(i).copied().unwrap_or(0);
+            row.http_failed += self.failed_during.get(i).copied().unwrap_or(0);
         }
+        by
+    }
+
+    /// The report as text.
+    pub fn render(&self) -> String {
         let mut t = Table::new();
         t.set_header([
             "fault",
             "count",
+            "not injected",
             "recover p50 (s)",
             "p99 (s)",
             "max (s)",
             "not recovered",
             "HTTP failed",
         ]);
-        for (label, (n, mut rec, failed, never)) in by {
-            rec.sort_by(f64::total_cmp);
+        for (label, mut row) in self.rows() {
+            row.recover.sort_by(f64::total_cmp);
             let f = |x: f64| {
                 if x.is_nan() {
                     "-".into()
@@ -205,12 +227,13 @@ impl Report {
             };
             t.add_row([
                 label.to_string(),
-                n.to_string(),
-                f(quantile(&rec, 0.5)),
-                f(quantile(&rec, 0.99)),
-                f(rec.last().copied().unwrap_or(f64::NAN)),
-                never.to_string(),
-                failed.to_string(),
+                row.count.to_string(),
+                row.not_injected.to_string(),
+                f(quantile(&row.recover, 0.5)),
+                f(quantile(&row.recover, 0.99)),
+                f(row.recover.last().copied().unwrap_or(f64::NAN)),
+                row.not_recovered.to_string(),
+                row.http_failed.to_string(),
             ]);
         }
         let mut out = String::new();
@@ -291,13 +314,30 @@ mod tests {
                 },
             ),
         ];
-        let faults = vec![FaultResult {
-            label: "SIGKILL LB host".into(),
-            injected: true,
-            recover: Some(Duration::from_secs(2)),
-        }];
+        let faults = vec![
+            FaultResult {
+                label: "SIGKILL LB host".into(),
+                injected: true,
+                recover: Some(Duration::from_secs(2)),
+            },
+            FaultResult {
+                label: "SIGKILL LB host".into(),
+                injected: false,
+                recover: None,
+            },
+        ];
         let r = Report::new(9, faults, &events, Vec::new(), Some(4.0), (3, 0), 0);
-        assert_eq!(r.failed_during, vec![1]);
+        assert_eq!(r.failed_during, vec![1, 0]);
+        assert_eq!(
+            r.rows()["SIGKILL LB host"],
+            Row {
+                count: 2,
+                recover: vec![2.0],
+                not_injected: 1,
+                not_recovered: 1,
+                http_failed: 1,
+            }
+        );
         assert_eq!(r.http, (1, 1));
         let text = r.render();
         assert!(text.contains("SIGKILL LB host"), "{text}");

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::check::Final;
-use crate::compose::{AGENT_HOSTS, Compose, Error, LB_HOSTS, leader};
+use crate::compose::{AGENT_HOSTS, Compose, Error, LB_HOSTS};
 use crate::history::{History, Kind};
 
 /// The workload's cluster.
@@ -155,83 +155,81 @@ impl Workload {
         Ok(format!("{family}:{rev}"))
     }
 
+    /// Creates the object at `key` with `capstan COMMAND… -f FILE` (`doc` written to `file`)
+    /// unless it exists: a soak on a deployment an earlier one used finds it there.
+    async fn ensure(
+        &self,
+        key: String,
+        file: &str,
+        doc: &Value,
+        command: &[&str],
+    ) -> Result<(), Error> {
+        if self.store.get(&key).await?.is_some() {
+            return Ok(());
+        }
+        let path = self.file(file, doc)?;
+        let mut args = command.to_vec();
+        args.extend(["-f", path.as_str()]);
+        self.request(&format!("{} -f {file}", command.join(" ")), &[key], &args)
+            .await
+            .map(drop)
+    }
+
+    /// Creates service `name` from `doc`, registering `taskdef` first, unless it exists.
+    async fn ensure_service(&self, name: &str, taskdef: &Value, doc: &Value) -> Result<(), Error> {
+        let key = self.service_key(name);
+        if self.store.get(&key).await?.is_some() {
+            return Ok(());
+        }
+        self.register(taskdef).await?;
+        self.ensure(
+            key,
+            &format!("{name}-service.json"),
+            doc,
+            &["service", "create"],
+        )
+        .await
+    }
+
     /// Creates what the workload needs that is not there yet (the compose example is).
     pub async fn setup(&self) -> Result<(), Error> {
-        let exists = |s: &str| {
-            let key = self.service_key(s);
-            async move { self.store.get(&key).await.map(|v| v.is_some()) }
-        };
-        if !exists("roll").await? {
-            self.register(&sleeper("roll", 1, false)).await?;
-            let doc = json!({"serviceName": "roll", "taskDefinition": "roll", "desiredCount": 4,
-                "deploymentConfiguration": {"minimumHealthyPercent": 50, "maximumPercent": 100,
-                    "deploymentCircuitBreaker": {"enable": true, "rollback": true}}});
-            let path = self.file("roll-service.json", &doc)?;
-            self.request(
-                "create roll",
-                &[self.service_key("roll")],
-                &["service", "create", "-f", &path],
-            )
+        let doc = json!({"serviceName": "roll", "taskDefinition": "roll", "desiredCount": 4,
+            "deploymentConfiguration": {"minimumHealthyPercent": 50, "maximumPercent": 100,
+                "deploymentCircuitBreaker": {"enable": true, "rollback": true}}});
+        self.ensure_service("roll", &sleeper("roll", 1, false), &doc)
             .await?;
-        }
-        if !exists("daemon").await? {
-            self.register(&sleeper("daemon", 1, false)).await?;
-            let doc = json!({"serviceName": "daemon", "taskDefinition": "daemon",
-                "schedulingStrategy": "DAEMON"});
-            let path = self.file("daemon-service.json", &doc)?;
-            self.request(
-                "create daemon",
-                &[self.service_key("daemon")],
-                &["service", "create", "-f", &path],
-            )
+        let doc = json!({"serviceName": "daemon", "taskDefinition": "daemon",
+            "schedulingStrategy": "DAEMON"});
+        self.ensure_service("daemon", &sleeper("daemon", 1, false), &doc)
             .await?;
-        }
-        if !exists("shop").await? {
-            self.register(&httpd("shop", 1)).await?;
-            let tg = json!({"protocol": "HTTP",
-                "healthCheck": {"path": "/", "intervalSeconds": 5, "healthyThresholdCount": 2},
-                "attributes": [{"key": "deregistration_delay.timeout_seconds", "value": "5"}]});
-            let tg = self.file("shop-tg.json", &tg)?;
-            for name in ["shop-blue", "shop-green"] {
-                let key = self.store.keys().target_group(name);
-                self.request(
-                    &format!("create {name}"),
-                    &[key],
-                    &["targetgroup", "create", name, "-f", &tg],
-                )
+        let tg = json!({"protocol": "HTTP",
+            "healthCheck": {"path": "/", "intervalSeconds": 5, "healthyThresholdCount": 2},
+            "attributes": [{"key": "deregistration_delay.timeout_seconds", "value": "5"}]});
+        for name in ["shop-blue", "shop-green"] {
+            let key = self.store.keys().target_group(name);
+            self.ensure(key, "shop-tg.json", &tg, &["targetgroup", "create", name])
                 .await?;
-            }
-            for (name, port, tg) in [
-                ("shop", 8100, "shop-blue"),
-                ("shop-test", 8101, "shop-green"),
-            ] {
-                let doc = json!({"port": port, "protocol": "HTTP",
-                    "defaultActions": [{"type": "forward", "targetGroupArn": tg}]});
-                let path = self.file(&format!("{name}-listener.json"), &doc)?;
-                let key = self.store.keys().key(Family::Listeners, &[name]);
-                self.request(
-                    &format!("create {name}"),
-                    &[key],
-                    &["listener", "create", name, "-f", &path],
-                )
-                .await?;
-            }
-            let doc = json!({"serviceName": "shop", "taskDefinition": "shop", "desiredCount": 2,
-                "deploymentConfiguration": {"strategy": "BLUE_GREEN", "bakeTimeInMinutes": 0,
-                    "deploymentCircuitBreaker": {"enable": true, "rollback": true}},
-                "healthCheckGracePeriodSeconds": 5,
-                "loadBalancers": [{"targetGroupArn": "shop-blue", "containerName": "app",
-                    "containerPort": 8080, "advancedConfiguration": {
-                        "alternateTargetGroupArn": "shop-green", "productionListenerRule": "shop",
-                        "testListenerRule": "shop-test"}}]});
-            let path = self.file("shop-service.json", &doc)?;
-            self.request(
-                "create shop",
-                &[self.service_key("shop")],
-                &["service", "create", "-f", &path],
-            )
-            .await?;
         }
+        for (name, port, tg) in [
+            ("shop", 8100, "shop-blue"),
+            ("shop-test", 8101, "shop-green"),
+        ] {
+            let doc = json!({"port": port, "protocol": "HTTP",
+                "defaultActions": [{"type": "forward", "targetGroupArn": tg}]});
+            let key = self.store.keys().key(Family::Listeners, &[name]);
+            let file = format!("{name}-listener.json");
+            self.ensure(key, &file, &doc, &["listener", "create", name])
+                .await?;
+        }
+        let doc = json!({"serviceName": "shop", "taskDefinition": "shop", "desiredCount": 2,
+            "deploymentConfiguration": {"strategy": "BLUE_GREEN", "bakeTimeInMinutes": 0,
+                "deploymentCircuitBreaker": {"enable": true, "rollback": true}},
+            "healthCheckGracePeriodSeconds": 5,
+            "loadBalancers": [{"targetGroupArn": "shop-blue", "containerName": "app",
+                "containerPort": 8080, "advancedConfiguration": {
+                    "alternateTargetGroupArn": "shop-green", "productionListenerRule": "shop",
+                    "testListenerRule": "shop-test"}}]});
+        self.ensure_service("shop", &httpd("shop", 1), &doc).await?;
         let burst = json!({"family": "burst", "containerDefinitions": [{
             "name": "app", "image": "busybox", "essential": true, "memory": 8, "cpu": 16,
             "entryPoint": ["sh", "-c"], "command": ["sleep 3"]}]});
@@ -425,7 +423,7 @@ fn desired_of(v: &View, service: &str) -> u64 {
 /// port. `Err` says what is missing.
 pub async fn serving(store: &Store) -> Result<(), String> {
     for role in ["scheduler", "deployer", "scaler", "registrar"] {
-        if leader(store, role).await.is_none() {
+        if store.leader(role).await.ok().flatten().is_none() {
             return Err(format!("no {role} leader"));
         }
     }

@@ -35,6 +35,18 @@ pub struct Claim {
     pub lease: i64,
 }
 
+impl Store {
+    /// Who leads `controller` now, as etcd says: the value of its oldest election key (the
+    /// candidate etcd's election API elects), or none when no replica campaigns.
+    pub async fn leader(&self, controller: &str) -> crate::Result<Option<String>> {
+        let l = self.list(&self.keys().election(controller)).await?;
+        Ok(l.kvs
+            .iter()
+            .min_by_key(|kv| kv.create_revision)
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+    }
+}
+
 impl Claim {
     /// The compare every fenced write carries.
     pub fn compare(&self) -> Compare {
