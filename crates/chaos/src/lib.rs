@@ -118,14 +118,13 @@ async fn soak(
     let mut violations: Vec<Violation> = Vec::new();
     let mut last_heal = Instant::now();
     let began_faults = Instant::now();
-    let mut id = 0;
     while let Some(f) = schedule.next(began_faults.elapsed()) {
-        let f = &f;
+        let id = results.len();
         tokio::time::sleep(f.gap).await;
         if schedule.winding_down(began_faults.elapsed()) {
             w.winding_down.store(true, Ordering::SeqCst);
         }
-        let targets = inject::targets(&store, f).await;
+        let targets = inject::targets(&store, &f).await;
         let label = f.kind.label();
         say(h, &format!("fault {id}: {label} on {targets:?}"));
         h.record(Kind::FaultStart {
@@ -184,7 +183,6 @@ async fn soak(
             injected: injected.is_ok(),
             recover,
         });
-        id += 1;
     }
     stop.store(true, Ordering::SeqCst);
     let _ = driver.await;
