@@ -41,6 +41,9 @@ pub enum Error {
     /// The deployment never converged before the faults began.
     #[error("the workload did not converge before the faults: {0}")]
     NotReady(String),
+    /// The deployment could not be torn down (`--down`).
+    #[error("tearing the deployment down: {0}")]
+    Down(compose::Error),
     /// The history could not be written.
     #[error("writing the history: {0}")]
     History(std::io::Error),
@@ -89,7 +92,12 @@ pub async fn run(args: &args::Args) -> Result<Report, Error> {
     let result = soak(args, seed, &compose, &h).await;
     if args.down {
         say(&h, "tearing the deployment down (down.sh)");
-        let _ = compose.script("down.sh", Duration::from_secs(300)).await;
+        // A deployment left behind (a network that will not go) stops the next run from
+        // starting: that is the run's failure, unless the soak already failed.
+        if let Err(e) = compose.script("down.sh", Duration::from_secs(300)).await {
+            say(&h, &format!("tearing down failed: {e}"));
+            return result.and(Err(Error::Down(e)));
+        }
     }
     result
 }
