@@ -427,6 +427,9 @@ impl Agent {
                 b.host_port.to_string(),
             ));
         }
+        // A definition registered before modes were checked gets the default.
+        let log_mode =
+            capstan_core::logging::LogMode::of(c.log_configuration.as_ref()).unwrap_or_default();
         ContainerSpec {
             task_id: rec.task_id.clone(),
             cluster: rec.cluster.clone(),
@@ -461,7 +464,8 @@ impl Agent {
                 .iter()
                 .filter_map(|v| Some((v.source_container.clone()?, v.read_only.unwrap_or(false))))
                 .collect(),
-            options: options(&rec.task_definition, c),
+            options: options(&rec.task_definition, c, log_mode),
+            log_mode,
         }
     }
 
@@ -959,21 +963,35 @@ pub fn host_path_allowed(path: &std::path::Path, allowed: &[std::path::PathBuf])
 fn options(
     td: &capstan_core::TaskDefinition,
     c: &capstan_core::taskdef::ContainerDefinition,
+    mode: capstan_core::logging::LogMode,
 ) -> ContainerOptions {
-    let log_driver = c.log_configuration.as_ref().and_then(|l| {
-        let driver = l["logDriver"].as_str()?;
-        ["json-file", "local"].contains(&driver).then(|| {
-            let opts = l["options"]
-                .as_object()
-                .map(|o| {
-                    o.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (driver.to_string(), opts)
-        })
-    });
+    // Docker keeps every container's logs (json-file, rotated as the process runtime's are,
+    // unless json-file or local is asked for with options of its own), delivered in the mode
+    // the task definition asks for.
+    let config = c.log_configuration.as_ref();
+    let driver = config
+        .and_then(|l| l["logDriver"].as_str())
+        .filter(|d| ["json-file", "local"].contains(d));
+    let mut opts: std::collections::HashMap<String, String> = match driver {
+        Some(_) => config
+            .and_then(|l| l["options"].as_object())
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => [
+            ("max-size", format!("{}b", crate::logs::DEFAULT_MAX_BYTES)),
+            ("max-file", "2".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    };
+    opts.remove("max-buffer-size");
+    opts.extend(mode.docker_options());
+    let log_driver = Some((driver.unwrap_or("json-file").to_string(), opts));
     ContainerOptions {
         linux: c.linux_parameters.clone(),
         ulimits: c.ulimits.clone(),

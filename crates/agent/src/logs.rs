@@ -2,19 +2,24 @@
 //! container, per stream, every line with its time.
 //!
 //! - **Process runtime**: a container's stdout and stderr each go through a pipe to a log shim,
-//!   this same binary run as `capstan-agent __log-shim FILE MAX_BYTES`. The shim stamps each
-//!   line (`<epoch seconds> <line>`) into `<task dir>/<container>.<stream>.log` and rotates it
-//!   at `MAX_BYTES` (one older file, `….1`, kept). It runs in a process group of its own and
-//!   exits when the container's end of the pipe closes, so it outlives an agent restart (like
-//!   conmon) and the container never writes into a closed pipe.
-//! - **Docker runtime**: Docker keeps the logs (its json-file driver); they are read back
-//!   through the engine with their timestamps.
+//!   this same binary run as `capstan-agent __log-shim FILE MAX_BYTES [BUFFER_BYTES]`. The
+//!   shim stamps each line (`<epoch seconds> <line>`) into `<task dir>/<container>.<stream>.log`
+//!   and rotates it at `MAX_BYTES` (one older file, `….1`, kept). With `BUFFER_BYTES` it is
+//!   non-blocking: it keeps reading the pipe into a buffer of that size while the file is
+//!   written, so a slow or failed disk never stalls the container (see [`LogMode`]). It runs in
+//!   a process group of its own and exits when the container's end of the pipe closes, so it
+//!   outlives an agent restart (like conmon) and the container never writes into a closed pipe.
+//! - **Docker runtime**: Docker keeps the logs (json-file rotated at 10 MiB, or the json-file or
+//!   local driver the task definition names) with the same mode; they are read back through
+//!   the engine with their timestamps.
 //!
 //! Either way they stay until the task is cleaned up (`--task-retention`) and are served by
 //! `TaskLogs`, which follows them (polling every 200 ms) while asked to.
 
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
+
+pub use capstan_core::logging::LogMode;
 
 /// The argument that turns `capstan-agent` into a log shim.
 pub const SHIM_ARG: &str = "__log-shim";
@@ -74,40 +79,204 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The shim's loop: `input` to `path`, one stamped line per line, rotated at `max_bytes`.
-/// Returns at end of input.
-pub fn run_shim(input: impl std::io::Read, path: &Path, max_bytes: u64) -> std::io::Result<()> {
-    let open = |p: &Path| {
+/// A stream's log file, rotated at `max_bytes` (one older file kept).
+struct LogFile {
+    path: PathBuf,
+    out: std::fs::File,
+    size: u64,
+    max_bytes: u64,
+}
+
+impl LogFile {
+    fn open(path: &Path, max_bytes: u64) -> std::io::Result<Self> {
+        let out = Self::append(path)?;
+        let size = out.metadata().map_or(0, |m| m.len());
+        Ok(Self {
+            path: path.to_path_buf(),
+            out,
+            size,
+            max_bytes,
+        })
+    }
+
+    fn append(path: &Path) -> std::io::Result<std::fs::File> {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(p)
-    };
-    let mut out = open(path)?;
-    let mut size = out.metadata().map_or(0, |m| m.len());
-    let mut input = std::io::BufReader::new(input);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = (&mut input)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut line)?;
-        if n == 0 {
-            return Ok(());
-        }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        let text = String::from_utf8_lossy(&line);
-        let record = format!("{:.6} {}\n", now(), text.replace('\r', ""));
-        if size > 0 && size + record.len() as u64 > max_bytes {
-            let _ = std::fs::rename(path, rotated(path));
-            out = open(path)?;
-            size = 0;
-        }
-        out.write_all(record.as_bytes())?;
-        size += record.len() as u64;
+            .open(path)
     }
+
+    fn write(&mut self, record: &[u8]) -> std::io::Result<()> {
+        if self.size > 0 && self.size + record.len() as u64 > self.max_bytes {
+            let _ = std::fs::rename(&self.path, rotated(&self.path));
+            self.out = Self::append(&self.path)?;
+            self.size = 0;
+        }
+        self.out.write_all(record)?;
+        self.size += record.len() as u64;
+        Ok(())
+    }
+}
+
+/// The shim's loop: `input` to `path`, one stamped line per line, rotated at `max_bytes`,
+/// delivered as `mode` says. Returns at end of input.
+pub fn run_shim(
+    input: impl std::io::Read + Send,
+    path: &Path,
+    max_bytes: u64,
+    mode: LogMode,
+) -> std::io::Result<()> {
+    let mut file = LogFile::open(path, max_bytes)?;
+    deliver(input, mode, |record| file.write(record))
+}
+
+/// The shim's arguments after `FILE`: `MAX_BYTES`, and the buffer's size when non-blocking.
+pub fn shim_args(max_bytes: u64, mode: LogMode) -> Vec<String> {
+    let mut args = vec![max_bytes.to_string()];
+    if let LogMode::NonBlocking { max_buffer_size } = mode {
+        args.push(max_buffer_size.to_string());
+    }
+    args
+}
+
+/// The mode [`shim_args`] wrote: non-blocking with a buffer size, else blocking.
+pub fn shim_mode(buffer: Option<&str>) -> Result<LogMode, std::num::ParseIntError> {
+    Ok(match buffer {
+        Some(b) => LogMode::NonBlocking {
+            max_buffer_size: b.parse()?,
+        },
+        None => LogMode::Blocking,
+    })
+}
+
+/// Reads `input` line by line (long lines split at [`MAX_LINE`]) into stamped records
+/// (`<epoch seconds> <line>\n`): one line, or [`None`] at end of input.
+struct Lines<R> {
+    input: std::io::BufReader<R>,
+    line: Vec<u8>,
+}
+
+impl<R: Read> Lines<R> {
+    fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        self.line.clear();
+        let n = (&mut self.input)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut self.line)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if self.line.last() == Some(&b'\n') {
+            self.line.pop();
+        }
+        Ok(Some(stamped(&String::from_utf8_lossy(&self.line))))
+    }
+}
+
+fn stamped(line: &str) -> Vec<u8> {
+    format!("{:.6} {}\n", now(), line.replace('\r', "")).into_bytes()
+}
+
+/// What waits in a non-blocking shim's buffer.
+enum Entry {
+    /// A stamped record.
+    Record(Vec<u8>),
+    /// This many lines were dropped here, the buffer being full.
+    Dropped(u64),
+}
+
+#[derive(Default)]
+struct Buffer {
+    entries: std::collections::VecDeque<Entry>,
+    bytes: u64,
+    /// The input has ended.
+    done: bool,
+    /// The log cannot be written: lines are read and dropped so the container never waits.
+    failed: bool,
+}
+
+/// Delivers `input`'s lines to `write` as `mode` says: blocking, each written before the next
+/// is read; non-blocking, through a buffer of `max_buffer_size` bytes that the container's
+/// writes never wait on. As Docker's ring buffer, a full buffer drops new lines (a line is
+/// always taken into an empty one); unlike it, the log then says how many: a record
+/// `capstan: N log lines dropped: the buffer (max-buffer-size B bytes) was full`.
+fn deliver(
+    input: impl Read + Send,
+    mode: LogMode,
+    mut write: impl FnMut(&[u8]) -> std::io::Result<()> + Send,
+) -> std::io::Result<()> {
+    let mut lines = Lines {
+        input: std::io::BufReader::new(input),
+        line: Vec::new(),
+    };
+    let LogMode::NonBlocking { max_buffer_size } = mode else {
+        while let Some(record) = lines.next()? {
+            write(&record)?;
+        }
+        return Ok(());
+    };
+    let buffer = std::sync::Mutex::new(Buffer::default());
+    let ready = std::sync::Condvar::new();
+    let lock = || {
+        buffer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| -> std::io::Result<()> {
+            loop {
+                // One entry at a time, so the buffer counts what is not yet written: it holds at
+                // most max-buffer-size bytes plus the line being written.
+                let entry = {
+                    let mut b = lock();
+                    loop {
+                        if let Some(entry) = b.entries.pop_front() {
+                            if let Entry::Record(r) = &entry {
+                                b.bytes -= r.len() as u64;
+                            }
+                            break entry;
+                        }
+                        if b.done {
+                            return Ok(());
+                        }
+                        b = ready.wait(b).unwrap_or_else(std::sync::PoisonError::into_inner);
+                    }
+                };
+                let result = match entry {
+                    Entry::Record(r) => write(&r),
+                    Entry::Dropped(n) => write(&stamped(&format!(
+                        "capstan: {n} log lines dropped: the buffer (max-buffer-size {max_buffer_size} bytes) was full"
+                    ))),
+                };
+                if let Err(e) = result {
+                    lock().failed = true;
+                    return Err(e);
+                }
+            }
+        });
+        let read = (|| -> std::io::Result<()> {
+            while let Some(record) = lines.next()? {
+                let mut b = lock();
+                let size = record.len() as u64;
+                if b.failed || (!b.entries.is_empty() && b.bytes + size > max_buffer_size) {
+                    match b.entries.back_mut() {
+                        Some(Entry::Dropped(n)) => *n += 1,
+                        _ => b.entries.push_back(Entry::Dropped(1)),
+                    }
+                    continue;
+                }
+                b.bytes += size;
+                b.entries.push_back(Entry::Record(record));
+                ready.notify_one();
+            }
+            Ok(())
+        })();
+        lock().done = true;
+        ready.notify_one();
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the log writer panicked")));
+        read.and(written)
+    })
 }
 
 /// Parses one stored line (`<epoch seconds> <line>`); `None` for what is not one.
@@ -321,8 +490,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let out = log_file(dir.path(), "app", Stream::Stdout);
         let err = log_file(dir.path(), "app", Stream::Stderr);
-        run_shim(&b"one\ntwo\r\n"[..], &out, 1 << 20).expect("shim");
-        run_shim(&b"oops\n"[..], &err, 1 << 20).expect("shim");
+        run_shim(&b"one\ntwo\r\n"[..], &out, 1 << 20, LogMode::Blocking).expect("shim");
+        run_shim(&b"oops\n"[..], &err, 1 << 20, LogMode::Blocking).expect("shim");
         let (lines, mut cursors) = read_all(dir.path(), &["app".to_string()]);
         let text: Vec<(&str, Stream)> = lines
             .iter()
@@ -351,7 +520,7 @@ mod tests {
         // Rotation keeps one older file, and both are read.
         let small = dir.path().join("small.stdout.log");
         let input: String = (0..100).map(|i| format!("line {i}\n")).collect();
-        run_shim(input.as_bytes(), &small, 300).expect("shim");
+        run_shim(input.as_bytes(), &small, 300, LogMode::default()).expect("shim");
         let kept = std::fs::metadata(&small).expect("log").len();
         assert!(kept <= 300, "{kept}");
         assert!(rotated(&small).exists());
@@ -360,12 +529,144 @@ mod tests {
         assert!(lines.len() < 100 && lines.len() > 5, "{}", lines.len());
     }
 
+    /// An input that says when it has been read to its end.
+    struct Signalling<R> {
+        inner: R,
+        eof: std::sync::mpsc::Sender<()>,
+    }
+
+    impl<R: Read> Read for Signalling<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                let _ = self.eof.send(());
+            }
+            Ok(n)
+        }
+    }
+
+    fn messages(records: &[Vec<u8>]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| {
+                let text = String::from_utf8_lossy(r);
+                let (_, message) = text.trim_end().split_once(' ').expect("stamped");
+                message.to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn non_blocking_reads_everything_while_the_log_is_stuck_and_says_what_it_dropped() {
+        let input: String = (0..1000)
+            .map(|i| format!("line {i:04} {}\n", "x".repeat(80)))
+            .collect();
+        let (eof, at_eof) = std::sync::mpsc::channel();
+        // A Receiver is not Sync; the writer thread borrows it.
+        let at_eof = std::sync::Mutex::new(at_eof);
+        let mut written = Vec::new();
+        let mut stuck = true;
+        deliver(
+            Signalling {
+                inner: input.as_bytes(),
+                eof,
+            },
+            LogMode::NonBlocking {
+                max_buffer_size: 4096,
+            },
+            |record| {
+                // The log is stuck until the container has written all its output: a blocking
+                // delivery would never get there.
+                if std::mem::take(&mut stuck) {
+                    let at_eof = at_eof
+                        .lock()
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    at_eof.recv().map_err(std::io::Error::other)?;
+                }
+                written.push(record.to_vec());
+                Ok(())
+            },
+        )
+        .expect("deliver");
+        // Every gap is marked where it was; the lines kept are the oldest of each stretch, in
+        // order, and with the markers they account for every line.
+        let (mut kept, mut dropped) = (Vec::new(), 0);
+        for m in messages(&written) {
+            match m.strip_prefix("capstan: ") {
+                Some(marker) => {
+                    assert!(
+                        marker
+                            .ends_with("dropped: the buffer (max-buffer-size 4096 bytes) was full"),
+                        "{marker}"
+                    );
+                    let (n, _) = marker.split_once(' ').expect("a count");
+                    dropped += n.parse::<usize>().expect("a count");
+                }
+                None => kept.push(m[5..9].parse::<usize>().expect("a line number")),
+            }
+        }
+        assert_eq!(kept.len() + dropped, 1000);
+        assert_eq!(kept.first(), Some(&0));
+        assert!(kept.windows(2).all(|w| w[0] < w[1]), "{kept:?}");
+        // The stuck log kept the buffer full: about 4096 bytes of ~100-byte records (and the
+        // one taken out before the log stuck, and those the writer took as the log freed).
+        assert!((30..=100).contains(&kept.len()), "{}", kept.len());
+        assert!(dropped >= 900, "{dropped}");
+    }
+
+    #[test]
+    fn blocking_loses_nothing_and_non_blocking_nothing_when_the_log_keeps_up() {
+        let input: String = (0..500).map(|i| format!("line {i}\n")).collect();
+        for mode in [LogMode::Blocking, LogMode::default()] {
+            let mut written = Vec::new();
+            deliver(input.as_bytes(), mode, |r| {
+                written.push(r.to_vec());
+                Ok(())
+            })
+            .expect("deliver");
+            let want: Vec<String> = (0..500).map(|i| format!("line {i}")).collect();
+            assert_eq!(messages(&written), want, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn a_failed_log_still_drains_the_pipe_non_blocking() {
+        let input: String = (0..300).map(|i| format!("line {i}\n")).collect();
+        let (eof, at_eof) = std::sync::mpsc::channel();
+        let result = deliver(
+            Signalling {
+                inner: input.as_bytes(),
+                eof,
+            },
+            LogMode::default(),
+            |_| Err(std::io::Error::other("disk full")),
+        );
+        assert_eq!(result.expect_err("fails").to_string(), "disk full");
+        // Read to its end: the container was never left writing into a full pipe.
+        assert!(at_eof.try_recv().is_ok());
+    }
+
+    #[test]
+    fn shim_arguments_carry_the_mode() {
+        for mode in [
+            LogMode::Blocking,
+            LogMode::NonBlocking {
+                max_buffer_size: 4096,
+            },
+        ] {
+            let args = shim_args(300, mode);
+            assert_eq!(args[0], "300");
+            assert_eq!(shim_mode(args.get(1).map(String::as_str)), Ok(mode));
+        }
+        assert!(shim_mode(Some("lots")).is_err());
+    }
+
     #[test]
     fn long_lines_are_split_and_tail_and_since_select() {
         let dir = tempfile::tempdir().expect("tmp");
         let out = log_file(dir.path(), "app", Stream::Stdout);
         let long = "x".repeat(MAX_LINE + 10) + "\n";
-        run_shim(long.as_bytes(), &out, 1 << 20).expect("shim");
+        run_shim(long.as_bytes(), &out, 1 << 20, LogMode::Blocking).expect("shim");
         let (lines, _) = read_all(dir.path(), &["app".to_string()]);
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].message.len(), MAX_LINE);

@@ -10,10 +10,12 @@ fn main() -> anyhow::Result<()> {
         .is_some_and(|a| a == capstan_agent::logs::SHIM_ARG)
     {
         let (Some(path), Some(max)) = (argv.get(2), argv.get(3)) else {
-            anyhow::bail!("usage: capstan-agent __log-shim FILE MAX_BYTES");
+            anyhow::bail!("usage: capstan-agent __log-shim FILE MAX_BYTES [BUFFER_BYTES]");
         };
         let max: u64 = max.to_string_lossy().parse()?;
-        capstan_agent::logs::run_shim(std::io::stdin().lock(), std::path::Path::new(path), max)?;
+        let buffer = argv.get(4).map(|b| b.to_string_lossy().into_owned());
+        let mode = capstan_agent::logs::shim_mode(buffer.as_deref())?;
+        capstan_agent::logs::run_shim(std::io::stdin(), std::path::Path::new(path), max, mode)?;
         return Ok(());
     }
     agent()

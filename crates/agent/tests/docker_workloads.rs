@@ -221,7 +221,10 @@ async fn the_rest_of_the_container_definition_reaches_docker() {
     app["dockerLabels"] = json!({"team": "platform"});
     app["systemControls"] = json!([{"namespace": "net.ipv4.tcp_keepalive_time", "value": "120"}]);
     app["dockerSecurityOptions"] = json!(["no-new-privileges"]);
-    app["logConfiguration"] = json!({"logDriver": "local", "options": {"max-size": "5m"}});
+    app["logConfiguration"] = json!({
+        "logDriver": "local",
+        "options": {"max-size": "5m", "mode": "non-blocking", "max-buffer-size": "2m"},
+    });
     run(&mut c, &id, vec![app], json!({"ipcMode": "none"})).await;
     running(&mut c, &id).await;
     for (format, want) in [
@@ -246,6 +249,14 @@ async fn the_rest_of_the_container_definition_reaches_docker() {
         ("{{.HostConfig.SecurityOpt}}", "[no-new-privileges]"),
         ("{{.HostConfig.LogConfig.Type}}", "local"),
         ("{{index .HostConfig.LogConfig.Config \"max-size\"}}", "5m"),
+        (
+            "{{index .HostConfig.LogConfig.Config \"mode\"}}",
+            "non-blocking",
+        ),
+        (
+            "{{index .HostConfig.LogConfig.Config \"max-buffer-size\"}}",
+            &format!("{}b", 2u64 << 20),
+        ),
         ("{{.HostConfig.IpcMode}}", "none"),
     ] {
         assert_eq!(inspect(&id, format), want, "{format}");
@@ -293,6 +304,18 @@ async fn host_and_none_network_modes_and_gpus_as_far_as_this_machine_allows() {
         (u32::from(port), u32::from(port))
     );
     assert_eq!(inspect(&host, "{{.HostConfig.NetworkMode}}"), "host");
+    // No logConfiguration: json-file rotated as the process runtime rotates, ECS's default
+    // mode (non-blocking, a 10 MiB buffer).
+    assert_eq!(
+        inspect(
+            &host,
+            "{{.HostConfig.LogConfig.Type}} {{range $k, $v := .HostConfig.LogConfig.Config}}{{$k}}={{$v}} {{end}}"
+        ),
+        format!(
+            "json-file max-buffer-size={mib}b max-file=2 max-size={mib}b mode=non-blocking",
+            mib = 10u64 << 20
+        )
+    );
     let reply = http_get(u32::from(port))
         .await
         .expect("served on the host's network");

@@ -14,6 +14,7 @@ pub mod deployment;
 pub mod instance;
 pub mod keys;
 pub mod lb;
+pub mod logging;
 pub mod requests;
 pub mod secret;
 pub mod service;

@@ -776,6 +776,7 @@ impl TaskDefinition {
                 format!("{driver} is not used: the agent keeps every container's logs (capstan task logs)"),
             );
         }
+        crate::logging::validate_log_mode(r, path, c.log_configuration.as_ref());
         let volumes: BTreeSet<&str> = self.volumes.iter().map(|v| v.name.as_str()).collect();
         crate::container::validate_mount_points(r, path, &c.mount_points, &volumes);
         let names: BTreeSet<&str> = self

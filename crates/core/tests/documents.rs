@@ -124,6 +124,17 @@ fn task_definition_rules_name_their_fields() {
                 "image": "i", "memory": 64, "portMappings": [{"containerPort": 80, "hostPort": 8080}]}]}),
             "containerDefinitions[0].portMappings[0].hostPort: with this networkMode hostPort must be empty or equal to containerPort (80)",
         ),
+        (
+            json!({"family": "a", "containerDefinitions": [{"name": "c", "image": "i", "memory": 64,
+                "logConfiguration": {"logDriver": "awslogs", "options": {"mode": "fast"}}}]}),
+            "containerDefinitions[0].logConfiguration.options.mode: \"fast\" is not a mode: blocking or non-blocking",
+        ),
+        (
+            json!({"family": "a", "containerDefinitions": [{"name": "c", "image": "i", "memory": 64,
+                "logConfiguration": {"logDriver": "json-file",
+                    "options": {"mode": "blocking", "max-buffer-size": "4m"}}}]}),
+            "containerDefinitions[0].logConfiguration.options.max-buffer-size: applies only with mode non-blocking",
+        ),
     ];
     for (doc, expected) in cases {
         let err = accept::<TaskDefinition>(doc.to_string().as_bytes()).expect_err("invalid");

@@ -85,6 +85,8 @@ pub struct ContainerSpec {
     pub volumes_from: Vec<(String, bool)>,
     /// The rest of the container definition, for the runtimes that act on it (Docker).
     pub options: ContainerOptions,
+    /// How its output reaches its log (`logConfiguration.options.mode`).
+    pub log_mode: capstan_core::logging::LogMode,
 }
 
 /// A volume mounted in a container.
@@ -150,7 +152,8 @@ pub struct ContainerOptions {
     pub pid_mode: Option<capstan_core::container::NamespaceMode>,
     /// The task's `ipcMode`.
     pub ipc_mode: Option<capstan_core::container::NamespaceMode>,
-    /// A `json-file` or `local` log driver and its options, passed to Docker as they are.
+    /// The Docker log driver and its options: `json-file` or `local` as asked, or json-file
+    /// rotated at 10 MiB; with the delivery mode either way.
     pub log_driver: Option<(String, std::collections::HashMap<String, String>)>,
 }
 

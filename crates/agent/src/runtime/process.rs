@@ -206,7 +206,7 @@ impl ProcessRuntime {
             let mut child = tokio::process::Command::new(exe)
                 .arg(logs::SHIM_ARG)
                 .arg(&path)
-                .arg(logs::DEFAULT_MAX_BYTES.to_string())
+                .args(logs::shim_args(logs::DEFAULT_MAX_BYTES, spec.log_mode))
                 .stdin(reader)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
