@@ -167,7 +167,38 @@ def cli_flow():
     aws("tag-resource", "--resource-arn", cluster_arn, "--tags", "key=aws:x,value=y",
         expect_error="InvalidParameterException")
 
+    # Task scale-in protection: scaling to 0 stops the unprotected task only, until the
+    # protection is lifted.
+    arns = aws("list-tasks", "--cluster", "default", "--service-name", "web")["taskArns"]
+    check(len(arns) == 2, f"the service runs 2 tasks before scale-in: {arns}")
+    kept, other = arns
+    p = aws("update-task-protection", "--cluster", "default", "--tasks", kept,
+            "--protection-enabled", "--expires-in-minutes", "30")
+    pt = p["protectedTasks"]
+    check(len(pt) == 1 and pt[0]["taskArn"] == kept and pt[0]["protectionEnabled"]
+          and 29 * 60 <= pt[0]["expirationDate"] - time.time() <= 30 * 60 + 5 and p["failures"] == [],
+          f"update-task-protection protects the task for 30 minutes: {p}")
+    g = aws("get-task-protection", "--cluster", "default", "--tasks", kept, other)["protectedTasks"]
+    check([(x["taskArn"], x["protectionEnabled"]) for x in g] == [(kept, True), (other, False)],
+          f"get-task-protection tells the protected task from the other: {g}")
+    bad = aws("update-task-protection", "--cluster", "default", "--tasks", task_arn,
+              "--protection-enabled")
+    check(bad["protectedTasks"] == [] and [f["reason"] for f in bad["failures"]] == ["TASK_NOT_VALID"],
+          f"a standalone (stopped) task cannot be protected: {bad['failures']}")
+    aws("update-task-protection", "--cluster", "default", "--tasks", kept, "--protection-enabled",
+        "--expires-in-minutes", "5000", expect_error="InvalidParameterException")
     aws("update-service", "--cluster", "default", "--service", "web", "--desired-count", "0")
+    aws("wait", "tasks-stopped", "--cluster", "default", "--tasks", other)
+    t = aws("describe-tasks", "--cluster", "default", "--tasks", kept)["tasks"][0]
+    check(t["desiredStatus"] == "RUNNING" and t["lastStatus"] == "RUNNING",
+          f"scale-in to 0 stopped the other task and left the protected one running ({t['desiredStatus']})")
+    p = aws("update-task-protection", "--cluster", "default", "--tasks", kept, "--no-protection-enabled")
+    check(p["protectedTasks"] == [{"taskArn": kept, "protectionEnabled": False}],
+          f"update-task-protection --no-protection-enabled lifts it: {p}")
+    aws("wait", "tasks-stopped", "--cluster", "default", "--tasks", kept)
+    aws("wait", "services-stable", "--cluster", "default", "--services", "web")
+    print("ok: once lifted, the scale-in stops the task and the service is stable at 0")
+
     d = aws("delete-service", "--cluster", "default", "--service", "web", "--force")
     check(d["service"]["serviceName"] == "web", "delete-service --force answers the service")
     d = aws("delete-cluster", "--cluster", "tutorial")

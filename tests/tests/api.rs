@@ -1082,3 +1082,124 @@ async fn with_tls_the_api_and_the_cli_need_a_client_certificate_from_the_ca() {
         "the CLI with a rogue certificate is refused"
     );
 }
+
+#[tokio::test]
+async fn task_protection_is_a_key_under_a_lease_that_ends_with_it() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let ep = etcd.endpoints();
+    let dir = test_dir();
+    let api = api(&ep, dir.path());
+    let mut c = api_client(api.field("grpc")).await;
+    let s = store(&ep).await;
+    // Task records as the scheduler writes them: one of a service, one standalone.
+    let arn = |id: &str| format!("arn:capstan:ecs:local:000000000000:task/default/{id}");
+    for (id, group) in [("svc1", "service:web"), ("job1", "family:job")] {
+        let task = json!({"taskArn": arn(id), "clusterArn": "arn:capstan:ecs:local:000000000000:cluster/default",
+            "taskDefinitionArn": "web:1", "group": group, "lastStatus": "RUNNING",
+            "desiredStatus": "RUNNING", "containers": []});
+        s.put(
+            &format!("/capstan/tasks/default/{id}"),
+            task.to_string().into_bytes(),
+        )
+        .await
+        .expect("put task");
+    }
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let r = c
+        .update_task_protection(pb::UpdateTaskProtectionRequest {
+            cluster: String::new(),
+            tasks: vec!["svc1".into(), "job1".into(), "ghost".into()],
+            protection_enabled: true,
+            expires_in_minutes: 1,
+        })
+        .await
+        .expect("protect")
+        .into_inner();
+    assert_eq!(r.items_json.len(), 1, "{r:?}");
+    let p = doc(&r.items_json[0]);
+    assert_eq!(p["taskArn"], arn("svc1"));
+    assert_eq!(p["protectionEnabled"], true);
+    let expires = p["expirationDate"].as_f64().expect("expirationDate");
+    assert!((before + 59.0..=before + 61.0).contains(&expires), "{p}");
+    let reasons: Vec<&str> = r.failures.iter().map(|f| f.reason.as_str()).collect();
+    assert_eq!(reasons, ["TASK_NOT_VALID", "MISSING"]);
+
+    // The key is bound to a lease etcd ends after the 60 s asked for.
+    let kv = s
+        .get("/capstan/taskprotection/default/svc1")
+        .await
+        .expect("get")
+        .expect("the protection key");
+    assert_ne!(kv.lease, 0, "the protection key has a lease");
+    let ttl = std::process::Command::new("etcdctl")
+        .args([
+            "--endpoints",
+            &ep.join(","),
+            "lease",
+            "timetolive",
+            &format!("{:x}", kv.lease),
+        ])
+        .output()
+        .expect("etcdctl runs");
+    let text = String::from_utf8_lossy(&ttl.stdout);
+    assert!(text.contains("granted with TTL(60s)"), "{text}");
+
+    let all = c
+        .get_task_protection(pb::GetTaskProtectionRequest::default())
+        .await
+        .expect("get all")
+        .into_inner();
+    assert_eq!(all.items_json.len(), 1);
+    assert_eq!(doc(&all.items_json[0])["taskArn"], arn("svc1"));
+
+    for (tasks, minutes) in [
+        (vec![], 10),
+        (vec!["svc1".to_string(); 11], 10),
+        (vec!["svc1".into()], 2881),
+    ] {
+        let e = c
+            .update_task_protection(pb::UpdateTaskProtectionRequest {
+                cluster: String::new(),
+                tasks,
+                protection_enabled: true,
+                expires_in_minutes: minutes,
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(exception(&e), "InvalidParameterException", "{e:?}");
+    }
+
+    let off = c
+        .update_task_protection(pb::UpdateTaskProtectionRequest {
+            cluster: String::new(),
+            tasks: vec!["svc1".into()],
+            protection_enabled: false,
+            expires_in_minutes: 0,
+        })
+        .await
+        .expect("lift")
+        .into_inner();
+    assert_eq!(doc(&off.items_json[0])["protectionEnabled"], false);
+    assert!(
+        s.get("/capstan/taskprotection/default/svc1")
+            .await
+            .expect("get")
+            .is_none(),
+        "lifting deletes the key"
+    );
+    let got = c
+        .get_task_protection(pb::GetTaskProtectionRequest {
+            cluster: String::new(),
+            tasks: vec![arn("svc1")],
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        doc(&got.items_json[0]),
+        json!({"taskArn": arn("svc1"), "protectionEnabled": false})
+    );
+}

@@ -150,6 +150,11 @@ guarded! {
     pb::DescribeTasksRequest => |r| read("ecs:DescribeTasks",
         r.tasks.iter().map(|t| in_cluster("task", &r.cluster, t)).collect());
     pb::ListTasksRequest => |r| read("ecs:ListTasks", vec![cluster(&r.cluster)]);
+    pb::UpdateTaskProtectionRequest => |r| write("ecs:UpdateTaskProtection",
+        r.tasks.iter().map(|t| in_cluster("task", &r.cluster, t)).collect());
+    pb::GetTaskProtectionRequest => |r| read("ecs:GetTaskProtection",
+        if r.tasks.is_empty() { vec![in_cluster("task", &r.cluster, "*")] }
+        else { r.tasks.iter().map(|t| in_cluster("task", &r.cluster, t)).collect() });
     pb::PutSecretRequest => |r| write("secretsmanager:PutSecretValue", vec![arn(&format!("secret/{}", r.name))]);
     pb::GetSecretValueRequest => |r| read("secretsmanager:GetSecretValue", vec![arn(&format!("secret/{}", r.name))]);
     pb::ListSecretsRequest => |_r| read("secretsmanager:ListSecrets", vec![arn("secret/*")]);

@@ -323,6 +323,24 @@ impl Capstan for CapstanService {
         self.auth.finish(admitted, r)
     }
 
+    async fn update_task_protection(
+        &self,
+        request: Request<pb::UpdateTaskProtectionRequest>,
+    ) -> Result<Response<pb::DescribeResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.update_task_protection(request.into_inner()).await;
+        self.auth.finish(admitted, r)
+    }
+
+    async fn get_task_protection(
+        &self,
+        request: Request<pb::GetTaskProtectionRequest>,
+    ) -> Result<Response<pb::DescribeResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.get_task_protection(request.into_inner()).await;
+        self.auth.finish(admitted, r)
+    }
+
     type GetTaskLogsStream = LogStream;
 
     async fn get_task_logs(

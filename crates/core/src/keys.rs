@@ -48,6 +48,9 @@ pub enum Family {
     RunTaskResults,
     /// `elections/<controller>` (controllers).
     Elections,
+    /// `taskprotection/<cluster>/<taskId>` (users): a task's scale-in protection, under an etcd
+    /// lease that ends with it.
+    TaskProtection,
 }
 
 impl Family {
@@ -73,6 +76,7 @@ impl Family {
             Family::RunTaskResults => "status/runtask",
             Family::Elections => "elections",
             Family::ListenerRoutes => "routes",
+            Family::TaskProtection => "taskprotection",
         }
     }
 
@@ -94,14 +98,16 @@ impl Family {
             | Family::ContainerInstances
             | Family::RunTaskRequests
             | Family::StopTaskRequests
-            | Family::RunTaskResults => 2,
+            | Family::RunTaskResults
+            | Family::TaskProtection => 2,
             Family::Deployments | Family::Events | Family::ContinueDeploymentRequests => 3,
         }
     }
 
     /// Every family, longest segment first so that `status/…` matches before shorter ones.
-    pub const ALL: [Family; 19] = [
+    pub const ALL: [Family; 20] = [
         Family::ContinueDeploymentRequests,
+        Family::TaskProtection,
         Family::RunTaskResults,
         Family::CapacityProviderStatus,
         Family::TargetGroupStatus,
@@ -379,6 +385,7 @@ impl Keys {
                     "iam/",
                     "audit/",
                     "secrets/",
+                    "taskprotection/",
                 ],
             ),
             role(

@@ -409,3 +409,27 @@ mod tests {
         assert!(TaskStatus::Deactivating < TaskStatus::Stopped);
     }
 }
+
+/// A task's scale-in protection as stored under `taskprotection/<cluster>/<taskId>` (ECS's
+/// `ProtectedTask` without the ARN). The key is written under an etcd lease that ends at
+/// `expirationDate`, so an expired protection disappears on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskProtection {
+    /// Always true for a stored protection (turning it off deletes the key).
+    pub protection_enabled: bool,
+    /// When it ends (epoch seconds).
+    pub expiration_date: f64,
+}
+
+/// Longest task protection ECS allows, minutes (48 hours).
+pub const MAX_PROTECTION_MINUTES: u32 = 2880;
+/// ECS's default task protection, minutes.
+pub const DEFAULT_PROTECTION_MINUTES: u32 = 120;
+
+impl TaskProtection {
+    /// Whether it still protects at `now` (epoch seconds).
+    pub fn active(&self, now: f64) -> bool {
+        self.protection_enabled && self.expiration_date > now
+    }
+}

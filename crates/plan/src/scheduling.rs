@@ -5,6 +5,12 @@
 //! DRAINING instance, are replaced — replacement first while the service stays within
 //! `maximumPercent`, else stopped first; extra tasks are stopped by the placement strategies in
 //! reverse; tasks of deployments that no longer exist are stopped.
+//!
+//! Task scale-in protection (ECS's `UpdateTaskProtection`): a task protected at `now` is never
+//! stopped for scale-in nor because its deployment is gone or shrank, so a rolling deployment
+//! waits for it; it is still replaced when it is unhealthy or its instance drains. Its protection
+//! ending (the key's lease expiring) is a change the scheduler reacts to, so nothing here waits
+//! on the clock for it.
 
 use std::collections::BTreeMap;
 
@@ -71,11 +77,17 @@ pub struct TaskInput {
     pub failed_target_group: Option<String>,
     /// Capacity provider it runs on or waits for.
     pub provider: Option<String>,
+    /// Until when it is protected from scale-in (epoch seconds), if it is.
+    pub protected_until: Option<f64>,
 }
 
 impl TaskInput {
     fn live(&self) -> bool {
         self.desired_status == DesiredStatus::Running && self.last_status != TaskStatus::Stopped
+    }
+
+    fn protected(&self, now: f64) -> bool {
+        self.protected_until.is_some_and(|until| until > now)
     }
 }
 
@@ -338,6 +350,7 @@ fn provider_launches<R: Rng + ?Sized>(
 fn provider_victims<R: Rng + ?Sized>(
     d: &DeploymentInput,
     good: &[&&TaskInput],
+    now: f64,
     instances: &[Instance],
     input: &ServiceInput,
     out: &mut Plan,
@@ -375,6 +388,7 @@ fn provider_victims<R: Rng + ?Sized>(
         }
         let victims: Vec<Victim> = good
             .iter()
+            .filter(|t| !t.protected(now))
             .filter(|t| match provider {
                 Some(p) => t.provider.as_deref() == Some(p),
                 None => !d
@@ -392,6 +406,7 @@ fn provider_victims<R: Rng + ?Sized>(
                 },
             })
             .collect();
+        let n = n.min(victims.len());
         for task in
             placement::choose_victims(&victims, n, instances, &input.group, &input.strategies, rng)
         {
@@ -432,7 +447,7 @@ pub fn plan<R: Rng + ?Sized>(input: &ServiceInput, now: f64, rng: &mut R) -> Pla
     let mut total_live = live.len() as u32;
 
     for t in &live {
-        if !input.deployments.iter().any(|d| d.id == t.deployment) {
+        if !input.deployments.iter().any(|d| d.id == t.deployment) && !t.protected(now) {
             out.actions.push(Action::Stop {
                 task: t.id.clone(),
                 reason: format!(
@@ -508,19 +523,21 @@ pub fn plan<R: Rng + ?Sized>(input: &ServiceInput, now: f64, rng: &mut R) -> Pla
             }
         }
         if good_n > d.desired && !d.providers.is_empty() {
-            provider_victims(d, &good, &instances, input, &mut out, rng);
+            provider_victims(d, &good, now, &instances, input, &mut out, rng);
         } else if good_n > d.desired {
             let victims: Vec<Victim> = good
                 .iter()
+                .filter(|t| !t.protected(now))
                 .map(|t| Victim {
                     task_id: t.id.clone(),
                     instance: t.instance.clone().unwrap_or_default(),
                     preference: u8::from(t.last_status == TaskStatus::Running),
                 })
                 .collect();
+            let surplus = ((good_n - d.desired) as usize).min(victims.len());
             for task in placement::choose_victims(
                 &victims,
-                (good_n - d.desired) as usize,
+                surplus,
                 &instances,
                 &input.group,
                 &input.strategies,
@@ -569,7 +586,13 @@ mod tests {
             last_status: status,
             desired_status: DesiredStatus::Running,
             health: HealthStatus::Unknown,
+            protected_until: None,
         }
+    }
+
+    fn protected(mut t: TaskInput, until: f64) -> TaskInput {
+        t.protected_until = Some(until);
+        t
     }
 
     fn input(desired: u32, tasks: Vec<TaskInput>) -> ServiceInput {
@@ -764,6 +787,62 @@ mod tests {
         let p = plan(&i, NOW, &mut StdRng::seed_from_u64(1));
         assert_eq!(stops(&p), vec!["old"]);
         assert!(launches(&p).is_empty());
+    }
+
+    #[test]
+    fn scale_in_passes_over_protected_tasks_until_their_protection_ends() {
+        let r = TaskStatus::Running;
+        let tasks = vec![
+            protected(task("t1", "d1", "a", r), NOW + 60.0),
+            protected(task("t2", "d1", "b", r), NOW + 60.0),
+            task("t3", "d1", "a", r),
+        ];
+        let p = plan(&input(1, tasks.clone()), NOW, &mut StdRng::seed_from_u64(1));
+        assert_eq!(stops(&p), vec!["t3"], "only the unprotected task goes");
+        // Every task protected: nothing is stopped, however far above desired.
+        let all: Vec<TaskInput> = tasks
+            .iter()
+            .map(|t| protected(t.clone(), NOW + 60.0))
+            .collect();
+        assert!(stops(&plan(&input(0, all), NOW, &mut StdRng::seed_from_u64(1))).is_empty());
+        // A protection that has ended protects nothing.
+        let mut s = stops(&plan(
+            &input(1, tasks),
+            NOW + 61.0,
+            &mut StdRng::seed_from_u64(1),
+        ));
+        s.sort();
+        assert_eq!(s.len(), 2);
+        assert!(s.iter().all(|t| ["t1", "t2", "t3"].contains(&t.as_str())));
+    }
+
+    #[test]
+    fn a_protected_task_outlives_its_deployment_but_not_its_health() {
+        let r = TaskStatus::Running;
+        let p = plan(
+            &input(
+                1,
+                vec![
+                    task("t1", "d1", "a", r),
+                    protected(task("old", "gone", "b", r), NOW + 60.0),
+                ],
+            ),
+            NOW,
+            &mut StdRng::seed_from_u64(1),
+        );
+        assert!(stops(&p).is_empty(), "a rolling deployment waits for it");
+        let mut sick = protected(task("t2", "d1", "b", r), NOW + 60.0);
+        sick.health = HealthStatus::Unhealthy;
+        let p = plan(
+            &input(2, vec![task("t1", "d1", "a", r), sick]),
+            NOW,
+            &mut StdRng::seed_from_u64(1),
+        );
+        assert_eq!(
+            launches(&p).len(),
+            1,
+            "an unhealthy protected task is replaced"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::time::Duration;
 use capstan_agent_client::Agents;
 use capstan_core::Keys;
 use capstan_core::keys::{ClusterKey, Family, ServiceKey};
+use capstan_core::task::Task;
 use capstan_runtime::{
     Controller, ControllerConfig, Events, Runtime, RuntimeError, spawn_while_leading,
 };
@@ -33,6 +34,8 @@ pub use crate::args::SchedulerArgs;
 use crate::execute::Executor;
 pub use crate::reconcile::Ctx;
 use crate::reconcile::reconcile_key;
+use capstan_store::Cache;
+
 use crate::snapshot::{Caches, spec_decoder, status_decoder};
 
 /// What the scheduler reconciles.
@@ -61,6 +64,24 @@ pub enum Key {
     },
 }
 
+/// The keys a task's change wakes: its service's, or its cluster's waiting one-off tasks.
+fn task_keys(keys: &Keys, tasks: &Cache<Task>, task_key: &str) -> Vec<Key> {
+    let Some(ClusterKey { cluster, .. }) = keys.cluster_key(Family::Tasks, task_key) else {
+        return vec![];
+    };
+    let Some(t) = tasks.get(task_key) else {
+        return vec![];
+    };
+    let Ok(t) = &t.value else { return vec![] };
+    if snapshot::waiting_one_off(t) {
+        return vec![Key::Waiting { cluster }];
+    }
+    t.service()
+        .map(|service| Key::Service(ServiceKey::new(&cluster, service)))
+        .into_iter()
+        .collect()
+}
+
 /// Runs the scheduler until SIGTERM/SIGINT.
 pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
     let rt = Runtime::start("scheduler", &args.common).await?;
@@ -74,6 +95,7 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
         stoptask: rt.cache(Family::StopTaskRequests, spec_decoder()),
         targets: rt.cache(Family::TargetGroupStatus, status_decoder()),
         clusters: rt.cache(Family::Clusters, spec_decoder()),
+        protection: rt.cache(Family::TaskProtection, status_decoder()),
     };
     let keys = rt.store.keys().clone();
     let ctx = Arc::new(Ctx {
@@ -101,6 +123,8 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
     let k2 = keys.clone();
     let k3 = keys.clone();
     let tasks = caches.tasks.clone();
+    let tasks8 = caches.tasks.clone();
+    let k8 = keys.clone();
     let all = caches.clone();
     let k4 = keys.clone();
     let k5 = keys.clone();
@@ -110,19 +134,12 @@ pub async fn run(args: SchedulerArgs) -> Result<(), RuntimeError> {
     let controller = Controller::new(config)
         .watches(&caches.deployments, move |k| service_of(&k1, k))
         .watches(&caches.services, move |k| service_of(&k2, k))
-        .watches(&caches.tasks, move |k| {
-            let Some(ClusterKey { cluster, .. }) = k3.cluster_key(Family::Tasks, k) else {
-                return vec![];
-            };
-            let Some(t) = tasks.get(k) else { return vec![] };
-            let Ok(t) = &t.value else { return vec![] };
-            if snapshot::waiting_one_off(t) {
-                return vec![Key::Waiting { cluster }];
-            }
-            t.service()
-                .map(|service| Key::Service(ServiceKey::new(&cluster, service)))
-                .into_iter()
-                .collect()
+        .watches(&caches.tasks, move |k| task_keys(&k3, &tasks, k))
+        .watches(&caches.protection, move |k| {
+            // A protection set, lifted or expired: its task's service may scale in now.
+            k8.cluster_key(Family::TaskProtection, k)
+                .map(|ClusterKey { cluster, id }| task_keys(&k8, &tasks8, &k8.task(&cluster, &id)))
+                .unwrap_or_default()
         })
         .watches(&caches.instances, move |k| {
             // An instance came, went or changed: every service of its cluster may move.

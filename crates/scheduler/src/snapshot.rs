@@ -9,7 +9,7 @@ use capstan_core::instance::ContainerInstance;
 use capstan_core::keys::Family;
 use capstan_core::keys::ServiceKey;
 use capstan_core::lb::TargetGroupStatusDoc;
-use capstan_core::task::{DesiredStatus, Task, TaskStatus, last_segment};
+use capstan_core::task::{DesiredStatus, Task, TaskProtection, TaskStatus, last_segment};
 use capstan_core::taskdef::TaskDefinitionRef;
 use capstan_core::{Deployment, Keys, Service, TaskDefinition};
 use capstan_plan::placement::{self, Instance};
@@ -39,6 +39,8 @@ pub struct Caches {
     pub targets: Cache<capstan_core::lb::TargetGroupStatusDoc>,
     /// Cluster specs, for the default capacity provider strategy.
     pub clusters: Cache<capstan_core::Cluster>,
+    /// Task scale-in protection.
+    pub protection: Cache<TaskProtection>,
 }
 
 impl Caches {
@@ -53,6 +55,7 @@ impl Caches {
             && self.stoptask.is_ready()
             && self.targets.is_ready()
             && self.clusters.is_ready()
+            && self.protection.is_ready()
     }
 }
 
@@ -232,6 +235,10 @@ pub fn gather(caches: &Caches, keys: &Keys, key: &ServiceKey, now: f64) -> (Serv
             health: t.health_status,
             failed_target_group: failed_target_group(caches, keys, &deployments, t, grace, now),
             provider: t.capacity_provider_name.clone(),
+            protected_until: caches
+                .protection
+                .get(&keys.key(Family::TaskProtection, &[&key.cluster, t.id()]))
+                .and_then(|e| e.value.as_ref().ok().map(|p| p.expiration_date)),
         });
         tasks.insert(t.id().to_string(), e.clone());
     }

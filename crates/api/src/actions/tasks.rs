@@ -1,4 +1,8 @@
-//! Tasks: RunTask, StartTask, StopTask, DescribeTasks, ListTasks.
+//! Tasks: RunTask, StartTask, StopTask, DescribeTasks, ListTasks, Update/GetTaskProtection.
+
+use capstan_core::task::{
+    DEFAULT_PROTECTION_MINUTES, MAX_PROTECTION_MINUTES, TaskProtection, TaskStatus,
+};
 
 use super::*;
 
@@ -414,4 +418,133 @@ fn agent_unreachable(id: &str, what: &str, e: &str) -> ApiError {
         Exception::Server,
         format!("cannot reach task {id}'s agent for {what}: {e}"),
     )
+}
+
+impl Api {
+    /// UpdateTaskProtection: turns on (for `expires_in_minutes`, under an etcd lease that ends
+    /// with it) or off the scale-in protection of up to 10 service tasks.
+    pub async fn update_task_protection(
+        &self,
+        req: pb::UpdateTaskProtectionRequest,
+    ) -> ApiResult<pb::DescribeResponse> {
+        let cluster = cluster_or_default(&req.cluster).to_string();
+        self.require_cluster(&cluster).await?;
+        if req.tasks.is_empty() || req.tasks.len() > 10 {
+            return Err(ApiError::invalid("tasks must name 1 to 10 tasks"));
+        }
+        let minutes = match req.expires_in_minutes {
+            0 => DEFAULT_PROTECTION_MINUTES,
+            m => u32::try_from(m)
+                .ok()
+                .filter(|m| (1..=MAX_PROTECTION_MINUTES).contains(m))
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "expiresInMinutes must be between 1 and {MAX_PROTECTION_MINUTES}, got {m}"
+                    ))
+                })?,
+        };
+        let mut out = pb::DescribeResponse::default();
+        for t in &req.tasks {
+            let id = name_of(t);
+            let task = match self.protectable(&cluster, id).await? {
+                Ok(task) => task,
+                Err(failure) => {
+                    out.failures.push(failure);
+                    continue;
+                }
+            };
+            let key = self.keys().key(Family::TaskProtection, &[&cluster, id]);
+            let doc = if req.protection_enabled {
+                let ttl = i64::from(minutes) * 60;
+                let protection = TaskProtection {
+                    protection_enabled: true,
+                    expiration_date: (now() + ttl as f64).floor(),
+                };
+                let lease = self.store.grant_lease(ttl).await?;
+                self.store
+                    .commit(
+                        Write::new().put_json_with_lease(&key, &protection, lease),
+                        None,
+                    )
+                    .await?;
+                protected_task(&task, Some(&protection))
+            } else {
+                self.store.delete(&key).await?;
+                protected_task(&task, None)
+            };
+            out.items_json.push(doc.to_string());
+        }
+        Ok(out)
+    }
+
+    /// GetTaskProtection: the named tasks' protection, or every protected task of the cluster.
+    pub async fn get_task_protection(
+        &self,
+        req: pb::GetTaskProtectionRequest,
+    ) -> ApiResult<pb::DescribeResponse> {
+        let cluster = cluster_or_default(&req.cluster).to_string();
+        self.require_cluster(&cluster).await?;
+        if req.tasks.len() > 100 {
+            return Err(ApiError::invalid("tasks must name at most 100 tasks"));
+        }
+        let ids: Vec<String> = if req.tasks.is_empty() {
+            self.list::<TaskProtection>(&self.keys().list(Family::TaskProtection, &[&cluster]))
+                .await?
+                .iter()
+                .map(|(_, kv)| name_of(&kv.key).to_string())
+                .collect()
+        } else {
+            req.tasks.iter().map(|t| name_of(t).to_string()).collect()
+        };
+        let mut out = pb::DescribeResponse::default();
+        for id in &ids {
+            let Some(task) = self.task(&cluster, id).await? else {
+                out.failures.push(missing(format!("task/{cluster}/{id}")));
+                continue;
+            };
+            let protection = self
+                .get::<TaskProtection>(&self.keys().key(Family::TaskProtection, &[&cluster, id]))
+                .await?
+                .map(|(p, _)| p)
+                .filter(|p| p.active(now()));
+            out.items_json
+                .push(protected_task(&task, protection.as_ref()).to_string());
+        }
+        Ok(out)
+    }
+
+    /// The task `id` if its protection may change, else the failure to report (ECS's reasons).
+    async fn protectable(&self, cluster: &str, id: &str) -> ApiResult<Result<Task, pb::Failure>> {
+        let Some(task) = self.task(cluster, id).await? else {
+            return Ok(Err(missing(format!("task/{cluster}/{id}"))));
+        };
+        let invalid = |detail: &str| pb::Failure {
+            arn: arn(&format!("task/{cluster}/{id}")),
+            reason: "TASK_NOT_VALID".into(),
+            detail: detail.into(),
+        };
+        if task.service().is_none() {
+            return Ok(Err(invalid(
+                "The task is not part of a service; only service tasks can be protected",
+            )));
+        }
+        if task.desired_status != DesiredStatus::Running || task.last_status == TaskStatus::Stopped
+        {
+            return Ok(Err(invalid("The task is stopping or stopped")));
+        }
+        Ok(Ok(task))
+    }
+}
+
+/// ECS's `ProtectedTask` for `task`.
+fn protected_task(task: &Task, protection: Option<&TaskProtection>) -> Value {
+    let arn = task.task_arn.clone();
+    match protection {
+        Some(p) => json!({
+            "taskArn": arn,
+            "protectionEnabled": true,
+            "expirationDate": p.expiration_date,
+        }),
+        None => json!({"taskArn": arn, "protectionEnabled": false}),
+    }
 }

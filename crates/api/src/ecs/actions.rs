@@ -384,6 +384,46 @@ pub async fn dispatch(e: &Endpoint, who: &Who, action: &str, input: &Input) -> A
                 .await?;
             listed("taskArns", r)
         }
+        "UpdateTaskProtection" => {
+            let minutes = match i.get("expiresInMinutes") {
+                None | Some(Value::Null) => 0,
+                Some(Value::Number(n)) => n
+                    .as_i64()
+                    .and_then(|n| i32::try_from(n).ok())
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "expiresInMinutes must be between 1 and 2880, got {n}"
+                        ))
+                    })?,
+                Some(other) => return Err(wrong_type("expiresInMinutes", "an integer", other)),
+            };
+            if !i.contains_key("protectionEnabled") {
+                return Err(ApiError::invalid(
+                    "protectionEnabled is required: true to protect the tasks, false to stop",
+                ));
+            }
+            let req = pb::UpdateTaskProtectionRequest {
+                cluster: text(i, "cluster")?,
+                tasks: texts(i, "tasks")?,
+                protection_enabled: flag(i, "protectionEnabled")?,
+                expires_in_minutes: minutes,
+            };
+            let r = e
+                .guarded(who, req, async |a, r| a.update_task_protection(r).await)
+                .await?;
+            described("protectedTasks", &r)
+        }
+        "GetTaskProtection" => {
+            let req = pb::GetTaskProtectionRequest {
+                cluster: text(i, "cluster")?,
+                tasks: texts(i, "tasks")?,
+            };
+            let r = e
+                .guarded(who, req, async |a, r| a.get_task_protection(r).await)
+                .await?;
+            described("protectedTasks", &r)
+        }
         "ListContainerInstances" => {
             let req = pb::ListContainerInstancesRequest {
                 cluster: text(i, "cluster")?,

@@ -57,6 +57,24 @@ pub enum TaskCmd {
         #[arg(required = true)]
         tasks: Vec<String>,
     },
+    /// Protect service tasks from scale-in and deployments (ECS's UpdateTaskProtection), or
+    /// with `--off` lift their protection.
+    Protect {
+        /// 1 to 10 task ids or ARNs.
+        #[arg(required = true)]
+        tasks: Vec<String>,
+        /// How long, 1 to 2880 minutes (ECS's default 120).
+        #[arg(long, default_value_t = 120, conflicts_with = "off")]
+        minutes: i32,
+        /// Lift the protection instead.
+        #[arg(long)]
+        off: bool,
+    },
+    /// Tasks' scale-in protection (ECS's GetTaskProtection); none named: every protected task.
+    Protection {
+        /// Task ids or ARNs.
+        tasks: Vec<String>,
+    },
     /// A task's container logs (stdout and stderr, each line with its time), from its agent.
     Logs {
         /// Task id or ARN.
@@ -105,6 +123,13 @@ pub const TASK_COLUMNS: &[Column] = &[
     ("GROUP", |v| field(v, "group")),
     ("STARTED", |v| time(v, "startedAt")),
     ("STOPPED REASON", |v| field(v, "stoppedReason")),
+];
+
+/// Columns of a task's protection.
+pub const PROTECTION_COLUMNS: &[Column] = &[
+    ("TASK", |v| short(&field(v, "taskArn"))),
+    ("PROTECTED", |v| field(v, "protectionEnabled")),
+    ("EXPIRES", |v| time(v, "expirationDate")),
 ];
 
 /// Runs a task command.
@@ -203,6 +228,33 @@ pub async fn task(conn: &Conn, cluster: &str, out: Format, cmd: TaskCmd) -> anyh
                 .map_err(api_error)?
                 .into_inner();
             output::docs(out, &output::parse_all(&r.items_json), TASK_COLUMNS);
+            return done(output::failures(&r.failures));
+        }
+        TaskCmd::Protect {
+            tasks,
+            minutes,
+            off,
+        } => {
+            let r = c
+                .update_task_protection(pb::UpdateTaskProtectionRequest {
+                    cluster,
+                    tasks,
+                    protection_enabled: !off,
+                    expires_in_minutes: if off { 0 } else { minutes },
+                })
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            output::docs(out, &output::parse_all(&r.items_json), PROTECTION_COLUMNS);
+            return done(output::failures(&r.failures));
+        }
+        TaskCmd::Protection { tasks } => {
+            let r = c
+                .get_task_protection(pb::GetTaskProtectionRequest { cluster, tasks })
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            output::docs(out, &output::parse_all(&r.items_json), PROTECTION_COLUMNS);
             return done(output::failures(&r.failures));
         }
         TaskCmd::Logs {
