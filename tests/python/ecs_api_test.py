@@ -82,6 +82,35 @@ def cli_flow():
     names = [a.rsplit("/", 1)[-1] for a in aws("list-clusters")["clusterArns"]]
     check("tutorial" in names and "default" in names, f"list-clusters lists it: {names}")
 
+    # Account settings: defaultLogDriverMode is filled into task definitions registered while
+    # it is set; settings Capstan does not act on are refused.
+    eff = aws("list-account-settings", "--effective-settings")["settings"]
+    mode = [x for x in eff if x["name"] == "defaultLogDriverMode"]
+    check([(x["value"], x["type"]) for x in mode] == [("non-blocking", "aws_managed")],
+          f"list-account-settings --effective-settings shows ECS's default log mode: {mode}")
+    check(aws("list-account-settings")["settings"] == [], "no setting is set at first")
+    put = aws("put-account-setting-default", "--name", "defaultLogDriverMode", "--value", "blocking")
+    check(put["setting"]["value"] == "blocking" and put["setting"]["type"] == "user",
+          f"put-account-setting-default sets it: {put}")
+    blocking = aws("register-task-definition", "--cli-input-json",
+                   taskdef_file("logmode", "x"))["taskDefinition"]
+    opts = blocking["containerDefinitions"][0]["logConfiguration"]["options"]
+    check(opts.get("mode") == "blocking" and opts.get("awslogs-group") == "/ecs/web",
+          f"a task definition registered meanwhile gets mode blocking: {opts}")
+    listed = aws("list-account-settings", "--name", "defaultLogDriverMode")["settings"]
+    check([x["value"] for x in listed] == ["blocking"], f"list-account-settings --name: {listed}")
+    aws("delete-account-setting", "--name", "defaultLogDriverMode")
+    again = aws("register-task-definition", "--cli-input-json",
+                taskdef_file("logmode", "y"))["taskDefinition"]
+    check("mode" not in again["containerDefinitions"][0]["logConfiguration"]["options"],
+          "after delete-account-setting no mode is filled in (the built-in non-blocking applies)")
+    aws("put-account-setting", "--name", "containerInsights", "--value", "enabled",
+        expect_error="InvalidParameterException")
+    aws("put-account-setting", "--name", "defaultLogDriverMode", "--value", "blocking",
+        "--principal-arn", "arn:aws:iam::123456789012:user/bob",
+        expect_error="InvalidParameterException")
+    aws("put-account-setting", "--name", "taskLongArnFormat", "--value", "enabled")
+
     td = aws("register-task-definition", "--cli-input-json", taskdef_file("web", "one"))
     check(td["taskDefinition"]["revision"] == 1 and td["taskDefinition"]["networkMode"] == "awsvpc",
           "register-task-definition from a file gives revision 1")

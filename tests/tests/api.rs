@@ -1202,4 +1202,98 @@ async fn task_protection_is_a_key_under_a_lease_that_ends_with_it() {
         doc(&got.items_json[0]),
         json!({"taskArn": arn("svc1"), "protectionEnabled": false})
     );
+
+    // The CLI over the same calls: a failure is reported and makes the exit code 1.
+    let ep = api.field("grpc");
+    let (ok, out, err) = cli(ep, &["task", "protect", "svc1", "--minutes", "5"]);
+    assert!(
+        ok && out.contains("svc1") && out.contains("true"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = cli(ep, &["task", "protection"]);
+    assert!(ok && out.contains("svc1"), "{out}{err}");
+    let (ok, _, err) = cli(ep, &["task", "protect", "job1"]);
+    assert!(!ok && err.contains("TASK_NOT_VALID"), "{err}");
+    let (ok, out, err) = cli(ep, &["task", "protect", "svc1", "--off"]);
+    assert!(ok && out.contains("false"), "{out}{err}");
+}
+
+#[tokio::test]
+async fn account_settings_set_the_default_log_mode_of_later_registrations() {
+    let etcd = EtcdCluster::single().await.expect("etcd");
+    let ep = etcd.endpoints();
+    let dir = test_dir();
+    let api = api(&ep, dir.path());
+    let endpoint = api.field("grpc");
+    let mut c = api_client(endpoint).await;
+    let logged = |family: &str| {
+        json!({"family": family, "containerDefinitions": [{"name": "app", "image": "x",
+            "memory": 32, "logConfiguration": {"logDriver": "awslogs",
+            "options": {"awslogs-group": "g"}}}]})
+        .to_string()
+    };
+    let mode = |td: &str| {
+        doc(td)["containerDefinitions"][0]["logConfiguration"]["options"]["mode"].clone()
+    };
+
+    let (ok, out, err) = cli(endpoint, &["account-setting", "list", "--effective"]);
+    assert!(
+        ok && out.contains("defaultLogDriverMode") && out.contains("non-blocking"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = cli(
+        endpoint,
+        &["account-setting", "put", "defaultLogDriverMode", "blocking"],
+    );
+    assert!(ok && out.contains("blocking"), "{out}{err}");
+    let r = c
+        .register_task_definition(pb::RegisterTaskDefinitionRequest {
+            task_definition_json: logged("a"),
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    assert_eq!(mode(&r.task_definition_json), "blocking");
+    let listed = c
+        .list_account_settings(pb::ListAccountSettingsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.items_json.len(), 1);
+    assert_eq!(doc(&listed.items_json[0])["type"], "user");
+
+    let (ok, out, err) = cli(
+        endpoint,
+        &["account-setting", "put", "containerInsights", "enabled"],
+    );
+    assert!(
+        !ok && err.contains("InvalidParameterException"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = cli(
+        endpoint,
+        &["account-setting", "delete", "defaultLogDriverMode"],
+    );
+    assert!(ok, "{err}");
+    let r = c
+        .register_task_definition(pb::RegisterTaskDefinitionRequest {
+            task_definition_json: logged("a"),
+        })
+        .await
+        .expect("register")
+        .into_inner();
+    assert_eq!(
+        mode(&r.task_definition_json),
+        Value::Null,
+        "later registrations keep no mode"
+    );
+    // The revision registered under the setting keeps its mode.
+    let first = c
+        .describe_task_definition(pb::DescribeTaskDefinitionRequest {
+            task_definition: "a:1".into(),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(mode(&first.task_definition_json), "blocking");
 }

@@ -150,6 +150,11 @@ guarded! {
     pb::DescribeTasksRequest => |r| read("ecs:DescribeTasks",
         r.tasks.iter().map(|t| in_cluster("task", &r.cluster, t)).collect());
     pb::ListTasksRequest => |r| read("ecs:ListTasks", vec![cluster(&r.cluster)]);
+    pb::PutAccountSettingRequest => |r| write(
+        if r.account_default { "ecs:PutAccountSettingDefault" } else { "ecs:PutAccountSetting" },
+        vec!["*".into()]);
+    pb::DeleteAccountSettingRequest => |_r| write("ecs:DeleteAccountSetting", vec!["*".into()]);
+    pb::ListAccountSettingsRequest => |_r| read("ecs:ListAccountSettings", vec!["*".into()]);
     pb::UpdateTaskProtectionRequest => |r| write("ecs:UpdateTaskProtection",
         r.tasks.iter().map(|t| in_cluster("task", &r.cluster, t)).collect());
     pb::GetTaskProtectionRequest => |r| read("ecs:GetTaskProtection",

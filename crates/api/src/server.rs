@@ -323,6 +323,33 @@ impl Capstan for CapstanService {
         self.auth.finish(admitted, r)
     }
 
+    async fn put_account_setting(
+        &self,
+        request: Request<pb::PutAccountSettingRequest>,
+    ) -> Result<Response<pb::DocumentResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.put_account_setting(request.into_inner()).await;
+        self.auth.finish(admitted, r)
+    }
+
+    async fn delete_account_setting(
+        &self,
+        request: Request<pb::DeleteAccountSettingRequest>,
+    ) -> Result<Response<pb::DocumentResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.delete_account_setting(request.into_inner()).await;
+        self.auth.finish(admitted, r)
+    }
+
+    async fn list_account_settings(
+        &self,
+        request: Request<pb::ListAccountSettingsRequest>,
+    ) -> Result<Response<pb::DescribeResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.list_account_settings(request.into_inner()).await;
+        self.auth.finish(admitted, r)
+    }
+
     async fn update_task_protection(
         &self,
         request: Request<pb::UpdateTaskProtectionRequest>,

@@ -81,6 +81,9 @@ pub enum Command {
     /// Secrets containers get as environment variables (`secrets[].valueFrom`).
     #[command(subcommand)]
     Secret(commands::SecretCmd),
+    /// ECS account settings Capstan honours (defaultLogDriverMode).
+    #[command(subcommand, name = "account-setting")]
+    AccountSetting(commands::AccountSettingCmd),
     /// Start a local control plane: etcd, the API, the controllers, agents and HAProxy.
     Dev(dev::DevArgs),
     /// The cluster's certificates: a CA, and one certificate per component.
@@ -170,6 +173,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::TargetGroup(c) => commands::target_group(&conn, out, c).await,
         Command::Listener(c) => commands::listener(&conn, out, c).await,
         Command::Secret(c) => commands::secret(&conn, out, c).await,
+        Command::AccountSetting(c) => commands::account_setting(&conn, out, c).await,
     }
 }
 

@@ -51,6 +51,8 @@ pub enum Family {
     /// `taskprotection/<cluster>/<taskId>` (users): a task's scale-in protection, under an etcd
     /// lease that ends with it.
     TaskProtection,
+    /// `accountsettings/<name>` (users): an ECS account setting Capstan honours.
+    AccountSettings,
 }
 
 impl Family {
@@ -77,6 +79,7 @@ impl Family {
             Family::Elections => "elections",
             Family::ListenerRoutes => "routes",
             Family::TaskProtection => "taskprotection",
+            Family::AccountSettings => "accountsettings",
         }
     }
 
@@ -90,7 +93,8 @@ impl Family {
             | Family::Listeners
             | Family::TargetGroupStatus
             | Family::ListenerRoutes
-            | Family::Elections => 1,
+            | Family::Elections
+            | Family::AccountSettings => 1,
             Family::TaskDefinitions
             | Family::Services
             | Family::ServiceStatus
@@ -105,8 +109,9 @@ impl Family {
     }
 
     /// Every family, longest segment first so that `status/…` matches before shorter ones.
-    pub const ALL: [Family; 20] = [
+    pub const ALL: [Family; 21] = [
         Family::ContinueDeploymentRequests,
+        Family::AccountSettings,
         Family::TaskProtection,
         Family::RunTaskResults,
         Family::CapacityProviderStatus,
@@ -386,6 +391,7 @@ impl Keys {
                     "audit/",
                     "secrets/",
                     "taskprotection/",
+                    "accountsettings/",
                 ],
             ),
             role(

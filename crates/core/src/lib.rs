@@ -18,6 +18,7 @@ pub mod logging;
 pub mod requests;
 pub mod secret;
 pub mod service;
+pub mod settings;
 pub mod status;
 pub mod task;
 pub mod taskdef;

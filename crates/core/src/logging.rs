@@ -4,7 +4,7 @@
 //! - `blocking`: each line is written to the log before the next is read, so a log that cannot
 //!   keep up makes the container's writes to stdout and stderr wait.
 //! - `non-blocking`: lines go through an in-memory buffer of `max-buffer-size` bytes; when it
-//!   is full, new lines are dropped (as Docker's ring buffer drops them) and the container never
+//!   is full, new lines are dropped (Docker drops lines too) and the container never
 //!   waits. ECS made this its default on 2025-06-25 ("to prioritize task availability over
 //!   logging"), so it is Capstan's default for every driver too.
 //!

@@ -11,6 +11,7 @@ mod instances;
 mod lb;
 mod secrets;
 mod services;
+mod settings;
 mod tags;
 mod taskdefs;
 mod tasks;

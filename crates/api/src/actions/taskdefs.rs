@@ -11,6 +11,11 @@ impl Api {
     ) -> ApiResult<pb::TaskDefinitionResponse> {
         let accepted = accept::<TaskDefinition>(req.task_definition_json.as_bytes())?;
         let mut td = accepted.value;
+        // The account's default delivery mode is resolved now, so a revision keeps the mode it
+        // was registered with (visible in DescribeTaskDefinition) whatever the setting becomes.
+        if let Some(mode) = self.default_log_driver_mode().await? {
+            capstan_core::settings::apply_default_log_mode(&mut td, &mode);
+        }
         let prefix = self.keys().list(Family::TaskDefinitions, &[&td.family]);
         for attempt in 0..CAS_ATTEMPTS {
             let listing = self.store.list(&prefix).await?;

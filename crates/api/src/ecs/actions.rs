@@ -122,6 +122,19 @@ fn ecs_service(mut v: Value) -> Value {
     v
 }
 
+/// Account settings are the whole account's in Capstan: a `principalArn` naming anyone else is
+/// refused rather than applied to everyone.
+fn whole_account(input: &Input) -> ApiResult<()> {
+    let principal = text(input, "principalArn")?;
+    if principal.is_empty() || principal.ends_with(":root") {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "Capstan keeps account settings for the whole account only; leave out principalArn (got {principal})"
+        )))
+    }
+}
+
 /// `{<field>: items, "failures": […]}`.
 fn described(field: &str, r: &pb::DescribeResponse) -> Value {
     json!({ field: items(r), "failures": failures(r) })
@@ -136,381 +149,527 @@ fn listed(field: &str, r: pb::ListResponse) -> Value {
     out
 }
 
+/// One action's future, boxed: each arm then polls in a stack frame of its own, so the
+/// dispatcher's frame does not grow with the number of actions (a debug build's single frame
+/// for every arm overflowed a worker thread's stack).
+fn arm<F: Future<Output = ApiResult<Value>>>(f: F) -> std::pin::Pin<Box<F>> {
+    Box::pin(f)
+}
+
 /// Answers `action` with `input` for `who`.
 pub async fn dispatch(e: &Endpoint, who: &Who, action: &str, input: &Input) -> ApiResult<Value> {
     let i = input;
     Ok(match action {
         "CreateCluster" => {
-            let req = pb::CreateClusterRequest {
-                cluster_json: document(i, &[]),
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.create_cluster(r).await)
-                .await?;
-            json!({"cluster": doc(&r.cluster_json)})
+            arm(async {
+                let req = pb::CreateClusterRequest {
+                    cluster_json: document(i, &[]),
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.create_cluster(r).await)
+                    .await?;
+                Ok(json!({"cluster": doc(&r.cluster_json)}))
+            })
+            .await?
         }
         "DescribeClusters" => {
-            let req = pb::DescribeClustersRequest {
-                clusters: texts(i, "clusters")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.describe_clusters(r).await)
-                .await?;
-            described("clusters", &r)
+            arm(async {
+                let req = pb::DescribeClustersRequest {
+                    clusters: texts(i, "clusters")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.describe_clusters(r).await)
+                    .await?;
+                Ok(described("clusters", &r))
+            })
+            .await?
         }
         "ListClusters" => {
-            let req = pb::ListClustersRequest {
-                max_results: max_results(i)?,
-                next_token: text(i, "nextToken")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.list_clusters(r).await)
-                .await?;
-            listed("clusterArns", r)
+            arm(async {
+                let req = pb::ListClustersRequest {
+                    max_results: max_results(i)?,
+                    next_token: text(i, "nextToken")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.list_clusters(r).await)
+                    .await?;
+                Ok(listed("clusterArns", r))
+            })
+            .await?
         }
         "DeleteCluster" => {
-            let req = pb::DeleteClusterRequest {
-                cluster: text(i, "cluster")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.delete_cluster(r).await)
-                .await?;
-            json!({"cluster": doc(&r.cluster_json)})
+            arm(async {
+                let req = pb::DeleteClusterRequest {
+                    cluster: text(i, "cluster")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.delete_cluster(r).await)
+                    .await?;
+                Ok(json!({"cluster": doc(&r.cluster_json)}))
+            })
+            .await?
         }
         "PutClusterCapacityProviders" => {
-            let strategy = i
-                .get("defaultCapacityProviderStrategy")
-                .map(Value::to_string)
-                .unwrap_or_default();
-            let req = pb::PutClusterCapacityProvidersRequest {
-                cluster: text(i, "cluster")?,
-                capacity_providers: texts(i, "capacityProviders")?,
-                default_capacity_provider_strategy_json: strategy,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| {
-                    a.put_cluster_capacity_providers(r).await
-                })
-                .await?;
-            json!({"cluster": doc(&r.cluster_json)})
+            arm(async {
+                let strategy = i
+                    .get("defaultCapacityProviderStrategy")
+                    .map(Value::to_string)
+                    .unwrap_or_default();
+                let req = pb::PutClusterCapacityProvidersRequest {
+                    cluster: text(i, "cluster")?,
+                    capacity_providers: texts(i, "capacityProviders")?,
+                    default_capacity_provider_strategy_json: strategy,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| {
+                        a.put_cluster_capacity_providers(r).await
+                    })
+                    .await?;
+                Ok(json!({"cluster": doc(&r.cluster_json)}))
+            })
+            .await?
         }
         "RegisterTaskDefinition" => {
-            let req = pb::RegisterTaskDefinitionRequest {
-                task_definition_json: document(i, &[]),
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.register_task_definition(r).await)
-                .await?;
-            let tags = i.get("tags").cloned().unwrap_or_else(|| json!([]));
-            json!({"taskDefinition": doc(&r.task_definition_json), "tags": tags})
+            arm(async {
+                let req = pb::RegisterTaskDefinitionRequest {
+                    task_definition_json: document(i, &[]),
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.register_task_definition(r).await)
+                    .await?;
+                let tags = i.get("tags").cloned().unwrap_or_else(|| json!([]));
+                Ok(json!({"taskDefinition": doc(&r.task_definition_json), "tags": tags}))
+            })
+            .await?
         }
         "DescribeTaskDefinition" => {
-            let req = pb::DescribeTaskDefinitionRequest {
-                task_definition: text(i, "taskDefinition")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.describe_task_definition(r).await)
-                .await?;
-            let td = doc(&r.task_definition_json);
-            let tags = td.get("tags").cloned().unwrap_or_else(|| json!([]));
-            json!({"taskDefinition": td, "tags": tags})
+            arm(async {
+                let req = pb::DescribeTaskDefinitionRequest {
+                    task_definition: text(i, "taskDefinition")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.describe_task_definition(r).await)
+                    .await?;
+                let td = doc(&r.task_definition_json);
+                let tags = td.get("tags").cloned().unwrap_or_else(|| json!([]));
+                Ok(json!({"taskDefinition": td, "tags": tags}))
+            })
+            .await?
         }
         "ListTaskDefinitions" => {
-            let req = pb::ListTaskDefinitionsRequest {
-                family_prefix: text(i, "familyPrefix")?,
-                status: text(i, "status")?,
-                sort: text(i, "sort")?,
-                max_results: max_results(i)?,
-                next_token: text(i, "nextToken")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.list_task_definitions(r).await)
-                .await?;
-            listed("taskDefinitionArns", r)
+            arm(async {
+                let req = pb::ListTaskDefinitionsRequest {
+                    family_prefix: text(i, "familyPrefix")?,
+                    status: text(i, "status")?,
+                    sort: text(i, "sort")?,
+                    max_results: max_results(i)?,
+                    next_token: text(i, "nextToken")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.list_task_definitions(r).await)
+                    .await?;
+                Ok(listed("taskDefinitionArns", r))
+            })
+            .await?
         }
         "ListTaskDefinitionFamilies" => {
-            let req = pb::ListTaskDefinitionFamiliesRequest {
-                family_prefix: text(i, "familyPrefix")?,
-                status: text(i, "status")?,
-                max_results: max_results(i)?,
-                next_token: text(i, "nextToken")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| {
-                    a.list_task_definition_families(r).await
-                })
-                .await?;
-            listed("families", r)
+            arm(async {
+                let req = pb::ListTaskDefinitionFamiliesRequest {
+                    family_prefix: text(i, "familyPrefix")?,
+                    status: text(i, "status")?,
+                    max_results: max_results(i)?,
+                    next_token: text(i, "nextToken")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| {
+                        a.list_task_definition_families(r).await
+                    })
+                    .await?;
+                Ok(listed("families", r))
+            })
+            .await?
         }
         "DeregisterTaskDefinition" => {
-            let req = pb::DeregisterTaskDefinitionRequest {
-                task_definition: text(i, "taskDefinition")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.deregister_task_definition(r).await)
-                .await?;
-            json!({"taskDefinition": doc(&r.task_definition_json)})
+            arm(async {
+                let req = pb::DeregisterTaskDefinitionRequest {
+                    task_definition: text(i, "taskDefinition")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.deregister_task_definition(r).await)
+                    .await?;
+                Ok(json!({"taskDefinition": doc(&r.task_definition_json)}))
+            })
+            .await?
         }
         "CreateService" => {
-            let req = pb::CreateServiceRequest {
-                cluster: text(i, "cluster")?,
-                service_json: document(i, &["cluster"]),
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.create_service(r).await)
-                .await?;
-            json!({"service": ecs_service(doc(&r.service_json))})
+            arm(async {
+                let req = pb::CreateServiceRequest {
+                    cluster: text(i, "cluster")?,
+                    service_json: document(i, &["cluster"]),
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.create_service(r).await)
+                    .await?;
+                Ok(json!({"service": ecs_service(doc(&r.service_json))}))
+            })
+            .await?
         }
         "UpdateService" => {
-            let req = pb::UpdateServiceRequest {
-                cluster: text(i, "cluster")?,
-                service: text(i, "service")?,
-                service_json: document(i, &["cluster", "service"]),
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.update_service(r).await)
-                .await?;
-            json!({"service": ecs_service(doc(&r.service_json))})
+            arm(async {
+                let req = pb::UpdateServiceRequest {
+                    cluster: text(i, "cluster")?,
+                    service: text(i, "service")?,
+                    service_json: document(i, &["cluster", "service"]),
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.update_service(r).await)
+                    .await?;
+                Ok(json!({"service": ecs_service(doc(&r.service_json))}))
+            })
+            .await?
         }
         "DescribeServices" => {
-            let req = pb::DescribeServicesRequest {
-                cluster: text(i, "cluster")?,
-                services: texts(i, "services")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.describe_services(r).await)
-                .await?;
-            let mut out = described("services", &r);
-            if let Some(Value::Array(services)) = out.get_mut("services") {
-                for s in services.iter_mut() {
-                    *s = ecs_service(s.take());
+            arm(async {
+                let req = pb::DescribeServicesRequest {
+                    cluster: text(i, "cluster")?,
+                    services: texts(i, "services")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.describe_services(r).await)
+                    .await?;
+                let mut out = described("services", &r);
+                if let Some(Value::Array(services)) = out.get_mut("services") {
+                    for s in services.iter_mut() {
+                        *s = ecs_service(s.take());
+                    }
                 }
-            }
-            out
+                Ok(out)
+            })
+            .await?
         }
         "ListServices" => {
-            let req = pb::ListServicesRequest {
-                cluster: text(i, "cluster")?,
-                max_results: max_results(i)?,
-                next_token: text(i, "nextToken")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.list_services(r).await)
-                .await?;
-            listed("serviceArns", r)
+            arm(async {
+                let req = pb::ListServicesRequest {
+                    cluster: text(i, "cluster")?,
+                    max_results: max_results(i)?,
+                    next_token: text(i, "nextToken")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.list_services(r).await)
+                    .await?;
+                Ok(listed("serviceArns", r))
+            })
+            .await?
         }
         "DeleteService" => {
-            let req = pb::DeleteServiceRequest {
-                cluster: text(i, "cluster")?,
-                service: text(i, "service")?,
-                force: flag(i, "force")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.delete_service(r).await)
-                .await?;
-            json!({"service": ecs_service(doc(&r.service_json))})
+            arm(async {
+                let req = pb::DeleteServiceRequest {
+                    cluster: text(i, "cluster")?,
+                    service: text(i, "service")?,
+                    force: flag(i, "force")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.delete_service(r).await)
+                    .await?;
+                Ok(json!({"service": ecs_service(doc(&r.service_json))}))
+            })
+            .await?
         }
         "ListServiceDeployments" => {
-            let req = pb::ListServiceDeploymentsRequest {
-                cluster: text(i, "cluster")?,
-                service: text(i, "service")?,
-                status: texts(i, "status")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.list_service_deployments(r).await)
-                .await?;
-            json!({"serviceDeployments": items(&r)})
+            arm(async {
+                let req = pb::ListServiceDeploymentsRequest {
+                    cluster: text(i, "cluster")?,
+                    service: text(i, "service")?,
+                    status: texts(i, "status")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.list_service_deployments(r).await)
+                    .await?;
+                Ok(json!({"serviceDeployments": items(&r)}))
+            })
+            .await?
         }
         "RunTask" => {
-            let req = pb::RunTaskRequest {
-                cluster: text(i, "cluster")?,
-                run_task_json: document(i, &[]),
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.run_task(r).await)
-                .await?;
-            described("tasks", &r)
+            arm(async {
+                let req = pb::RunTaskRequest {
+                    cluster: text(i, "cluster")?,
+                    run_task_json: document(i, &[]),
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.run_task(r).await)
+                    .await?;
+                Ok(described("tasks", &r))
+            })
+            .await?
         }
         "StartTask" => {
-            let overrides = i.get("overrides").map(Value::to_string).unwrap_or_default();
-            let req = pb::StartTaskRequest {
-                cluster: text(i, "cluster")?,
-                task_definition: text(i, "taskDefinition")?,
-                container_instances: texts(i, "containerInstances")?,
-                started_by: text(i, "startedBy")?,
-                group: text(i, "group")?,
-                overrides_json: overrides,
-                enable_execute_command: flag(i, "enableExecuteCommand")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.start_task(r).await)
-                .await?;
-            described("tasks", &r)
+            arm(async {
+                let overrides = i.get("overrides").map(Value::to_string).unwrap_or_default();
+                let req = pb::StartTaskRequest {
+                    cluster: text(i, "cluster")?,
+                    task_definition: text(i, "taskDefinition")?,
+                    container_instances: texts(i, "containerInstances")?,
+                    started_by: text(i, "startedBy")?,
+                    group: text(i, "group")?,
+                    overrides_json: overrides,
+                    enable_execute_command: flag(i, "enableExecuteCommand")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.start_task(r).await)
+                    .await?;
+                Ok(described("tasks", &r))
+            })
+            .await?
         }
         "StopTask" => {
-            let req = pb::StopTaskRequest {
-                cluster: text(i, "cluster")?,
-                task: text(i, "task")?,
-                reason: text(i, "reason")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.stop_task(r).await)
-                .await?;
-            json!({"task": doc(&r.task_json)})
+            arm(async {
+                let req = pb::StopTaskRequest {
+                    cluster: text(i, "cluster")?,
+                    task: text(i, "task")?,
+                    reason: text(i, "reason")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.stop_task(r).await)
+                    .await?;
+                Ok(json!({"task": doc(&r.task_json)}))
+            })
+            .await?
         }
         "DescribeTasks" => {
-            let req = pb::DescribeTasksRequest {
-                cluster: text(i, "cluster")?,
-                tasks: texts(i, "tasks")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.describe_tasks(r).await)
-                .await?;
-            described("tasks", &r)
+            arm(async {
+                let req = pb::DescribeTasksRequest {
+                    cluster: text(i, "cluster")?,
+                    tasks: texts(i, "tasks")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.describe_tasks(r).await)
+                    .await?;
+                Ok(described("tasks", &r))
+            })
+            .await?
         }
         "ListTasks" => {
-            let req = pb::ListTasksRequest {
-                cluster: text(i, "cluster")?,
-                family: text(i, "family")?,
-                service_name: text(i, "serviceName")?,
-                desired_status: text(i, "desiredStatus")?,
-                container_instance: text(i, "containerInstance")?,
-                started_by: text(i, "startedBy")?,
-                max_results: max_results(i)?,
-                next_token: text(i, "nextToken")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.list_tasks(r).await)
-                .await?;
-            listed("taskArns", r)
+            arm(async {
+                let req = pb::ListTasksRequest {
+                    cluster: text(i, "cluster")?,
+                    family: text(i, "family")?,
+                    service_name: text(i, "serviceName")?,
+                    desired_status: text(i, "desiredStatus")?,
+                    container_instance: text(i, "containerInstance")?,
+                    started_by: text(i, "startedBy")?,
+                    max_results: max_results(i)?,
+                    next_token: text(i, "nextToken")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.list_tasks(r).await)
+                    .await?;
+                Ok(listed("taskArns", r))
+            })
+            .await?
+        }
+        "PutAccountSetting" | "PutAccountSettingDefault" => {
+            arm(async {
+                whole_account(i)?;
+                let req = pb::PutAccountSettingRequest {
+                    name: text(i, "name")?,
+                    value: text(i, "value")?,
+                    account_default: action == "PutAccountSettingDefault",
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.put_account_setting(r).await)
+                    .await?;
+                Ok(json!({"setting": doc(&r.json)}))
+            })
+            .await?
+        }
+        "DeleteAccountSetting" => {
+            arm(async {
+                whole_account(i)?;
+                let req = pb::DeleteAccountSettingRequest {
+                    name: text(i, "name")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.delete_account_setting(r).await)
+                    .await?;
+                Ok(json!({"setting": doc(&r.json)}))
+            })
+            .await?
+        }
+        "ListAccountSettings" => {
+            arm(async {
+                whole_account(i)?;
+                let req = pb::ListAccountSettingsRequest {
+                    name: text(i, "name")?,
+                    value: text(i, "value")?,
+                    effective_settings: flag(i, "effectiveSettings")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.list_account_settings(r).await)
+                    .await?;
+                Ok(json!({"settings": items(&r)}))
+            })
+            .await?
         }
         "UpdateTaskProtection" => {
-            let minutes = match i.get("expiresInMinutes") {
-                None | Some(Value::Null) => 0,
-                Some(Value::Number(n)) => n
-                    .as_i64()
-                    .and_then(|n| i32::try_from(n).ok())
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| {
-                        ApiError::invalid(format!(
-                            "expiresInMinutes must be between 1 and 2880, got {n}"
-                        ))
-                    })?,
-                Some(other) => return Err(wrong_type("expiresInMinutes", "an integer", other)),
-            };
-            if !i.contains_key("protectionEnabled") {
-                return Err(ApiError::invalid(
-                    "protectionEnabled is required: true to protect the tasks, false to stop",
-                ));
-            }
-            let req = pb::UpdateTaskProtectionRequest {
-                cluster: text(i, "cluster")?,
-                tasks: texts(i, "tasks")?,
-                protection_enabled: flag(i, "protectionEnabled")?,
-                expires_in_minutes: minutes,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.update_task_protection(r).await)
-                .await?;
-            described("protectedTasks", &r)
+            arm(async {
+                let minutes = match i.get("expiresInMinutes") {
+                    None | Some(Value::Null) => 0,
+                    Some(Value::Number(n)) => n
+                        .as_i64()
+                        .and_then(|n| i32::try_from(n).ok())
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| {
+                            ApiError::invalid(format!(
+                                "expiresInMinutes must be between 1 and 2880, got {n}"
+                            ))
+                        })?,
+                    Some(other) => return Err(wrong_type("expiresInMinutes", "an integer", other)),
+                };
+                if !i.contains_key("protectionEnabled") {
+                    return Err(ApiError::invalid(
+                        "protectionEnabled is required: true to protect the tasks, false to stop",
+                    ));
+                }
+                let req = pb::UpdateTaskProtectionRequest {
+                    cluster: text(i, "cluster")?,
+                    tasks: texts(i, "tasks")?,
+                    protection_enabled: flag(i, "protectionEnabled")?,
+                    expires_in_minutes: minutes,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.update_task_protection(r).await)
+                    .await?;
+                Ok(described("protectedTasks", &r))
+            })
+            .await?
         }
         "GetTaskProtection" => {
-            let req = pb::GetTaskProtectionRequest {
-                cluster: text(i, "cluster")?,
-                tasks: texts(i, "tasks")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.get_task_protection(r).await)
-                .await?;
-            described("protectedTasks", &r)
+            arm(async {
+                let req = pb::GetTaskProtectionRequest {
+                    cluster: text(i, "cluster")?,
+                    tasks: texts(i, "tasks")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.get_task_protection(r).await)
+                    .await?;
+                Ok(described("protectedTasks", &r))
+            })
+            .await?
         }
         "ListContainerInstances" => {
-            let req = pb::ListContainerInstancesRequest {
-                cluster: text(i, "cluster")?,
-                status: text(i, "status")?,
-                filter: text(i, "filter")?,
-                max_results: max_results(i)?,
-                next_token: text(i, "nextToken")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.list_container_instances(r).await)
-                .await?;
-            listed("containerInstanceArns", r)
+            arm(async {
+                let req = pb::ListContainerInstancesRequest {
+                    cluster: text(i, "cluster")?,
+                    status: text(i, "status")?,
+                    filter: text(i, "filter")?,
+                    max_results: max_results(i)?,
+                    next_token: text(i, "nextToken")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.list_container_instances(r).await)
+                    .await?;
+                Ok(listed("containerInstanceArns", r))
+            })
+            .await?
         }
         "DescribeContainerInstances" => {
-            let req = pb::DescribeContainerInstancesRequest {
-                cluster: text(i, "cluster")?,
-                container_instances: texts(i, "containerInstances")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| {
-                    a.describe_container_instances(r).await
-                })
-                .await?;
-            described("containerInstances", &r)
+            arm(async {
+                let req = pb::DescribeContainerInstancesRequest {
+                    cluster: text(i, "cluster")?,
+                    container_instances: texts(i, "containerInstances")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| {
+                        a.describe_container_instances(r).await
+                    })
+                    .await?;
+                Ok(described("containerInstances", &r))
+            })
+            .await?
         }
         "UpdateContainerInstancesState" => {
-            let req = pb::UpdateContainerInstancesStateRequest {
-                cluster: text(i, "cluster")?,
-                container_instances: texts(i, "containerInstances")?,
-                status: text(i, "status")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| {
-                    a.update_container_instances_state(r).await
-                })
-                .await?;
-            described("containerInstances", &r)
+            arm(async {
+                let req = pb::UpdateContainerInstancesStateRequest {
+                    cluster: text(i, "cluster")?,
+                    container_instances: texts(i, "containerInstances")?,
+                    status: text(i, "status")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| {
+                        a.update_container_instances_state(r).await
+                    })
+                    .await?;
+                Ok(described("containerInstances", &r))
+            })
+            .await?
         }
         "CreateCapacityProvider" => {
-            let req = pb::CreateCapacityProviderRequest {
-                capacity_provider_json: document(i, &[]),
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.create_capacity_provider(r).await)
-                .await?;
-            json!({"capacityProvider": doc(&r.json)})
+            arm(async {
+                let req = pb::CreateCapacityProviderRequest {
+                    capacity_provider_json: document(i, &[]),
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.create_capacity_provider(r).await)
+                    .await?;
+                Ok(json!({"capacityProvider": doc(&r.json)}))
+            })
+            .await?
         }
         "DescribeCapacityProviders" => {
-            let req = pb::DescribeByNameRequest {
-                names: texts(i, "capacityProviders")?,
-            };
-            let ask =
-                authz::describe_by_name("ecs:DescribeCapacityProviders", "capacity-provider", &req);
-            let r = e
-                .guarded_ask(who, ask, req, async |a, r| {
-                    a.describe_capacity_providers(r).await
-                })
-                .await?;
-            described("capacityProviders", &r)
+            arm(async {
+                let req = pb::DescribeByNameRequest {
+                    names: texts(i, "capacityProviders")?,
+                };
+                let ask = authz::describe_by_name(
+                    "ecs:DescribeCapacityProviders",
+                    "capacity-provider",
+                    &req,
+                );
+                let r = e
+                    .guarded_ask(who, ask, req, async |a, r| {
+                        a.describe_capacity_providers(r).await
+                    })
+                    .await?;
+                Ok(described("capacityProviders", &r))
+            })
+            .await?
         }
         "TagResource" => {
-            let tags = i.get("tags").cloned().unwrap_or_else(|| json!([]));
-            let req = pb::TagResourceRequest {
-                resource_arn: text(i, "resourceArn")?,
-                tags_json: tags.to_string(),
-            };
-            e.guarded(who, req, async |a, r| a.tag_resource(r).await)
-                .await?;
-            json!({})
+            arm(async {
+                let tags = i.get("tags").cloned().unwrap_or_else(|| json!([]));
+                let req = pb::TagResourceRequest {
+                    resource_arn: text(i, "resourceArn")?,
+                    tags_json: tags.to_string(),
+                };
+                e.guarded(who, req, async |a, r| a.tag_resource(r).await)
+                    .await?;
+                Ok(json!({}))
+            })
+            .await?
         }
         "UntagResource" => {
-            let req = pb::UntagResourceRequest {
-                resource_arn: text(i, "resourceArn")?,
-                tag_keys: texts(i, "tagKeys")?,
-            };
-            e.guarded(who, req, async |a, r| a.untag_resource(r).await)
-                .await?;
-            json!({})
+            arm(async {
+                let req = pb::UntagResourceRequest {
+                    resource_arn: text(i, "resourceArn")?,
+                    tag_keys: texts(i, "tagKeys")?,
+                };
+                e.guarded(who, req, async |a, r| a.untag_resource(r).await)
+                    .await?;
+                Ok(json!({}))
+            })
+            .await?
         }
         "ListTagsForResource" => {
-            let req = pb::ListTagsForResourceRequest {
-                resource_arn: text(i, "resourceArn")?,
-            };
-            let r = e
-                .guarded(who, req, async |a, r| a.list_tags_for_resource(r).await)
-                .await?;
-            json!({"tags": doc(&r.tags_json)})
+            arm(async {
+                let req = pb::ListTagsForResourceRequest {
+                    resource_arn: text(i, "resourceArn")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.list_tags_for_resource(r).await)
+                    .await?;
+                Ok(json!({"tags": doc(&r.tags_json)}))
+            })
+            .await?
         }
         other => {
             return Err(ApiError::new(

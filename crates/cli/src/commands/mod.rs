@@ -8,6 +8,7 @@ mod instances;
 mod lb;
 mod secrets;
 mod services;
+mod settings;
 mod taskdefs;
 mod tasks;
 
@@ -17,6 +18,7 @@ pub use instances::{InstanceCmd, instance};
 pub use lb::{ListenerCmd, TargetGroupCmd, listener, target_group};
 pub use secrets::{SecretCmd, secret};
 pub use services::{ServiceCmd, service};
+pub use settings::{AccountSettingCmd, account_setting};
 pub use taskdefs::{TaskDefCmd, taskdef};
 pub use tasks::{TaskCmd, task};
 
