@@ -296,8 +296,12 @@ def boto3_flow():
                                          WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     print("ok: boto3's tasks_stopped waiter returns")
 
+    described = ecs.describe_clusters(clusters=["boto"], include=["STATISTICS", "TAGS"])["clusters"][0]
+    stats = {s["name"]: s["value"] for s in described.get("statistics", [])}
+    check(len(stats) == 8 and stats.get("runningEC2TasksCount") == "0",
+          f"describe_clusters include=STATISTICS counts the cluster's tasks: {stats}")
+    check("settings" not in described, f"what include does not name is left out: {described}")
     try:
-        ecs.describe_clusters(clusters=["boto"], include=["STATISTICS"])
         ecs.delete_cluster(cluster="no-such-cluster")
         check(False, "deleting an unknown cluster fails")
     except ClientError as e:

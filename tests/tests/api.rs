@@ -202,15 +202,36 @@ async fn clusters_services_and_ecs_errors_with_the_deployer_running() {
     let d = c
         .describe_clusters(pb::DescribeClustersRequest {
             clusters: vec!["default".into(), "nope".into()],
+            include: vec!["STATISTICS".into()],
         })
         .await
         .expect("describe")
         .into_inner();
-    assert_eq!(
-        doc(&d.items_json[0])["registeredContainerInstancesCount"],
-        1
+    let default = doc(&d.items_json[0]);
+    assert_eq!(default["registeredContainerInstancesCount"], 1);
+    let stats: Vec<&str> = default["statistics"]
+        .as_array()
+        .expect("statistics with include STATISTICS")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(
+        stats.contains(&"runningEC2TasksCount") && stats.len() == 8,
+        "{stats:?}"
+    );
+    assert!(
+        default.get("tags").is_none(),
+        "no TAGS asked for: {default}"
     );
     assert_eq!(d.failures[0].reason, "MISSING");
+    let e = c
+        .describe_clusters(pb::DescribeClustersRequest {
+            clusters: vec![],
+            include: vec!["EVERYTHING".into()],
+        })
+        .await
+        .expect_err("unknown include");
+    assert_eq!(exception(&e), "InvalidParameterException");
     let e = c
         .create_service(pb::CreateServiceRequest {
             cluster: "nope".into(),

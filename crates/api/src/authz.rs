@@ -276,7 +276,7 @@ mod tests {
             reason: String::new(),
         };
         assert_eq!(stop.ask().resources, vec![format!("{P}task/default/abc")]);
-        let describe = pb::DescribeClustersRequest { clusters: vec![] };
+        let describe = pb::DescribeClustersRequest::default();
         assert_eq!(
             describe.ask(),
             read("ecs:DescribeClusters", vec![format!("{P}cluster/default")])

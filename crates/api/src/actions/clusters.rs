@@ -53,53 +53,76 @@ impl Api {
         })
     }
 
-    /// The cluster as DescribeClusters shows it, with its counts.
-    pub(crate) async fn cluster_view(&self, c: &Cluster) -> ApiResult<Value> {
-        let name = &c.cluster_name;
+    /// What a cluster holds, counted once for both its counts and its `statistics`.
+    async fn cluster_counts(&self, name: &str) -> ApiResult<ClusterCounts> {
+        use capstan_core::task::TaskStatus;
         let instances = self
             .store
             .list(&self.keys().list(Family::ContainerInstances, &[name]))
             .await?
             .kvs
             .len();
-        let tasks: Vec<Task> = self
+        let tasks = self
             .list::<Task>(&self.keys().list(Family::Tasks, &[name]))
-            .await?
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect();
+            .await?;
         let services = self
-            .store
-            .list(&self.keys().list(Family::Services, &[name]))
-            .await?
-            .kvs
-            .len();
+            .list::<Service>(&self.keys().list(Family::Services, &[name]))
+            .await?;
+        let draining = services
+            .iter()
+            .filter(|(s, _)| s.status == Some(ServiceStatus::Draining))
+            .count();
+        Ok(ClusterCounts {
+            instances,
+            running: tasks
+                .iter()
+                .filter(|(t, _)| t.last_status == TaskStatus::Running)
+                .count(),
+            pending: tasks
+                .iter()
+                .filter(|(t, _)| t.last_status < TaskStatus::Running)
+                .count(),
+            services: services.len(),
+            draining,
+        })
+    }
+
+    /// The cluster as DescribeClusters shows it, with its counts.
+    pub(crate) async fn cluster_view(&self, c: &Cluster) -> ApiResult<Value> {
+        let n = self.cluster_counts(&c.cluster_name).await?;
         let mut v = serde_json::to_value(c).unwrap_or_else(|_| json!({}));
         if let Value::Object(m) = &mut v {
-            m.insert("clusterArn".into(), json!(arn(&format!("cluster/{name}"))));
+            m.insert(
+                "clusterArn".into(),
+                json!(arn(&format!("cluster/{}", c.cluster_name))),
+            );
             m.entry("status").or_insert_with(|| json!("ACTIVE"));
-            m.insert("registeredContainerInstancesCount".into(), json!(instances));
             m.insert(
-                "runningTasksCount".into(),
-                json!(
-                    tasks
-                        .iter()
-                        .filter(|t| t.last_status == capstan_core::task::TaskStatus::Running)
-                        .count()
-                ),
+                "registeredContainerInstancesCount".into(),
+                json!(n.instances),
             );
-            m.insert(
-                "pendingTasksCount".into(),
-                json!(
-                    tasks
-                        .iter()
-                        .filter(|t| t.last_status < capstan_core::task::TaskStatus::Running)
-                        .count()
-                ),
-            );
-            m.insert("activeServicesCount".into(), json!(services));
+            m.insert("runningTasksCount".into(), json!(n.running));
+            m.insert("pendingTasksCount".into(), json!(n.pending));
+            m.insert("activeServicesCount".into(), json!(n.services));
         }
         Ok(v)
+    }
+
+    /// ECS's cluster `statistics`: every task runs on a container instance, so the Fargate
+    /// counts are 0 (a FARGATE-shaped task runs on an agent like any other).
+    async fn cluster_statistics(&self, name: &str) -> ApiResult<Value> {
+        let n = self.cluster_counts(name).await?;
+        let stat = |name: &str, v: usize| json!({"name": name, "value": v.to_string()});
+        Ok(json!([
+            stat("runningEC2TasksCount", n.running),
+            stat("runningFargateTasksCount", 0),
+            stat("pendingEC2TasksCount", n.pending),
+            stat("pendingFargateTasksCount", 0),
+            stat("activeEC2ServiceCount", n.services - n.draining),
+            stat("activeFargateServiceCount", 0),
+            stat("drainingEC2ServiceCount", n.draining),
+            stat("drainingFargateServiceCount", 0),
+        ]))
     }
 
     pub(crate) async fn cluster_doc(
@@ -125,18 +148,53 @@ impl Api {
         &self,
         req: pb::DescribeClustersRequest,
     ) -> ApiResult<pb::DescribeResponse> {
+        const INCLUDES: [&str; 5] = [
+            "ATTACHMENTS",
+            "CONFIGURATIONS",
+            "SETTINGS",
+            "STATISTICS",
+            "TAGS",
+        ];
+        if let Some(bad) = req.include.iter().find(|i| !INCLUDES.contains(&i.as_str())) {
+            return Err(ApiError::invalid(format!(
+                "include must be among {}; got {bad:?}",
+                INCLUDES.join(", ")
+            )));
+        }
+        let included = |what: &str| req.include.iter().any(|i| i == what);
         let names = if req.clusters.is_empty() {
             vec![DEFAULT_CLUSTER.to_string()]
         } else {
-            req.clusters
+            req.clusters.clone()
         };
         let mut out = pb::DescribeResponse::default();
         for n in &names {
             let name = name_of(n);
-            match self.cluster_doc(name).await? {
-                Some((c, _)) => out.items_json.push(to_json(&self.cluster_view(&c).await?)),
-                None => out.failures.push(missing(format!("cluster/{name}"))),
+            let Some((c, _)) = self.cluster_doc(name).await? else {
+                out.failures.push(missing(format!("cluster/{name}")));
+                continue;
+            };
+            let mut v = self.cluster_view(&c).await?;
+            if let Value::Object(m) = &mut v {
+                // As ECS: what `include` does not name is not in the answer.
+                for (field, include) in [
+                    ("tags", "TAGS"),
+                    ("settings", "SETTINGS"),
+                    ("configuration", "CONFIGURATIONS"),
+                    ("serviceConnectDefaults", "CONFIGURATIONS"),
+                ] {
+                    if !included(include) {
+                        m.remove(field);
+                    }
+                }
+                if included("ATTACHMENTS") {
+                    m.insert("attachments".into(), json!([]));
+                }
+                if included("STATISTICS") {
+                    m.insert("statistics".into(), self.cluster_statistics(name).await?);
+                }
             }
+            out.items_json.push(to_json(&v));
         }
         Ok(out)
     }
@@ -280,4 +338,13 @@ impl Api {
         }
         Err(busy("the cluster"))
     }
+}
+
+/// A cluster's contents as its counts and statistics report them.
+struct ClusterCounts {
+    instances: usize,
+    running: usize,
+    pending: usize,
+    services: usize,
+    draining: usize,
 }

@@ -176,6 +176,7 @@ pub async fn dispatch(e: &Endpoint, who: &Who, action: &str, input: &Input) -> A
             arm(async {
                 let req = pb::DescribeClustersRequest {
                     clusters: texts(i, "clusters")?,
+                    include: texts(i, "include")?,
                 };
                 let r = e
                     .guarded(who, req, async |a, r| a.describe_clusters(r).await)

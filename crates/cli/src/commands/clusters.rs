@@ -41,7 +41,12 @@ pub async fn cluster(conn: &Conn, out: Format, cmd: ClusterCmd) -> anyhow::Resul
         }
         ClusterCmd::Describe { names } => {
             let r = c
-                .describe_clusters(pb::DescribeClustersRequest { clusters: names })
+                .describe_clusters(pb::DescribeClustersRequest {
+                    clusters: names,
+                    include: ["SETTINGS", "TAGS", "CONFIGURATIONS", "STATISTICS"]
+                        .map(String::from)
+                        .to_vec(),
+                })
                 .await
                 .map_err(api_error)?
                 .into_inner();
