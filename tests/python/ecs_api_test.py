@@ -302,6 +302,12 @@ def boto3_flow():
           f"describe_clusters include=STATISTICS counts the cluster's tasks: {stats}")
     check("settings" not in described, f"what include does not name is left out: {described}")
     try:
+        ecs.delete_capacity_provider(capacityProvider="no-such-provider")
+        check(False, "deleting an unknown capacity provider fails")
+    except ClientError as e:
+        check(e.response["Error"]["Code"] == "InvalidParameterException",
+              f"delete_capacity_provider of an unknown one ({e.response['Error']['Code']})")
+    try:
         ecs.delete_cluster(cluster="no-such-cluster")
         check(False, "deleting an unknown cluster fails")
     except ClientError as e:

@@ -753,6 +753,47 @@ async fn load_balancing_capacity_providers_reflection_and_health() {
         .expect_err("unknown provider");
     assert_eq!(exception(&e), "InvalidParameterException");
 
+    // DeleteCapacityProvider: refused while a cluster lists it, then it is gone.
+    let e = c
+        .delete_capacity_provider(pb::DeleteCapacityProviderRequest {
+            capacity_provider: "spot".into(),
+        })
+        .await
+        .expect_err("in use by default");
+    assert_eq!(exception(&e), "ResourceInUseException");
+    assert!(e.message().contains("default"), "{}", e.message());
+    c.put_cluster_capacity_providers(pb::PutClusterCapacityProvidersRequest {
+        cluster: "default".into(),
+        capacity_providers: vec![],
+        default_capacity_provider_strategy_json: "[]".into(),
+    })
+    .await
+    .expect("remove spot from default");
+    let r = c
+        .delete_capacity_provider(pb::DeleteCapacityProviderRequest {
+            capacity_provider: "arn:aws:ecs:local:000000000000:capacity-provider/spot".into(),
+        })
+        .await
+        .expect("delete by ARN")
+        .into_inner();
+    assert_eq!(doc(&r.json)["status"], "INACTIVE");
+    let d = c
+        .describe_capacity_providers(pb::DescribeByNameRequest {
+            names: vec!["spot".into()],
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert!(d.items_json.is_empty(), "{:?}", d.items_json);
+    assert_eq!(d.failures[0].reason, "MISSING");
+    let e = c
+        .delete_capacity_provider(pb::DeleteCapacityProviderRequest {
+            capacity_provider: "spot".into(),
+        })
+        .await
+        .expect_err("already gone");
+    assert_eq!(exception(&e), "InvalidParameterException");
+
     // Target groups and listeners.
     let tg = json!({"protocol": "HTTP", "healthCheck": {"path": "/health"}});
     c.create_target_group(pb::CreateTargetGroupRequest {

@@ -509,6 +509,18 @@ impl Capstan for CapstanService {
         self.auth.finish(admitted, r)
     }
 
+    async fn delete_capacity_provider(
+        &self,
+        request: Request<pb::DeleteCapacityProviderRequest>,
+    ) -> Result<Response<pb::DocumentResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self
+            .api
+            .delete_capacity_provider(request.into_inner())
+            .await;
+        self.auth.finish(admitted, r)
+    }
+
     async fn describe_capacity_providers(
         &self,
         request: Request<pb::DescribeByNameRequest>,

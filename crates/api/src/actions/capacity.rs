@@ -1,4 +1,4 @@
-//! Capacity providers: CreateCapacityProvider, DescribeCapacityProviders.
+//! Capacity providers: CreateCapacityProvider, DescribeCapacityProviders, DeleteCapacityProvider.
 
 use super::*;
 
@@ -76,5 +76,68 @@ impl Api {
             |n| ApiError::invalid(n.to_string()),
         )
         .await
+    }
+
+    /// DeleteCapacityProvider: refused while a cluster lists it (a service's strategy can only
+    /// name its cluster's providers, so no service uses it either). The commit is guarded on
+    /// every cluster read, so a cluster that takes the provider meanwhile makes it fail.
+    pub async fn delete_capacity_provider(
+        &self,
+        req: pb::DeleteCapacityProviderRequest,
+    ) -> ApiResult<pb::DocumentResponse> {
+        let name = name_of(&req.capacity_provider);
+        if name.is_empty() {
+            return Err(ApiError::invalid("capacityProvider is required"));
+        }
+        let key = self.keys().capacity_provider(name);
+        let Some((cp, kv)) = self.get::<CapacityProvider>(&key).await? else {
+            return Err(ApiError::invalid(format!(
+                "The specified capacity provider {name} does not exist."
+            )));
+        };
+        let clusters = self
+            .list::<Cluster>(&self.keys().list(Family::Clusters, &[]))
+            .await?;
+        let users: Vec<&str> = clusters
+            .iter()
+            .filter(|(c, _)| c.capacity_providers.iter().any(|p| p == name))
+            .map(|(c, _)| c.cluster_name.as_str())
+            .collect();
+        if !users.is_empty() {
+            return Err(ApiError::new(
+                Exception::ResourceInUse,
+                format!(
+                    "The specified capacity provider {name} is in use by cluster(s) {}; remove it with PutClusterCapacityProviders first.",
+                    users.join(", ")
+                ),
+            ));
+        }
+        let mut w = Write::new()
+            .delete(&key)
+            .if_unchanged(&key, kv.mod_revision);
+        for (_, ckv) in &clusters {
+            w = w.if_unchanged(&ckv.key, ckv.mod_revision);
+        }
+        match self.store.commit(w, None).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. }) => {
+                return Err(ApiError::new(
+                    Exception::Client,
+                    format!(
+                        "capacity provider {name} or a cluster changed while it was being deleted; try again"
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut v = serde_json::to_value(&cp).unwrap_or_else(|_| json!({}));
+        if let Value::Object(m) = &mut v {
+            m.insert("status".into(), json!("INACTIVE"));
+            m.insert("updateStatus".into(), json!("DELETE_COMPLETE"));
+        }
+        Ok(pb::DocumentResponse {
+            json: v.to_string(),
+            warnings: Vec::new(),
+        })
     }
 }

@@ -635,6 +635,18 @@ pub async fn dispatch(e: &Endpoint, who: &Who, action: &str, input: &Input) -> A
             })
             .await?
         }
+        "DeleteCapacityProvider" => {
+            arm(async {
+                let req = pb::DeleteCapacityProviderRequest {
+                    capacity_provider: text(i, "capacityProvider")?,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.delete_capacity_provider(r).await)
+                    .await?;
+                Ok(json!({"capacityProvider": doc(&r.json)}))
+            })
+            .await?
+        }
         "TagResource" => {
             arm(async {
                 let tags = i.get("tags").cloned().unwrap_or_else(|| json!([]));

@@ -16,6 +16,11 @@ pub enum CapacityProviderCmd {
         /// Names.
         names: Vec<String>,
     },
+    /// Delete a capacity provider that no cluster lists.
+    Delete {
+        /// Name or ARN.
+        name: String,
+    },
     /// Set the --cluster's capacity providers and default strategy.
     PutCluster {
         /// Capacity provider names, comma-separated.
@@ -66,6 +71,16 @@ pub async fn capacity_provider(
                 .into_inner();
             output::docs(out, &output::parse_all(&r.items_json), CP_COLUMNS);
             return done(output::failures(&r.failures));
+        }
+        CapacityProviderCmd::Delete { name } => {
+            let r = c
+                .delete_capacity_provider(pb::DeleteCapacityProviderRequest {
+                    capacity_provider: name,
+                })
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            document(out, &r, CP_COLUMNS);
         }
         CapacityProviderCmd::PutCluster {
             providers,
