@@ -769,6 +769,35 @@ async fn load_balancing_capacity_providers_reflection_and_health() {
     })
     .await
     .expect("remove spot from default");
+    c.register_task_definition(pb::RegisterTaskDefinitionRequest {
+        task_definition_json: td("cp-user", "exec sleep 600"),
+    })
+    .await
+    .expect("register");
+    c.create_service(pb::CreateServiceRequest {
+        cluster: String::new(),
+        service_json:
+            json!({"serviceName": "cp-user", "taskDefinition": "cp-user", "desiredCount": 0,
+            "capacityProviderStrategy": [{"capacityProvider": "spot", "weight": 1}]})
+            .to_string(),
+    })
+    .await
+    .expect("a service whose strategy names spot");
+    let e = c
+        .delete_capacity_provider(pb::DeleteCapacityProviderRequest {
+            capacity_provider: "spot".into(),
+        })
+        .await
+        .expect_err("in use by a service");
+    assert_eq!(exception(&e), "ResourceInUseException");
+    assert!(e.message().contains("cp-user"), "{}", e.message());
+    c.delete_service(pb::DeleteServiceRequest {
+        cluster: String::new(),
+        service: "cp-user".into(),
+        force: true,
+    })
+    .await
+    .expect("delete the service");
     let r = c
         .delete_capacity_provider(pb::DeleteCapacityProviderRequest {
             capacity_provider: "arn:aws:ecs:local:000000000000:capacity-provider/spot".into(),

@@ -78,9 +78,9 @@ impl Api {
         .await
     }
 
-    /// DeleteCapacityProvider: refused while a cluster lists it (a service's strategy can only
-    /// name its cluster's providers, so no service uses it either). The commit is guarded on
-    /// every cluster read, so a cluster that takes the provider meanwhile makes it fail.
+    /// DeleteCapacityProvider: refused while a cluster lists it or a service's strategy names
+    /// it. The commit is guarded on every cluster read, so a cluster that takes the provider
+    /// meanwhile makes it fail.
     pub async fn delete_capacity_provider(
         &self,
         req: pb::DeleteCapacityProviderRequest,
@@ -109,6 +109,26 @@ impl Api {
                 format!(
                     "The specified capacity provider {name} is in use by cluster(s) {}; remove it with PutClusterCapacityProviders first.",
                     users.join(", ")
+                ),
+            ));
+        }
+        let services: Vec<String> = self
+            .list::<Service>(&self.keys().list(Family::Services, &[]))
+            .await?
+            .into_iter()
+            .filter(|(s, _)| {
+                s.capacity_provider_strategy
+                    .iter()
+                    .any(|i| i.capacity_provider == name)
+            })
+            .map(|(s, _)| s.service_name)
+            .collect();
+        if !services.is_empty() {
+            return Err(ApiError::new(
+                Exception::ResourceInUse,
+                format!(
+                    "The specified capacity provider {name} is in use by service(s) {}; update their capacityProviderStrategy first.",
+                    services.join(", ")
                 ),
             ));
         }
