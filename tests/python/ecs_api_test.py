@@ -143,6 +143,36 @@ def cli_flow():
           and svc["runningCount"] == 2,
           "update-service to web:2 rolls out and is stable again")
 
+    # Service deployments and revisions: one per rollout, newest first. A deployment completes
+    # once its tasks are healthy, which may come after the service is stable; the first was
+    # SUCCESSFUL, or STOPPED if web:2 replaced it before that.
+    deadline = time.time() + 60
+    while True:
+        deps = aws("list-service-deployments", "--cluster", "default", "--service", "web")["serviceDeployments"]
+        if deps[0]["status"] == "SUCCESSFUL" or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    check(len(deps) == 2 and deps[0]["status"] == "SUCCESSFUL" and "finishedAt" in deps[0]
+          and deps[1]["status"] in ("SUCCESSFUL", "STOPPED")
+          and all(":service-deployment/default/web/" in d["serviceDeploymentArn"] for d in deps),
+          f"list-service-deployments lists both rollouts, newest first: {deps}")
+    check(aws("list-service-deployments", "--cluster", "default", "--service", "web",
+              "--status", "IN_PROGRESS")["serviceDeployments"] == [],
+          "list-service-deployments --status IN_PROGRESS: none")
+    full = aws("describe-service-deployments", "--service-deployment-arns",
+               deps[0]["serviceDeploymentArn"], deps[0]["serviceDeploymentArn"][:-1] + "x")
+    sd = full["serviceDeployments"]
+    check(len(sd) == 1 and sd[0]["targetServiceRevision"]["arn"] == deps[0]["targetServiceRevisionArn"]
+          and [r["arn"] for r in sd[0]["sourceServiceRevisions"]] == [deps[1]["targetServiceRevisionArn"]]
+          and [f["reason"] for f in full["failures"]] == ["MISSING"],
+          f"describe-service-deployments: web:2's moved from web:1's revision; an unknown one is MISSING: {full}")
+    revs = aws("describe-service-revisions", "--service-revision-arns",
+               deps[0]["targetServiceRevisionArn"], deps[1]["targetServiceRevisionArn"])["serviceRevisions"]
+    check([r["taskDefinition"].rsplit("/", 1)[-1] for r in revs] == ["web:2", "web:1"],
+          f"describe-service-revisions names each revision's task definition: {revs}")
+    aws("stop-service-deployment", "--service-deployment-arn", deps[0]["serviceDeploymentArn"],
+        expect_error="InvalidParameterException")
+
     run = aws("run-task", "--cluster", "default", "--task-definition", "web:2", "--count", "1",
               "--launch-type", "FARGATE",
               "--network-configuration", "awsvpcConfiguration={subnets=[subnet-1]}")

@@ -398,7 +398,7 @@ async fn clusters_services_and_ecs_errors_with_the_deployer_running() {
         })
         .await
         .expect_err("nothing in progress");
-    assert_eq!(exception(&e), "ResourceNotFoundException");
+    assert_eq!(exception(&e), "ServiceDeploymentNotFoundException");
 
     // A cluster with services cannot be deleted.
     let e = c

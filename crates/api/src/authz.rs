@@ -138,6 +138,8 @@ guarded! {
         vec![in_cluster("service", &r.cluster, &r.service)]);
     pb::ContinueServiceDeploymentRequest => |r| write("ecs:ContinueServiceDeployment",
         vec![in_cluster("service", &r.cluster, &r.service)]);
+    pb::StopServiceDeploymentRequest => |r| write("ecs:StopServiceDeployment",
+        vec![in_cluster("service", &r.cluster, &r.service)]);
     pb::WatchServiceRequest => |r| read("ecs:DescribeServices",
         vec![in_cluster("service", &r.cluster, &r.service)]);
     pb::RunTaskRequest => |r| write("ecs:RunTask", vec![

@@ -33,6 +33,8 @@ pub enum Exception {
     ResourceInUse,
     /// No such deployment or other resource.
     ResourceNotFound,
+    /// No such service deployment, or none in progress.
+    ServiceDeploymentNotFound,
     /// The caller may not do this (IAM's AccessDeniedException).
     AccessDenied,
     /// The caller's credentials are not valid (a bearer token unknown, revoked or expired).
@@ -70,6 +72,7 @@ impl Exception {
             Exception::DuplicateListener => "DuplicateListenerException",
             Exception::ResourceInUse => "ResourceInUseException",
             Exception::ResourceNotFound => "ResourceNotFoundException",
+            Exception::ServiceDeploymentNotFound => "ServiceDeploymentNotFoundException",
             Exception::AccessDenied => "AccessDeniedException",
             Exception::UnrecognizedClient => "UnrecognizedClientException",
             Exception::InvalidSignature => "InvalidSignatureException",
@@ -88,7 +91,8 @@ impl Exception {
             | Exception::ServiceNotFound
             | Exception::TargetGroupNotFound
             | Exception::ListenerNotFound
-            | Exception::ResourceNotFound => Code::NotFound,
+            | Exception::ResourceNotFound
+            | Exception::ServiceDeploymentNotFound => Code::NotFound,
             Exception::DuplicateListener => Code::AlreadyExists,
             Exception::ServiceNotActive
             | Exception::ClusterContainsServices
@@ -259,6 +263,12 @@ mod tests {
         assert_eq!(s.code(), Code::FailedPrecondition);
         let s: Status = ApiError::invalid("x").into();
         assert_eq!(s.code(), Code::InvalidArgument);
+        let s: Status = ApiError::new(Exception::ServiceDeploymentNotFound, "x").into();
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(
+            s.message()
+                .starts_with("ServiceDeploymentNotFoundException: ")
+        );
         let s: Status = ApiError::new(Exception::AccessDenied, "x").into();
         assert_eq!(s.code(), Code::PermissionDenied);
         assert!(s.message().starts_with("AccessDeniedException: "));

@@ -278,6 +278,15 @@ impl Capstan for CapstanService {
         self.auth.finish(admitted, r)
     }
 
+    async fn stop_service_deployment(
+        &self,
+        request: Request<pb::StopServiceDeploymentRequest>,
+    ) -> Result<Response<pb::StopServiceDeploymentResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self.api.stop_service_deployment(request.into_inner()).await;
+        self.auth.finish(admitted, r)
+    }
+
     async fn run_task(
         &self,
         request: Request<pb::RunTaskRequest>,

@@ -189,8 +189,19 @@ pub enum ContinueAction {
     Rollback,
 }
 
+/// How StopServiceDeployment stops a deployment: ROLLBACK is the one ECS honours and the one
+/// Capstan does (ABORT is refused at the API).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StopType {
+    /// Roll the deployment back to the last one that completed, whatever its configuration says.
+    #[default]
+    Rollback,
+}
+
 /// `/capstan/requests/continuedeployment/<cluster>/<service>/<deploymentId>`: ECS's
-/// ContinueServiceDeployment input, answering the deployment's PAUSE hooks.
+/// ContinueServiceDeployment input, answering the deployment's PAUSE hooks, or, with
+/// `stopType`, its StopServiceDeployment input (a stop supersedes any answer to a hook).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ContinueDeploymentRequest {
@@ -199,6 +210,9 @@ pub struct ContinueDeploymentRequest {
     /// The hook answered (its index in `lifecycleHooks`); all waiting PAUSE hooks when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hook_id: Option<String>,
+    /// Set by StopServiceDeployment: stop the deployment this way instead of answering a hook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_type: Option<StopType>,
 }
 
 impl Spec for ContinueDeploymentRequest {

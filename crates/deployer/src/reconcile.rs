@@ -116,6 +116,7 @@ pub async fn reconcile(
     // Hooks of the PRIMARY's current stage.
     let continue_key = |id: &str| keys.continue_deployment(&key.cluster, &key.service, id);
     let mut hook_run = hooks::HookRun::default();
+    let mut stop = false;
     let primary = deps
         .iter()
         .rposition(|d| d.status == DeploymentStatus::Primary);
@@ -127,6 +128,12 @@ pub async fn reconcile(
             .continues
             .get(&continue_key(&deps[p].id))
             .and_then(|e| e.value.as_ref().ok().cloned());
+        // A stop is not an answer to a hook: the planner rolls the deployment back itself.
+        let (stop_request, request) = match request {
+            Some(r) if r.stop_type.is_some() => (true, None),
+            r => (false, r),
+        };
+        stop = stop_request;
         let stage = hooks::Stage {
             key: &key,
             spec: s,
@@ -151,6 +158,7 @@ pub async fn reconcile(
             deployments: &deps,
             tallies: &tallies,
             hooks: hook_run.outcome.clone(),
+            stop,
             new_id: &new_id,
             routed,
         },

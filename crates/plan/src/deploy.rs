@@ -11,6 +11,9 @@
 //!   again (blue/green, before CLEAN_UP).
 //! - BLUE_GREEN walks ECS's lifecycle stages one per call; hooks are run by the caller, which
 //!   passes their outcome at the current stage.
+//! - StopServiceDeployment (ROLLBACK) fails an in-progress PRIMARY and rolls it back as the
+//!   breaker would, whether or not the breaker asks for rollback (ECS: "even if rollback
+//!   wasn't configured").
 
 use std::collections::HashMap;
 
@@ -98,6 +101,8 @@ pub struct View<'a> {
     pub tallies: &'a HashMap<String, Tally>,
     /// The PRIMARY's hooks at its current stage.
     pub hooks: Hooks,
+    /// A StopServiceDeployment (ROLLBACK) asks for the PRIMARY to be rolled back.
+    pub stop: bool,
     /// Id for a deployment this call creates.
     pub new_id: &'a str,
     /// Whether the data plane already routes the PRIMARY's listeners to it.
@@ -610,6 +615,16 @@ pub fn plan<R: rand::Rng + ?Sized>(view: &View<'_>, now: Timestamp, _rng: &mut R
             if pl.deps[p].rollout_state == RolloutState::InProgress {
                 pl.breaker(cfg, p);
             }
+            if view.stop
+                && let Some(p) = pl.primary()
+                && pl.deps[p].rollout_state == RolloutState::InProgress
+            {
+                let id = pl.deps[p].id.clone();
+                pl.event(format!(
+                    "(deployment {id}) was stopped by StopServiceDeployment."
+                ));
+                pl.roll_back(cfg, p, "stop", "stopped by StopServiceDeployment");
+            }
             // After a trip the PRIMARY may be a rollback deployment, or blue again.
             if let Some(p) = pl.primary()
                 && pl.deps[p].rollout_state != RolloutState::Failed
@@ -699,6 +714,7 @@ mod tests {
                 deployments: deps,
                 tallies: &tallies,
                 hooks,
+                stop: false,
                 new_id: "ecs-svc/new",
                 routed: Routed::default(),
             },
@@ -948,6 +964,64 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_stop_rolls_back_an_in_progress_deployment_without_a_breaker() {
+        let (mut c, deps) = failing(false);
+        c.breaker = None;
+        let tallies: HashMap<String, Tally> = [("a", tally(2, 2, 0)), ("b", tally(1, 0, 0))]
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        let view = |deps: &[Deployment], stop| {
+            plan(
+                &View {
+                    service: "web",
+                    config: Some(&c),
+                    deployments: deps,
+                    tallies: &tallies,
+                    hooks: Hooks::Done,
+                    stop,
+                    new_id: "ecs-svc/new",
+                    routed: Routed::default(),
+                },
+                1000.0,
+                &mut rand::rng(),
+            )
+        };
+        // Without the stop the deployment goes on.
+        let d = view(&deps, false);
+        assert!(d.put.iter().all(|x| x.id != "ecs-svc/new"));
+        let after = apply(&deps, &view(&deps, true));
+        let b = by_id(&after, "b");
+        assert_eq!(
+            (b.rollout_state, b.status),
+            (RolloutState::Failed, DeploymentStatus::Active)
+        );
+        let r = by_id(&after, "ecs-svc/new");
+        assert_eq!(
+            (r.status, r.task_definition.as_str()),
+            (DeploymentStatus::Primary, "web:1")
+        );
+        assert_eq!(
+            r.rollout_state_reason.as_deref(),
+            Some("ECS deployment stop: rolling back to deploymentId a.")
+        );
+        assert_eq!(
+            r.rollback.as_ref().map(|x| x.from_deployment.as_str()),
+            Some("b")
+        );
+        // A deployment that completed is not stopped.
+        let mut finished = deps.clone();
+        finished[1].rollout_state = RolloutState::Completed;
+        let d = view(&finished, true);
+        assert!(d.put.iter().all(|x| x.id != "ecs-svc/new"));
+        assert!(
+            d.events
+                .iter()
+                .all(|e| !e.contains("StopServiceDeployment"))
+        );
+    }
+
     fn blue_green() -> (Config, Vec<Deployment>) {
         let mut c = cfg(2, 100, 200);
         c.strategy = DeploymentStrategy::BlueGreen;
@@ -1030,6 +1104,7 @@ mod tests {
                     deployments: &deps,
                     tallies: &tallies,
                     hooks: Hooks::Done,
+                    stop: false,
                     new_id: "ecs-svc/other",
                     routed,
                 },

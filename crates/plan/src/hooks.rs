@@ -378,6 +378,7 @@ mod tests {
         let back = ContinueDeploymentRequest {
             action: ContinueAction::Rollback,
             hook_id: Some("0".into()),
+            ..Default::default()
         };
         let r = at(&s, &g, Some(&back), 110.0);
         assert!(matches!(r.outcome, Hooks::Rollback(_)));
@@ -385,6 +386,7 @@ mod tests {
         let other = ContinueDeploymentRequest {
             action: ContinueAction::Continue,
             hook_id: Some("3".into()),
+            ..Default::default()
         };
         assert_eq!(at(&s, &g, Some(&other), 110.0).outcome, Hooks::Waiting);
     }

@@ -62,6 +62,7 @@ proptest! {
                 deployments: &deps,
                 tallies: &tallies,
                 hooks: Hooks::Done,
+                stop: false,
                 new_id: "ecs-svc/new",
                 routed: capstan_plan::deploy::Routed::default(),
             }, f64::from(tick), &mut rand::rng());

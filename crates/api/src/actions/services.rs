@@ -336,6 +336,60 @@ impl Api {
         })
     }
 
+    /// The in-progress deployment `id` of a service (its in-progress PRIMARY when `id` is empty).
+    async fn in_progress_deployment(
+        &self,
+        cluster: &str,
+        name: &str,
+        id: &str,
+    ) -> ApiResult<Deployment> {
+        self.active_service(cluster, name).await?;
+        let deps = self.deployments(cluster, name).await?;
+        let dep = if id.is_empty() {
+            deps.into_iter().find(|d| {
+                d.status == DeploymentStatus::Primary && d.rollout_state == RolloutState::InProgress
+            })
+        } else {
+            deps.into_iter().find(|d| d.id == id)
+        };
+        let Some(dep) = dep else {
+            return Err(ApiError::new(
+                Exception::ServiceDeploymentNotFound,
+                format!(
+                    "no {} deployment of service {name}",
+                    if id.is_empty() { "in-progress" } else { id }
+                ),
+            ));
+        };
+        if dep.rollout_state != RolloutState::InProgress || dep.status != DeploymentStatus::Primary
+        {
+            return Err(ApiError::invalid(format!(
+                "deployment {} is not in progress",
+                dep.id
+            )));
+        }
+        Ok(dep)
+    }
+
+    /// Checks a request for the deployer and writes it under the deployment's key.
+    async fn request_deployment(
+        &self,
+        cluster: &str,
+        name: &str,
+        dep: &Deployment,
+        body: Value,
+    ) -> ApiResult<()> {
+        let mut body = body;
+        if let Value::Object(m) = &mut body {
+            m.retain(|_, v| !v.is_null());
+        }
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let accepted = accept::<ContinueDeploymentRequest>(&bytes)?;
+        let key = self.keys().continue_deployment(cluster, name, &dep.id);
+        self.store.put_json(&key, &accepted.value).await?;
+        Ok(())
+    }
+
     /// ContinueServiceDeployment: writes the request key the deployer consumes.
     pub async fn continue_service_deployment(
         &self,
@@ -343,48 +397,43 @@ impl Api {
     ) -> ApiResult<pb::ContinueServiceDeploymentResponse> {
         let cluster = cluster_or_default(&req.cluster).to_string();
         let name = name_of(&req.service).to_string();
-        self.active_service(&cluster, &name).await?;
-        let deps = self.deployments(&cluster, &name).await?;
-        let dep = if req.deployment_id.is_empty() {
-            deps.iter().find(|d| {
-                d.status == DeploymentStatus::Primary && d.rollout_state == RolloutState::InProgress
-            })
-        } else {
-            deps.iter().find(|d| d.id == req.deployment_id)
-        };
-        let Some(dep) = dep else {
-            return Err(ApiError::new(
-                Exception::ResourceNotFound,
-                format!(
-                    "no {} deployment of service {name}",
-                    if req.deployment_id.is_empty() {
-                        "in-progress".to_string()
-                    } else {
-                        req.deployment_id.clone()
-                    }
-                ),
-            ));
-        };
-        if dep.rollout_state != RolloutState::InProgress {
-            return Err(ApiError::invalid(format!(
-                "deployment {} is not in progress; nothing waits for an answer",
-                dep.id
-            )));
-        }
+        let dep = self
+            .in_progress_deployment(&cluster, &name, &req.deployment_id)
+            .await?;
         let body = json!({
             "action": if req.action.is_empty() { "CONTINUE" } else { req.action.as_str() },
             "hookId": if req.hook_id.is_empty() { Value::Null } else { json!(req.hook_id) },
         });
-        let mut body = body;
-        if let Value::Object(m) = &mut body {
-            m.retain(|_, v| !v.is_null());
-        }
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let accepted = accept::<ContinueDeploymentRequest>(&bytes)?;
-        let key = self.keys().continue_deployment(&cluster, &name, &dep.id);
-        self.store.put_json(&key, &accepted.value).await?;
+        self.request_deployment(&cluster, &name, &dep, body).await?;
         Ok(pb::ContinueServiceDeploymentResponse {
-            deployment_id: dep.id.clone(),
+            deployment_id: dep.id,
+        })
+    }
+
+    /// StopServiceDeployment: asks the deployer to roll the in-progress deployment back.
+    pub async fn stop_service_deployment(
+        &self,
+        req: pb::StopServiceDeploymentRequest,
+    ) -> ApiResult<pb::StopServiceDeploymentResponse> {
+        let stop_type = if req.stop_type.is_empty() {
+            "ROLLBACK"
+        } else {
+            req.stop_type.as_str()
+        };
+        if stop_type != "ROLLBACK" {
+            return Err(ApiError::invalid(format!(
+                "stopType must be ROLLBACK (Capstan stops a deployment by rolling it back), got {stop_type:?}"
+            )));
+        }
+        let cluster = cluster_or_default(&req.cluster).to_string();
+        let name = name_of(&req.service).to_string();
+        let dep = self
+            .in_progress_deployment(&cluster, &name, &req.deployment_id)
+            .await?;
+        let body = json!({"action": "ROLLBACK", "stopType": stop_type});
+        self.request_deployment(&cluster, &name, &dep, body).await?;
+        Ok(pb::StopServiceDeploymentResponse {
+            deployment_id: dep.id,
         })
     }
 }

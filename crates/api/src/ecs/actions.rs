@@ -43,7 +43,7 @@ pub(super) fn flag(input: &Input, name: &str) -> ApiResult<bool> {
     }
 }
 
-fn max_results(input: &Input) -> ApiResult<i32> {
+pub(super) fn max_results(input: &Input) -> ApiResult<i32> {
     match input.get("maxResults") {
         None | Some(Value::Null) => Ok(0),
         Some(Value::Number(n)) => n
@@ -72,7 +72,7 @@ fn document(input: &Input, apart: &[&str]) -> String {
 }
 
 /// A stored document (JSON text) as a value.
-fn doc(json: &str) -> Value {
+pub(super) fn doc(json: &str) -> Value {
     serde_json::from_str(json).unwrap_or_else(|_| json!({}))
 }
 
@@ -376,19 +376,12 @@ pub async fn dispatch(e: &Endpoint, who: &Who, action: &str, input: &Input) -> A
             })
             .await?
         }
-        "ListServiceDeployments" => {
-            arm(async {
-                let req = pb::ListServiceDeploymentsRequest {
-                    cluster: text(i, "cluster")?,
-                    service: text(i, "service")?,
-                    status: texts(i, "status")?,
-                };
-                let r = e
-                    .guarded(who, req, async |a, r| a.list_service_deployments(r).await)
-                    .await?;
-                Ok(json!({"serviceDeployments": items(&r)}))
-            })
-            .await?
+        "ListServiceDeployments"
+        | "DescribeServiceDeployments"
+        | "DescribeServiceRevisions"
+        | "ContinueServiceDeployment"
+        | "StopServiceDeployment" => {
+            arm(super::deployment_actions::dispatch(e, who, action, i)).await?
         }
         "RunTask" => {
             arm(async {

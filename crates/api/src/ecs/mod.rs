@@ -8,6 +8,8 @@
 //! with `{"__type": "<Exception>", "message": …}`, as AWS's JSON protocols write them.
 
 mod actions;
+mod deployment_actions;
+mod deployments;
 mod logs;
 mod tls;
 
