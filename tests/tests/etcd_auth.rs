@@ -119,15 +119,24 @@ async fn each_component_works_with_only_its_role_and_is_refused_outside_it() {
         (!l.kvs.is_empty()).then_some(())
     })
     .await;
-    let run = c
-        .run_task(pb::RunTaskRequest {
-            cluster: String::new(),
-            run_task_json: json!({"taskDefinition": "job:1"}).to_string(),
-        })
-        .await
-        .expect("RunTask")
-        .into_inner();
-    let task: serde_json::Value = serde_json::from_str(&run.items_json[0]).expect("task");
+    // The agent's instance is in etcd before the scheduler's cache has it: until then RunTask
+    // answers a failure and starts nothing, so it is asked again.
+    let placed = eventually(Duration::from_secs(20), "RunTask places the task", || {
+        let mut c = c.clone();
+        async move {
+            let run = c
+                .run_task(pb::RunTaskRequest {
+                    cluster: String::new(),
+                    run_task_json: json!({"taskDefinition": "job:1"}).to_string(),
+                })
+                .await
+                .expect("RunTask")
+                .into_inner();
+            run.items_json.into_iter().next()
+        }
+    })
+    .await;
+    let task: serde_json::Value = serde_json::from_str(&placed).expect("task");
     let arn = task["taskArn"].as_str().expect("arn").to_string();
     eventually(Duration::from_secs(30), "the task RUNNING", || {
         let mut c = c.clone();
