@@ -3,6 +3,8 @@
 # and loads the example web service (3 tasks behind listener :8000 on both LB hosts).
 #
 #   COMPOSE_PROJECT_NAME  the compose project (default capstan)
+#   CAPSTAN_NET           the first three octets of the project's /24 (default 10.213.0); a
+#                         second deployment on one engine needs another
 #   CAPSTAN_SKIP_CARGO=1  use the release binaries as built (images/build.sh)
 #
 # The operator's identity for the CLI on this machine lands in deploy/compose/.operator/.
@@ -10,6 +12,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-capstan}"
+export CAPSTAN_NET="${CAPSTAN_NET:-10.213.0}"
 bash ../images/build.sh
 docker-compose run --rm certs >/dev/null
 docker-compose up -d --remove-orphans
@@ -20,7 +23,7 @@ for f in ca.pem operator.pem operator.key; do
 done
 chmod 600 "$op/operator.key"
 capstan() {
-  "$here/../../target/release/capstan" --endpoint https://10.213.0.21:7400 \
+  "$here/../../target/release/capstan" --endpoint https://$CAPSTAN_NET.21:7400 \
     --tls-ca "$op/ca.pem" --tls-cert "$op/operator.pem" --tls-key "$op/operator.key" "$@"
 }
 for _ in $(seq 300); do
@@ -42,9 +45,9 @@ if ! capstan service describe web >/dev/null 2>&1; then
 fi
 cat <<MSG
 Capstan is up (project $COMPOSE_PROJECT_NAME). The example service "web" serves on both LB hosts:
-  curl -s http://10.213.0.41:8000/ ; curl -s http://10.213.0.42:8000/
+  curl -s http://$CAPSTAN_NET.41:8000/ ; curl -s http://$CAPSTAN_NET.42:8000/
 The CLI, with the operator's certificate:
-  target/release/capstan --endpoint https://10.213.0.21:7400 --tls-ca $op/ca.pem \\
+  target/release/capstan --endpoint https://$CAPSTAN_NET.21:7400 --tls-ca $op/ca.pem \\
     --tls-cert $op/operator.pem --tls-key $op/operator.key service describe web
 Tear it down: deploy/compose/down.sh
 MSG

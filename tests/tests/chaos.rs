@@ -20,7 +20,7 @@ fn the_short_soak_passes_every_fault_kind_with_zero_violations() {
     let history = tempfile::NamedTempFile::new().expect("tmp");
     let out = Command::new(binary("capstan-chaos"))
         .args(["--short", "--up", "--down", "--seed", &seed])
-        .args(["--project", "capstan-chaos"])
+        .args(["--project", "capstan-chaos", "--net", "10.215.0"])
         .arg("--compose-dir")
         .arg(&compose)
         .arg("--capstan")

@@ -19,9 +19,21 @@ use capstan_store::{EtcdTls, Store, StoreConfig};
 
 /// The compose project the test runs as (apart from a user's `capstan`).
 const PROJECT: &str = "capstan-e2e";
-/// The LB hosts' addresses, and the example's listener port.
-const LB: [&str; 2] = ["10.213.0.41", "10.213.0.42"];
+/// The first three octets of the project's /24: not the default's (10.213.0), so a user's
+/// deployment on this engine does not collide with the test's.
+const NET: &str = "10.214.0";
+/// The example's listener port.
 const PORT: u16 = 8000;
+
+/// The address of the host whose last octet is `octet` (docker-compose.yml).
+fn at(octet: u8) -> String {
+    format!("{NET}.{octet}")
+}
+
+/// The LB hosts' addresses.
+fn lb(i: usize) -> String {
+    at(if i == 0 { 41 } else { 42 })
+}
 
 fn compose_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose")
@@ -61,6 +73,7 @@ impl Topology {
         run(Command::new("bash")
             .arg(compose_dir().join("up.sh"))
             .env("COMPOSE_PROJECT_NAME", PROJECT)
+            .env("CAPSTAN_NET", NET)
             .env("CAPSTAN_SKIP_CARGO", "1"));
         Topology
     }
@@ -76,7 +89,7 @@ impl Topology {
         let op = compose_dir().join(".operator");
         let f = |n: &str| op.join(n).display().to_string();
         let mut c = Command::new(binary("capstan"));
-        c.args(["--endpoint", "https://10.213.0.22:7400"])
+        c.args(["--endpoint", &format!("https://{}:7400", at(22))])
             .args(["--tls-ca", &f("ca.pem")])
             .args([
                 "--tls-cert",
@@ -93,7 +106,7 @@ impl Topology {
         let op = compose_dir().join(".operator");
         let mut cfg = StoreConfig::new(
             (11..=13)
-                .map(|i| format!("https://10.213.0.{i}:2379"))
+                .map(|i| format!("https://{}:2379", at(i)))
                 .collect(),
             "/capstan",
         );
@@ -114,6 +127,7 @@ impl Drop for Topology {
                 .args(["logs", "--no-color", "--tail=25"])
                 .current_dir(compose_dir())
                 .env("COMPOSE_PROJECT_NAME", PROJECT)
+                .env("CAPSTAN_NET", NET)
                 .output();
             if let Ok(l) = logs {
                 eprintln!(
@@ -125,6 +139,7 @@ impl Drop for Topology {
         let _ = Command::new("bash")
             .arg(compose_dir().join("down.sh"))
             .env("COMPOSE_PROJECT_NAME", PROJECT)
+            .env("CAPSTAN_NET", NET)
             .output();
     }
 }
@@ -170,7 +185,7 @@ async fn the_ha_topology_serves_on_both_lb_hosts_through_host_leader_and_etcd_fa
         Duration::from_secs(180),
         "3 tasks on 3 hosts through lb-1",
         || async {
-            let s = served(LB[0], 30).await;
+            let s = served(&lb(0), 30).await;
             let hosts: BTreeSet<&String> = s.iter().map(|(_, h)| h).collect();
             (s.len() == 3 && hosts.len() == 3).then_some(s)
         },
@@ -178,7 +193,7 @@ async fn the_ha_topology_serves_on_both_lb_hosts_through_host_leader_and_etcd_fa
     .await;
     eventually(Duration::from_secs(30), "the same 3 through lb-2", || {
         let three = three.clone();
-        async move { (served(LB[1], 30).await == three).then_some(()) }
+        async move { (served(&lb(1), 30).await == three).then_some(()) }
     })
     .await;
 
@@ -188,11 +203,11 @@ async fn the_ha_topology_serves_on_both_lb_hosts_through_host_leader_and_etcd_fa
     })
     .await;
     let (dead, alive) = if first == "lb-1" {
-        ("lb-1", LB[1])
+        ("lb-1", lb(1))
     } else {
-        ("lb-2", LB[0])
+        ("lb-2", lb(0))
     };
-    let (stop, counts) = counting_client(alive, PORT);
+    let (stop, counts) = counting_client(&alive, PORT);
     let killed_at = Instant::now();
     docker(&["kill", &container(dead)]);
     let standby = eventually(
@@ -259,7 +274,7 @@ async fn the_ha_topology_serves_on_both_lb_hosts_through_host_leader_and_etcd_fa
     assert_eq!(bad, 0, "{bad} of {} requests failed on {alive}", ok + bad);
     // COMPLETED can come while the old tasks still drain (deregistration delay 5 s), and a
     // draining target may answer until the data plane has its drain: wait for only new ones.
-    let three = &three;
+    let (three, alive) = (&three, alive.as_str());
     eventually(
         Duration::from_secs(60),
         "3 new tasks serve on the surviving LB host, none of the old",
@@ -400,9 +415,10 @@ async fn etcd_member_scheduler_deployer_and_agent_host_faults_and_callers_withou
         ca: op.join("ca.pem"),
     };
     for (endpoint, api) in [
-        ("https://10.213.0.21:7400", true),
-        ("https://10.213.0.51:7500", false),
+        (format!("https://{}:7400", at(21)), true),
+        (format!("https://{}:7500", at(51)), false),
     ] {
+        let endpoint = endpoint.as_str();
         let plain = endpoint.replace("https://", "http://");
         assert!(
             !answers(&plain, None, api).await,
@@ -422,7 +438,7 @@ async fn etcd_member_scheduler_deployer_and_agent_host_faults_and_callers_withou
             "the operator is refused by {endpoint}"
         );
     }
-    let mut cfg = StoreConfig::new(vec!["https://10.213.0.11:2379".into()], "/capstan");
+    let mut cfg = StoreConfig::new(vec![format!("https://{}:2379", at(11))], "/capstan");
     cfg.tls = Some(EtcdTls {
         ca: Some(op.join("ca.pem")),
         cert: Some(rogue.cert.clone()),
@@ -470,7 +486,7 @@ async fn etcd_member_scheduler_deployer_and_agent_host_faults_and_callers_withou
     })
     .await;
     assert!(nine.values().all(|hosts| hosts.len() == 1), "{nine:?}");
-    let served = served(LB[0], 90).await;
+    let served = served(&lb(0), 90).await;
     let ids: BTreeSet<&String> = served.iter().map(|(id, _)| id).collect();
     assert_eq!(
         ids.len(),
@@ -520,7 +536,7 @@ async fn etcd_member_scheduler_deployer_and_agent_host_faults_and_callers_withou
 
     // An agent host is cut off for longer than the node-loss grace: its tasks are replaced on
     // the others; back on the network, its old tasks are stopped, never left running twice.
-    let agent3 = instance_at(s, "10.213.0.53").await;
+    let agent3 = instance_at(s, &at(53)).await;
     let before = task_processes("agent-3");
     assert!(before > 0, "agent-3 runs none of the 9 tasks");
     let network = format!("{PROJECT}_capstan");
@@ -544,7 +560,7 @@ async fn etcd_member_scheduler_deployer_and_agent_host_faults_and_callers_withou
         "network",
         "connect",
         "--ip",
-        "10.213.0.53",
+        &at(53),
         &network,
         &container("agent-3"),
     ]);

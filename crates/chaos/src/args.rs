@@ -10,6 +10,9 @@ pub struct Args {
     /// The compose project to drive (`deploy/compose`, brought up by its up.sh).
     #[arg(long, env = "COMPOSE_PROJECT_NAME", default_value = "capstan")]
     pub project: String,
+    /// The first three octets of the project's /24 (up.sh's CAPSTAN_NET).
+    #[arg(long, env = "CAPSTAN_NET", default_value = "10.213.0")]
+    pub net: String,
     /// The `deploy/compose` directory.
     #[arg(long, default_value = "deploy/compose")]
     pub compose_dir: PathBuf,

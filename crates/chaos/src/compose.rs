@@ -47,25 +47,25 @@ pub const AGENT_HOSTS: [&str; 3] = ["agent-1", "agent-2", "agent-3"];
 /// The etcd members.
 pub const ETCD_HOSTS: [&str; 3] = ["etcd-1", "etcd-2", "etcd-3"];
 
-/// A host's fixed address on the `capstan` network (docker-compose.yml).
-pub fn address(host: &str) -> Option<&'static str> {
+/// A host's last octet on the `capstan` network (docker-compose.yml).
+pub fn host_octet(host: &str) -> Option<u8> {
     Some(match host {
-        "etcd-1" => "10.213.0.11",
-        "etcd-2" => "10.213.0.12",
-        "etcd-3" => "10.213.0.13",
-        "api-1" => "10.213.0.21",
-        "api-2" => "10.213.0.22",
-        "scheduler-1" => "10.213.0.31",
-        "scheduler-2" => "10.213.0.32",
-        "deployer-1" => "10.213.0.33",
-        "deployer-2" => "10.213.0.34",
-        "scaler-1" => "10.213.0.35",
-        "scaler-2" => "10.213.0.36",
-        "lb-1" => "10.213.0.41",
-        "lb-2" => "10.213.0.42",
-        "agent-1" => "10.213.0.51",
-        "agent-2" => "10.213.0.52",
-        "agent-3" => "10.213.0.53",
+        "etcd-1" => 11,
+        "etcd-2" => 12,
+        "etcd-3" => 13,
+        "api-1" => 21,
+        "api-2" => 22,
+        "scheduler-1" => 31,
+        "scheduler-2" => 32,
+        "deployer-1" => 33,
+        "deployer-2" => 34,
+        "scaler-1" => 35,
+        "scaler-2" => 36,
+        "lb-1" => 41,
+        "lb-2" => 42,
+        "agent-1" => 51,
+        "agent-2" => 52,
+        "agent-3" => 53,
         _ => return None,
     })
 }
@@ -75,6 +75,8 @@ pub fn address(host: &str) -> Option<&'static str> {
 pub struct Compose {
     /// The project name.
     pub project: String,
+    /// The first three octets of the project's /24 (up.sh's CAPSTAN_NET).
+    pub net: String,
     /// The `deploy/compose` directory.
     pub dir: PathBuf,
     /// The capstan CLI.
@@ -115,6 +117,11 @@ impl Compose {
         format!("{}_{host}_1", self.project)
     }
 
+    /// A host's fixed address on the project's network.
+    pub fn address(&self, host: &str) -> Option<String> {
+        host_octet(host).map(|o| format!("{}.{o}", self.net))
+    }
+
     /// The project's network.
     pub fn network(&self) -> String {
         format!("{}_capstan", self.project)
@@ -144,6 +151,7 @@ impl Compose {
             Command::new("bash")
                 .arg(self.dir.join(name))
                 .env("COMPOSE_PROJECT_NAME", &self.project)
+                .env("CAPSTAN_NET", &self.net)
                 .env("CAPSTAN_SKIP_CARGO", "1"),
             limit,
         )
@@ -153,7 +161,7 @@ impl Compose {
     /// The CLI as the operator against api-1 or api-2 (`api` picks), with `args`.
     pub async fn capstan(&self, api: usize, args: &[&str]) -> Result<String, Error> {
         let host = ["api-1", "api-2"][api % 2];
-        let endpoint = format!("https://{}:7400", address(host).unwrap_or("10.213.0.21"));
+        let endpoint = format!("https://{}:7400", self.address(host).unwrap_or_default());
         let f = |n: &str| self.operator(n).display().to_string();
         output(
             Command::new(&self.cli)
@@ -175,7 +183,7 @@ impl Compose {
         let mut cfg = StoreConfig::new(
             ETCD_HOSTS
                 .iter()
-                .filter_map(|h| address(h))
+                .filter_map(|h| self.address(h))
                 .map(|a| format!("https://{a}:2379"))
                 .collect(),
             capstan_core::keys::DEFAULT_PREFIX,

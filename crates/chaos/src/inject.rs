@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use capstan_store::Store;
 
-use crate::compose::{AGENT_HOSTS, Compose, ETCD_HOSTS, Error, LB_HOSTS, address};
+use crate::compose::{AGENT_HOSTS, Compose, ETCD_HOSTS, Error, LB_HOSTS};
 use crate::faults::{Fault, Kind, Role};
 
 /// The hosts a fault hits: the leader of its role now (or a replica by pick when none leads),
@@ -89,13 +89,13 @@ async fn heal_once(c: &Compose, kind: Kind, hosts: &[String]) -> Result<(), Erro
                 c.docker(&["kill", "--signal", "CONT", &ct]).await?;
             }
             Kind::DisconnectAgent | Kind::DisconnectController(_) => {
-                let ip = address(h).unwrap_or_default();
+                let ip = c.address(h).unwrap_or_default();
                 // Already connected (a retry after a partial success) is healed.
                 let on = c
                     .docker(&["inspect", "-f", "{{json .NetworkSettings.Networks}}", &ct])
                     .await?;
                 if !on.contains(&net) {
-                    c.docker(&["network", "connect", "--ip", ip, &net, &ct])
+                    c.docker(&["network", "connect", "--ip", &ip, &net, &ct])
                         .await?;
                 }
             }

@@ -80,6 +80,7 @@ pub async fn run(args: &args::Args) -> Result<Report, Error> {
     });
     let compose = Compose {
         project: args.project.clone(),
+        net: args.net.clone(),
         dir: args.compose_dir.clone(),
         cli: args.capstan.clone().unwrap_or_else(compose::default_cli),
     };
@@ -111,13 +112,15 @@ async fn soak(
     let store = compose.store().await?;
     let w = Workload::new(compose.clone(), store.clone(), h.clone(), seed);
     w.setup().await?;
-    let ready = until(Duration::from_secs(240), || workload::converged(&store))
-        .await
-        .map_err(Error::NotReady)?;
+    let ready = until(Duration::from_secs(240), || {
+        workload::converged(&store, compose)
+    })
+    .await
+    .map_err(Error::NotReady)?;
     say(h, &format!("workload converged after {ready:?}; recording"));
 
     let cancel = CancellationToken::new();
-    let recorders = record::start(&store, &compose.tls(), &workload::PORTS, h, &cancel);
+    let recorders = record::start(&store, compose, &workload::PORTS, h, &cancel);
     let stop = Arc::new(AtomicBool::new(false));
     let driver = tokio::spawn(w.clone().drive(stop.clone()));
 
@@ -163,7 +166,7 @@ async fn soak(
         }
         h.record(Kind::FaultHealed { id });
         last_heal = Instant::now();
-        let recovered = until(RECOVERY_LIMIT, || workload::serving(&store)).await;
+        let recovered = until(RECOVERY_LIMIT, || workload::serving(&store, compose)).await;
         h.record(Kind::FaultRecovered {
             id,
             recovered: recovered.is_ok(),
@@ -197,7 +200,10 @@ async fn soak(
 
     // Every service converges within CONVERGE_LIMIT of the last heal.
     let from_heal = last_heal.elapsed();
-    let converge = until(Duration::from_secs(180), || workload::converged(&store)).await;
+    let converge = until(Duration::from_secs(180), || {
+        workload::converged(&store, compose)
+    })
+    .await;
     let converge_secs = converge
         .as_ref()
         .ok()

@@ -9,12 +9,11 @@ use std::time::Duration;
 use capstan_core::keys::Family;
 use capstan_proto::agent::v1::agent_client::AgentClient;
 use capstan_proto::agent::v1::{ListTasksRequest, TaskStatus, WatchTasksRequest, task_event};
-use capstan_proto::tls::TlsFiles;
 use capstan_store::Store;
 use capstan_store::cache::{Cache, Change, json_decoder};
 use tokio_util::sync::CancellationToken;
 
-use crate::compose::{AGENT_HOSTS, LB_HOSTS, address};
+use crate::compose::{AGENT_HOSTS, Compose, LB_HOSTS};
 use crate::history::{History, Kind};
 
 /// The record families the invariants read.
@@ -40,16 +39,17 @@ fn status_name(s: i32) -> String {
         .unwrap_or_else(|_| format!("{s}"))
 }
 
-fn endpoint(agent: &str) -> String {
-    format!("https://{}:7500", address(agent).unwrap_or("127.0.0.1"))
+fn endpoint(c: &Compose, agent: &str) -> String {
+    format!("https://{}:7500", c.address(agent).unwrap_or_default())
 }
 
 /// Follows one agent's WatchTasks until cancelled, reconnecting every 500 ms after a break.
-async fn watch_agent(agent: &'static str, tls: TlsFiles, h: History, cancel: CancellationToken) {
+async fn watch_agent(c: Compose, agent: &'static str, h: History, cancel: CancellationToken) {
+    let tls = c.tls();
     let mut lost = false;
     while !cancel.is_cancelled() {
         let result = async {
-            let ch = capstan_proto::tls::connect(&endpoint(agent), Some(&tls))
+            let ch = capstan_proto::tls::connect(&endpoint(&c, agent), Some(&tls))
                 .await
                 .map_err(|e| e.to_string())?;
             let mut stream = AgentClient::new(ch)
@@ -106,8 +106,8 @@ async fn watch_agent(agent: &'static str, tls: TlsFiles, h: History, cancel: Can
 
 /// The ids each agent runs now (ListTasks, lastStatus RUNNING); an agent that does not answer
 /// is an error.
-pub async fn agent_tasks(agent: &str, tls: &TlsFiles) -> Result<BTreeSet<String>, String> {
-    let ch = capstan_proto::tls::connect(&endpoint(agent), Some(tls))
+pub async fn agent_tasks(c: &Compose, agent: &str) -> Result<BTreeSet<String>, String> {
+    let ch = capstan_proto::tls::connect(&endpoint(c, agent), Some(&c.tls()))
         .await
         .map_err(|e| e.to_string())?;
     let l = AgentClient::new(ch)
@@ -182,9 +182,9 @@ async fn watch_family(
 /// One `GET /` through `host:port` on a new connection within `limit`: none when answered 200,
 /// else what went wrong. Plain HTTP/1.0 over TCP, so each request is one connection through
 /// the listener.
-async fn get(host: &str, port: u16, limit: Duration) -> Option<String> {
+async fn get(c: &Compose, host: &str, port: u16, limit: Duration) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = (address(host).unwrap_or("127.0.0.1"), port);
+    let addr = (c.address(host).unwrap_or_default(), port);
     let request = async {
         let mut c = tokio::net::TcpStream::connect(addr)
             .await
@@ -213,10 +213,10 @@ async fn get(host: &str, port: u16, limit: Duration) -> Option<String> {
 }
 
 /// Requests `host:port` every 50 ms until cancelled.
-async fn probe(host: &'static str, port: u16, h: History, cancel: CancellationToken) {
+async fn probe(c: Compose, host: &'static str, port: u16, h: History, cancel: CancellationToken) {
     while !cancel.is_cancelled() {
         let started = h.now();
-        let error = get(host, port, Duration::from_secs(15)).await;
+        let error = get(&c, host, port, Duration::from_secs(15)).await;
         h.record(Kind::Http {
             lb: host.to_string(),
             port,
@@ -310,7 +310,7 @@ impl Recorders {
 /// Starts every recorder; they stop with `cancel`. HTTP probes go to `ports` on every LB host.
 pub fn start(
     store: &Store,
-    tls: &TlsFiles,
+    compose: &Compose,
     ports: &[u16],
     h: &History,
     cancel: &CancellationToken,
@@ -319,8 +319,8 @@ pub fn start(
     let mut families = Vec::new();
     for agent in AGENT_HOSTS {
         tasks.push(tokio::spawn(watch_agent(
+            compose.clone(),
             agent,
-            tls.clone(),
             h.clone(),
             cancel.clone(),
         )));
@@ -339,15 +339,21 @@ pub fn start(
     }
     for lb in LB_HOSTS {
         for port in ports {
-            tasks.push(tokio::spawn(probe(lb, *port, h.clone(), cancel.clone())));
+            tasks.push(tokio::spawn(probe(
+                compose.clone(),
+                lb,
+                *port,
+                h.clone(),
+                cancel.clone(),
+            )));
         }
     }
     Recorders { tasks, families }
 }
 
 /// Whether `host:port` answers 200 now (within 5 s).
-pub async fn answers(host: &str, port: u16) -> bool {
-    get(host, port, Duration::from_secs(5)).await.is_none()
+pub async fn answers(c: &Compose, host: &str, port: u16) -> bool {
+    get(c, host, port, Duration::from_secs(5)).await.is_none()
 }
 
 #[cfg(test)]

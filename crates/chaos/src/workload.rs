@@ -421,7 +421,7 @@ fn desired_of(v: &View, service: &str) -> u64 {
 /// Whether the system serves: every controller has a leader, every service at least its
 /// healthy floor RUNNING (a deployment may hold it there), and every LB host answers on every
 /// port. `Err` says what is missing.
-pub async fn serving(store: &Store) -> Result<(), String> {
+pub async fn serving(store: &Store, compose: &Compose) -> Result<(), String> {
     for role in ["scheduler", "deployer", "scaler", "registrar"] {
         if store.leader(role).await.ok().flatten().is_none() {
             return Err(format!("no {role} leader"));
@@ -436,7 +436,7 @@ pub async fn serving(store: &Store) -> Result<(), String> {
     }
     for lb in LB_HOSTS {
         for port in PORTS {
-            if !crate::record::answers(lb, port).await {
+            if !crate::record::answers(compose, lb, port).await {
                 return Err(format!("{lb}:{port} does not answer"));
             }
         }
@@ -447,8 +447,8 @@ pub async fn serving(store: &Store) -> Result<(), String> {
 /// Whether the system has converged: it serves, no deployment is in progress, each service
 /// runs exactly its desired count all on its PRIMARY deployment's revision, and no other task
 /// of a service or a burst is live.
-pub async fn converged(store: &Store) -> Result<(), String> {
-    serving(store).await?;
+pub async fn converged(store: &Store, compose: &Compose) -> Result<(), String> {
+    serving(store, compose).await?;
     let v = view(store).await.map_err(|e| e.to_string())?;
     for s in SERVICES {
         let deps = v.deployments.get(s).map(Vec::as_slice).unwrap_or(&[]);
@@ -484,10 +484,9 @@ pub async fn converged(store: &Store) -> Result<(), String> {
 
 /// What the agents and the records say at the end.
 pub async fn final_state(store: &Store, compose: &Compose) -> Result<Final, String> {
-    let tls = compose.tls();
     let mut f = Final::default();
     for a in AGENT_HOSTS {
-        let ids: BTreeSet<String> = crate::record::agent_tasks(a, &tls)
+        let ids: BTreeSet<String> = crate::record::agent_tasks(compose, a)
             .await
             .map_err(|e| format!("{a}: {e}"))?;
         f.agents.insert(a.to_string(), ids);
