@@ -331,6 +331,38 @@ def boto3_flow():
     check(len(stats) == 8 and stats.get("runningEC2TasksCount") == "0",
           f"describe_clusters include=STATISTICS counts the cluster's tasks: {stats}")
     check("settings" not in described, f"what include does not name is left out: {described}")
+    # Capstan's CreateCapacityProvider takes nodeGroupProvider where ECS has an Auto Scaling
+    # group, which boto3's model cannot send: the body is swapped before it is signed.
+    # UpdateCapacityProvider takes ECS's own shape.
+    raw = client()
+    body = json.dumps({"name": "boto-pool", "nodeGroupProvider": {
+        "endpoint": "http://127.0.0.1:9", "groupId": "boto",
+        "managedScaling": {"status": "ENABLED", "targetCapacity": 100}}})
+
+    def swap_body(request, **_):
+        request.data = body.encode()
+        request.headers["Content-Length"] = str(len(request.data))
+    raw.meta.events.register("before-sign.ecs.CreateCapacityProvider", swap_body)
+    raw.create_capacity_provider(name="boto-pool", autoScalingGroupProvider={
+        "autoScalingGroupArn": "unused"})
+    updated = ecs.update_capacity_provider(name="boto-pool", autoScalingGroupProvider={
+        "managedScaling": {"status": "ENABLED", "targetCapacity": 75},
+        "managedDraining": "ENABLED"})["capacityProvider"]
+    check(updated.get("updateStatus") == "UPDATE_COMPLETE",
+          f"update_capacity_provider answers UPDATE_COMPLETE: {updated}")
+    cp = ecs.describe_capacity_providers(capacityProviders=["boto-pool"])["capacityProviders"][0]
+    asg = cp.get("autoScalingGroupProvider", {})
+    check(asg.get("managedScaling", {}).get("targetCapacity") == 75
+          and asg.get("managedDraining") == "ENABLED" and cp.get("status") == "ACTIVE",
+          f"boto3 reads the stored update as autoScalingGroupProvider: {cp}")
+    try:
+        ecs.update_capacity_provider(name="boto-pool", autoScalingGroupProvider={
+            "managedScaling": {"targetCapacity": 101}})
+        check(False, "targetCapacity 101 is refused")
+    except ClientError as e:
+        check(e.response["Error"]["Code"] == "InvalidParameterException",
+              f"update_capacity_provider out of range ({e.response['Error']['Code']})")
+    ecs.delete_capacity_provider(capacityProvider="boto-pool")
     try:
         ecs.delete_capacity_provider(capacityProvider="no-such-provider")
         check(False, "deleting an unknown capacity provider fails")

@@ -732,6 +732,63 @@ async fn load_balancing_capacity_providers_reflection_and_health() {
         .expect("describe")
         .into_inner();
     assert_eq!(d.items_json.len(), 1);
+
+    // UpdateCapacityProvider: what it names changes, the node group stays; a bad value or an
+    // attempt to move the node group is refused and changes nothing.
+    let r = c
+        .update_capacity_provider(pb::UpdateCapacityProviderRequest {
+            capacity_provider: "spot".into(),
+            node_group_provider_json:
+                json!({"managedScaling": {"status": "ENABLED", "targetCapacity": 70},
+                "managedDraining": "ENABLED"})
+                .to_string(),
+        })
+        .await
+        .expect("update")
+        .into_inner();
+    let u = doc(&r.json);
+    assert_eq!(u["updateStatus"], "UPDATE_COMPLETE");
+    assert_eq!(u["nodeGroupProvider"]["groupId"], "g1");
+    assert_eq!(u["nodeGroupProvider"]["managedDraining"], "ENABLED");
+    for (bad, why) in [
+        (
+            json!({"managedScaling": {"targetCapacity": 0}}),
+            "targetCapacity 0",
+        ),
+        (json!({"groupId": "g2"}), "the node group is fixed"),
+        (json!({}), "nothing to change"),
+    ] {
+        let e = c
+            .update_capacity_provider(pb::UpdateCapacityProviderRequest {
+                capacity_provider: "spot".into(),
+                node_group_provider_json: bad.to_string(),
+            })
+            .await
+            .expect_err(why);
+        assert_eq!(exception(&e), "InvalidParameterException", "{why}: {e:?}");
+    }
+    let e = c
+        .update_capacity_provider(pb::UpdateCapacityProviderRequest {
+            capacity_provider: "nope".into(),
+            node_group_provider_json: json!({"managedDraining": "ENABLED"}).to_string(),
+        })
+        .await
+        .expect_err("unknown provider");
+    assert_eq!(exception(&e), "InvalidParameterException");
+    let d = c
+        .describe_capacity_providers(pb::DescribeByNameRequest {
+            names: vec!["spot".into()],
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    let stored = doc(&d.items_json[0]);
+    assert_eq!(
+        stored["nodeGroupProvider"]["managedScaling"]["targetCapacity"],
+        70
+    );
+    assert_eq!(stored["nodeGroupProvider"]["groupId"], "g1");
+
     let r = c
         .put_cluster_capacity_providers(pb::PutClusterCapacityProvidersRequest {
             cluster: "default".into(),

@@ -175,6 +175,8 @@ guarded! {
         r.container_instances.iter().map(|i| in_cluster("container-instance", &r.cluster, i)).collect());
     pb::CreateCapacityProviderRequest => |r| write("ecs:CreateCapacityProvider",
         vec![arn(&format!("capacity-provider/{}", json_field(&r.capacity_provider_json, "name")))]);
+    pb::UpdateCapacityProviderRequest => |r| write("ecs:UpdateCapacityProvider",
+        vec![arn(&format!("capacity-provider/{}", name_of(&r.capacity_provider)))]);
     pb::DeleteCapacityProviderRequest => |r| write("ecs:DeleteCapacityProvider",
         vec![arn(&format!("capacity-provider/{}", name_of(&r.capacity_provider)))]);
     pb::CreateTargetGroupRequest => |r| write("elasticloadbalancing:CreateTargetGroup",

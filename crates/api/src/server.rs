@@ -518,6 +518,18 @@ impl Capstan for CapstanService {
         self.auth.finish(admitted, r)
     }
 
+    async fn update_capacity_provider(
+        &self,
+        request: Request<pb::UpdateCapacityProviderRequest>,
+    ) -> Result<Response<pb::DocumentResponse>, Status> {
+        let admitted = self.auth.admit(&request).await?;
+        let r = self
+            .api
+            .update_capacity_provider(request.into_inner())
+            .await;
+        self.auth.finish(admitted, r)
+    }
+
     async fn delete_capacity_provider(
         &self,
         request: Request<pb::DeleteCapacityProviderRequest>,

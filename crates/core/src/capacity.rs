@@ -107,6 +107,43 @@ pub struct NodeGroupProvider {
     pub managed_draining: Option<String>,
 }
 
+/// What UpdateCapacityProvider changes (ECS `AutoScalingGroupProviderUpdate`): the managed
+/// settings only. The node group (endpoint, groupId) is fixed once created, as ECS fixes the
+/// Auto Scaling group's ARN.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct NodeGroupProviderUpdate {
+    /// Managed scaling, replaced as a whole when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed_scaling: Option<ManagedScaling>,
+    /// ENABLED or DISABLED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed_termination_protection: Option<String>,
+    /// ENABLED or DISABLED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed_draining: Option<String>,
+}
+
+impl NodeGroupProviderUpdate {
+    /// Whether it changes nothing (ECS refuses such an update).
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// Each field given replaces the node group's; the others stay as they are.
+    pub fn apply(self, ng: &mut NodeGroupProvider) {
+        if let Some(ms) = self.managed_scaling {
+            ng.managed_scaling = Some(ms);
+        }
+        if let Some(v) = self.managed_termination_protection {
+            ng.managed_termination_protection = Some(v);
+        }
+        if let Some(v) = self.managed_draining {
+            ng.managed_draining = Some(v);
+        }
+    }
+}
+
 /// A capacity provider spec.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -226,4 +263,90 @@ pub struct CapacityProviderStatusDoc {
     /// Last update.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<crate::Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider() -> CapacityProvider {
+        CapacityProvider {
+            name: "pool".into(),
+            node_group_provider: NodeGroupProvider {
+                endpoint: "https://ng:7600".into(),
+                group_id: "g".into(),
+                managed_scaling: Some(ManagedScaling {
+                    status: Some("ENABLED".into()),
+                    target_capacity: Some(100),
+                    ..ManagedScaling::default()
+                }),
+                managed_termination_protection: Some("ENABLED".into()),
+                managed_draining: None,
+            },
+            tags: vec![],
+        }
+    }
+
+    #[test]
+    fn an_update_replaces_what_it_names_and_keeps_the_rest() {
+        // (update, targetCapacity, termination protection, draining)
+        type Case = (
+            &'static str,
+            Option<u32>,
+            Option<&'static str>,
+            Option<&'static str>,
+        );
+        let cases: &[Case] = &[
+            (
+                r#"{"managedDraining":"ENABLED"}"#,
+                Some(100),
+                Some("ENABLED"),
+                Some("ENABLED"),
+            ),
+            (
+                r#"{"managedScaling":{"status":"ENABLED","targetCapacity":80}}"#,
+                Some(80),
+                Some("ENABLED"),
+                None,
+            ),
+            (
+                r#"{"managedScaling":{"status":"ENABLED"},"managedTerminationProtection":"DISABLED"}"#,
+                None,
+                Some("DISABLED"),
+                None,
+            ),
+        ];
+        for (doc, target, protection, draining) in cases {
+            let u: NodeGroupProviderUpdate = crate::parse_json(doc.as_bytes()).expect(doc);
+            assert!(!u.is_empty(), "{doc}");
+            let mut cp = provider();
+            u.apply(&mut cp.node_group_provider);
+            let ng = &cp.node_group_provider;
+            assert_eq!(ng.endpoint, "https://ng:7600", "{doc}");
+            assert_eq!(
+                ng.managed_scaling.as_ref().and_then(|m| m.target_capacity),
+                *target,
+                "{doc}"
+            );
+            assert_eq!(
+                ng.managed_termination_protection.as_deref(),
+                *protection,
+                "{doc}"
+            );
+            assert_eq!(ng.managed_draining.as_deref(), *draining, "{doc}");
+            cp.validate().expect(doc);
+        }
+    }
+
+    #[test]
+    fn an_update_cannot_move_the_node_group_and_may_not_be_empty() {
+        for doc in [r#"{"endpoint":"https://other:7600"}"#, r#"{"groupId":"h"}"#] {
+            assert!(
+                crate::parse_json::<NodeGroupProviderUpdate>(doc.as_bytes()).is_err(),
+                "{doc}"
+            );
+        }
+        let u: NodeGroupProviderUpdate = crate::parse_json(b"{}").expect("parses");
+        assert!(u.is_empty());
+    }
 }

@@ -1,4 +1,7 @@
-//! Capacity providers: CreateCapacityProvider, DescribeCapacityProviders, DeleteCapacityProvider.
+//! Capacity providers: CreateCapacityProvider, DescribeCapacityProviders, UpdateCapacityProvider,
+//! DeleteCapacityProvider.
+
+use capstan_core::capacity::NodeGroupProviderUpdate;
 
 use super::*;
 
@@ -76,6 +79,50 @@ impl Api {
             |n| ApiError::invalid(n.to_string()),
         )
         .await
+    }
+
+    /// UpdateCapacityProvider: the managed settings change, judged as a whole provider by the
+    /// rules CreateCapacityProvider applies; the scaler acts on it when it sees the record.
+    pub async fn update_capacity_provider(
+        &self,
+        req: pb::UpdateCapacityProviderRequest,
+    ) -> ApiResult<pb::DocumentResponse> {
+        let name = name_of(&req.capacity_provider);
+        if name.is_empty() {
+            return Err(ApiError::invalid("name is required"));
+        }
+        let update: NodeGroupProviderUpdate =
+            capstan_core::parse_json(req.node_group_provider_json.as_bytes())?;
+        if update.is_empty() {
+            return Err(ApiError::invalid(
+                "autoScalingGroupProvider must name managedScaling, managedTerminationProtection or managedDraining",
+            ));
+        }
+        let key = self.keys().capacity_provider(name);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut cp, kv)) = self.get::<CapacityProvider>(&key).await? else {
+                return Err(ApiError::invalid(format!(
+                    "The specified capacity provider {name} does not exist."
+                )));
+            };
+            update.clone().apply(&mut cp.node_group_provider);
+            let accepted = accept::<CapacityProvider>(to_json(&cp).as_bytes())?;
+            let w = Write::new()
+                .put_json(&key, &accepted.value)
+                .if_unchanged(&key, kv.mod_revision);
+            if committed(self.store.commit(w, None).await)? {
+                let mut v = serde_json::to_value(&accepted.value).unwrap_or_else(|_| json!({}));
+                if let Value::Object(m) = &mut v {
+                    m.insert("status".into(), json!("ACTIVE"));
+                    m.insert("updateStatus".into(), json!("UPDATE_COMPLETE"));
+                }
+                return Ok(pb::DocumentResponse {
+                    json: v.to_string(),
+                    warnings: warnings(accepted.warnings),
+                });
+            }
+        }
+        Err(busy("the capacity provider"))
     }
 
     /// DeleteCapacityProvider: refused while a cluster lists it or a service's strategy names

@@ -136,6 +136,29 @@ fn whole_account(input: &Input) -> ApiResult<()> {
 }
 
 /// `{<field>: items, "failures": […]}`.
+/// A capacity provider as ECS clients read it: its ARN, ACTIVE unless it says otherwise, and its
+/// node group's managed settings also as `autoScalingGroupProvider` (without an Auto Scaling
+/// group ARN: there is none), since SDKs drop the `nodeGroupProvider` they do not know.
+fn capacity_provider(mut v: Value) -> Value {
+    let Value::Object(m) = &mut v else {
+        return v;
+    };
+    if let Some(name) = m.get("name").and_then(Value::as_str) {
+        let arn = crate::shape::arn(&format!("capacity-provider/{name}"));
+        m.entry("capacityProviderArn").or_insert(arn.into());
+    }
+    m.entry("status").or_insert("ACTIVE".into());
+    if let Some(Value::Object(ng)) = m.get("nodeGroupProvider") {
+        let managed: Map<String, Value> = ng
+            .iter()
+            .filter(|(k, _)| k.starts_with("managed"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        m.insert("autoScalingGroupProvider".into(), Value::Object(managed));
+    }
+    v
+}
+
 fn described(field: &str, r: &pb::DescribeResponse) -> Value {
     json!({ field: items(r), "failures": failures(r) })
 }
@@ -605,7 +628,7 @@ pub async fn dispatch(e: &Endpoint, who: &Who, action: &str, input: &Input) -> A
                 let r = e
                     .guarded(who, req, async |a, r| a.create_capacity_provider(r).await)
                     .await?;
-                Ok(json!({"capacityProvider": doc(&r.json)}))
+                Ok(json!({"capacityProvider": capacity_provider(doc(&r.json))}))
             })
             .await?
         }
@@ -624,7 +647,41 @@ pub async fn dispatch(e: &Endpoint, who: &Who, action: &str, input: &Input) -> A
                         a.describe_capacity_providers(r).await
                     })
                     .await?;
-                Ok(described("capacityProviders", &r))
+                let mut out = described("capacityProviders", &r);
+                if let Some(Value::Array(items)) = out.get_mut("capacityProviders") {
+                    for item in items.iter_mut() {
+                        *item = capacity_provider(item.take());
+                    }
+                }
+                Ok(out)
+            })
+            .await?
+        }
+        "UpdateCapacityProvider" => {
+            arm(async {
+                // ECS's autoScalingGroupProvider is Capstan's nodeGroupProvider; either is taken.
+                let update = match (
+                    i.get("autoScalingGroupProvider"),
+                    i.get("nodeGroupProvider"),
+                ) {
+                    (Some(_), Some(_)) => {
+                        return Err(ApiError::invalid(
+                            "give autoScalingGroupProvider or nodeGroupProvider, not both",
+                        ));
+                    }
+                    (Some(v), None) | (None, Some(v)) => v.to_string(),
+                    (None, None) => {
+                        return Err(ApiError::invalid("autoScalingGroupProvider is required"));
+                    }
+                };
+                let req = pb::UpdateCapacityProviderRequest {
+                    capacity_provider: text(i, "name")?,
+                    node_group_provider_json: update,
+                };
+                let r = e
+                    .guarded(who, req, async |a, r| a.update_capacity_provider(r).await)
+                    .await?;
+                Ok(json!({"capacityProvider": capacity_provider(doc(&r.json))}))
             })
             .await?
         }
@@ -636,7 +693,7 @@ pub async fn dispatch(e: &Endpoint, who: &Who, action: &str, input: &Input) -> A
                 let r = e
                     .guarded(who, req, async |a, r| a.delete_capacity_provider(r).await)
                     .await?;
-                Ok(json!({"capacityProvider": doc(&r.json)}))
+                Ok(json!({"capacityProvider": capacity_provider(doc(&r.json))}))
             })
             .await?
         }
@@ -719,6 +776,27 @@ mod tests {
             Err(Exception::Serialization)
         );
         assert_eq!(text(&i, "absent").ok(), Some(String::new()));
+    }
+
+    #[test]
+    fn capacity_providers_carry_their_managed_settings_as_ecs_names_them() {
+        let cp = capacity_provider(json!({"name": "spot", "nodeGroupProvider": {
+            "endpoint": "e", "groupId": "g", "managedDraining": "ENABLED",
+            "managedScaling": {"status": "ENABLED", "targetCapacity": 80}}}));
+        assert_eq!(
+            cp["autoScalingGroupProvider"],
+            json!({"managedDraining": "ENABLED",
+                "managedScaling": {"status": "ENABLED", "targetCapacity": 80}})
+        );
+        assert_eq!(cp["status"], "ACTIVE");
+        assert!(
+            cp["capacityProviderArn"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(":capacity-provider/spot")),
+            "{cp}"
+        );
+        let gone = capacity_provider(json!({"name": "spot", "status": "INACTIVE"}));
+        assert_eq!(gone["status"], "INACTIVE");
     }
 
     #[test]

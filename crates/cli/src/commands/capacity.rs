@@ -16,6 +16,15 @@ pub enum CapacityProviderCmd {
         /// Names.
         names: Vec<String>,
     },
+    /// Change a capacity provider's managed settings from an AutoScalingGroupProviderUpdate JSON
+    /// file (managedScaling, managedTerminationProtection, managedDraining).
+    Update {
+        /// Name or ARN.
+        name: String,
+        /// JSON file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
     /// Delete a capacity provider that no cluster lists.
     Delete {
         /// Name or ARN.
@@ -71,6 +80,17 @@ pub async fn capacity_provider(
                 .into_inner();
             output::docs(out, &output::parse_all(&r.items_json), CP_COLUMNS);
             return done(output::failures(&r.failures));
+        }
+        CapacityProviderCmd::Update { name, file } => {
+            let r = c
+                .update_capacity_provider(pb::UpdateCapacityProviderRequest {
+                    capacity_provider: name,
+                    node_group_provider_json: read_doc(&file)?,
+                })
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            document(out, &r, CP_COLUMNS);
         }
         CapacityProviderCmd::Delete { name } => {
             let r = c
